@@ -1,0 +1,46 @@
+# Ki2API: every target installs what it needs first (a fresh clone needs only Python 3.11).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo run test lint typecheck unit bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/ki2api demo
+
+run: install
+	$(BIN)/ki2api serve
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python -m bench.run
+
+# Regenerate the lock from pyproject (run by a developer, never by CI).
+lock:
+	rm -rf /tmp/ki2api-lock && $(PYTHON) -m venv /tmp/ki2api-lock
+	/tmp/ki2api-lock/bin/pip install --quiet setuptools wheel -e '.[dev]'
+	/tmp/ki2api-lock/bin/pip freeze --all --exclude-editable | grep -v -e "^ki2api" -e "^pip==" > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

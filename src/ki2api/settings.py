@@ -1,0 +1,160 @@
+"""Configuration: the only module that reads the environment (and only when called).
+
+Sources, lowest to highest precedence: defaults, a `.env` file in the working directory,
+the process environment, CLI flags (applied by `cli.py` with `dataclasses.replace`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Settings", "SettingsError", "load_settings", "parse_dotenv"]
+
+DEFAULT_API_KEY = "ki2api-key-2024"
+DEFAULT_PORT = 8989
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # Kiro login
+    kiro_access_token: str | None = None
+    kiro_refresh_token: str | None = None
+    kiro_creds_file: Path | None = None
+    kiro_profile_arn: str | None = None
+    kiro_region: str = "us-east-1"
+    # Upstream hosts (point all three at the emulator for a demo)
+    kiro_api_base: str = "https://q.us-east-1.amazonaws.com"
+    kiro_auth_base: str = "https://prod.us-east-1.auth.desktop.kiro.dev"
+    kiro_oidc_base: str | None = None  # default: https://oidc.{token file region}.amazonaws.com
+    # Where to look for token files (tests point these at temp dirs)
+    home_dir: Path = field(default_factory=Path.home)
+    work_dir: Path = field(default_factory=Path.cwd)
+    data_dir: Path = Path("data")
+    # Behaviour
+    model_overrides: Mapping[str, str] = field(default_factory=dict)
+    max_body_bytes: int = 16 * 1024 * 1024
+    keepalive_interval_s: float = 15.0
+    first_event_timeout_s: float = 120.0
+    read_timeout_s: float = 300.0
+    connect_timeout_s: float = 10.0
+    refresh_ahead_s: float = 300.0
+    max_connections: int = 200
+    log_level: str = "info"
+
+    def redacted(self) -> dict[str, object]:
+        """Settings safe to print: secrets replaced by whether they are set."""
+        return {
+            "api_keys": f"{len(self.api_keys)} key(s)",
+            "host": self.host,
+            "port": self.port,
+            "kiro_access_token": "set" if self.kiro_access_token else "unset",
+            "kiro_refresh_token": "set" if self.kiro_refresh_token else "unset",
+            "kiro_creds_file": str(self.kiro_creds_file) if self.kiro_creds_file else None,
+            "kiro_api_base": self.kiro_api_base,
+            "kiro_auth_base": self.kiro_auth_base,
+            "kiro_oidc_base": self.kiro_oidc_base,
+        }
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """Parse `KEY=value` lines; `#` comments, `export ` prefixes and simple quotes allowed."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _model_map(env: Mapping[str, str]) -> dict[str, str]:
+    raw = env.get("KI2API_MODEL_MAP", "").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise SettingsError("KI2API_MODEL_MAP must be a JSON object of name -> Kiro id") from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+    ):
+        raise SettingsError("KI2API_MODEL_MAP must be a JSON object of name -> Kiro id")
+    return parsed
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None
+) -> Settings:
+    """Build settings from `.env` (if present) overlaid with the environment."""
+    base = dict(os.environ) if environ is None else dict(environ)
+    env_file = dotenv if dotenv is not None else Path(base.get("KI2API_ENV_FILE", ".env"))
+    env: dict[str, str] = {}
+    if env_file.is_file():
+        env.update(parse_dotenv(env_file.read_text(encoding="utf-8")))
+    env.update(base)
+    region = env.get("KIRO_REGION", "us-east-1")
+    keys = tuple(k.strip() for k in env.get("API_KEY", DEFAULT_API_KEY).split(",") if k.strip())
+    if not keys:
+        raise SettingsError("API_KEY is empty; set at least one client key")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    creds = env.get("KIRO_CREDS_FILE")
+    return Settings(
+        api_keys=keys,
+        host=env.get("HOST", "127.0.0.1"),
+        port=_int(env, "PORT", DEFAULT_PORT),
+        kiro_access_token=env.get("KIRO_ACCESS_TOKEN") or None,
+        kiro_refresh_token=env.get("KIRO_REFRESH_TOKEN") or None,
+        kiro_creds_file=Path(creds).expanduser() if creds else None,
+        kiro_profile_arn=env.get("KIRO_PROFILE_ARN") or None,
+        kiro_region=region,
+        kiro_api_base=env.get("KIRO_API_BASE", f"https://q.{region}.amazonaws.com").rstrip("/"),
+        kiro_auth_base=env.get(
+            "KIRO_AUTH_BASE", f"https://prod.{region}.auth.desktop.kiro.dev"
+        ).rstrip("/"),
+        kiro_oidc_base=(env.get("KIRO_OIDC_BASE") or "").rstrip("/") or None,
+        home_dir=home,
+        work_dir=Path.cwd(),
+        data_dir=Path(env.get("KI2API_DATA_DIR", "data")),
+        model_overrides=_model_map(env),
+        max_body_bytes=_int(env, "KI2API_MAX_BODY_BYTES", 16 * 1024 * 1024),
+        keepalive_interval_s=_float(env, "KI2API_KEEPALIVE_S", 15.0),
+        first_event_timeout_s=_float(env, "KI2API_FIRST_EVENT_TIMEOUT_S", 120.0),
+        read_timeout_s=_float(env, "KI2API_READ_TIMEOUT_S", 300.0),
+        refresh_ahead_s=_float(env, "KI2API_REFRESH_AHEAD_S", 300.0),
+        log_level=env.get("LOG_LEVEL", "info").lower(),
+    )
