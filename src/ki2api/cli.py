@@ -1,0 +1,70 @@
+"""`ki2api serve | demo | emulator | doctor`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from ki2api import __version__
+from ki2api.settings import Settings, SettingsError, load_settings
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ki2api", description="OpenAI/Anthropic-compatible gateway over Kiro."
+    )
+    parser.add_argument("--version", action="version", version=f"ki2api {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the gateway against real Kiro credentials")
+    demo = sub.add_parser("demo", help="serve the gateway against the built-in Kiro emulator")
+    for p in (serve, demo):
+        p.add_argument("--host", help="listen address (default: HOST or 127.0.0.1)")
+        p.add_argument("--port", type=int, help="listen port (default: PORT or 8989)")
+    demo.add_argument("--emulator-port", type=int, default=0, help="emulator port (default: any)")
+    sub.add_parser("emulator", help="run the Kiro emulator alone (see `ki2api emulator -h`)")
+    doctor = sub.add_parser("doctor", help="diagnose the Kiro login and the upstream")
+    doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
+    return parser
+
+
+def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    changes: dict[str, object] = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None):
+        changes["port"] = args.port
+    return dataclasses.replace(settings, **changes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator":
+        from kiro_emulator import main as emulator_main  # the CLI is the emulator's only importer
+
+        return emulator_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _with_flags(load_settings(), args)
+    except SettingsError as exc:
+        print(f"ki2api: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from ki2api.runner import serve
+
+        return serve(settings)
+    if args.command == "demo":
+        from ki2api.runner import demo
+
+        return asyncio.run(demo(settings, emulator_port=args.emulator_port))
+    from ki2api.doctor import run_doctor
+
+    return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""`ki2api doctor`: a plain-language diagnosis of the Kiro login and the upstream."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+
+from ki2api.core.errors import GatewayError
+from ki2api.kiro.classify import classify_http_error
+from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials, discover
+from ki2api.kiro.headers import chat_headers, machine_id
+from ki2api.settings import Settings
+from ki2api.transport import create_upstream_client, map_transport_errors
+
+__all__ = ["run_doctor"]
+
+OK, BAD, INFO = "[ok]  ", "[fail]", "[info]"
+
+
+def _say(mark: str, text: str) -> None:
+    print(f"{mark} {text}")
+
+
+async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> int:
+    found = discover(settings)
+    _say(INFO, "looked for a Kiro login in:")
+    for place in found.searched:
+        print(f"         - {place}")
+    if found.source is None:
+        _say(BAD, "no Kiro login found. Log in with the Kiro IDE, or set KIRO_CREDS_FILE /")
+        print("         KIRO_REFRESH_TOKEN. `ki2api demo` runs without an account.")
+        return 1
+    _say(OK, f"using {found.source.description}")
+    async with create_upstream_client(settings) as http:
+        creds = KiroCredentials(found.source, settings, http)
+        _report_status(creds.status())
+        if not contact_upstream:
+            return 0
+        try:
+            auth = await creds.current()
+        except GatewayError as exc:
+            _say(BAD, f"could not get a usable access token: {exc.message}")
+            return 1
+        if creds.refresh_count:
+            _say(OK, "the token was refreshed successfully and written back")
+        else:
+            _say(OK, "the access token is still valid (no refresh needed)")
+        return await _probe_upstream(http, settings, auth)
+
+
+def _report_status(status: dict[str, object]) -> None:
+    _say(INFO, f"login kind: {status.get('auth_method')}")
+    expires = status.get("expires_at")
+    left = status.get("seconds_left")
+    if expires is None:
+        _say(INFO, "expiry unknown (the token will be refreshed on first use)")
+    elif isinstance(left, int | float) and left <= 0:
+        _say(INFO, f"access token expired at {expires}; a refresh will be attempted")
+    else:
+        _say(INFO, f"access token expires at {expires} ({int(left or 0) // 60} min left)")
+    if status.get("read_only"):
+        _say(INFO, "the token file is read-only: refreshed tokens are kept in memory only")
+
+
+async def _probe_upstream(http: httpx.AsyncClient, settings: Settings, auth: AuthSnapshot) -> int:
+    url = f"{settings.kiro_api_base}/ListAvailableModels"
+    params = {"origin": "AI_EDITOR"}
+    if auth.profile_arn:
+        params["profileArn"] = auth.profile_arn
+    headers = chat_headers(
+        auth.access_token, machine=machine_id(auth.account_id), invocation_id=str(uuid.uuid4())
+    )
+    try:
+        with map_transport_errors():
+            response = await http.get(url, params=params, headers=headers)
+    except GatewayError as exc:
+        _say(BAD, f"could not reach Kiro at {settings.kiro_api_base}: {exc.message}")
+        return 1
+    if response.status_code != 200:
+        err = classify_http_error(response.status_code, response.content, response.headers)
+        _say(BAD, f"Kiro answered {response.status_code}: {err.message}")
+        return 1
+    models = [m.get("modelId") for m in response.json().get("models", []) if isinstance(m, dict)]
+    _say(
+        OK,
+        f"Kiro answered at {datetime.now(UTC):%H:%M:%S} UTC; models: {', '.join(map(str, models))}",
+    )
+    return 0

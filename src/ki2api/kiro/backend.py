@@ -1,0 +1,147 @@
+"""KiroBackend: Conversation in, core events out, over the real HTTP + event-stream protocol.
+
+The only async code of the kiro layer. Everything it calls is pure: `request.build_request`,
+`codec.EventStreamDecoder`, `events.KiroStreamTranslator`, `classify`. Retries (a forced token
+refresh on "bearer token invalid") happen only before any event has been yielded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.events import Event
+from ki2api.core.messages import Conversation
+from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
+from ki2api.kiro.codec import CodecError, EventStreamDecoder
+from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.events import KiroStreamTranslator
+from ki2api.kiro.headers import chat_headers, machine_id
+from ki2api.kiro.request import build_request
+from ki2api.transport import map_transport_errors
+
+__all__ = ["BackendOptions", "KiroBackend"]
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    api_base: str
+    profile_arn: str | None = None  # used when the login carries none (e.g. IdC)
+
+
+class KiroBackend:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credentials: KiroCredentials,
+        options: BackendOptions,
+        *,
+        id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._http = http
+        self._credentials = credentials
+        self._options = options
+        self._new_id = id_factory
+        self._url = f"{options.api_base.rstrip('/')}/generateAssistantResponse"
+
+    async def stream(
+        self, conv: Conversation, *, input_tokens: int, context_window: int = 200_000
+    ) -> AsyncIterator[list[Event]]:
+        """Yield batches of events (one batch per upstream network chunk).
+
+        Raises GatewayError before the first batch for upstream HTTP errors, and from
+        the middle of the stream for exception frames, corruption or truncation.
+        """
+        response = await self._open(conv)
+        try:
+            translator = KiroStreamTranslator(
+                input_tokens=input_tokens, context_window=context_window
+            )
+            decoder = EventStreamDecoder()
+            with map_transport_errors():
+                async for chunk in response.aiter_raw():
+                    batch = _translate(decoder, translator, chunk)
+                    if batch:
+                        yield batch
+            yield _finish(decoder, translator)
+        finally:
+            await response.aclose()
+
+    async def _open(self, conv: Conversation) -> httpx.Response:
+        auth = await self._credentials.current()
+        response = await self._post(conv, auth)
+        if response.status_code == 200:
+            return response
+        body = await _read_error_body(response)
+        if is_bearer_invalid(response.status_code, body):
+            auth = await self._credentials.refresh(stale=auth.access_token)
+            response = await self._post(conv, auth)
+            if response.status_code == 200:
+                return response
+            body = await _read_error_body(response)
+        raise classify_http_error(response.status_code, body, response.headers)
+
+    async def _post(self, conv: Conversation, auth: AuthSnapshot) -> httpx.Response:
+        body = build_request(
+            conv,
+            conversation_id=conv.conversation_id or self._new_id(),
+            profile_arn=auth.profile_arn or self._options.profile_arn,
+        )
+        headers = chat_headers(
+            auth.access_token,
+            machine=machine_id(auth.account_id),
+            invocation_id=self._new_id(),
+        )
+        request = self._http.build_request(
+            "POST", self._url, content=orjson.dumps(body), headers=headers
+        )
+        with map_transport_errors():
+            return await self._http.send(request, stream=True)
+
+
+async def _read_error_body(response: httpx.Response) -> bytes:
+    try:
+        with map_transport_errors():
+            data = bytearray()
+            async for chunk in response.aiter_raw():
+                data += chunk
+                if len(data) > _MAX_ERROR_BODY:
+                    break
+            return bytes(data[:_MAX_ERROR_BODY])
+    finally:
+        await response.aclose()
+
+
+def _translate(
+    decoder: EventStreamDecoder, translator: KiroStreamTranslator, chunk: bytes
+) -> list[Event]:
+    try:
+        frames = decoder.feed(chunk)
+    except CodecError as exc:
+        raise _protocol_error(f"corrupt event-stream data from Kiro ({exc})") from None
+    out: list[Event] = []
+    for frame in frames:
+        out.extend(translator.feed(frame))
+    return out
+
+
+def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> list[Event]:
+    try:
+        decoder.finish()
+    except CodecError:
+        raise _protocol_error("the Kiro response ended in the middle of a frame") from None
+    tail = translator.finish()
+    if translator.content_events == 0:
+        raise _protocol_error("Kiro ended the response without sending any content")
+    return tail
+
+
+def _protocol_error(message: str) -> GatewayError:
+    return GatewayError(ErrorKind.UPSTREAM_PROTOCOL, message, retryable=True)

@@ -1,0 +1,115 @@
+"""Process-level entry points: `serve` (real Kiro) and `demo` (gateway + built-in emulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from ki2api.kiro.credentials import discover
+from ki2api.server.app import create_app
+from ki2api.settings import Settings
+from kiro_emulator import EmulatorConfig
+from kiro_emulator import create_app as create_emulator_app
+
+__all__ = ["demo", "no_credentials_message", "serve"]
+
+LOGIN_HELP = (
+    "How to fix it: log in once with the Kiro IDE (https://kiro.dev), which writes\n"
+    "  ~/.aws/sso/cache/kiro-auth-token.json, or copy that file to ./data/.aws/sso/cache/,\n"
+    "  or set KIRO_CREDS_FILE=/path/to/kiro-auth-token.json,\n"
+    "  or set KIRO_REFRESH_TOKEN (and optionally KIRO_ACCESS_TOKEN).\n"
+    "To try Ki2API without a Kiro account, run `ki2api demo` (a local Kiro emulator)."
+)
+
+
+def no_credentials_message(settings: Settings) -> str | None:
+    """None when a login was found; otherwise a message naming every place searched."""
+    found = discover(settings)
+    if found.source is not None:
+        return None
+    places = "\n".join(f"  - {place}" for place in found.searched)
+    return f"ki2api: no Kiro login found. Looked in:\n{places}\n{LOGIN_HELP}"
+
+
+def _uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def serve(settings: Settings) -> int:
+    problem = no_credentials_message(settings)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    config = _uvicorn_config(create_app(settings), settings.host, settings.port, settings.log_level)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_banner(url: str, key: str) -> str:
+    curl = (
+        f"curl {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' "
+        '-d \'{"model":"claude-sonnet-4-20250514","stream":true,'
+        '"messages":[{"role":"user","content":"Hello, Kiro!"}]}\''
+    )
+    return (
+        "\nKi2API demo: the gateway is talking to the built-in Kiro emulator (no account needed).\n"
+        f"  base URL : {url}/v1\n  API key  : {key}\n  try      : {curl}\n"
+        "Press Ctrl+C to stop.\n"
+    )
+
+
+async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
+    em_port = emulator_port or _free_port()
+    em_base = f"http://127.0.0.1:{em_port}"
+    creds_dir = Path(settings.data_dir) / "demo"
+    emulator = create_emulator_app(
+        EmulatorConfig(accounts=1, credentials_dir=creds_dir, base_url=em_base)
+    )
+    gateway_settings = dataclasses.replace(
+        settings,
+        kiro_access_token=None,
+        kiro_refresh_token=None,
+        kiro_creds_file=creds_dir / "acct-1" / "kiro-auth-token.json",
+        kiro_api_base=em_base,
+        kiro_auth_base=em_base,
+        kiro_oidc_base=em_base,
+    )
+    em_server = uvicorn.Server(_uvicorn_config(emulator, "127.0.0.1", em_port, "warning"))
+    gw_server = uvicorn.Server(
+        _uvicorn_config(
+            create_app(gateway_settings), settings.host, settings.port, settings.log_level
+        )
+    )
+    em_task = asyncio.create_task(em_server.serve())
+    while not em_server.started:
+        if em_task.done():
+            return 1
+        await asyncio.sleep(0.02)
+    gw_task = asyncio.create_task(gw_server.serve())
+    while not gw_server.started and not gw_task.done():
+        await asyncio.sleep(0.02)
+    if gw_server.started:
+        print(demo_banner(f"http://{settings.host}:{settings.port}", settings.api_keys[0]))
+    await gw_task
+    em_server.should_exit = True
+    await em_task
+    return 0

@@ -1,0 +1,91 @@
+"""create_app(settings): the one assembly point. No module-level app, no globals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Scope
+
+from ki2api import __version__
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.frontends.openai.errors import error_response
+from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ki2api.server.routes_openai import router as openai_router
+from ki2api.server.services import build_services
+from ki2api.settings import Settings
+
+__all__ = ["create_app", "render_error"]
+
+
+def render_error(err: GatewayError, scope: Scope | None = None) -> Response:
+    """The client-dialect error response (OpenAI for now; the Anthropic surface adds its own)."""
+    status, body, headers = error_response(err)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(
+    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, upstream_transport=upstream_transport)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title="Ki2API",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(openai_router)
+    _install_error_handlers(app)
+
+    def limit_error(err: GatewayError, scope: Scope) -> ASGIApp:
+        return render_error(err, scope)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=limit_error)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return render_error(exc, request.scope)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            err = GatewayError(
+                ErrorKind.INVALID_REQUEST, f"Method {request.method} is not allowed on this path."
+            )
+            status, body, headers = error_response(err)
+            return JSONResponse(body, status_code=405, headers={"allow": _allow(exc)})
+        kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID_REQUEST
+        message = f"Unknown path {request.url.path}." if exc.status_code == 404 else str(exc.detail)
+        return render_error(GatewayError(kind, message), request.scope)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return render_error(
+            GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."), request.scope
+        )
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _allow(exc: StarletteHTTPException) -> str:
+    headers = exc.headers or {}
+    return headers.get("Allow", headers.get("allow", ""))

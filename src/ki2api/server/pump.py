@@ -1,0 +1,98 @@
+"""Pump: read an upstream async iterator in its own task so the consumer can wait with a deadline.
+
+Waiting costs one bare future and one timer per wait (no task per event), which keeps the
+per-event overhead low on the streaming hot path. Cancelling the pump (`aclose`) cancels the
+reader task, which closes the upstream generator (and so the upstream HTTP response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+__all__ = ["Pump", "PumpTimeout"]
+
+T = TypeVar("T")
+
+
+class PumpTimeout(Exception):
+    """No item arrived within the wait's deadline (the source is still running)."""
+
+
+class Pump(Generic[T]):
+    def __init__(self, source: AsyncIterator[T], *, max_buffered: int = 1024) -> None:
+        self._source = source
+        self._items: deque[T] = deque()
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[bool] | None = None
+        self._space: asyncio.Future[None] | None = None
+        self._max = max_buffered
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for item in self._source:
+                self._items.append(item)
+                self._wake()
+                if len(self._items) >= self._max:
+                    self._space = asyncio.get_running_loop().create_future()
+                    await self._space
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer
+            self._error = exc
+        finally:
+            self._done = True
+            self._wake()
+            closer = getattr(self._source, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    async def get(self, timeout: float | None) -> T:
+        """The next item; raises StopAsyncIteration at the end, PumpTimeout after `timeout` s."""
+        while not self._items:
+            if self._done:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopAsyncIteration
+            await self._wait(timeout)
+        item = self._items.popleft()
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+        return item
+
+    async def _wait(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        if waiter.result():
+            raise PumpTimeout
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+        try:
+            await self._task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)

@@ -1,0 +1,139 @@
+"""OpenAI-compatible routes: thin handlers over the frontend translators and the backend."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ki2api import __version__
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.events import aggregate
+from ki2api.core.models import ModelInfo
+from ki2api.core.tokens import estimate_conversation_tokens
+from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
+from ki2api.frontends.openai.to_core import to_conversation
+from ki2api.frontends.openai.wire import parse_chat_request
+from ki2api.server.auth import require_key
+from ki2api.server.services import Services
+from ki2api.server.streaming import collect, open_stream, sse_response
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _authorize(request: Request) -> Services:
+    services = _services(request)
+    require_key(request.headers, services.settings.api_keys)
+    return services
+
+
+def _resolve_model(services: Services, name: str) -> ModelInfo:
+    info = services.catalogue.resolve(name)
+    if info is None:
+        raise GatewayError(
+            ErrorKind.MODEL_NOT_FOUND,
+            f"The model `{name}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return info
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    services = _authorize(request)
+    req = parse_chat_request(await request.body())
+    model = _resolve_model(services, req.model)
+    conv = to_conversation(req, model)
+    backend = services.require_backend()
+    input_tokens = estimate_conversation_tokens(conv)
+    completion_id = "chatcmpl-" + secrets.token_hex(12)
+    created = int(time.time())
+    batches = backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window)
+    if not req.stream:
+        completion = aggregate(await collect(batches))
+        body = completion_response(
+            completion,
+            completion_id=completion_id,
+            created=created,
+            model=req.model,
+            prompt_tokens_fallback=input_tokens,
+        )
+        return JSONResponse(body)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    encoder = ChunkEncoder(
+        completion_id=completion_id,
+        created=created,
+        model=req.model,
+        include_usage=include_usage,
+        prompt_tokens_fallback=input_tokens,
+    )
+    stream = await open_stream(batches, services.settings.first_event_timeout_s)
+    return sse_response(
+        stream,
+        encoder,
+        keepalive_s=services.settings.keepalive_interval_s,
+        idle_limit_s=services.settings.read_timeout_s,
+    )
+
+
+def _model_object(info: ModelInfo) -> dict[str, Any]:
+    created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created))
+    return {
+        "id": info.id,
+        "object": "model",
+        "created": info.created,
+        "owned_by": "anthropic",
+        "type": "model",
+        "display_name": info.display_name,
+        "created_at": created_at,
+        "lifecycle": "active",
+        "max_input_tokens": info.context_window,
+        "max_tokens": info.max_output_tokens,
+    }
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    services = _authorize(request)
+    data = [_model_object(m) for m in services.catalogue.all()]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    services = _authorize(request)
+    return JSONResponse(_model_object(_resolve_model(services, model_id)))
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    services = _services(request)
+    creds = services.credentials
+    return JSONResponse(
+        {
+            "status": "ok" if creds is not None else "no_credentials",
+            "version": __version__,
+            "upstream": services.settings.kiro_api_base,
+            "credentials": creds.status() if creds is not None else None,
+            "problem": services.credentials_problem,
+        }
+    )

@@ -1,0 +1,58 @@
+"""Services: the objects a running gateway is made of, built once per app in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.models import ModelCatalogue, default_catalogue
+from ki2api.kiro.backend import BackendOptions, KiroBackend
+from ki2api.kiro.credentials import KiroCredentials
+from ki2api.settings import Settings
+from ki2api.transport import create_upstream_client
+
+__all__ = ["Services", "build_services"]
+
+log = logging.getLogger("ki2api")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    http: httpx.AsyncClient
+    catalogue: ModelCatalogue
+    credentials: KiroCredentials | None
+    backend: KiroBackend | None
+    credentials_problem: str | None = None
+
+    def require_backend(self) -> KiroBackend:
+        if self.backend is None:
+            raise GatewayError(
+                ErrorKind.NO_CREDENTIALS,
+                self.credentials_problem or "No Kiro login is configured.",
+            )
+        return self.backend
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def build_services(
+    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+) -> Services:
+    http = create_upstream_client(settings, upstream_transport)
+    catalogue = default_catalogue().with_overrides(settings.model_overrides)
+    try:
+        credentials = KiroCredentials.from_settings(settings, http)
+    except GatewayError as exc:
+        log.warning("no Kiro credentials: %s", exc.message)
+        return Services(settings, http, catalogue, None, None, exc.message)
+    backend = KiroBackend(
+        http,
+        credentials,
+        BackendOptions(api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn),
+    )
+    return Services(settings, http, catalogue, credentials, backend)

@@ -1,0 +1,111 @@
+"""Real streaming: 200 only after the upstream's first events; keep-alives; in-stream errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from fastapi.responses import StreamingResponse
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.events import Event
+from ki2api.frontends.sse import sse_comment
+from ki2api.server.pump import Pump, PumpTimeout
+
+__all__ = ["FirstBatch", "StreamEncoder", "collect", "open_stream", "sse_response"]
+
+log = logging.getLogger("ki2api.stream")
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", "connection": "keep-alive"}
+
+
+class StreamEncoder(Protocol):
+    def feed(self, event: Event) -> bytes: ...
+    def error(self, err: GatewayError) -> bytes: ...
+
+
+class FirstBatch:
+    """An upstream stream whose first batch has already arrived (the 200 can be committed)."""
+
+    def __init__(self, pump: Pump[list[Event]], first: list[Event]) -> None:
+        self.pump = pump
+        self.first = first
+
+
+async def collect(batches: AsyncIterator[list[Event]]) -> list[Event]:
+    events: list[Event] = []
+    async for batch in batches:
+        events.extend(batch)
+    return events
+
+
+def _timeout_error(seconds: float) -> GatewayError:
+    return GatewayError(
+        ErrorKind.UPSTREAM_TIMEOUT,
+        f"Kiro sent nothing for {seconds:g} s (KI2API_FIRST_EVENT_TIMEOUT_S).",
+        retryable=True,
+    )
+
+
+async def open_stream(batches: AsyncIterator[list[Event]], first_timeout: float) -> FirstBatch:
+    """Wait for the first upstream batch; errors before it propagate with their real status."""
+    pump: Pump[list[Event]] = Pump(batches)
+    try:
+        first = await pump.get(first_timeout)
+    except PumpTimeout:
+        await pump.aclose()
+        raise _timeout_error(first_timeout) from None
+    except StopAsyncIteration:
+        await pump.aclose()
+        raise GatewayError(
+            ErrorKind.UPSTREAM_PROTOCOL, "Kiro ended the response without content"
+        ) from None
+    except BaseException:
+        await pump.aclose()
+        raise
+    return FirstBatch(pump, first)
+
+
+async def _body(
+    stream: FirstBatch, encoder: StreamEncoder, keepalive_s: float, idle_limit_s: float
+) -> AsyncIterator[bytes]:
+    pump = stream.pump
+    idle = 0.0
+    try:
+        out = b"".join(encoder.feed(ev) for ev in stream.first)
+        if out:
+            yield out
+        while True:
+            try:
+                batch = await pump.get(keepalive_s)
+            except PumpTimeout:
+                idle += keepalive_s
+                if idle >= idle_limit_s:
+                    raise _timeout_error(idle_limit_s) from None
+                yield sse_comment()
+                continue
+            except StopAsyncIteration:
+                return
+            idle = 0.0
+            out = b"".join(encoder.feed(ev) for ev in batch)
+            if out:
+                yield out
+    except GatewayError as err:
+        log.warning("stream failed after start: %s", err.message)
+        yield encoder.error(err)
+    except Exception:
+        log.exception("stream failed after start")
+        yield encoder.error(GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."))
+    finally:
+        await pump.aclose()
+
+
+def sse_response(
+    stream: FirstBatch, encoder: StreamEncoder, *, keepalive_s: float, idle_limit_s: float = 300.0
+) -> StreamingResponse:
+    return StreamingResponse(
+        _body(stream, encoder, keepalive_s, idle_limit_s),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )

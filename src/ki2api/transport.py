@@ -1,0 +1,59 @@
+"""The shared upstream HTTP client, and the one place httpx exceptions become GatewayErrors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.settings import Settings
+
+__all__ = ["create_upstream_client", "map_transport_errors"]
+
+
+def create_upstream_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """One keep-alive connection pool for every upstream call (chat, refresh, models)."""
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout_s,
+        read=settings.read_timeout_s,
+        write=30.0,
+        pool=settings.connect_timeout_s,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=min(settings.max_connections, 100),
+        keepalive_expiry=60.0,
+    )
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, transport=transport, follow_redirects=False
+    )
+
+
+@contextmanager
+def map_transport_errors(what: str = "Kiro") -> Iterator[None]:
+    """Turn network failures into the taxonomy; the most specific httpx class wins."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        kind = ErrorKind.UPSTREAM_TIMEOUT
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+            kind = ErrorKind.UPSTREAM_UNAVAILABLE
+        raise GatewayError(kind, f"{what} did not answer in time", retryable=True) from None
+    except httpx.ConnectError:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
+        ) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_PROTOCOL,
+            f"the connection to {what} broke off ({type(exc).__name__})",
+            retryable=True,
+        ) from None
+    except httpx.HTTPError as exc:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_ERROR, f"{what} request failed ({type(exc).__name__})"
+        ) from None
