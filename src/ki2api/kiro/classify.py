@@ -1,0 +1,226 @@
+"""Upstream failures -> `GatewayError`: a pure table, no I/O.
+
+Two inputs reach here (KIRO_PROTOCOL.md section 6):
+
+* an HTTP error answer before the stream starts: `classify_http_error(status, body, headers)`;
+  bodies are JSON (`{"message", "reason", "__type"}`), plain text or empty, and any bytes are
+  accepted without raising;
+* an `exception` / `error` frame in the middle of a stream: `classify_exception_frame(frame)`.
+  `ContentLengthExceededException` is not a failure: the answer was cut at the output limit, so
+  the caller ends the stream normally with stop reason ``"max_tokens"``.
+
+Matching is by substring of the raw body as well as by the parsed fields, because the real
+bodies disagree with the official model (`...Exception` vs `...Error`; the monthly limit comes
+as 402 or as a 400 `ThrottlingException`). `MONTHLY_REQUEST_COUNT` wins over the status code: a
+quota is never retryable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.codec import Frame
+
+__all__ = [
+    "DEFAULT_RETRY_AFTER_S",
+    "classify_exception_frame",
+    "classify_http_error",
+    "is_bearer_invalid",
+]
+
+DEFAULT_RETRY_AFTER_S = 5.0
+_MAX_DETAIL_CHARS = 300
+_BEARER_INVALID = "bearer token included in the request is invalid"
+_TOO_LONG_MARKERS = (
+    "content_length_exceeds_threshold",
+    "input is too long",
+    "content length exceeds threshold",
+)
+_HIGH_LOAD_MARKERS = ("unexpectedly high load", "serviceunavailableexception")
+_MONTHLY_TEXT = "The Kiro account's monthly request limit is reached"
+_SUSPENDED_MARKERS = ("temporarily_suspended", "locked", "suspended", "restricted your ability")
+
+
+@dataclass(frozen=True, slots=True)
+class _Detail:
+    """What an upstream error says about itself, whatever shape the body had."""
+
+    message: str | None
+    reason: str | None
+    type: str | None
+    raw: str  # lower-cased decoded body, for substring matching
+
+    def suffix(self) -> str:
+        parts = [p for p in (self.message, self.reason and f"reason {self.reason}") if p]
+        return f" (upstream: {'; '.join(parts)})" if parts else ""
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _str_field(obj: Mapping[str, object], *names: str) -> str | None:
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, str) and value.strip():
+            return _clip(value)
+    return None
+
+
+def _parse_body(body: bytes, header_type: str | None = None) -> _Detail:
+    """Read message/reason/type from any body; a type given by a header wins over `__type`."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        obj = json.loads(text) if text.strip() else None
+    except ValueError:
+        obj = None
+    raw = text.lower() + (" " + header_type.lower() if header_type else "")
+    if isinstance(obj, dict):
+        body_type = _str_field(obj, "__type", "code")
+        raw_type = header_type or (body_type.rsplit("#", 1)[-1] if body_type else None)
+        return _Detail(
+            message=_str_field(obj, "message", "Message", "error"),
+            reason=_str_field(obj, "reason"),
+            type=raw_type,
+            raw=raw,
+        )
+    plain = _clip(text) if text.strip() else None
+    return _Detail(message=plain, reason=None, type=header_type, raw=raw)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    value = _header(headers, "retry-after")
+    try:
+        seconds = float(value) if value is not None else DEFAULT_RETRY_AFTER_S
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_S
+    return seconds if seconds >= 0 else DEFAULT_RETRY_AFTER_S
+
+
+def is_bearer_invalid(status: int, body: bytes) -> bool:
+    """Kiro refused the access token itself (refreshing it may help)."""
+    return status in (401, 403) and _BEARER_INVALID in body.decode("utf-8", "replace").lower()
+
+
+def _has(detail: _Detail, markers: tuple[str, ...]) -> bool:
+    return any(m in detail.raw for m in markers)
+
+
+def _classify_400(d: _Detail) -> tuple[ErrorKind, str]:
+    if _has(d, _TOO_LONG_MARKERS):
+        return ErrorKind.CONTEXT_TOO_LONG, "The conversation is too long for the model's context"
+    if "invalid_model_id" in d.raw:
+        return (
+            ErrorKind.MODEL_NOT_FOUND,
+            "Kiro does not offer the requested model to this account or region",
+        )
+    return ErrorKind.UPSTREAM_REJECTED, "Kiro rejected the request"
+
+
+def _classify_4xx(status: int, d: _Detail, bearer_invalid: bool) -> tuple[ErrorKind, str] | None:
+    if status == 400:
+        return _classify_400(d)
+    if status == 401 or bearer_invalid:
+        return ErrorKind.UPSTREAM_AUTH, "Kiro refused the access token"
+    if status == 403:
+        if _has(d, _SUSPENDED_MARKERS):
+            return ErrorKind.PERMISSION, "The Kiro account is suspended or restricted"
+        return ErrorKind.PERMISSION, "Kiro denied access"
+    return None
+
+
+def classify_http_error(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """Map an upstream HTTP error answer (status >= 400) to the taxonomy."""
+    error_type = _header(headers, "x-amzn-errortype")
+    d = _parse_body(body, error_type.split(":", 1)[0] if error_type else None)
+    retry_after: float | None = None
+    if status == 402 or "monthly_request_count" in d.raw:
+        kind, text = ErrorKind.QUOTA_EXHAUSTED, _MONTHLY_TEXT
+    elif (found := _classify_4xx(status, d, is_bearer_invalid(status, body))) is not None:
+        kind, text = found
+    elif status == 429:
+        kind, text = ErrorKind.RATE_LIMITED, "Kiro is rate limiting this account"
+        retry_after = _retry_after(headers)
+    elif status in (408, 504):
+        kind, text = ErrorKind.UPSTREAM_TIMEOUT, "Kiro did not answer in time"
+    elif status == 503 or (status == 500 and _has(d, _HIGH_LOAD_MARKERS)):
+        kind, text = ErrorKind.UPSTREAM_UNAVAILABLE, "Kiro is overloaded or unavailable"
+    elif 500 <= status <= 599:
+        kind, text = ErrorKind.UPSTREAM_UNAVAILABLE, f"Kiro failed with HTTP {status}"
+    else:
+        kind, text = ErrorKind.UPSTREAM_ERROR, f"Kiro answered HTTP {status}"
+    retryable = kind in _RETRYABLE
+    return GatewayError(
+        kind,
+        text + d.suffix(),
+        retryable=retryable,
+        upstream_status=status,
+        retry_after=retry_after,
+    )
+
+
+_RETRYABLE = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.UPSTREAM_UNAVAILABLE, ErrorKind.UPSTREAM_TIMEOUT}
+)
+
+# (substring of the lower-cased exception type, kind, message): first match wins.
+_FRAME_TABLE: tuple[tuple[str, ErrorKind, str], ...] = (
+    ("servicequotaexceeded", ErrorKind.QUOTA_EXHAUSTED, "The Kiro account's quota is exhausted"),
+    ("throttling", ErrorKind.RATE_LIMITED, "Kiro is rate limiting this account"),
+    ("internalserver", ErrorKind.UPSTREAM_UNAVAILABLE, "Kiro failed while answering"),
+    ("serviceunavailable", ErrorKind.UPSTREAM_UNAVAILABLE, "Kiro is overloaded or unavailable"),
+    (
+        "modeltemporarilyunavailable",
+        ErrorKind.UPSTREAM_UNAVAILABLE,
+        "The model is temporarily unavailable",
+    ),
+    ("validation", ErrorKind.UPSTREAM_REJECTED, "Kiro rejected the request"),
+    ("accessdenied", ErrorKind.PERMISSION, "Kiro denied access"),
+)
+
+
+def _frame_detail(frame: Frame) -> _Detail:
+    if frame.message_type == "error":
+        code = frame.headers.get(":error-code")
+        message = frame.headers.get(":error-message")
+        d = _parse_body(frame.payload, code if isinstance(code, str) else None)
+        if isinstance(message, str) and message.strip():
+            d = _Detail(_clip(message), d.reason, d.type, d.raw + " " + message.lower())
+        return d
+    return _parse_body(frame.payload, frame.exception_type)
+
+
+def _frame_kind(exc_type: str, d: _Detail) -> tuple[ErrorKind, str]:
+    if "monthly_request_count" in d.raw or "monthly_request_count" in exc_type:
+        return ErrorKind.QUOTA_EXHAUSTED, _MONTHLY_TEXT
+    if "model_temporarily_unavailable" in d.raw:
+        return ErrorKind.UPSTREAM_UNAVAILABLE, "The model is temporarily unavailable"
+    if "validation" in exc_type and _has(d, _TOO_LONG_MARKERS):
+        return ErrorKind.CONTEXT_TOO_LONG, "The conversation is too long for the model's context"
+    for marker, kind, text in _FRAME_TABLE:
+        if marker in exc_type:
+            return kind, text
+    return ErrorKind.UPSTREAM_ERROR, "Kiro reported an error in the stream"
+
+
+def classify_exception_frame(frame: Frame) -> GatewayError | Literal["max_tokens"]:
+    """An `exception` or `error` frame -> the error to raise, or ``"max_tokens"``."""
+    d = _frame_detail(frame)
+    exc_type = (d.type or "").lower()
+    if "contentlengthexceeded" in exc_type:
+        return "max_tokens"
+    kind, text = _frame_kind(exc_type, d)
+    label = f" [{d.type}]" if d.type else ""
+    return GatewayError(kind, text + label + d.suffix(), retryable=kind in _RETRYABLE)
