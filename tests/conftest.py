@@ -1,0 +1,125 @@
+"""Shared fixtures: the Kiro emulator and the gateway, each under real uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from ki2api.server.app import create_app
+from ki2api.settings import Settings
+from kiro_emulator import EmulatorConfig
+from kiro_emulator import create_app as create_emulator_app
+from tests.support.servers import serve_in_thread
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="session")
+def emulator_url() -> Iterator[str]:
+    with serve_in_thread(create_emulator_app(EmulatorConfig(accounts=0))) as url:
+        yield url
+
+
+@dataclass
+class Account:
+    id: str
+    token_file: Path
+    data: dict[str, Any]
+
+
+def make_account(
+    emulator_url: str, where: Path, *, auth_method: str = "social", **behaviour: Any
+) -> Account:
+    r = httpx.post(
+        f"{emulator_url}/_emulator/accounts",
+        json={"count": 1, "auth_method": auth_method, "behaviour": behaviour},
+    )
+    r.raise_for_status()
+    acct = r.json()["accounts"][0]
+    cache = where / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / "kiro-auth-token.json"
+    path.write_text(json.dumps(acct["token_file"]))
+    os.chmod(path, 0o600)
+    reg = acct.get("client_registration")
+    if reg:
+        (cache / f"{acct['token_file']['clientIdHash']}.json").write_text(json.dumps(reg))
+    return Account(acct["id"], path, acct)
+
+
+@pytest.fixture
+def account(emulator_url: str, tmp_path: Path) -> Account:
+    return make_account(emulator_url, tmp_path)
+
+
+def gateway_settings(
+    emulator_url: str, account: Account, tmp_path: Path, **overrides: Any
+) -> Settings:
+    base = Settings(
+        api_keys=(API_KEY,),
+        kiro_creds_file=account.token_file,
+        kiro_api_base=emulator_url,
+        kiro_auth_base=emulator_url,
+        kiro_oidc_base=emulator_url,
+        home_dir=tmp_path / "home",
+        work_dir=tmp_path / "work",
+        data_dir=tmp_path / "data",
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+    account: Account
+    emulator_url: str
+
+    def openai(self, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1",
+            api_key=kwargs.pop("api_key", API_KEY),
+            max_retries=kwargs.pop("max_retries", 0),
+            _strict_response_validation=True,
+            **kwargs,
+        )
+
+    def emulator_requests(self, limit: int = 50) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.emulator_url}/_emulator/requests", params={"limit": limit})
+        return [q for q in r.json()["requests"] if q.get("account") == self.account.id]
+
+    def emulator_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.emulator_url}/_emulator/stats").json()
+        return stats["accounts"].get(self.account.id, {})
+
+
+@pytest.fixture
+def gateway_factory(emulator_url: str, tmp_path: Path) -> Iterator[Any]:
+    stack: list[Any] = []
+
+    def start(account: Account | None = None, **overrides: Any) -> Gateway:
+        acct = account or make_account(emulator_url, tmp_path)
+        settings = gateway_settings(emulator_url, acct, tmp_path, **overrides)
+        cm = serve_in_thread(create_app(settings))
+        url = cm.__enter__()
+        stack.append(cm)
+        return Gateway(url, settings, acct, emulator_url)
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gateway(gateway_factory: Any, account: Account) -> Gateway:
+    gw: Gateway = gateway_factory(account)
+    return gw
