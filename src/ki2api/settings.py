@@ -49,7 +49,7 @@ class Settings:
     read_timeout_s: float = 300.0
     connect_timeout_s: float = 10.0
     refresh_ahead_s: float = 300.0
-    max_connections: int = 200
+    max_connections: int = 1024
     log_level: str = "info"
 
     def redacted(self) -> dict[str, object]:
@@ -156,5 +156,6 @@ def load_settings(
         first_event_timeout_s=_float(env, "KI2API_FIRST_EVENT_TIMEOUT_S", 120.0),
         read_timeout_s=_float(env, "KI2API_READ_TIMEOUT_S", 300.0),
         refresh_ahead_s=_float(env, "KI2API_REFRESH_AHEAD_S", 300.0),
+        max_connections=_int(env, "KI2API_MAX_UPSTREAM_CONNECTIONS", 1024),
         log_level=env.get("LOG_LEVEL", "info").lower(),
     )
