@@ -1,0 +1,328 @@
+"""One Kiro account's login: current token, refresh ahead of expiry, single-flight, write-back.
+
+`KiroCredentials.current()` hands out a token, refreshing first when it is missing or expires
+within `settings.refresh_ahead_s`. `refresh(stale=token)` is the backend's forced refresh after
+the upstream refused `token`; it is a no-op when that token has already been replaced. However
+many callers wait, one refresh per account is in flight: they all await the same task, which is
+shielded so a cancelled caller does not abort a refresh the others (or the token file) need.
+
+Before refreshing, a token file changed on disk (the Kiro IDE refreshed it) is re-read and its
+tokens adopted when newer. After refreshing, the file is rewritten atomically, keeping every
+other key and the `expiresAt` style; a read-only file keeps the token in memory (one warning).
+A failed refresh writes nothing and is remembered for `failure_backoff_s` so a burst of requests
+does not become a refresh storm; after that the next request tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.credentials_discovery import (
+    CredentialSource,
+    Discovery,
+    discover,
+    no_credentials_error,
+)
+from ki2api.kiro.credentials_store import TokenFileStore, TokenSet
+from ki2api.kiro.refresh import RELOGIN_HINT, RefreshedTokens, refresh_idc, refresh_social
+from ki2api.settings import Settings
+
+__all__ = ["AuthSnapshot", "CredentialSource", "Discovery", "KiroCredentials", "discover"]
+
+_log = logging.getLogger(__name__)
+REFRESH_TIMEOUT_S = 30.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AuthSnapshot:
+    account_id: str
+    access_token: str = field(repr=False)
+    profile_arn: str | None
+    auth_method: str  # "social" | "idc"
+    expires_at: datetime | None
+
+
+def _is_newer(disk: TokenSet, mine: TokenSet) -> bool:
+    """Should tokens read from a changed token file replace the ones in memory?"""
+    if mine.access_token is None and mine.refresh_token is None:
+        return True  # first read
+    if disk.access_token is None or disk.access_token == mine.access_token:
+        return False
+    if disk.expires_at is None or mine.expires_at is None:
+        return True  # a different token written after our last read: the file is newer
+    return disk.expires_at >= mine.expires_at
+
+
+class KiroCredentials:
+    """The login of one Kiro account (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: CredentialSource,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        account_id: str = "default",
+        failure_backoff_s: float = 5.0,
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._http = http
+        self._clock = clock
+        self._account_id = account_id
+        self._backoff = timedelta(seconds=failure_backoff_s)
+        self._tokens = TokenSet()
+        self._store: TokenFileStore | None = None
+        if source.kind == "file" and source.path is not None:
+            self._store = TokenFileStore(
+                source.path, default_region=settings.kiro_region, account_id=account_id
+            )
+        self._inflight: asyncio.Task[AuthSnapshot] | None = None
+        self._refresh_count = 0
+        self._failure_count = 0
+        self._last_error: GatewayError | None = None
+        self._failed_at: datetime | None = None
+        self._last_ok_at: datetime | None = None
+        if source.kind == "env":
+            self._tokens = TokenSet(settings.kiro_access_token, settings.kiro_refresh_token)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> KiroCredentials:
+        """Credentials from the first place `discover()` finds; NO_CREDENTIALS when none."""
+        found = discover(settings)
+        if found.source is None:
+            raise no_credentials_error(found)
+        return cls(found.source, settings, http, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"KiroCredentials(account_id={self._account_id!r}, source={self._source.kind!r})"
+
+    @property
+    def refresh_count(self) -> int:
+        """Successful upstream refreshes so far."""
+        return self._refresh_count
+
+    async def current(self) -> AuthSnapshot:
+        """A token to use now; refreshes first if it is missing or about to expire."""
+        self._ensure_loaded()
+        if not self._needs_refresh(self._clock()):
+            return self._snapshot()
+        try:
+            return await self._join_refresh()
+        except GatewayError as exc:
+            if self._usable(self._clock()):
+                _log.warning(
+                    "account %s: refresh ahead of expiry failed (%s); using the current token "
+                    "until it expires",
+                    self._account_id,
+                    exc.message,
+                )
+                return self._snapshot()
+            raise
+
+    async def refresh(self, *, stale: str | None = None) -> AuthSnapshot:
+        """Forced refresh (single-flight). If `stale` was already replaced, return the new one."""
+        self._ensure_loaded()
+        mine = self._tokens.access_token
+        if stale is not None and mine is not None and mine != stale:
+            return self._snapshot()
+        return await self._join_refresh()
+
+    def status(self) -> dict[str, object]:
+        """Health/doctor view of this login. Never contains a token or secret."""
+        problem: str | None = None
+        try:
+            self._ensure_loaded()
+        except GatewayError as exc:
+            problem = exc.message
+        now = self._clock()
+        tokens = self._tokens
+        expires = tokens.expires_at
+        return {
+            "account_id": self._account_id,
+            "source": self._source.description,
+            "source_kind": self._source.kind,
+            "path": str(self._source.path) if self._source.path else None,
+            "auth_method": self._auth_method(),
+            "has_access_token": tokens.access_token is not None,
+            "has_refresh_token": tokens.refresh_token is not None,
+            "profile_arn": self._profile_arn(),
+            "expires_at": expires.isoformat() if expires else None,
+            "seconds_left": round((expires - now).total_seconds(), 1) if expires else None,
+            "refresh_count": self._refresh_count,
+            "refresh_failures": self._failure_count,
+            "last_refresh_ok": self._last_refresh_ok(),
+            "last_refresh_at": self._last_ok_at.isoformat() if self._last_ok_at else None,
+            "last_error": self._last_error.message if self._last_error else problem,
+            "read_only": self._store.read_only if self._store else False,
+        }
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _last_refresh_ok(self) -> bool | None:
+        if self._last_error is not None:
+            return False
+        return True if self._last_ok_at is not None else None
+
+    def _auth_method(self) -> str:
+        return self._store.auth_method if self._store else "social"
+
+    def _profile_arn(self) -> str | None:
+        return self._settings.kiro_profile_arn or self._tokens.profile_arn
+
+    def _snapshot(self) -> AuthSnapshot:
+        token = self._tokens.access_token
+        if token is None:  # only reachable through a bug: refresh always sets one
+            raise GatewayError(ErrorKind.INTERNAL, "no Kiro access token after refresh")
+        return AuthSnapshot(
+            self._account_id,
+            token,
+            self._profile_arn(),
+            self._auth_method(),
+            self._tokens.expires_at,
+        )
+
+    def _needs_refresh(self, now: datetime) -> bool:
+        tokens = self._tokens
+        if tokens.access_token is None:
+            return True
+        if tokens.expires_at is None:
+            return False  # unknown expiry: use it until the upstream refuses it
+        return (tokens.expires_at - now).total_seconds() <= self._settings.refresh_ahead_s
+
+    def _usable(self, now: datetime) -> bool:
+        expires = self._tokens.expires_at
+        return self._tokens.access_token is not None and (expires is None or expires > now)
+
+    # -- token file -----------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> None:
+        if self._store is not None and not self._store.loaded:
+            self._sync_from_disk()
+
+    def _sync_from_disk(self) -> bool:
+        """Re-read the token file if it changed; True when its tokens were adopted."""
+        disk = self._store.changed_tokens() if self._store else None
+        if disk is None or not _is_newer(disk, self._tokens):
+            return False
+        mine = self._tokens
+        self._tokens = TokenSet(
+            access_token=disk.access_token,
+            refresh_token=disk.refresh_token or mine.refresh_token,
+            profile_arn=disk.profile_arn or mine.profile_arn,
+            expires_at=disk.expires_at,
+        )
+        return True
+
+    # -- refresh --------------------------------------------------------------------------
+
+    async def _join_refresh(self) -> AuthSnapshot:
+        loop = asyncio.get_running_loop()
+        task = self._inflight
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = loop.create_task(self._refresh_flight(), name=f"refresh-{self._account_id}")
+            self._inflight = task
+            task.add_done_callback(self._flight_done)
+        return await asyncio.shield(task)
+
+    def _flight_done(self, task: asyncio.Task[AuthSnapshot]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an unawaited failure is not reported twice
+
+    async def _refresh_flight(self) -> AuthSnapshot:
+        before = self._tokens.access_token
+        if self._sync_from_disk():
+            fresh = self._tokens.access_token
+            if fresh is not None and fresh != before and not self._needs_refresh(self._clock()):
+                _log.info("account %s: adopted the token the Kiro IDE refreshed", self._account_id)
+                return self._snapshot()
+        started = self._clock()
+        if self._last_error is not None and self._failed_at is not None:
+            if started - self._failed_at < self._backoff:
+                raise _copy(self._last_error)
+        try:
+            grant = await self._call_upstream()
+        except GatewayError as exc:
+            self._failure_count += 1
+            self._last_error, self._failed_at = exc, started
+            _log.warning("account %s: token refresh failed: %s", self._account_id, exc.message)
+            raise
+        self._apply(grant, self._clock())
+        if self._store is not None:
+            await self._store.save(self._tokens)
+        return self._snapshot()
+
+    async def _call_upstream(self) -> RefreshedTokens:
+        refresh_token = self._tokens.refresh_token
+        if not refresh_token:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_AUTH,
+                "The Kiro access token was refused or has expired and there is no refresh token "
+                f"to renew it. {RELOGIN_HINT}",
+            )
+        if self._store is None or self._store.auth_method != "idc":
+            base = self._settings.kiro_auth_base
+            return await refresh_social(
+                self._http, auth_base=base, refresh_token=refresh_token, timeout=REFRESH_TIMEOUT_S
+            )
+        registration = self._store.client_registration()
+        if registration is None:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_AUTH,
+                "This is an IAM Identity Center / Builder ID login, but no client registration "
+                f"(clientId and clientSecret) was found next to {self._store.path}. {RELOGIN_HINT}",
+            )
+        region = self._store.region
+        base = self._settings.kiro_oidc_base or f"https://oidc.{region}.amazonaws.com"
+        return await refresh_idc(
+            self._http,
+            oidc_base=base,
+            registration=registration,
+            refresh_token=refresh_token,
+            timeout=REFRESH_TIMEOUT_S,
+        )
+
+    def _apply(self, grant: RefreshedTokens, now: datetime) -> None:
+        previous = self._tokens
+        expires = now + timedelta(seconds=grant.expires_in) if grant.expires_in else None
+        self._tokens = TokenSet(
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token or previous.refresh_token,
+            profile_arn=grant.profile_arn or previous.profile_arn,
+            expires_at=expires,
+        )
+        self._refresh_count += 1
+        self._last_ok_at = now
+        self._last_error = self._failed_at = None
+        _log.info("account %s: Kiro token refreshed", self._account_id)
+
+
+def _copy(error: GatewayError) -> GatewayError:
+    return GatewayError(
+        error.kind,
+        error.message,
+        retryable=error.retryable,
+        upstream_status=error.upstream_status,
+        retry_after=error.retry_after,
+        code=error.code,
+    )
