@@ -48,8 +48,6 @@ from ki2api.frontends.openai.wire import (
 
 __all__ = ["to_conversation"]
 
-_EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
-
 
 def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversation:
     """Translate a validated request; unsupported values raise INVALID_REQUEST with `param`."""
@@ -69,9 +67,7 @@ def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversatio
         ToolSpec(
             name=t.function.name,
             description=t.function.description or "",
-            input_schema=t.function.parameters
-            if t.function.parameters is not None
-            else _EMPTY_SCHEMA,
+            input_schema=_schema(t.function.parameters),
         )
         for t in req.tools or ()
     )
@@ -83,6 +79,11 @@ def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversatio
         tool_choice=_tool_choice(req, tools),
         params=_params(req),
     )
+
+
+def _schema(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """A function without `parameters` takes no arguments (a fresh dict each time)."""
+    return parameters if parameters is not None else {"type": "object", "properties": {}}
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
