@@ -1,0 +1,433 @@
+"""Kiro event-stream frames -> core stream events. Sans-I/O: `feed(frame)` / `finish()`.
+
+Each frame's events are returned by the `feed` call that receives it; only the few characters
+that may be the beginning of a `<thinking>` / `</thinking>` tag (or of the blank line after
+it) are held back until the next text arrives.
+
+Mapping (KIRO_PROTOCOL.md 5.5-5.8, 7):
+
+* `assistantResponseEvent {content}` -> `TextDelta`. Empty content is skipped; identical
+  consecutive chunks are NOT dropped (repeats are legitimate text). With `split_thinking`, a
+  response whose text starts with `<thinking>` (leading whitespace allowed, tags may be split
+  across frames) yields `ThinkingDelta` up to `</thinking>`, then one following "\\n\\n" is
+  dropped. Tags later in the text are ordinary text.
+* `reasoningContentEvent {text, signature}` -> `ThinkingDelta` (native thinking).
+* `toolUseEvent {toolUseId, name, input?, stop?}` -> `ToolCallStart` on the first event of an
+  id, `ToolArgsDelta` per input fragment (an object input is dumped as JSON), `ToolCallEnd` on
+  `stop`. A `{"toolUseEvent": {...}}` wrapper is unwrapped; an unknown id with an empty name is
+  ignored; a new call closes a still-open previous one (Kiro sends calls one after another).
+  At the close the arguments must form one JSON object ("" becomes "{}"), else the stream fails
+  with UPSTREAM_PROTOCOL: truncated arguments are never passed on as a successful call.
+* `meteringEvent` -> credits (summed), `contextUsageEvent` -> percentage, `metadataEvent
+  .tokenUsage` -> authoritative usage. Other known types are checked for valid JSON and dropped;
+  unknown types are ignored.
+* `exception` / `error` frames -> `classify.classify_exception_frame`: a
+  ContentLengthExceededException ends the stream normally with stop reason "max_tokens";
+  anything else is raised.
+
+A payload of a known event type that is not a JSON object, or whose key fields have the wrong
+type, raises GatewayError(UPSTREAM_PROTOCOL): corrupt data is never downgraded to text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.events import (
+    Event,
+    MessageStop,
+    StopReason,
+    TextDelta,
+    ThinkingDelta,
+    ToolArgsDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from ki2api.core.tokens import estimate_text_tokens
+from ki2api.kiro.classify import classify_exception_frame
+from ki2api.kiro.codec import Frame
+
+__all__ = ["KiroStreamTranslator"]
+
+_HANDLED = frozenset(
+    {
+        "assistantResponseEvent",
+        "reasoningContentEvent",
+        "toolUseEvent",
+        "meteringEvent",
+        "contextUsageEvent",
+        "metadataEvent",
+    }
+)
+_IGNORED = frozenset(
+    {
+        "messageMetadataEvent",
+        "followupPromptEvent",
+        "codeReferenceEvent",
+        "supplementaryWebLinksEvent",
+    }
+)
+_CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta)
+
+
+def _protocol(message: str) -> GatewayError:
+    return GatewayError(ErrorKind.UPSTREAM_PROTOCOL, message)
+
+
+def _default_tool_id() -> str:
+    return "tooluse_" + uuid.uuid4().hex[:22]
+
+
+def _load(event_type: str, raw: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        raise _protocol(f"Kiro sent a malformed {event_type} payload (invalid JSON)") from None
+    if not isinstance(obj, dict):
+        raise _protocol(f"Kiro sent a malformed {event_type} payload (not a JSON object)")
+    inner = obj.get(event_type)
+    if len(obj) == 1 and isinstance(inner, dict):  # the {"toolUseEvent": {...}} wrapper
+        return inner
+    return obj
+
+
+def _field(payload: dict[str, Any], name: str, kind: type, event: str) -> Any:
+    """An optional field that, when present and not null, must have the given type."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise _protocol(f"Kiro sent a malformed {event} payload ({name!r} has the wrong type)")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+_OPEN, _CLOSE, _BLANK = "<thinking>", "</thinking>", "\n\n"
+
+
+def _held_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that could be the start of `tag`."""
+    for k in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:k]):
+            return k
+    return 0
+
+
+class _ThinkingSplitter:
+    """Splits a leading `<thinking>...</thinking>` off the text stream (tags may be split)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._mode = "detect" if enabled else "text"
+        self._held = ""
+
+    def feed(self, text: str) -> list[Event]:
+        out: list[Event] = []
+        buf, self._held = self._held + text, ""
+        while buf:
+            if self._mode == "text":
+                out.append(TextDelta(buf))
+                break
+            if self._mode == "detect":
+                buf = self._detect(buf)
+            elif self._mode == "thinking":
+                buf = self._thinking(buf, out)
+            else:  # "after": one blank line after </thinking> is dropped
+                buf = self._after(buf)
+        return out
+
+    def flush(self) -> list[Event]:
+        """Release held-back characters; the leading thinking block (if any) is over."""
+        held, self._held = self._held, ""
+        mode, self._mode = self._mode, "text"
+        if not held:
+            return []
+        return [ThinkingDelta(held)] if mode == "thinking" else [TextDelta(held)]
+
+    def _detect(self, buf: str) -> str:
+        stripped = buf.lstrip()
+        if stripped.startswith(_OPEN):
+            self._mode = "thinking"
+            return stripped[len(_OPEN) :]
+        if _OPEN.startswith(stripped):  # whitespace only, or a piece of the tag
+            self._held = buf
+            return ""
+        self._mode = "text"
+        return buf
+
+    def _thinking(self, buf: str, out: list[Event]) -> str:
+        end = buf.find(_CLOSE)
+        if end >= 0:
+            if end:
+                out.append(ThinkingDelta(buf[:end]))
+            self._mode = "after"
+            return buf[end + len(_CLOSE) :]
+        keep = _held_suffix(buf, _CLOSE)
+        if len(buf) > keep:
+            out.append(ThinkingDelta(buf[: len(buf) - keep]))
+        self._held = buf[len(buf) - keep :]
+        return ""
+
+    def _after(self, buf: str) -> str:
+        if buf.startswith(_BLANK):
+            self._mode = "text"
+            return buf[len(_BLANK) :]
+        if _BLANK.startswith(buf):
+            self._held = buf
+            return ""
+        self._mode = "text"
+        return buf
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    index: int
+    id: str
+    name: str
+    parts: list[str] = field(default_factory=list)
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class _Metadata:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+
+
+class KiroStreamTranslator:
+    """One upstream response: feed frames in order, then call `finish()` once."""
+
+    def __init__(
+        self,
+        *,
+        input_tokens: int,
+        context_window: int = 200_000,
+        split_thinking: bool = True,
+        id_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self._input_estimate = input_tokens
+        self._context_window = context_window
+        self._new_id = id_factory or _default_tool_id
+        self._splitter = _ThinkingSplitter(enabled=split_thinking)
+        self._calls: dict[str, _ToolCall] = {}
+        self._open: _ToolCall | None = None
+        self._output_text: list[str] = []
+        self._credits: float | None = None
+        self._percent: float | None = None
+        self._metadata: _Metadata | None = None
+        self._max_tokens = False
+        self._finished = False
+        self._content_events = 0
+
+    @property
+    def content_events(self) -> int:
+        """How many content-bearing events (text, thinking, tool call parts) were produced."""
+        return self._content_events
+
+    def feed(self, frame: Frame) -> list[Event]:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        if frame.message_type in ("exception", "error"):
+            result = classify_exception_frame(frame)
+            if isinstance(result, GatewayError):
+                raise result
+            self._max_tokens = True
+            return []
+        event_type = frame.event_type
+        if frame.message_type != "event" or event_type is None:
+            return []
+        if event_type in _IGNORED:
+            _load(event_type, frame.payload)
+            return []
+        if event_type not in _HANDLED:
+            return []
+        return self._count(self._dispatch(event_type, _load(event_type, frame.payload)))
+
+    def finish(self) -> list[Event]:
+        if self._finished:
+            raise RuntimeError("finish() called twice")
+        self._finished = True
+        out = self._splitter.flush()
+        out += self._close_open()
+        out.append(self._usage())
+        out.append(MessageStop(self._stop_reason()))
+        return self._count(out)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, event_type: str, payload: dict[str, Any]) -> list[Event]:
+        match event_type:
+            case "assistantResponseEvent":
+                return self._on_text(payload)
+            case "reasoningContentEvent":
+                return self._on_reasoning(payload)
+            case "toolUseEvent":
+                return self._on_tool(payload)
+            case "meteringEvent":
+                usage = _number(payload.get("usage"))
+                if usage is not None:
+                    self._credits = (self._credits or 0.0) + usage
+            case "contextUsageEvent":
+                percent = _number(payload.get("contextUsagePercentage"))
+                self._percent = self._percent if percent is None else percent
+            case _:  # metadataEvent
+                self._on_metadata(payload)
+        return []
+
+    def _count(self, events: list[Event]) -> list[Event]:
+        self._content_events += sum(isinstance(e, _CONTENT_EVENTS) for e in events)
+        return events
+
+    def _on_text(self, payload: dict[str, Any]) -> list[Event]:
+        content = _field(payload, "content", str, "assistantResponseEvent")
+        if not content:
+            return []
+        self._output_text.append(content)
+        return self._splitter.feed(content)
+
+    def _on_reasoning(self, payload: dict[str, Any]) -> list[Event]:
+        text = _field(payload, "text", str, "reasoningContentEvent") or ""
+        signature = _field(payload, "signature", str, "reasoningContentEvent") or None
+        if not text and signature is None:
+            return []
+        self._output_text.append(text)
+        return [ThinkingDelta(text, signature)]
+
+    def _on_metadata(self, payload: dict[str, Any]) -> None:
+        usage = payload.get("tokenUsage")
+        if not isinstance(usage, dict):
+            return
+        n = {k: _number(v) for k, v in usage.items()}
+        uncached, output, total = (
+            n.get("uncachedInputTokens"),
+            n.get("outputTokens"),
+            n.get("totalTokens"),
+        )
+        if uncached is None and total is not None and output is not None:
+            uncached = max(0.0, total - output)
+        meta = _Metadata(
+            input_tokens=_int(uncached),
+            output_tokens=_int(output),
+            cache_read=_int(n.get("cacheReadInputTokens")),
+            cache_write=_int(n.get("cacheWriteInputTokens")),
+        )
+        self._metadata = meta
+        percent = n.get("contextUsagePercentage")
+        self._percent = self._percent if percent is None else percent
+
+    # -- tool calls -----------------------------------------------------------------------
+
+    def _on_tool(self, payload: dict[str, Any]) -> list[Event]:
+        tool_id = _field(payload, "toolUseId", str, "toolUseEvent") or None
+        name = _field(payload, "name", str, "toolUseEvent") or ""
+        stop = _field(payload, "stop", bool, "toolUseEvent") is True
+        fragment = _fragment(payload.get("input"))
+        call = self._find_call(tool_id, name)
+        out: list[Event] = []
+        if call is None:
+            if not name:
+                return []
+            out += self._splitter.flush()
+            out += self._close_open()
+            call = self._start_call(tool_id or self._new_id(), name)
+            out.append(ToolCallStart(call.index, call.id, call.name))
+        elif call.closed:
+            if fragment:
+                raise _protocol(f"Kiro sent arguments for tool call {call.name!r} after its end")
+            return []
+        if fragment:
+            call.parts.append(fragment)
+            self._output_text.append(fragment)
+            out.append(ToolArgsDelta(call.index, fragment))
+        if stop:
+            out += self._close(call)
+        return out
+
+    def _find_call(self, tool_id: str | None, name: str) -> _ToolCall | None:
+        if tool_id is not None:
+            return self._calls.get(tool_id)
+        if self._open is not None and (not name or name == self._open.name):
+            return self._open
+        return None
+
+    def _start_call(self, tool_id: str, name: str) -> _ToolCall:
+        call = _ToolCall(index=len(self._calls), id=tool_id, name=name)
+        self._calls[tool_id] = call
+        self._open = call
+        return call
+
+    def _close_open(self) -> list[Event]:
+        return self._close(self._open) if self._open is not None else []
+
+    def _close(self, call: _ToolCall) -> list[Event]:
+        out: list[Event] = []
+        if not call.parts:
+            call.parts.append("{}")
+            out.append(ToolArgsDelta(call.index, "{}"))
+        try:
+            args = json.loads("".join(call.parts))
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            raise _protocol(
+                f"Kiro's tool call arguments were truncated or malformed (tool {call.name!r}):"
+                " they are not a complete JSON object"
+            )
+        call.closed = True
+        if self._open is call:
+            self._open = None
+        out.append(ToolCallEnd(call.index))
+        return out
+
+    # -- the end --------------------------------------------------------------------------
+
+    def _usage(self) -> Usage:
+        meta = self._metadata or _Metadata()
+        input_tokens = meta.input_tokens
+        if input_tokens is None and self._percent is not None and self._percent > 0:
+            input_tokens = round(self._percent * self._context_window / 100)
+        output_tokens = meta.output_tokens
+        if output_tokens is None:
+            output_tokens = estimate_text_tokens("".join(self._output_text))
+        return Usage(
+            input_tokens=self._input_estimate if input_tokens is None else input_tokens,
+            output_tokens=output_tokens,
+            cache_read_input_tokens=meta.cache_read,
+            cache_creation_input_tokens=meta.cache_write,
+            estimated=meta.input_tokens is None or meta.output_tokens is None,
+            credits=self._credits,
+            context_usage_percent=self._percent,
+        )
+
+    def _stop_reason(self) -> StopReason:
+        if self._percent is not None and self._percent >= 100:
+            return "context_window_exceeded"
+        if self._max_tokens:
+            return "max_tokens"
+        return "tool_use" if self._calls else "end_turn"
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _fragment(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    raise _protocol("Kiro sent a malformed toolUseEvent payload ('input' has the wrong type)")
