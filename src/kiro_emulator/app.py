@@ -1,0 +1,166 @@
+"""The emulator's ASGI app: Kiro's upstream endpoints plus the `/_emulator` control surface."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from . import admin, tokens
+from .common import bearer, emulator, request_id_headers
+from .config import EmulatorConfig
+from .credentials import write_credentials
+from .errors import (
+    BEARER_INVALID,
+    QUOTA_EXHAUSTED,
+    SUSPENDED,
+    THROTTLED,
+    UNKNOWN_OPERATION,
+    Rejection,
+    json_response,
+)
+from .models import list_models_page, usage_limits
+from .reqlog import record
+from .script import parse_directives, plan_reply
+from .state import Account, EmulatorState
+from .stream import build_plan, stream_body
+from .validate import parse_chat
+
+__all__ = ["CHAT_TARGET", "EVENTSTREAM", "create_app"]
+
+CHAT_TARGET = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse"
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+
+
+def _check_faults(account: Account) -> None:
+    b = account.behaviour
+    if b.suspended:
+        raise SUSPENDED.because("behaviour suspended")
+    if b.quota_exhausted:
+        raise QUOTA_EXHAUSTED.because("behaviour quota_exhausted")
+    if b.throttled:
+        raise THROTTLED.because("behaviour throttled")
+
+
+async def _counted(
+    state: EmulatorState, account: Account, body: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    state.stream_started(account)
+    try:
+        async for piece in body:
+            yield piece
+    finally:
+        state.stream_ended(account)
+
+
+async def _answer_chat(state: EmulatorState, raw: bytes, account: Account | None) -> Response:
+    if account is None:
+        raise BEARER_INVALID.because("missing, unknown or expired bearer token")
+    account.counters.chat_requests += 1
+    if account.behaviour.latency_ms > 0:
+        await state.sleep(account.behaviour.latency_ms / 1000)
+    _check_faults(account)
+    req = parse_chat(raw, account.auth_method)
+    directives, content = parse_directives(req.content)
+    if directives.error is not None:
+        err = directives.error
+        kind = err.get("type") if isinstance(err.get("type"), str) else None
+        raise Rejection(err["status"], err.get("body", {}), kind, "directive error")
+    reply = plan_reply(content, req.tools, directives, state.new_tool_use_id)
+    plan = build_plan(reply, directives, req.model_id, req.body_chars)
+    account.counters.served += 1
+    headers = request_id_headers(state)
+    headers["x-amzn-codewhisperer-conversation-id"] = req.conversation_id or state.new_uuid()
+    body = _counted(state, account, stream_body(plan, state.sleep))
+    return StreamingResponse(body, headers=headers, media_type=EVENTSTREAM)
+
+
+async def chat(request: Request) -> Response:
+    state = emulator(request)
+    raw = await request.body()
+    account = state.authenticate(bearer(request))
+    entry = record(state, request, raw, account)
+    try:
+        response = await _answer_chat(state, raw, account)
+    except Rejection as r:
+        entry["status"], entry["rejected"] = r.status, r.why or str(r)
+        return r.response(request_id_headers(state))
+    entry["status"] = response.status_code
+    return response
+
+
+async def root(request: Request) -> Response:
+    """`POST /` dispatches on `x-amz-target` like an AWS JSON-protocol service."""
+    if request.headers.get("x-amz-target", "") == CHAT_TARGET:
+        return await chat(request)
+    state = emulator(request)
+    entry = record(state, request, await request.body(), None)
+    entry["status"], entry["rejected"] = 400, "unknown x-amz-target"
+    return UNKNOWN_OPERATION.response(request_id_headers(state))
+
+
+def _authorized(request: Request) -> Account:
+    state = emulator(request)
+    account = state.authenticate(bearer(request))
+    record(state, request, b"", account)["status"] = 200 if account else 403
+    if account is None:
+        raise BEARER_INVALID
+    return account
+
+
+async def list_models(request: Request) -> Response:
+    try:
+        _authorized(request)
+    except Rejection as r:
+        return r.response(request_id_headers(emulator(request)))
+    raw_max = request.query_params.get("maxResults", "50")
+    max_results = int(raw_max) if raw_max.isdigit() else 50
+    page = list_models_page(max_results, request.query_params.get("nextToken"))
+    return json_response(page, headers=request_id_headers(emulator(request)))
+
+
+async def get_usage_limits(request: Request) -> Response:
+    state = emulator(request)
+    try:
+        account = _authorized(request)
+    except Rejection as r:
+        return r.response(request_id_headers(state))
+    body = usage_limits(
+        account.counters.served,
+        account.behaviour.quota_exhausted,
+        state.clock(),
+        f"{account.id}@example.com",
+    )
+    return json_response(body, headers=request_id_headers(state))
+
+
+def create_app(
+    config: EmulatorConfig | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
+) -> Starlette:
+    """A fresh emulator (its own accounts, tokens and log). `clock` returns epoch seconds."""
+    config = config or EmulatorConfig()
+    state = EmulatorState(config, clock or time.time, sleep or asyncio.sleep)
+    accounts = state.add_accounts(config.accounts, config.auth_method)
+    if config.credentials_dir is not None:
+        write_credentials(config.credentials_dir, [state.describe(a) for a in accounts])
+    routes = [
+        Route("/generateAssistantResponse", chat, methods=["POST"]),
+        Route("/", root, methods=["POST"]),
+        Route("/refreshToken", tokens.social_refresh, methods=["POST"]),
+        Route("/token", tokens.oidc_create_token, methods=["POST"]),
+        Route("/ListAvailableModels", list_models, methods=["GET"]),
+        Route("/getUsageLimits", get_usage_limits, methods=["GET"]),
+        *admin.routes(),
+    ]
+    app = Starlette(routes=routes)
+    app.state.emulator = state
+    return app

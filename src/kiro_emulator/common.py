@@ -1,0 +1,35 @@
+"""Small request helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from .state import EmulatorState
+
+__all__ = ["bearer", "emulator", "json_object", "request_id_headers"]
+
+
+def emulator(request: Request) -> EmulatorState:
+    state: EmulatorState = request.app.state.emulator
+    return state
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def request_id_headers(state: EmulatorState) -> dict[str, str]:
+    return {"x-amzn-requestid": state.new_uuid()}
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None

@@ -1,0 +1,112 @@
+"""Upstream error answers, with the real status, body and `x-amzn-errortype` (KIRO_PROTOCOL.md 6).
+
+`Rejection` is raised by the validators and the account checks and turned into an HTTP response
+by `app.py`; nothing else in the emulator builds error responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+__all__ = [
+    "BEARER_INVALID",
+    "CONTENT_TOO_LONG",
+    "IMPROPER",
+    "INVALID_MODEL",
+    "PROFILE_ARN_REQUIRED",
+    "QUOTA_EXHAUSTED",
+    "SUSPENDED",
+    "THROTTLED",
+    "UNKNOWN_OPERATION",
+    "Rejection",
+    "json_response",
+]
+
+
+class Rejection(Exception):
+    """An HTTP error answer: status, JSON body and the AWS error type header."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], error_type: str | None = None, why: str = ""
+    ) -> None:
+        super().__init__(f"{status} {why or body.get('message') or body.get('error')}")
+        self.status = status
+        self.body = body
+        self.error_type = error_type
+        self.why = why
+
+    def because(self, why: str) -> Rejection:
+        """The same answer, noting which rule fired (shown in the emulator's request log only)."""
+        return Rejection(self.status, self.body, self.error_type, why)
+
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        extra = dict(headers or {})
+        if self.error_type:
+            extra["x-amzn-errortype"] = self.error_type
+        return json_response(self.body, self.status, extra)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+# 403 on an expired, unknown or missing bearer token (kiro.rs, AIClient, 9router).
+BEARER_INVALID = Rejection(
+    403,
+    {"message": "The bearer token included in the request is invalid.", "reason": None},
+    "AccessDeniedException",
+)
+# 400 for schema / alternation / size problems (kiro-gw, kiro.rs).
+IMPROPER = Rejection(
+    400, {"message": "Improperly formed request.", "reason": None}, "ValidationException"
+)
+INVALID_MODEL = Rejection(
+    400,
+    {
+        "message": "Invalid model. Please select a different model to continue.",
+        "reason": "INVALID_MODEL_ID",
+    },
+    "ValidationException",
+)
+CONTENT_TOO_LONG = Rejection(
+    400,
+    {"message": "Input is too long.", "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"},
+    "ValidationException",
+)
+# runtime.kiro.dev without profileArn (kiro-gw); we require it for social accounts.
+PROFILE_ARN_REQUIRED = Rejection(
+    400, {"message": "profileArn is required", "reason": None}, "ValidationException"
+)
+QUOTA_EXHAUSTED = Rejection(
+    402,
+    {"message": "You have reached the limit.", "reason": "MONTHLY_REQUEST_COUNT"},
+    "ServiceQuotaExceededException",
+)
+THROTTLED = Rejection(
+    429,
+    {
+        "message": "I am experiencing high traffic, please try again shortly.",
+        "reason": "INSUFFICIENT_MODEL_CAPACITY",
+    },
+    "ThrottlingException",
+)
+SUSPENDED = Rejection(
+    403,
+    {
+        "message": (
+            "Your User ID temporarily is suspended. We detected unusual activity and locked it "
+            "as a security precaution. Contact support to restore access."
+        ),
+        "reason": "TEMPORARILY_SUSPENDED",
+    },
+    "AccessDeniedException",
+)
+# An AWS JSON-protocol service answers a POST / without a known x-amz-target like this.
+UNKNOWN_OPERATION = Rejection(
+    400,
+    {"__type": "com.amazon.coral.service#UnknownOperationException", "message": None},
+    "UnknownOperationException:http://internal.amazon.com/coral/com.amazon.coral.service/",
+)

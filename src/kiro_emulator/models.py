@@ -1,0 +1,126 @@
+"""The model ids the emulated upstream knows (KIRO_PROTOCOL.md 4.1) and the ListAvailableModels
+and getUsageLimits answers built from them (4.3, 4.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["KNOWN_MODELS", "ModelEntry", "context_window", "list_models_page", "usage_limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    model_id: str
+    name: str
+    context_window: int = 200_000
+    max_output: int = 64_000
+    rate: float = 1.0
+    images: bool = True
+
+
+KNOWN_MODELS: tuple[ModelEntry, ...] = (
+    ModelEntry("auto", "Auto", rate=1.0),
+    ModelEntry("claude-sonnet-4", "Claude Sonnet 4", rate=1.3),
+    ModelEntry("claude-sonnet-4.5", "Claude Sonnet 4.5", rate=1.3),
+    ModelEntry("claude-sonnet-4.6", "Claude Sonnet 4.6", 1_000_000, rate=1.3),
+    ModelEntry("claude-haiku-4.5", "Claude Haiku 4.5", rate=0.4),
+    ModelEntry("claude-opus-4.5", "Claude Opus 4.5", rate=2.2),
+    ModelEntry("claude-opus-4.6", "Claude Opus 4.6", 1_000_000, rate=2.2),
+    ModelEntry("claude-opus-4.7", "Claude Opus 4.7", 1_000_000, rate=2.2),
+    ModelEntry("claude-opus-4.8", "Claude Opus 4.8", 1_000_000, rate=2.2),
+    ModelEntry("CLAUDE_SONNET_4_20250514_V1_0", "Claude Sonnet 4 (legacy id)", rate=1.3),
+    ModelEntry("CLAUDE_3_7_SONNET_20250219_V1_0", "Claude 3.7 Sonnet (legacy id)", rate=1.3),
+    ModelEntry("CLAUDE_SONNET_4_5_20250929_V1_0", "Claude Sonnet 4.5 (legacy id)", rate=1.3),
+    ModelEntry("deepseek-3.2", "DeepSeek 3.2", 128_000, 8_192, 0.5, images=False),
+    ModelEntry("glm-5", "GLM 5", 128_000, 8_192, 0.5, images=False),
+    ModelEntry("minimax-m2.1", "MiniMax M2.1", 200_000, 8_192, 0.5, images=False),
+    ModelEntry("minimax-m2.5", "MiniMax M2.5", 200_000, 8_192, 0.5, images=False),
+    ModelEntry("qwen3-coder-next", "Qwen3 Coder Next", 256_000, 8_192, 0.5, images=False),
+)
+
+_BY_ID = {m.model_id: m for m in KNOWN_MODELS}
+FREE_LIMIT = 50
+
+
+def context_window(model_id: str) -> int:
+    entry = _BY_ID.get(model_id)
+    return entry.context_window if entry else 200_000
+
+
+def _model_json(m: ModelEntry) -> dict[str, Any]:
+    return {
+        "modelId": m.model_id,
+        "modelName": m.name,
+        "description": f"{m.name} (Kiro emulator)",
+        "supportedInputTypes": ["TEXT", "IMAGE"] if m.images else ["TEXT"],
+        "tokenLimits": {"maxInputTokens": m.context_window, "maxOutputTokens": m.max_output},
+        "promptCaching": {
+            "supportsPromptCaching": m.model_id.startswith("claude"),
+            "maximumCacheCheckpointsPerRequest": 4,
+            "minimumTokensPerCacheCheckpoint": 1024,
+        },
+        "rateMultiplier": m.rate,
+        "rateUnit": "Credit",
+    }
+
+
+def list_models_page(max_results: int, next_token: str | None) -> dict[str, Any]:
+    """One page of ListAvailableModels; `nextToken` is an opaque offset string."""
+    start = int(next_token) if next_token and next_token.isdigit() else 0
+    size = max(1, min(max_results, 50))
+    page = KNOWN_MODELS[start : start + size]
+    end = start + len(page)
+    return {
+        "defaultModel": {"modelId": "auto"},
+        "models": [_model_json(m) for m in page],
+        "nextToken": str(end) if end < len(KNOWN_MODELS) else None,
+    }
+
+
+def next_month_start(now: float) -> int:
+    """Epoch seconds of the first day of the next month, UTC (when free quotas reset)."""
+    t = datetime.fromtimestamp(now, UTC)
+    year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+
+
+def usage_limits(used: float, exhausted: bool, now: float, email: str) -> dict[str, Any]:
+    """getUsageLimits for a free-tier account that has spent `used` requests (credits)."""
+    current = float(FREE_LIMIT) if exhausted else float(used)
+    reset_at = next_month_start(now)
+    return {
+        "usageBreakdownList": [
+            {
+                "resourceType": "CREDIT",
+                "unit": "INVOCATIONS",
+                "displayName": "Credit",
+                "displayNamePlural": "Credits",
+                "currentUsage": int(current),
+                "currentUsageWithPrecision": current,
+                "usageLimit": FREE_LIMIT,
+                "usageLimitWithPrecision": float(FREE_LIMIT),
+                "nextDateReset": reset_at,
+                "overageCharges": 0,
+                "overageRate": 0.04,
+                "overageCap": 0,
+                "currency": "USD",
+                "currentOverages": 0,
+                "bonuses": [],
+                "freeTrialInfo": None,
+            }
+        ],
+        "userInfo": {"email": email, "userId": email.split("@")[0]},
+        "subscriptionInfo": {
+            "type": "Q_DEVELOPER_STANDALONE_FREE",
+            "subscriptionTitle": "KIRO FREE",
+            "overageCapability": "OVERAGE_INCAPABLE",
+            "upgradeCapability": "UPGRADE_CAPABLE",
+            "subscriptionManagementTarget": "PURCHASE",
+        },
+        "daysUntilReset": max(0, int((reset_at - now) // 86_400)),
+        "nextDateReset": reset_at,
+        "overageConfiguration": {"overageStatus": "DISABLED"},
+        "limits": [],
+    }

@@ -1,0 +1,44 @@
+"""The introspection log of received requests. Tokens and secrets never enter it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from .state import Account, EmulatorState
+
+__all__ = ["record"]
+
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_SECRET_FIELDS = frozenset({"accessToken", "refreshToken", "clientSecret", "refresh_token"})
+
+
+def _redacted(body: Any) -> Any:
+    if isinstance(body, dict):
+        return {k: "<redacted>" if k in _SECRET_FIELDS else v for k, v in body.items()}
+    return body
+
+
+def record(
+    state: EmulatorState, request: Request, raw: bytes, account: Account | None
+) -> dict[str, Any]:
+    """Append a log entry (newest last) and return it so the handler can add the outcome."""
+    headers = {k: ("<redacted>" if k in _SECRET_HEADERS else v) for k, v in request.headers.items()}
+    try:
+        body: Any = _redacted(orjson.loads(raw)) if raw else None
+    except orjson.JSONDecodeError:
+        body = None
+    entry: dict[str, Any] = {
+        "method": request.method,
+        "path": request.url.path,
+        "account": account.id if account else None,
+        "headers": headers,
+        "body": body,
+        "body_bytes": len(raw),
+        "status": None,
+        "rejected": None,
+    }
+    state.requests.append(entry)
+    return entry

@@ -1,0 +1,253 @@
+"""Accounts, tokens, counters and the request log of one emulator instance (no globals)."""
+
+from __future__ import annotations
+
+import base64
+import random
+import string
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from . import credentials as cred
+from .config import EmulatorConfig
+from .errors import Rejection
+
+__all__ = ["Account", "Behaviour", "Counters", "EmulatorState", "Registration"]
+
+REFRESH_INVALID = Rejection(
+    400,
+    {
+        "error": "invalid_grant",
+        "error_description": "Invalid refresh token provided",
+        "message": "Invalid refresh token provided",
+    },
+    "InvalidGrantException",
+)
+_REGISTRATION_TTL_S = 90 * 86_400
+
+
+@dataclass
+class Behaviour:
+    quota_exhausted: bool = False
+    throttled: bool = False
+    suspended: bool = False
+    token_ttl_s: float | None = None
+    refresh_fails: bool = False
+    rotate_refresh_token: bool = False
+    latency_ms: float = 0.0
+
+    def updated(self, changes: Mapping[str, Any]) -> Behaviour:
+        """A copy with `changes` applied; ValueError names an unknown key or a bad value."""
+        known = {f.name: f for f in fields(self)}
+        values = asdict(self)
+        for key, value in changes.items():
+            if key not in known:
+                raise ValueError(f"unknown behaviour key {key!r}")
+            values[key] = _coerce(key, value)
+        return Behaviour(**values)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key in ("token_ttl_s", "latency_ms"):
+        if value is None and key == "token_ttl_s":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{key} must be a number >= 0")
+        return float(value)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
+
+
+@dataclass
+class Counters:
+    chat_requests: int = 0  # authenticated chat calls received
+    served: int = 0  # chat calls answered with a stream
+    refreshes: int = 0  # successful token refreshes
+    refresh_failures: int = 0
+    streams_now: int = 0
+    streams_max: int = 0
+
+
+@dataclass(frozen=True)
+class Registration:
+    client_id: str
+    client_secret: str = field(repr=False)
+    expires_at: float
+    id_hash: str
+
+
+@dataclass(eq=False)
+class Account:
+    id: str
+    auth_method: str  # "social" | "idc"
+    behaviour: Behaviour
+    profile_arn: str | None
+    registration: Registration | None
+    access_token: str = field(default="", repr=False)
+    access_expires: float = 0.0
+    refresh_token: str = field(default="", repr=False)
+    counters: Counters = field(default_factory=Counters)
+
+
+def _norm_auth(method: str) -> str:
+    m = method.strip().lower()
+    if m in ("social", "idc"):
+        return m
+    raise ValueError("auth_method must be 'social' or 'idc'")
+
+
+class EmulatorState:
+    """Everything one emulator app remembers. Clock and randomness are injected."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Any],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = random.Random(config.seed)
+        self.accounts: dict[str, Account] = {}
+        self.requests: deque[dict[str, Any]] = deque(maxlen=max(1, config.request_log_size))
+        self._access: dict[str, tuple[str, float]] = {}  # access token -> (account id, expiry)
+        self._refresh: dict[str, str] = {}  # live refresh token -> account id
+
+    # ids and secrets -------------------------------------------------------------------------
+    def _b64(self, nbytes: int) -> str:
+        return base64.urlsafe_b64encode(self.rng.randbytes(nbytes)).decode().rstrip("=")
+
+    def new_uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def new_tool_use_id(self) -> str:
+        return "tooluse_" + self._b64(16)  # 16 bytes -> 22 base64url characters
+
+    def _profile_arn(self) -> str:
+        digits = "".join(self.rng.choice(string.digits) for _ in range(12))
+        ident = "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(12))
+        return f"arn:aws:codewhisperer:us-east-1:{digits}:profile/{ident}"
+
+    # accounts --------------------------------------------------------------------------------
+    def add_accounts(
+        self, count: int, auth_method: str, behaviour: Mapping[str, Any] | None = None
+    ) -> list[Account]:
+        method = _norm_auth(auth_method)
+        base = Behaviour().updated(behaviour or {})
+        made = []
+        for _ in range(count):
+            acct_id = f"acct-{len(self.accounts) + 1}"
+            reg = None
+            if method == "idc":
+                exp = self.clock() + _REGISTRATION_TTL_S
+                reg = Registration(self._b64(16), "sec" + self._b64(96), exp, cred.client_id_hash())
+            profile = self._profile_arn() if method == "social" else None
+            acct = Account(acct_id, method, Behaviour(**asdict(base)), profile, reg)
+            acct.refresh_token = self._new_refresh(acct_id)
+            self.issue_access(acct)
+            self.accounts[acct_id] = acct
+            made.append(acct)
+        return made
+
+    def _new_refresh(self, account_id: str) -> str:
+        token = "aor" + self._b64(96)
+        self._refresh[token] = account_id
+        return token
+
+    def issue_access(self, account: Account) -> None:
+        ttl = account.behaviour.token_ttl_s
+        now = self.clock()
+        expires = now + (self.config.token_ttl_s if ttl is None else ttl)
+        token = "aoa" + self._b64(96)
+        if len(self._access) > 1000 + 4 * len(self.accounts):
+            self._access = {k: v for k, v in self._access.items() if v[1] > now}
+        self._access[token] = (account.id, expires)
+        account.access_token, account.access_expires = token, expires
+
+    def authenticate(self, token: str | None) -> Account | None:
+        """The account owning a live access token; None if unknown or expired."""
+        entry = self._access.get(token or "")
+        if entry is None or entry[1] <= self.clock():
+            return None
+        return self.accounts.get(entry[0])
+
+    def expire_tokens(self, account: Account) -> None:
+        """Make every access token of `account` expired now (a test hook)."""
+        past = self.clock() - 1
+        for token, (acct_id, _) in list(self._access.items()):
+            if acct_id == account.id:
+                self._access[token] = (acct_id, past)
+        account.access_expires = past
+
+    # refresh ---------------------------------------------------------------------------------
+    def account_for_refresh(self, refresh_token: str, auth_method: str) -> Account:
+        acct = self.accounts.get(self._refresh.get(refresh_token, ""))
+        if acct is None or acct.auth_method != auth_method:
+            raise REFRESH_INVALID.because("unknown or revoked refresh token")
+        return acct
+
+    def refresh(self, account: Account) -> None:
+        """Issue a new access token (old ones stay valid until they expire)."""
+        if account.behaviour.refresh_fails:
+            account.counters.refresh_failures += 1
+            raise REFRESH_INVALID.because("behaviour refresh_fails")
+        account.counters.refreshes += 1
+        if account.behaviour.rotate_refresh_token:
+            self._refresh.pop(account.refresh_token, None)
+            account.refresh_token = self._new_refresh(account.id)
+        self.issue_access(account)
+
+    # files -----------------------------------------------------------------------------------
+    def token_file(self, account: Account) -> dict[str, Any]:
+        if account.registration is None:
+            return cred.social_token_file(
+                account.access_token,
+                account.refresh_token,
+                account.profile_arn or "",
+                account.access_expires,
+            )
+        return cred.idc_token_file(
+            account.access_token,
+            account.refresh_token,
+            account.access_expires,
+            account.registration.id_hash,
+        )
+
+    def client_registration(self, account: Account) -> dict[str, Any] | None:
+        reg = account.registration
+        if reg is None:
+            return None
+        return cred.registration_file(reg.client_id, reg.client_secret, reg.expires_at)
+
+    def describe(self, account: Account) -> dict[str, Any]:
+        return {
+            "id": account.id,
+            "auth_method": account.auth_method,
+            "behaviour": asdict(account.behaviour),
+            "token_file": self.token_file(account),
+            "client_registration": self.client_registration(account),
+        }
+
+    # counters --------------------------------------------------------------------------------
+    def stream_started(self, account: Account) -> None:
+        c = account.counters
+        c.streams_now += 1
+        c.streams_max = max(c.streams_max, c.streams_now)
+
+    def stream_ended(self, account: Account) -> None:
+        account.counters.streams_now -= 1
+
+    def stats(self) -> dict[str, Any]:
+        return {"accounts": {a.id: asdict(a.counters) for a in self.accounts.values()}}
+
+    def reset(self) -> None:
+        """Forget requests and counters (accounts and tokens stay)."""
+        self.requests.clear()
+        for acct in self.accounts.values():
+            now = acct.counters.streams_now
+            acct.counters = Counters(streams_now=now, streams_max=now)

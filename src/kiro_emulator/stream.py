@@ -1,0 +1,195 @@
+"""Turning a planned reply into AWS event-stream frames, sent incrementally (KIRO_PROTOCOL.md 5).
+
+`build_plan` is pure and lazy (a benchmark may ask for many events on many streams at once);
+`stream_body` is the async generator handed to Starlette: it sleeps for the scripted delays and
+applies the byte-level faults (mid-stream exception, truncated frame, re-chunking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import orjson
+
+from ki2api.kiro.codec import encode_event, encode_exception
+
+from .models import KNOWN_MODELS, context_window
+from .script import Directives, Reply, ToolCall, split_text
+
+__all__ = ["StreamPlan", "build_plan", "stream_body"]
+
+DEFAULT_EXCEPTION_MESSAGE = (
+    "Encountered an unexpected error when processing the request, please try again."
+)
+_RATES = {m.model_id: m.rate for m in KNOWN_MODELS}
+
+
+def _event(event_type: str, payload: dict[str, Any]) -> bytes:
+    return encode_event(event_type, orjson.dumps(payload))
+
+
+@dataclass
+class StreamPlan:
+    total: int  # whole frames in the undisturbed stream
+    frames: Iterator[bytes]
+    first_delay_s: float = 0.0
+    delay_s: float = 0.0
+    exception_at: int | None = None
+    exception_frame: bytes = b""
+    truncate_at: int | None = None
+    split_bytes: int | None = None
+
+
+def _text_frames(pieces: list[str], count: int) -> Iterator[bytes]:
+    for i in range(count):
+        yield _event("assistantResponseEvent", {"content": pieces[i % len(pieces)]})
+
+
+def _tool_frames(call: ToolCall) -> Iterator[bytes]:
+    ident = {"name": call.name, "toolUseId": call.tool_use_id}
+    yield _event("toolUseEvent", ident)
+    for piece in split_text(call.input_json, call.fragments):
+        yield _event("toolUseEvent", {"input": piece, **ident})
+    if call.stop:
+        yield _event(
+            "toolUseEvent", {"name": call.name, "stop": True, "toolUseId": call.tool_use_id}
+        )
+
+
+def _text_layout(text: str, d: Directives) -> tuple[list[str], int, int]:
+    """(pieces, number of text events, characters sent)."""
+    if d.events is None:
+        pieces = split_text(text, d.chunks)
+        return pieces, len(pieces), len(text)
+    pieces = split_text(text, d.events) or [""]
+    whole, rest = divmod(d.events, len(pieces))
+    return pieces, d.events, whole * len(text) + sum(len(p) for p in pieces[:rest])
+
+
+def _tail(d: Directives, model_id: str, in_chars: int, out_chars: int) -> list[bytes]:
+    in_tokens, out_tokens = max(1, in_chars // 4), max(1, out_chars // 4)
+    pct = d.context_usage
+    if pct is None:
+        pct = round(in_tokens / context_window(model_id) * 100, 4)
+    credits = _RATES.get(model_id, 1.0) * (in_tokens / 100_000 + out_tokens / 20_000)
+    tail = []
+    if d.metadata_usage:
+        usage = {
+            "uncachedInputTokens": in_tokens,
+            "outputTokens": out_tokens,
+            "totalTokens": in_tokens + out_tokens,
+            "cacheReadInputTokens": 0,
+            "cacheWriteInputTokens": 0,
+            "contextUsagePercentage": pct,
+        }
+        tail.append(_event("metadataEvent", {"tokenUsage": usage}))
+    metering = {"unit": "credit", "unitPlural": "credits", "usage": round(max(credits, 1e-4), 6)}
+    tail.append(_event("meteringEvent", metering))
+    tail.append(_event("contextUsageEvent", {"contextUsagePercentage": pct}))
+    return tail
+
+
+def _exception(d: Directives, content_events: int) -> tuple[int | None, bytes]:
+    spec = d.exception
+    if spec is None:
+        return None, b""
+    kind = spec.get("type")
+    if not isinstance(kind, str) or not kind:
+        kind = "InternalServerException"
+    message = spec.get("message")
+    payload: dict[str, Any] = {
+        "message": message if isinstance(message, str) else DEFAULT_EXCEPTION_MESSAGE
+    }
+    if isinstance(spec.get("reason"), str):
+        payload["reason"] = spec["reason"]
+    after = spec.get("after_events")
+    at = after if isinstance(after, int) and not isinstance(after, bool) else content_events
+    return max(0, at), encode_exception(kind, orjson.dumps(payload))
+
+
+def build_plan(reply: Reply, d: Directives, model_id: str, body_chars: int) -> StreamPlan:
+    pieces, text_count, out_chars = _text_layout(reply.text, d)
+    out_chars += sum(len(r) for r in reply.repeat) + sum(
+        len(c.input_json) for c in reply.tool_calls
+    )
+    tool_count = sum(
+        1 + int(c.stop) + len(split_text(c.input_json, c.fragments)) for c in reply.tool_calls
+    )
+    content_events = text_count + len(reply.repeat) + tool_count
+    tail = _tail(d, model_id, body_chars, out_chars)
+    frames = chain(
+        _text_frames(pieces, text_count),
+        (_event("assistantResponseEvent", {"content": r}) for r in reply.repeat),
+        chain.from_iterable(_tool_frames(c) for c in reply.tool_calls),
+        tail,
+    )
+    total = content_events + len(tail)
+    exception_at, exception_frame = _exception(d, content_events)
+    truncate_at = d.truncate_after_events
+    return StreamPlan(
+        total=total,
+        frames=frames,
+        first_delay_s=d.first_delay_s,
+        delay_s=d.delay_s,
+        exception_at=exception_at,
+        exception_frame=exception_frame,
+        truncate_at=None if truncate_at is None else min(truncate_at, total - 1),
+        split_bytes=d.split_bytes,
+    )
+
+
+def _scheduled(plan: StreamPlan) -> Iterator[bytes]:
+    """The frames with the faults applied: an exception frame ends the stream; a truncation
+    sends the first half of a frame and ends the body there."""
+    for i, frame in enumerate(plan.frames):
+        if i == plan.exception_at:
+            yield plan.exception_frame
+            return
+        if i == plan.truncate_at:
+            yield frame[: len(frame) // 2]
+            return
+        yield frame
+    if plan.exception_at is not None:
+        yield plan.exception_frame
+
+
+class _Chunker:
+    """Re-chunks the byte stream into pieces of `size` bytes (across frame boundaries)."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.buf = bytearray()
+
+    def push(self, data: bytes) -> Iterator[bytes]:
+        if self.size is None:
+            yield data
+            return
+        self.buf += data
+        while len(self.buf) >= self.size:
+            yield bytes(self.buf[: self.size])
+            del self.buf[: self.size]
+
+    def flush(self) -> Iterator[bytes]:
+        if self.buf:
+            yield bytes(self.buf)
+            self.buf.clear()
+
+
+async def stream_body(
+    plan: StreamPlan, sleep: Callable[[float], Awaitable[Any]]
+) -> AsyncIterator[bytes]:
+    """Yield the response body piece by piece, sleeping for the scripted delays."""
+    chunker = _Chunker(plan.split_bytes)
+    for i, frame in enumerate(_scheduled(plan)):
+        delay = plan.first_delay_s if i == 0 else plan.delay_s
+        if delay > 0:
+            for piece in chunker.flush():
+                yield piece
+            await sleep(delay)
+        for piece in chunker.push(frame):
+            yield piece
+    for piece in chunker.flush():
+        yield piece
