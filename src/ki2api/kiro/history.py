@@ -16,7 +16,7 @@ repairs a conversation into that shape, always the same way:
    (`[Tool result for ID]: ...`) in the user content, never dropped; a toolUse left without a
    result gets a synthetic error result ("Tool execution failed: ..."). ToolUses are
    de-duplicated by id.
-4. Empty texts: user -> "Continue" ("Tool results provided." when it carries tool results);
+4. Empty (or blank) texts: user -> "Continue" ("Tool results provided." when it carries tool results);
    assistant -> "I understand.", also when it carries toolUses (the IDE validator never sends an
    empty assistant message and neither do we).
 5. Parts in the wrong place: an assistant's thinking is kept as `<thinking>...</thinking>\\n\\n`
@@ -186,13 +186,15 @@ def _pair(user: _Draft, uses: list[ToolUsePart]) -> UserTurn:
     ]
     results = [*kept.values(), *missing]
     text = "\n".join([*notes, *user.texts])
-    if not text:
+    if not text.strip():
         text = TOOL_RESULTS_PLACEHOLDER if results else USER_PLACEHOLDER
     return UserTurn(text=text, images=list(user.images), tool_results=results)
 
 
 def _assistant(d: _Draft) -> AssistantTurn:
     text = "\n".join(d.texts)
+    if not text.strip():
+        text = ""
     if d.thinking:
         text = f"<thinking>{''.join(d.thinking)}</thinking>\n\n{text}"
     return AssistantTurn(text=text or ASSISTANT_PLACEHOLDER, tool_uses=_dedupe_uses(d.tool_uses))
