@@ -129,7 +129,7 @@ class KiroCredentials:
             return await self._join_refresh()
         except GatewayError as exc:
             if self._usable(self._clock()):
-                _log.warning(
+                _log.debug(  # the failed attempt itself was logged once, as a warning
                     "account %s: refresh ahead of expiry failed (%s); using the current token "
                     "until it expires",
                     self._account_id,
