@@ -151,10 +151,8 @@ def _tool_use(call: ToolCall, param: str) -> ToolUsePart:
 
 
 def _tool_result(msg: ToolMessage) -> ToolResultPart:
-    if isinstance(msg.content, str):
-        content = (TextPart(msg.content),)
-    else:
-        content = tuple(TextPart(p.text) for p in msg.content)
+    texts = [msg.content] if isinstance(msg.content, str) else [p.text for p in msg.content]
+    content = tuple(TextPart(t) for t in texts)
     return ToolResultPart(tool_use_id=msg.tool_call_id, content=content)
 
 
