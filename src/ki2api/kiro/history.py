@@ -16,9 +16,9 @@ repairs a conversation into that shape, always the same way:
    (`[Tool result for ID]: ...`) in the user content, never dropped; a toolUse left without a
    result gets a synthetic error result ("Tool execution failed: ..."). ToolUses are
    de-duplicated by id.
-4. Empty (or blank) texts: user -> "Continue" ("Tool results provided." when it carries tool results);
-   assistant -> "I understand.", also when it carries toolUses (the IDE validator never sends an
-   empty assistant message and neither do we).
+4. Empty or blank texts: user -> "Continue" ("Tool results provided." when it carries tool
+   results); assistant -> "I understand.", also when it carries toolUses (the IDE validator
+   never sends an empty assistant message and neither do we).
 5. Parts in the wrong place: an assistant's thinking is kept as `<thinking>...</thinking>\\n\\n`
    before its text (as other Kiro proxies re-wrap it); images of an assistant, tool uses in a
    user message and tool results in an assistant message become short text notes; images
