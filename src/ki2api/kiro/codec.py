@@ -414,10 +414,12 @@ class EventStreamDecoder:
             total, headers_len, prelude_crc = prelude(chunk, pos)
             if crc32(chunk[pos : pos + 8]) != prelude_crc:
                 raise PreludeCRCError(f"prelude CRC mismatch at stream offset {pos}")
-            if not (_OVERHEAD <= total <= max_message and headers_len <= max_headers):
+            if not (
+                _OVERHEAD <= total <= max_message
+                and headers_len <= total - _OVERHEAD
+                and headers_len <= max_headers
+            ):
                 raise _length_error(total, headers_len, max_message, max_headers)
-            if headers_len > total - _OVERHEAD:
-                raise InvalidFrameError(f"headers length {headers_len} exceeds the frame")
             if end - pos < total:
                 need = total
                 break
@@ -450,8 +452,11 @@ class EventStreamDecoder:
 
 
 def _length_error(total: int, headers_len: int, max_message: int, max_headers: int) -> CodecError:
+    """The error for a prelude whose lengths failed the bounds check (checked in this order)."""
     if total < _OVERHEAD:
         return InvalidFrameError(f"total length {total} is below the 16-byte minimum")
+    if headers_len > total - _OVERHEAD:
+        return InvalidFrameError(f"headers length {headers_len} exceeds the frame ({total})")
     if total > max_message:
         return FrameTooLargeError(f"message of {total} bytes over the {max_message} limit")
     return FrameTooLargeError(f"headers of {headers_len} bytes over the {max_headers} limit")
