@@ -113,8 +113,8 @@ def _user_part(
     match part:
         case TextContentPart(text=text):
             return TextPart(text) if text else None
-        case ImageURLPart(image_url=image):
-            return image_part(image.url, param=f"{param}.image_url")
+        case ImageURLPart(url=url):
+            return image_part(url, param=f"{param}.image_url")
         case InputAudioPart():
             raise _invalid("Audio input (input_audio) is not supported by Kiro.", param)
         case FilePart():

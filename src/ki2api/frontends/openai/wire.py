@@ -62,7 +62,11 @@ class ImageURL(WireModel):
 
 class ImageURLPart(WireModel):
     type: Literal["image_url"]
-    image_url: ImageURL
+    image_url: ImageURL | str  # some older clients send the URL as a bare string
+
+    @property
+    def url(self) -> str:
+        return self.image_url if isinstance(self.image_url, str) else self.image_url.url
 
 
 class InputAudioPart(WireModel):
