@@ -33,12 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
-    changes: dict[str, object] = {}
-    if getattr(args, "host", None):
-        changes["host"] = args.host
-    if getattr(args, "port", None):
-        changes["port"] = args.port
-    return dataclasses.replace(settings, **changes)
+    host = getattr(args, "host", None) or settings.host
+    port = getattr(args, "port", None) or settings.port
+    return dataclasses.replace(settings, host=host, port=port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

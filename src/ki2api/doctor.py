@@ -59,7 +59,8 @@ def _report_status(status: dict[str, object]) -> None:
     elif isinstance(left, int | float) and left <= 0:
         _say(INFO, f"access token expired at {expires}; a refresh will be attempted")
     else:
-        _say(INFO, f"access token expires at {expires} ({int(left or 0) // 60} min left)")
+        minutes = int(left) // 60 if isinstance(left, int | float) else "?"
+        _say(INFO, f"access token expires at {expires} ({minutes} min left)")
     if status.get("read_only"):
         _say(INFO, "the token file is read-only: refreshed tokens are kept in memory only")
 
