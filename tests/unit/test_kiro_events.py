@@ -21,7 +21,7 @@ from ki2api.core.events import (
     Usage,
     aggregate,
 )
-from ki2api.kiro.codec import Frame
+from ki2api.kiro.codec import EventStreamDecoder, Frame, encode_event
 from ki2api.kiro.events import KiroStreamTranslator
 
 TEXT = "assistantResponseEvent"
@@ -539,3 +539,28 @@ def test_finish_twice_and_feed_after_finish_are_bugs() -> None:
         t.finish()
     with pytest.raises(RuntimeError):
         t.feed(text("x")[0])
+
+
+def test_frames_from_the_real_codec_in_small_pieces() -> None:
+    def wire(event_type: str, payload: dict[str, Any]) -> bytes:
+        return encode_event(event_type, json.dumps(payload).encode())
+
+    data = b"".join(
+        [
+            wire(TEXT, {"content": "<thinking>hm</thinking>\n\nHi"}),
+            wire(TOOL, {"toolUseId": "t1", "name": "f"}),
+            wire(TOOL, {"toolUseId": "t1", "name": "f", "input": '{"a":1}'}),
+            wire(TOOL, {"toolUseId": "t1", "name": "f", "stop": True}),
+            wire("contextUsageEvent", {"contextUsagePercentage": 1.5}),
+        ]
+    )
+    decoder, t = EventStreamDecoder(), translator()
+    out: list[Event] = []
+    for i in range(0, len(data), 7):
+        for frame in decoder.feed(data[i : i + 7]):
+            out += t.feed(frame)
+    decoder.finish()
+    done = aggregate(out + t.finish())
+    assert (done.thinking, done.text, done.stop_reason) == ("hm", "Hi", "tool_use")
+    assert [(c.id, c.name, c.arguments) for c in done.tool_calls] == [("t1", "f", '{"a":1}')]
+    assert done.usage is not None and done.usage.input_tokens == 3000
