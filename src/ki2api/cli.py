@@ -9,7 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from ki2api import __version__
+from ki2api.doctor import run_doctor
+from ki2api.runner import demo, serve
 from ki2api.settings import Settings, SettingsError, load_settings
+from kiro_emulator import main as emulator_main
 
 __all__ = ["build_parser", "main"]
 
@@ -41,8 +44,6 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "emulator":
-        from kiro_emulator import main as emulator_main  # the CLI is the emulator's only importer
-
         return emulator_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
@@ -51,15 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        from ki2api.runner import serve
-
         return serve(settings)
     if args.command == "demo":
-        from ki2api.runner import demo
-
         return asyncio.run(demo(settings, emulator_port=args.emulator_port))
-    from ki2api.doctor import run_doctor
-
     return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))
 
 
