@@ -133,7 +133,6 @@ def test_stream_vector_every_two_way_split() -> None:
 @pytest.mark.parametrize("max_piece", [1, 2, 3, 7, 13, 64, 200, 2000], ids=lambda n: f"max{n}")
 def test_stream_vector_random_pieces(max_piece: int) -> None:
     reference = frame_summary(decode_all(STREAM_BYTES))
-    _check_stream(decode_all(STREAM_BYTES))
     for seed in range(60):
         pieces = random_pieces(STREAM_BYTES, random.Random(seed), max_piece)
         assert frame_summary(decode_pieces(pieces)) == reference, f"seed {seed}"
@@ -389,7 +388,7 @@ def test_limits_are_inclusive() -> None:
 def test_default_limits_accept_a_large_frame() -> None:
     payload = b"x" * (16 * 1024 * 1024)
     headers_block = raw_header(b"big", 6, struct.pack(">H", 0xFFFF) + b"y" * 0xFFFF)
-    data = raw_frame(headers_block * 1 + raw_string("n", "v"), payload)
+    data = raw_frame(headers_block + raw_string("n", "v"), payload)
     [frame] = decode_pieces(random_pieces(data, random.Random(1), 1 << 20))
     assert frame.payload == payload
     assert frame.headers == {"big": b"y" * 0xFFFF, "n": "v"}
