@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 DIRECTIVE = re.compile(r"<emu>(.*?)</emu>", re.DOTALL)
-CALL = re.compile(r"\bcall\s+([A-Za-z][A-Za-z0-9_-]*)")
+CALL = re.compile(r"\b(?i:call)\s+([A-Za-z][A-Za-z0-9_-]*)")
 ECHO_LIMIT = 2_000
 
 
@@ -91,7 +91,10 @@ def _objects(v: Any) -> list[dict[str, Any]]:
 
 
 def _error(v: Any) -> dict[str, Any]:
-    if not isinstance(v, dict) or not isinstance(v.get("status"), int) or not 400 <= v["status"]:
+    if not isinstance(v, dict):
+        raise ValueError
+    status = v.get("status")
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
         raise ValueError
     return v
 

@@ -312,3 +312,13 @@ def test_echo_of_a_fresh_app_is_deterministic_per_seed() -> None:
 
     assert tool_id(7) == tool_id(7)
     assert tool_id(7) != tool_id(8)
+
+
+@pytest.mark.parametrize(
+    "content", ["Call lookup", "now call lookup, then answer", "x\ncall  lookup"], ids=str
+)
+def test_call_phrase_variants_trigger_the_tool(em: Emu, content: str) -> None:
+    evts = ok_events(em, content, tools=[tool_spec("lookup")])
+    calls = tool_events(evts)
+    assert calls[0]["name"] == "lookup" and calls[-1]["stop"] is True
+    assert orjson.loads("".join(c.get("input", "") for c in calls)) == {}
