@@ -1,0 +1,1 @@
+"""Ki2API benchmark harness: `make bench` (`python -m bench.run`). See bench/README.md."""

@@ -1,0 +1,145 @@
+"""Child processes for the benchmark: spawn in their own process group, probe /proc, stop.
+
+CPU time comes from `/proc/<pid>/stat` (utime + stime, in clock ticks), memory from
+`/proc/<pid>/status` (VmRSS, VmHWM). No psutil.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "Child",
+    "cpu_seconds",
+    "free_port",
+    "raise_nofile_limit",
+    "rss_kb",
+    "status_kb",
+    "wait_http",
+]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (not its children), in seconds."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / _TICKS
+
+
+def status_kb(pid: int, key: str) -> int:
+    """One `kB` line of /proc/<pid>/status, e.g. VmRSS or VmHWM."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def rss_kb(pid: int) -> int:
+    return status_kb(pid, "VmRSS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile_limit(want: int = 16384) -> int:
+    """Raise the soft open-files limit (children inherit it); return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def wait_http(url: str, timeout_s: float, child: Child | None = None) -> bytes:
+    """Poll a loopback URL until it answers 200; return the body."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            raise RuntimeError(f"{child.name} exited early:\n{child.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # loopback only
+                return bytes(resp.read())
+        except Exception as exc:  # not up yet
+            last = exc
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s ({last!r})")
+
+
+class Child:
+    """A subprocess in its own session (process group); output goes to a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        pipes: bool = False,
+    ) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if pipes else self._log,
+            stderr=self._log,
+            start_new_session=True,
+            bufsize=0 if pipes else -1,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        return ""
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left."""
+        if self.proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(grace_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers in the group
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._log.close()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)

@@ -1,0 +1,164 @@
+"""`make bench`: run every section, write bench/results/{latest,<UTC time>}.{json,md}.
+
+Processes: this driver, the emulator, the gateway and the load generator, all on 127.0.0.1, each
+in its own process group and always stopped at the end. Sections that fail are recorded in the
+results (with the tail of the servers' logs) and the run goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import botocore
+
+from bench.decoder import measure_decoders
+from bench.proc import raise_nofile_limit
+from bench.report import goal_rows, markdown
+from bench.sections import cpu_section, hold_section, ttft_section
+from bench.stack import LoadDriver, Stack, start_stack
+
+__all__ = ["main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_REPO = RESULTS.parent.parent
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def machine_facts() -> dict[str, Any]:
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "mem_total_mb": mem_kb // 1024,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "botocore": botocore.__version__,
+        "git_commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+        # Colleagues' uncommitted work in the tree is measured too: say so.
+        "git_dirty": bool(_git("status", "--porcelain", "--", "src")),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def _guarded(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    try:
+        results["sections"][name] = fn()
+    except Exception as exc:
+        results["errors"][name] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    print(f"[bench] {name} took {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _stack_sections(results: dict[str, Any], root: Path, logs: Path, load: LoadDriver) -> None:
+    counter = itertools.count(1)
+
+    def new_stack() -> Stack:
+        return start_stack(root / f"stack-{next(counter)}", logs)
+
+    try:
+        stack = new_stack()
+    except Exception as exc:
+        results["errors"]["stack"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    else:
+        try:
+            _guarded(results, "ttft", lambda: ttft_section(stack, load))
+            _guarded(results, "cpu", lambda: cpu_section(stack, load))
+        finally:
+            stack.stop()
+    _guarded(results, "hold", lambda: hold_section(new_stack, load))
+
+
+def _log_tails(logs: Path) -> dict[str, str]:
+    tails: dict[str, str] = {}
+    for path in sorted(logs.glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        if lines:
+            tails[path.stem] = "\n".join(lines[-15:])
+    return tails
+
+
+def run_all() -> dict[str, Any]:
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    results: dict[str, Any] = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine_facts(),
+        "sections": {},
+        "errors": {},
+    }
+    # Pure CPU first, while nothing else of ours is running.
+    _guarded(results, "decoder", measure_decoders)
+    with tempfile.TemporaryDirectory(prefix="ki2api-bench-") as tmp:
+        root, logs = Path(tmp), Path(tmp) / "logs"
+        logs.mkdir()
+        load = LoadDriver(logs)
+        try:
+            _stack_sections(results, root, logs, load)
+        finally:
+            load.stop()
+            if results["errors"]:
+                results["log_tails"] = _log_tails(logs)
+    results["duration_s"] = time.monotonic() - t0
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
+    results["goals"] = goal_rows(results)
+    return results
+
+
+def write_results(results: dict[str, Any]) -> list[Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    stamp = datetime.fromisoformat(results["date"]).strftime("%Y-%m-%dT%H%M%SZ")
+    paths = [RESULTS / "latest.json", RESULTS / f"{stamp}.json", RESULTS / "latest.md"]
+    paths[0].write_text(text)
+    paths[1].write_text(text)
+    paths[2].write_text(markdown(results))
+    return paths
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every `finally`: children are stopped
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    raise_nofile_limit(32768)
+    results = run_all()
+    paths = write_results(results)
+    print(markdown(results))
+    print("written: " + ", ".join(str(p.relative_to(_REPO)) for p in paths), file=sys.stderr)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

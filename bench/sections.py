@@ -1,0 +1,245 @@
+"""The measured sections. Each takes a running stack and the load generator, returns plain data.
+
+Every gateway figure sits beside its baseline from the same run: the emulator called directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.stack import LoadDriver, Stack
+
+__all__ = ["cpu_section", "hold_section", "percentile", "stats", "ttft_section"]
+
+Json = dict[str, Any]
+
+TTFT_DIRECTIVE: Json = {
+    "text": "Hello! This is a short benchmark reply, sent as a few events.",
+    "chunks": 8,
+    "first_delay_ms": 0,
+}
+# (label, workers, requests per worker per target, warm-up requests per worker, rounds)
+TTFT_PLANS = (("c1", 1, 200, 10, 2), ("c64", 64, 10, 1, 2))
+# (events per stream, requests per target)
+CPU_PLANS = ((100, 200), (1000, 40))
+CPU_WORKERS = 4
+HOLD_LEVELS = (250, 500, 1000)
+HOLD_DIRECTIVE: Json = {
+    "text": "word " * 300,
+    "events": 300,
+    "chunks": 300,
+    "first_delay_ms": 0,
+    "delay_ms": 1000,
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def stats(values: list[float]) -> Json:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "mean": sum(values) / len(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def run_stage(stack: Stack, load: LoadDriver, spec: Json, timeout_s: float) -> Json:
+    """One load stage: warm up, sample the servers, go, sample again. Returns result + deltas."""
+    load.send(spec)
+    load.expect("ready", timeout_s)
+    before = stack.sample()
+    load.send({"cmd": "go"})
+    result = load.expect("done", timeout_s)
+    after = stack.sample()
+    result["delta"] = {k: after[k] - before[k] for k in before}
+    return result
+
+
+def _ttft_plan(stack: Stack, load: LoadDriver, plan: tuple[str, int, int, int, int]) -> Json:
+    _, workers, per_worker, warmup, rounds = plan
+    targets = stack.targets()
+    samples: dict[str, list[float]] = {"direct": [], "gateway": []}
+    errors: dict[str, list[str]] = {"direct": [], "gateway": []}
+    totals = {name: {"n": 0, "s": 0.0, "gw_cpu": 0.0, "em_cpu": 0.0} for name in samples}
+    for _ in range(rounds):  # alternate so drift hits both sides alike
+        for name in samples:
+            spec = {
+                "stage": "requests",
+                "target": targets[name],
+                "workers": workers,
+                "per_worker": per_worker // rounds,
+                "warmup": warmup,
+                "directive": TTFT_DIRECTIVE,
+            }
+            result = run_stage(stack, load, spec, 120)
+            samples[name] += result["ttft_ms"]
+            errors[name] += result["error_samples"] if result["errors"] else []
+            t = totals[name]
+            t["n"] += result["n"]
+            t["s"] += result["elapsed_s"]
+            t["gw_cpu"] += result["delta"]["gateway_cpu_s"]
+            t["em_cpu"] += result["delta"]["emulator_cpu_s"]
+    direct, gateway = stats(samples["direct"]), stats(samples["gateway"])
+    out: Json = {"workers": workers, "direct_ms": direct, "gateway_ms": gateway, "errors": errors}
+    # Context for the latencies: throughput, and each server's CPU per request in these runs.
+    out["load"] = {
+        name: {
+            "requests_per_s": t["n"] / t["s"] if t["s"] else None,
+            "gateway_cpu_ms_per_request": t["gw_cpu"] * 1e3 / max(t["n"], 1),
+            "emulator_cpu_ms_per_request": t["em_cpu"] * 1e3 / max(t["n"], 1),
+        }
+        for name, t in totals.items()
+    }
+    if direct["n"] and gateway["n"]:
+        out["overhead_p50_ms"] = gateway["p50"] - direct["p50"]
+        out["overhead_p99_ms"] = gateway["p99"] - direct["p99"]
+    return out
+
+
+def ttft_section(stack: Stack, load: LoadDriver) -> Json:
+    return {plan[0]: _ttft_plan(stack, load, plan) for plan in TTFT_PLANS}
+
+
+def _cpu_plan(stack: Stack, load: LoadDriver, events: int, requests: int) -> Json:
+    targets = stack.targets()
+    directive = {"text": "word " * events, "events": events, "chunks": events}
+    runs: Json = {}
+    for name in ("direct", "gateway"):
+        spec = {
+            "stage": "requests",
+            "target": targets[name],
+            "workers": CPU_WORKERS,
+            "per_worker": requests // CPU_WORKERS,
+            "warmup": 2,
+            "directive": directive,
+            "expect_events": events,
+        }
+        r = run_stage(stack, load, spec, 300)
+        n = max(r["ok"], 1)
+        runs[name] = {
+            "requests": r["n"],
+            "ok": r["ok"],
+            "error_samples": r["error_samples"],
+            "content_events_mean": r["content_events_mean"],
+            "elapsed_s": r["elapsed_s"],
+            "gateway_cpu_ms_per_request": r["delta"]["gateway_cpu_s"] * 1e3 / n,
+            "emulator_cpu_ms_per_request": r["delta"]["emulator_cpu_s"] * 1e3 / n,
+        }
+    gw_ms = runs["gateway"]["gateway_cpu_ms_per_request"]
+    base_ms = runs["direct"]["emulator_cpu_ms_per_request"]
+    return {
+        "events": events,
+        "runs": runs,
+        "gateway_ms_per_request": gw_ms,
+        "gateway_us_per_event": gw_ms * 1e3 / events,
+        "baseline_emulator_ms_per_request": base_ms,
+        "ratio_gateway_to_emulator": gw_ms / base_ms if base_ms else None,
+        "goal_ms": 1.0 + 0.010 * events,
+    }
+
+
+def cpu_section(stack: Stack, load: LoadDriver) -> Json:
+    plans = {str(events): _cpu_plan(stack, load, events, n) for events, n in CPU_PLANS}
+    (e1, p1), (e2, p2) = ((e, plans[str(e)]) for e, _ in CPU_PLANS)
+    per_event_ms = (p2["gateway_ms_per_request"] - p1["gateway_ms_per_request"]) / (e2 - e1)
+    fit = {
+        "per_event_us": per_event_ms * 1e3,
+        "per_request_ms": p1["gateway_ms_per_request"] - per_event_ms * e1,
+    }
+    return {"plans": plans, "fit": fit}
+
+
+def _wait_drained(stack: Stack, timeout_s: float) -> float | None:
+    """Seconds until the emulator has no stream open, or None if it still has after timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if stack.emulator_streams_now() == 0:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
+def hold_level(stack: Stack, load: LoadDriver, name: str, streams: int) -> Json:
+    """Open `streams` slow streams to `name`, measure the server's RSS while all are open."""
+    spec = {
+        "stage": "hold",
+        "target": stack.targets()[name],
+        "streams": streams,
+        "directive": HOLD_DIRECTIVE,
+        "warmup_directive": TTFT_DIRECTIVE,
+        "warmup": 4,
+        "opening": 200,
+        "open_timeout_s": 60,
+    }
+    load.send(spec)
+    load.expect("ready", 60)
+    before = stack.sample()
+    load.send({"cmd": "go"})
+    held = load.expect("held", 120)
+    time.sleep(1.0)  # let every stream settle into its steady state
+    during = stack.sample()
+    upstream_open = stack.emulator_streams_now()
+    load.send({"cmd": "release"})
+    done = load.expect("done", 60)
+    server = "gateway" if name == "gateway" else "emulator"
+    grown = during[f"{server}_rss_kb"] - before[f"{server}_rss_kb"]
+    ok = held["held"] == streams and done["still_open_at_release"] == streams
+    return {
+        "streams": streams,
+        "ok": ok,
+        "held": held["held"],
+        "still_open_at_release": done["still_open_at_release"],
+        "upstream_streams_open": upstream_open,
+        "ramp_s": held["ramp_s"],
+        "error_samples": held["error_samples"],
+        "rss_before_kb": before[f"{server}_rss_kb"],
+        "rss_held_kb": during[f"{server}_rss_kb"],
+        "kb_per_stream": grown / streams,
+        # How long the emulator keeps streaming after the clients went away (None: > 10 s).
+        "upstream_drained_s": _wait_drained(stack, 10),
+    }
+
+
+def hold_section(new_stack: Callable[[], Stack], load: LoadDriver) -> Json:
+    """For each level, a fresh stack: emulator alone first (baseline), then the gateway."""
+    levels: list[Json] = []
+    for streams in HOLD_LEVELS:
+        stack = new_stack()
+        try:
+            direct = hold_level(stack, load, "direct", streams)
+            gateway = hold_level(stack, load, "gateway", streams) if direct["ok"] else None
+        finally:
+            stack.stop()
+        levels.append({"streams": streams, "direct": direct, "gateway": gateway})
+        if gateway is None or not gateway["ok"]:
+            break
+    return {"levels": levels, **_hold_summary(levels)}
+
+
+def _hold_summary(levels: list[Json]) -> Json:
+    def best(side: str) -> Json | None:
+        good = [lv[side] for lv in levels if lv[side] is not None and lv[side]["ok"]]
+        return max(good, key=lambda r: r["streams"]) if good else None
+
+    gw, em = best("gateway"), best("direct")
+    return {
+        "max_held": gw["streams"] if gw else 0,
+        "kb_per_stream": gw["kb_per_stream"] if gw else None,
+        "baseline_max_held": em["streams"] if em else 0,
+        "baseline_kb_per_stream": em["kb_per_stream"] if em else None,
+    }

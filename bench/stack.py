@@ -1,0 +1,210 @@
+"""The three benchmark processes: emulator, gateway, load generator (all on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.proc import Child, cpu_seconds, free_port, rss_kb, status_kb, wait_http
+
+__all__ = ["API_KEY", "LoadDriver", "Stack", "start_stack"]
+
+HOST = "127.0.0.1"
+API_KEY = "ki2api-bench-key"
+_PY = sys.executable
+_REPO = Path(__file__).resolve().parent.parent
+# Variables of the caller's environment that must not leak into the children.
+_SCRUB = ("API_KEY", "KIRO_", "KI2API_", "HOST", "PORT", "LOG_LEVEL")
+
+
+def _child_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    home = root / "home"
+    home.mkdir(exist_ok=True)
+    env.update(
+        HOME=str(home),
+        KI2API_ENV_FILE=str(root / "no.env"),
+        KI2API_DATA_DIR=str(root / "data"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def _json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
+        return json.loads(resp.read())
+
+
+@dataclass
+class Stack:
+    """A running emulator and gateway, and what the load generator needs to reach them."""
+
+    emulator: Child
+    gateway: Child
+    emulator_url: str
+    gateway_url: str
+    access_token: str
+    profile_arn: str
+
+    def targets(self) -> dict[str, dict[str, Any]]:
+        em_port = int(self.emulator_url.rsplit(":", 1)[1])
+        gw_port = int(self.gateway_url.rsplit(":", 1)[1])
+        return {
+            "direct": {
+                "kind": "direct",
+                "host": HOST,
+                "port": em_port,
+                "secret": self.access_token,
+                "profile_arn": self.profile_arn,
+            },
+            "gateway": {"kind": "gateway", "host": HOST, "port": gw_port, "secret": API_KEY},
+        }
+
+    def sample(self) -> dict[str, float]:
+        """CPU seconds and RSS (KB) of both servers, now."""
+        gw, em = self.gateway.pid, self.emulator.pid
+        return {
+            "gateway_cpu_s": cpu_seconds(gw),
+            "emulator_cpu_s": cpu_seconds(em),
+            "gateway_rss_kb": rss_kb(gw),
+            "emulator_rss_kb": rss_kb(em),
+            "gateway_hwm_kb": status_kb(gw, "VmHWM"),
+            "emulator_hwm_kb": status_kb(em, "VmHWM"),
+        }
+
+    def emulator_streams_now(self) -> int:
+        stats = _json(self.emulator_url + "/_emulator/stats")
+        return sum(int(a.get("streams_now", 0)) for a in stats.get("accounts", {}).values())
+
+    def stop(self) -> None:
+        for child in (self.gateway, self.emulator):
+            child.stop()
+
+
+def _wait_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            with contextlib.suppress(ValueError):
+                return dict(json.loads(path.read_text()))
+        if child.poll() is not None:
+            raise RuntimeError(f"emulator exited early:\n{child.log_tail()}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not appear within {timeout_s}s")
+
+
+def _start_emulator(root: Path, logs: Path) -> tuple[Child, str, dict[str, Any]]:
+    port = free_port()
+    creds = root / "creds"
+    argv = [_PY, "-m", "ki2api.cli", "emulator", "--host", HOST, "--port", str(port)]
+    argv += ["--accounts", "1", "--credentials-dir", str(creds)]
+    child = Child("emulator", argv, log_dir=logs, env=_child_env(root, {}), cwd=_REPO)
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_http(url + "/_emulator/stats", 30, child)
+        token = _wait_file(creds / "acct-1" / "kiro-auth-token.json", child, 10)
+    except BaseException:
+        child.stop()
+        raise
+    return child, url, token
+
+
+def _start_gateway(
+    root: Path, logs: Path, emulator_url: str, token_file: Path
+) -> tuple[Child, str]:
+    port = free_port()
+    env = _child_env(
+        root,
+        {
+            "API_KEY": API_KEY,
+            "KIRO_CREDS_FILE": str(token_file),
+            "KIRO_API_BASE": emulator_url,
+            "KIRO_AUTH_BASE": emulator_url,
+            "KIRO_OIDC_BASE": emulator_url,
+            "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
+            "LOG_LEVEL": "warning",
+        },
+    )
+    argv = [_PY, "-m", "ki2api.cli", "serve", "--host", HOST, "--port", str(port)]
+    child = Child("gateway", argv, log_dir=logs, env=env, cwd=_REPO)
+    url = f"http://{HOST}:{port}"
+    try:
+        body = json.loads(wait_http(url + "/health", 30, child))
+        if body.get("status") != "ok":
+            raise RuntimeError(f"gateway health: {body}")
+    except BaseException:
+        child.stop()
+        raise
+    return child, url
+
+
+def start_stack(root: Path, logs: Path) -> Stack:
+    """Start a fresh emulator (one account) and a gateway pointed at it."""
+    root.mkdir(parents=True, exist_ok=True)
+    emulator, em_url, token = _start_emulator(root, logs)
+    try:
+        token_file = root / "creds" / "acct-1" / "kiro-auth-token.json"
+        gateway, gw_url = _start_gateway(root, logs, em_url, token_file)
+    except BaseException:
+        emulator.stop()
+        raise
+    return Stack(
+        emulator=emulator,
+        gateway=gateway,
+        emulator_url=em_url,
+        gateway_url=gw_url,
+        access_token=str(token["accessToken"]),
+        profile_arn=str(token.get("profileArn", "")),
+    )
+
+
+class LoadDriver:
+    """Talks the line protocol of `bench.load` (see its docstring)."""
+
+    def __init__(self, logs: Path) -> None:
+        argv = [_PY, "-m", "bench.load"]
+        self.child = Child("load", argv, log_dir=logs, cwd=_REPO, pipes=True)
+        self._buf = b""
+
+    def send(self, obj: dict[str, Any]) -> None:
+        assert self.child.proc.stdin is not None
+        self.child.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        self.child.proc.stdin.flush()
+
+    def expect(self, phase: str, timeout_s: float) -> dict[str, Any]:
+        msg = self._read_line(timeout_s)
+        if msg.get("phase") != phase:
+            raise RuntimeError(f"load generator: expected {phase}, got {msg}")
+        return msg
+
+    def _read_line(self, timeout_s: float) -> dict[str, Any]:
+        out = self.child.proc.stdout
+        assert out is not None
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"load generator silent for {timeout_s}s")
+            readable, _, _ = select.select([out], [], [], left)
+            if readable:
+                chunk = os.read(out.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"load generator exited:\n{self.child.log_tail()}")
+                self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.send({"cmd": "exit"})
+            self.child.proc.wait(5)
+        self.child.stop()

@@ -1,0 +1,211 @@
+"""One streamed chat request, to the emulator directly or through the gateway, timed.
+
+Time to first token (TTFT) is measured from just before the request is written to the moment
+the first piece of content is decoded: for the emulator, the first `assistantResponseEvent`
+frame; for the gateway, the first SSE `data:` chunk with a non-empty `delta.content`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from bench.client import Connection, HttpClientError
+from ki2api.kiro.codec import CodecError, EventStreamDecoder
+
+__all__ = [
+    "DirectConsumer",
+    "GatewayConsumer",
+    "StreamResult",
+    "Target",
+    "directive_text",
+    "run_stream",
+]
+
+GATEWAY_MODEL = "claude-sonnet-4-20250514"
+UPSTREAM_MODEL = "claude-sonnet-4"
+
+
+def directive_text(directive: Mapping[str, Any]) -> str:
+    """A user message carrying an emulator directive."""
+    return "Benchmark request. <emu>" + orjson.dumps(dict(directive)).decode() + "</emu>"
+
+
+class Consumer(Protocol):
+    def feed(self, piece: bytes) -> int:
+        """Take a body piece; return how many content events it completed."""
+        ...
+
+    def finish(self) -> str | None:
+        """End of body: None when the stream ended properly, else what went wrong."""
+        ...
+
+
+class DirectConsumer:
+    """Reads the emulator's AWS event-stream with our decoder."""
+
+    def __init__(self) -> None:
+        self._decoder = EventStreamDecoder()
+        self.error: str | None = None
+
+    def feed(self, piece: bytes) -> int:
+        content = 0
+        for frame in self._decoder.feed(piece):
+            if frame.message_type != "event":
+                self.error = self.error or f"{frame.message_type} frame {frame.exception_type}"
+            elif frame.event_type == "assistantResponseEvent":
+                content += 1
+        return content
+
+    def finish(self) -> str | None:
+        try:
+            self._decoder.finish()
+        except CodecError as exc:
+            return self.error or f"decoder: {exc}"
+        return self.error
+
+
+class GatewayConsumer:
+    """Reads the gateway's OpenAI SSE stream; a stream is good when it ends with [DONE]."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.done = False
+        self.error: str | None = None
+
+    def feed(self, piece: bytes) -> int:
+        self._buf += piece
+        *events, self._buf = self._buf.replace(b"\r\n", b"\n").split(b"\n\n")
+        content = 0
+        for event in events:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    content += self._data(line[5:].strip())
+        return content
+
+    def _data(self, data: bytes) -> int:
+        if data == b"[DONE]":
+            self.done = True
+            return 0
+        chunk = orjson.loads(data)
+        if "error" in chunk:
+            self.error = self.error or f"error chunk: {str(chunk['error'])[:200]}"
+            return 0
+        choices = chunk.get("choices") or []
+        return sum(1 for c in choices if (c.get("delta") or {}).get("content"))
+
+    def finish(self) -> str | None:
+        if self.error is None and not self.done:
+            return "stream ended without [DONE]"
+        return self.error
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes: `direct` (the emulator) or `gateway` (Ki2API's OpenAI API)."""
+
+    kind: str
+    host: str
+    port: int
+    secret: str  # the emulator access token or the gateway API key
+    profile_arn: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Target:
+        return cls(
+            kind=str(raw["kind"]),
+            host=str(raw["host"]),
+            port=int(raw["port"]),
+            secret=str(raw["secret"]),
+            profile_arn=str(raw.get("profile_arn", "")),
+        )
+
+    def request(self, directive: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        """(path, headers, body) of one streamed chat request."""
+        headers = {"Authorization": f"Bearer {self.secret}", "Content-Type": "application/json"}
+        text = directive_text(directive)
+        if self.kind == "direct":
+            body: dict[str, Any] = {
+                "conversationState": {
+                    "chatTriggerType": "MANUAL",
+                    "conversationId": str(uuid.uuid4()),
+                    "currentMessage": {
+                        "userInputMessage": {
+                            "content": text,
+                            "modelId": UPSTREAM_MODEL,
+                            "origin": "AI_EDITOR",
+                        }
+                    },
+                    "history": [],
+                },
+                "profileArn": self.profile_arn,
+            }
+            return "/generateAssistantResponse", headers, orjson.dumps(body)
+        body = {
+            "model": GATEWAY_MODEL,
+            "stream": True,
+            "messages": [{"role": "user", "content": text}],
+        }
+        headers["Accept"] = "text/event-stream"
+        return "/v1/chat/completions", headers, orjson.dumps(body)
+
+    def consumer(self) -> Consumer:
+        return DirectConsumer() if self.kind == "direct" else GatewayConsumer()
+
+
+_STREAM_ERRORS = (
+    HttpClientError,
+    OSError,
+    EOFError,  # asyncio.IncompleteReadError
+    asyncio.LimitOverrunError,
+    CodecError,
+    ValueError,  # a chunk that is not JSON, a bad chunk size
+)
+
+
+@dataclass
+class StreamResult:
+    ok: bool
+    ttft_ns: int | None
+    total_ns: int
+    content_events: int
+    error: str | None = None
+
+
+async def run_stream(
+    conn: Connection,
+    target: Target,
+    directive: Mapping[str, Any],
+    on_first: Callable[[], None] | None = None,
+) -> StreamResult:
+    """Send one request on `conn`, read the stream to its end, time the first content."""
+    path, headers, body = target.request(directive)
+    consumer = target.consumer()
+    ttft: int | None = None
+    events = 0
+    t0 = time.perf_counter_ns()
+    try:
+        resp = await conn.request("POST", path, headers, body)
+        if resp.status != 200:
+            text = (await resp.read())[:300].decode("utf-8", "replace")
+            return StreamResult(
+                False, None, time.perf_counter_ns() - t0, 0, f"{resp.status} {text}"
+            )
+        async for piece in resp.pieces():
+            n = consumer.feed(piece)
+            if n and ttft is None:
+                ttft = time.perf_counter_ns() - t0
+                if on_first is not None:
+                    on_first()
+            events += n
+    except _STREAM_ERRORS as exc:
+        await conn.close()
+        return StreamResult(False, ttft, time.perf_counter_ns() - t0, events, repr(exc)[:300])
+    error = consumer.finish()
+    return StreamResult(error is None, ttft, time.perf_counter_ns() - t0, events, error)
