@@ -1,7 +1,18 @@
 """A local, protocol-faithful emulator of the Kiro backend (contract: docs EMULATOR.md).
 
-`create_app(config)` builds a fresh ASGI app (state on `app.state.emulator`); `main(argv)` is
-`ki2api emulator`; `write_credentials(dir, accounts)` writes Kiro token files.
+`create_app(config, *, clock=None, sleep=None)` builds a fresh ASGI app (state on
+`app.state.emulator`); `main(argv)` is `ki2api emulator`; `write_credentials(dir, accounts)`
+writes Kiro token files. Validation rules and their sources: `validate.py`'s docstring.
+
+Extensions beyond EMULATOR.md (the contract's forms all still work):
+- directives `events` (exactly n text frames) and `metadata_usage` (a metadataEvent);
+  `error.type` sets `x-amzn-errortype`; `exception.reason`; per tool call `fragments` and
+  `toolUseId`; `exception.after_events` defaults to after the content events.
+- `GET /_emulator/accounts` lists accounts; `POST /_emulator/accounts/{id}/expire` expires the
+  account's access tokens now.
+- stats also count `served` (streams answered) and `refresh_failures`; request-log entries
+  also carry `method`, `status`, `rejected` (which rule fired) and `body_bytes`.
+- `GET /ListAvailableModels` pages with `maxResults` / `nextToken`.
 """
 
 from __future__ import annotations

@@ -68,7 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Kiro emulator on {cfg.base_url} with {cfg.accounts} {cfg.auth_method} account(s)")
     if cfg.credentials_dir is not None:
         print(f"  token files: {cfg.credentials_dir}/acct-K/kiro-auth-token.json")
-    print(f"  point the gateway at it: KIRO_API_BASE=KIRO_AUTH_BASE=KIRO_OIDC_BASE={cfg.base_url}")
+    base = cfg.base_url
+    print(f"  gateway env: KIRO_API_BASE={base} KIRO_AUTH_BASE={base} KIRO_OIDC_BASE={base}")
     sys.stdout.flush()
-    uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level)
+    uvicorn.run(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,  # do not wait forever for scripted slow streams
+    )
     return 0
