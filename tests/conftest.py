@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,21 @@ def make_account(
     if reg:
         (cache / f"{acct['token_file']['clientIdHash']}.json").write_text(json.dumps(reg))
     return Account(acct["id"], path, acct)
+
+
+def set_behaviour(emulator_url: str, account_id: str, **behaviour: Any) -> None:
+    r = httpx.patch(
+        f"{emulator_url}/_emulator/accounts/{account_id}", json={"behaviour": behaviour}
+    )
+    r.raise_for_status()
+
+
+def make_expired_account(emulator_url: str, where: Path, **kwargs: Any) -> Account:
+    """An account whose current access token has already expired; refreshed ones last an hour."""
+    acct = make_account(emulator_url, where, token_ttl_s=0.5, **kwargs)
+    set_behaviour(emulator_url, acct.id, token_ttl_s=3600)
+    time.sleep(0.7)
+    return acct
 
 
 @pytest.fixture

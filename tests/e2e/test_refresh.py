@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import Gateway, make_account
+from tests.conftest import Gateway, make_expired_account
 
 MODEL = "claude-sonnet-4-20250514"
 
@@ -27,8 +26,7 @@ def ask(gw: Gateway, text: str = "hi") -> str | None:
 def test_expired_token_is_refreshed_once_for_many_waiting_requests(
     emulator_url: str, tmp_path: Path, gateway_factory: Any
 ) -> None:
-    account = make_account(emulator_url, tmp_path, token_ttl_s=1)
-    time.sleep(1.2)  # the access token in the file is now expired
+    account = make_expired_account(emulator_url, tmp_path)
     gw: Gateway = gateway_factory(account)
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda i: ask(gw, f"q{i}"), range(12)))
@@ -44,12 +42,11 @@ def test_bearer_invalid_403_triggers_one_refresh_and_retry(
     emulator_url: str, tmp_path: Path, gateway_factory: Any
 ) -> None:
     # The file claims an hour of validity but the upstream already refuses the token.
-    account = make_account(emulator_url, tmp_path, token_ttl_s=1)
+    account = make_expired_account(emulator_url, tmp_path)
     data = json.loads(account.token_file.read_text())
     later = datetime.now(UTC) + timedelta(hours=1)
     data["expiresAt"] = later.strftime("%Y-%m-%dT%H:%M:%S.") + f"{later.microsecond // 1000:03d}Z"
     account.token_file.write_text(json.dumps(data))
-    time.sleep(1.2)
     gw: Gateway = gateway_factory(account)
     assert ask(gw) == "Echo: hi"
     assert gw.emulator_stats()["refreshes"] == 1
@@ -58,8 +55,7 @@ def test_bearer_invalid_403_triggers_one_refresh_and_retry(
 def test_idc_login_refreshes_against_oidc(
     emulator_url: str, tmp_path: Path, gateway_factory: Any
 ) -> None:
-    account = make_account(emulator_url, tmp_path, auth_method="idc", token_ttl_s=1)
-    time.sleep(1.2)
+    account = make_expired_account(emulator_url, tmp_path, auth_method="idc")
     gw: Gateway = gateway_factory(account)
     assert ask(gw) == "Echo: hi"
     assert gw.emulator_stats()["refreshes"] == 1
@@ -69,9 +65,8 @@ def test_idc_login_refreshes_against_oidc(
 def test_failed_refresh_gives_401_and_leaves_the_file_intact(
     emulator_url: str, tmp_path: Path, gateway_factory: Any
 ) -> None:
-    account = make_account(emulator_url, tmp_path, token_ttl_s=1, refresh_fails=True)
+    account = make_expired_account(emulator_url, tmp_path, refresh_fails=True)
     before = account.token_file.read_bytes()
-    time.sleep(1.2)
     gw: Gateway = gateway_factory(account)
     with pytest.raises(openai.AuthenticationError) as info:
         ask(gw)

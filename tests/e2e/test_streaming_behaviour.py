@@ -57,9 +57,8 @@ def test_client_disconnect_cancels_upstream(gateway: Gateway) -> None:
     content = "long" + emu(text="x " * 50, chunks=50, delay_ms=200)
     body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": content}]}
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=AUTH) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: {"):
-                break
+        lines = r.iter_lines()  # kept referenced: dropping it would close the connection early
+        assert next(line for line in lines if line.startswith("data: {"))
         assert gateway.emulator_stats()["streams_now"] == 1
     # The client has gone: the gateway must close its upstream stream well before the
     # emulator would have finished (50 x 200 ms = 10 s).

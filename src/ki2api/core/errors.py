@@ -7,12 +7,12 @@ Errors are created at three edges only: `transport` (network exceptions), `kiro.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["ErrorKind", "GatewayError"]
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(StrEnum):
     INVALID_REQUEST = "invalid_request"  # the client's request is wrong (400)
     REQUEST_TOO_LARGE = "request_too_large"  # body over the configured limit (413)
     AUTHENTICATION = "authentication"  # the client's key is missing or wrong (401)

@@ -36,7 +36,7 @@ class TextPart:
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    """An inline image. `media_type` is e.g. ``image/png``; `data_b64` is plain base64 (no data: prefix)."""
+    """An inline image: `media_type` like ``image/png``; `data_b64` plain base64 (no data: URL)."""
 
     media_type: str
     data_b64: str
@@ -106,7 +106,7 @@ class ThinkingConfig:
 
 @dataclass(frozen=True, slots=True)
 class GenParams:
-    """Sampling and length settings. Kiro honours none of them natively; see docs/architecture.md."""
+    """Sampling and length settings. Kiro honours none of them natively (see the README)."""
 
     max_tokens: int | None = None
     temperature: float | None = None

@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.events import Event
+from ki2api.core.events import Event, MessageStop
 from ki2api.core.messages import Conversation
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.codec import CodecError, EventStreamDecoder
@@ -138,7 +138,8 @@ def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> li
     except CodecError:
         raise _protocol_error("the Kiro response ended in the middle of a frame") from None
     tail = translator.finish()
-    if translator.content_events == 0:
+    cut_short = any(isinstance(ev, MessageStop) and ev.reason != "end_turn" for ev in tail)
+    if translator.content_events == 0 and not cut_short:
         raise _protocol_error("Kiro ended the response without sending any content")
     return tail
 

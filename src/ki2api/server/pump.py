@@ -85,11 +85,20 @@ class Pump(Generic[T]):
             raise PumpTimeout
 
     async def aclose(self) -> None:
+        """Stop reading and close the source (and its upstream response).
+
+        The wait is shielded: our caller may be cancelled again and again (a client disconnect
+        inside an anyio cancel scope), and a cancelled awaiter cancels what it awaits, which
+        would abort the upstream close half-way. The reader finishes closing on its own.
+        """
         if not self._task.done():
             self._task.cancel()
         try:
-            await self._task
-        except (asyncio.CancelledError, Exception):
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if not self._task.done():
+                raise
+        except Exception:
             pass
 
 

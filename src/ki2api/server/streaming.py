@@ -23,6 +23,8 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", "connecti
 class StreamEncoder(Protocol):
     def feed(self, event: Event) -> bytes: ...
     def error(self, err: GatewayError) -> bytes: ...
+    @property
+    def finished(self) -> bool: ...
 
 
 class FirstBatch:
@@ -86,6 +88,10 @@ async def _body(
                 yield sse_comment()
                 continue
             except StopAsyncIteration:
+                if not encoder.finished:
+                    raise GatewayError(
+                        ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
+                    ) from None
                 return
             idle = 0.0
             out = b"".join(encoder.feed(ev) for ev in batch)
