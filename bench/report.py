@@ -184,6 +184,12 @@ def markdown(results: Json) -> str:
     return "\n".join(lines)
 
 
+_QUEUEING = (
+    " A closed loop of that many clients on this machine mostly measures queueing behind "
+    "the gateway's CPU per request."
+)
+
+
 def _notes(results: Json) -> list[str]:
     """Observations a reader needs to interpret the table."""
     sections, m = results.get("sections", {}), results["machine"]
@@ -192,6 +198,14 @@ def _notes(results: Json) -> list[str]:
         f"{m.get('loadavg_at_end', [float('nan')])[0]:.2f} on {m['cpu_count']} cores "
         "(other work on the machine adds noise to the latencies; CPU times are per process)."
     ]
+    stages = _get(sections, "warmup", "gateway_stages") or []
+    if len(stages) >= 2:
+        cpu = ", ".join(f"{st['gateway_cpu_ms_per_request']:.1f}" for st in stages)
+        notes.append(
+            f"Warm-up (not measured below): batches of 64 x 5 short streams through a fresh "
+            f"gateway cost {cpu} ms of gateway CPU per request, batch after batch; the sections "
+            "below start once two batches agree within 15%."
+        )
     for label, plan in (_get(sections, "ttft") or {}).items():
         load = plan.get("load", {})
         gw, em = load.get("gateway"), load.get("direct")
@@ -199,8 +213,8 @@ def _notes(results: Json) -> list[str]:
             notes.append(
                 f"TTFT {label}: {em['requests_per_s']:.0f} req/s direct, "
                 f"{gw['requests_per_s']:.0f} req/s through the gateway "
-                f"(gateway CPU {gw['gateway_cpu_ms_per_request']:.2f} ms per request); "
-                "a closed loop at high concurrency measures queueing behind that CPU."
+                f"(gateway CPU {gw['gateway_cpu_ms_per_request']:.2f} ms per request)."
+                + (_QUEUEING if plan.get("workers", 1) > 1 else "")
             )
     for level in _get(sections, "hold", "levels") or []:
         gw = level.get("gateway")

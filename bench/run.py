@@ -27,7 +27,7 @@ import botocore
 from bench.decoder import measure_decoders
 from bench.proc import raise_nofile_limit
 from bench.report import goal_rows, markdown
-from bench.sections import cpu_section, hold_section, ttft_section
+from bench.sections import cpu_section, hold_section, ttft_section, warmup_section
 from bench.stack import LoadDriver, Stack, start_stack
 
 __all__ = ["main"]
@@ -92,6 +92,7 @@ def _stack_sections(results: dict[str, Any], root: Path, logs: Path, load: LoadD
         traceback.print_exc()
     else:
         try:
+            _guarded(results, "warmup", lambda: warmup_section(stack, load))
             _guarded(results, "ttft", lambda: ttft_section(stack, load))
             _guarded(results, "cpu", lambda: cpu_section(stack, load))
         finally:
