@@ -52,6 +52,7 @@ from ki2api.core.events import (
 from ki2api.core.tokens import estimate_text_tokens
 from ki2api.kiro.classify import classify_exception_frame
 from ki2api.kiro.codec import Frame
+from ki2api.kiro.thinking import ThinkingSplitter
 
 __all__ = ["KiroStreamTranslator"]
 
@@ -113,82 +114,6 @@ def _number(value: Any) -> float | None:
     return None
 
 
-_OPEN, _CLOSE, _BLANK = "<thinking>", "</thinking>", "\n\n"
-
-
-def _held_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that could be the start of `tag`."""
-    for k in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:k]):
-            return k
-    return 0
-
-
-class _ThinkingSplitter:
-    """Splits a leading `<thinking>...</thinking>` off the text stream (tags may be split)."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self._mode = "detect" if enabled else "text"
-        self._held = ""
-
-    def feed(self, text: str) -> list[Event]:
-        out: list[Event] = []
-        buf, self._held = self._held + text, ""
-        while buf:
-            if self._mode == "text":
-                out.append(TextDelta(buf))
-                break
-            if self._mode == "detect":
-                buf = self._detect(buf)
-            elif self._mode == "thinking":
-                buf = self._thinking(buf, out)
-            else:  # "after": one blank line after </thinking> is dropped
-                buf = self._after(buf)
-        return out
-
-    def flush(self) -> list[Event]:
-        """Release held-back characters; the leading thinking block (if any) is over."""
-        held, self._held = self._held, ""
-        mode, self._mode = self._mode, "text"
-        if not held:
-            return []
-        return [ThinkingDelta(held)] if mode == "thinking" else [TextDelta(held)]
-
-    def _detect(self, buf: str) -> str:
-        stripped = buf.lstrip()
-        if stripped.startswith(_OPEN):
-            self._mode = "thinking"
-            return stripped[len(_OPEN) :]
-        if _OPEN.startswith(stripped):  # whitespace only, or a piece of the tag
-            self._held = buf
-            return ""
-        self._mode = "text"
-        return buf
-
-    def _thinking(self, buf: str, out: list[Event]) -> str:
-        end = buf.find(_CLOSE)
-        if end >= 0:
-            if end:
-                out.append(ThinkingDelta(buf[:end]))
-            self._mode = "after"
-            return buf[end + len(_CLOSE) :]
-        keep = _held_suffix(buf, _CLOSE)
-        if len(buf) > keep:
-            out.append(ThinkingDelta(buf[: len(buf) - keep]))
-        self._held = buf[len(buf) - keep :]
-        return ""
-
-    def _after(self, buf: str) -> str:
-        if buf.startswith(_BLANK):
-            self._mode = "text"
-            return buf[len(_BLANK) :]
-        if _BLANK.startswith(buf):
-            self._held = buf
-            return ""
-        self._mode = "text"
-        return buf
-
-
 @dataclass(slots=True)
 class _ToolCall:
     index: int
@@ -220,7 +145,7 @@ class KiroStreamTranslator:
         self._input_estimate = input_tokens
         self._context_window = context_window
         self._new_id = id_factory or _default_tool_id
-        self._splitter = _ThinkingSplitter(enabled=split_thinking)
+        self._splitter = ThinkingSplitter(enabled=split_thinking)
         self._calls: dict[str, _ToolCall] = {}
         self._open: _ToolCall | None = None
         self._output_text: list[str] = []
