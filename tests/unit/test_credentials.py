@@ -232,6 +232,20 @@ async def test_expiry_crossed_later_triggers_refresh(
     assert (await creds.current()).access_token == "aoa-1"
 
 
+async def test_short_lived_tokens_are_not_refreshed_on_every_call(
+    make_creds: MakeCreds, upstream: FakeKiroAuth
+) -> None:
+    upstream.ttl = 120  # shorter than refresh_ahead_s (300): refresh at half-life instead
+    clock = Clock()
+    creds, _ = make_creds(social_file("2026-01-02T03:00:00.000Z"), clock=clock)
+    assert (await creds.current()).access_token == "aoa-1"
+    clock.advance(30)
+    assert (await creds.current()).access_token == "aoa-1"
+    clock.advance(31)  # 59 s left of 120
+    assert (await creds.current()).access_token == "aoa-2"
+    assert upstream.refreshes == 2
+
+
 async def test_missing_profile_arn_and_refresh_token_are_kept(
     make_creds: MakeCreds, upstream: FakeKiroAuth
 ) -> None:

@@ -206,7 +206,16 @@ class KiroCredentials:
             return True
         if tokens.expires_at is None:
             return False  # unknown expiry: use it until the upstream refuses it
-        return (tokens.expires_at - now).total_seconds() <= self._settings.refresh_ahead_s
+        return (tokens.expires_at - now).total_seconds() <= self._refresh_lead()
+
+    def _refresh_lead(self) -> float:
+        """How long before expiry to refresh: the setting, but at most half of the lifetime
+        of a token we refreshed ourselves (short-lived tokens must not refresh on every call)."""
+        lead = self._settings.refresh_ahead_s
+        expires = self._tokens.expires_at
+        if self._last_ok_at is not None and expires is not None:
+            lead = min(lead, (expires - self._last_ok_at).total_seconds() / 2)
+        return lead
 
     def _usable(self, now: datetime) -> bool:
         expires = self._tokens.expires_at
