@@ -177,3 +177,82 @@ def test_health_shows_state_without_secrets(gateway: Gateway) -> None:
     assert data["upstream"] == gateway.emulator_url
     token = json.loads(gateway.account.token_file.read_text())
     assert token["accessToken"] not in r.text and token["refreshToken"] not in r.text
+
+
+def test_response_headers(gateway: Gateway) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert r.status_code == 200
+    assert r.headers["x-request-id"].startswith("req_")
+    assert int(r.headers["openai-processing-ms"]) >= 0
+    assert r.headers["content-type"].startswith("application/json")
+
+
+PNG_1X1 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
+    + "AAAABJRU5ErkJggg=="
+)
+
+
+def test_data_url_image_reaches_kiro_as_an_image(gateway: Gateway) -> None:
+    client = gateway.openai()
+    resp = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1X1}"}},
+                ],
+            }
+        ],
+    )
+    assert resp.choices[0].message.content
+    current = gateway.emulator_requests()[-1]["body"]["conversationState"]["currentMessage"]
+    images = current["userInputMessage"]["images"]
+    assert images[0]["format"] == "png"
+
+
+def test_tool_call_round_trip(gateway: Gateway) -> None:
+    client = gateway.openai()
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    first = client.chat.completions.create(
+        model=MODEL, tools=tools, messages=[{"role": "user", "content": "call get_weather"}]
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments), dict)
+    follow = client.chat.completions.create(
+        model=MODEL,
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "call get_weather"},
+            choice.message.model_dump(exclude_none=True),  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
+            {"role": "user", "content": "thanks"},
+        ],
+    )
+    assert follow.choices[0].message.content == "Echo: thanks"
+    history = gateway.emulator_requests()[-1]["body"]["conversationState"]["history"]
+    uses = history[1]["assistantResponseMessage"]["toolUses"]
+    assert uses[0]["toolUseId"] == call.id
