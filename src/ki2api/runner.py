@@ -108,7 +108,10 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     while not gw_server.started and not gw_task.done():
         await asyncio.sleep(0.02)
     if gw_server.started:
-        print(demo_banner(f"http://{settings.host}:{settings.port}", settings.api_keys[0]))
+        print(
+            demo_banner(f"http://{settings.host}:{settings.port}", settings.api_keys[0]),
+            flush=True,  # stdout is block-buffered when piped (tee, docker logs, tests)
+        )
     await gw_task
     em_server.should_exit = True
     await em_task
