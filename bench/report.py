@@ -82,9 +82,10 @@ def _hold_rows(hold: Json | None) -> list[Row]:
     if not hold:
         return []
     gw_kb, em_kb = hold.get("kb_per_stream"), hold.get("baseline_kb_per_stream")
+    levels = "/".join(str(lv["streams"]) for lv in hold.get("levels", []))
     return [
         _row(
-            "concurrent slow streams held (most tried level passed)",
+            f"concurrent slow streams held (highest level passed of {levels})",
             hold.get("max_held"),
             hold.get("baseline_max_held"),
             None,
@@ -92,7 +93,7 @@ def _hold_rows(hold: Json | None) -> list[Row]:
             (hold.get("max_held") or 0) >= 1000,
         ),
         _row(
-            f"gateway memory per held stream at {hold.get('max_held')} streams (KB)",
+            f"gateway memory per held stream at {hold.get('goal_level')} streams (KB)",
             gw_kb,
             em_kb,
             _ratio(gw_kb / em_kb) if gw_kb is not None and em_kb else None,
@@ -204,7 +205,7 @@ def _notes(results: Json) -> list[str]:
         notes.append(
             f"Warm-up (not measured below): batches of 64 x 5 short streams through a fresh "
             f"gateway cost {cpu} ms of gateway CPU per request, batch after batch; the sections "
-            "below start once two batches agree within 15%."
+            "below start once two batches agree within 15% (at least three batches)."
         )
     for label, plan in (_get(sections, "ttft") or {}).items():
         load = plan.get("load", {})

@@ -33,7 +33,8 @@ TTFT_PLANS = (("c1", 1, 200, 10, 2), ("c64", 64, 10, 1, 2))
 # (events per stream, requests per target)
 CPU_PLANS = ((100, 200), (1000, 40))
 CPU_WORKERS = 4
-HOLD_LEVELS = (250, 500, 1000)
+HOLD_LEVELS = (250, 500, 1000, 2000)  # 2,000: past the goal, to find the most held
+HOLD_GOAL_LEVEL = 1000  # the memory goal is stated at 1,000 streams
 HOLD_DIRECTIVE: Json = {
     "text": "word " * 300,
     "events": 300,
@@ -77,6 +78,7 @@ def run_stage(stack: Stack, load: LoadDriver, spec: Json, timeout_s: float) -> J
     return result
 
 
+WARMUP_MIN_STAGES = 3  # a fresh gateway can sit on a plateau for two batches before it drops
 WARMUP_MAX_STAGES = 8
 WARMUP_STABLE = 0.15  # two stages in a row within 15% of each other in gateway CPU per request
 
@@ -97,7 +99,7 @@ def warmup_section(stack: Stack, load: LoadDriver) -> Json:
     """Bring both servers to a steady state before measuring; record the cold start.
 
     Batches of 64 x 5 short streams through the gateway until its CPU per request settles
-    (a fresh gateway spends several times more per request at first).
+    (a fresh gateway spends several times more per request at first). At least three batches.
     """
     targets = stack.targets()
     spec: Json = {"stage": "requests", "workers": 64, "per_worker": 5, "warmup": 1}
@@ -107,7 +109,7 @@ def warmup_section(stack: Stack, load: LoadDriver) -> Json:
     for _ in range(WARMUP_MAX_STAGES):
         result = run_stage(stack, load, {**spec, "target": targets["gateway"]}, 120)
         stages.append(_stage_summary(result))
-        if len(stages) >= 2:
+        if len(stages) >= WARMUP_MIN_STAGES:
             last = stages[-1]["gateway_cpu_ms_per_request"]
             prev = stages[-2]["gateway_cpu_ms_per_request"]
             if prev and abs(last - prev) / prev <= WARMUP_STABLE:
@@ -281,10 +283,19 @@ def _hold_summary(levels: list[Json]) -> Json:
         good = [lv[side] for lv in levels if lv[side] is not None and lv[side]["ok"]]
         return max(good, key=lambda r: r["streams"]) if good else None
 
+    def at_goal(side: str) -> float | None:
+        for lv in levels:
+            run = lv[side]
+            if lv["streams"] == HOLD_GOAL_LEVEL and run is not None and run["ok"]:
+                return float(run["kb_per_stream"])
+        return None
+
     gw, em = best("gateway"), best("direct")
     return {
         "max_held": gw["streams"] if gw else 0,
-        "kb_per_stream": gw["kb_per_stream"] if gw else None,
+        "kb_per_stream_at_max": gw["kb_per_stream"] if gw else None,
         "baseline_max_held": em["streams"] if em else 0,
-        "baseline_kb_per_stream": em["kb_per_stream"] if em else None,
+        "goal_level": HOLD_GOAL_LEVEL,
+        "kb_per_stream": at_goal("gateway"),
+        "baseline_kb_per_stream": at_goal("direct"),
     }
