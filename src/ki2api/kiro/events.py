@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import (
     Event,
@@ -87,8 +89,8 @@ def _default_tool_id() -> str:
 
 def _load(event_type: str, raw: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(raw)
-    except ValueError:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise _protocol(f"Kiro sent a malformed {event_type} payload (invalid JSON)") from None
     if not isinstance(obj, dict):
         raise _protocol(f"Kiro sent a malformed {event_type} payload (not a JSON object)")

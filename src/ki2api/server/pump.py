@@ -71,6 +71,15 @@ class Pump(Generic[T]):
             space.set_result(None)
         return item
 
+    def drain(self) -> list[T]:
+        """Every item already buffered, without waiting (lets the writer coalesce sends)."""
+        items = list(self._items)
+        self._items.clear()
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+        return items
+
     async def _wait(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()

@@ -69,34 +69,42 @@ async def open_stream(batches: AsyncIterator[list[Event]], first_timeout: float)
     return FirstBatch(pump, first)
 
 
+async def _next_batch(pump: Pump[list[Event]], keepalive_s: float) -> list[Event] | None:
+    """The next events (all that are already buffered, coalesced), or None after silence."""
+    try:
+        batch = await pump.get(keepalive_s)
+    except PumpTimeout:
+        return None
+    for more in pump.drain():
+        batch.extend(more)
+    return batch
+
+
 async def _body(
     stream: FirstBatch, encoder: StreamEncoder, keepalive_s: float, idle_limit_s: float
 ) -> AsyncIterator[bytes]:
-    pump = stream.pump
+    batch: list[Event] | None = stream.first
     idle = 0.0
     try:
-        out = b"".join(encoder.feed(ev) for ev in stream.first)
-        if out:
-            yield out
         while True:
-            try:
-                batch = await pump.get(keepalive_s)
-            except PumpTimeout:
+            if batch is None:
                 idle += keepalive_s
                 if idle >= idle_limit_s:
-                    raise _timeout_error(idle_limit_s) from None
+                    raise _timeout_error(idle_limit_s)
                 yield sse_comment()
-                continue
+            else:
+                idle = 0.0
+                out = b"".join([encoder.feed(ev) for ev in batch])
+                if out:
+                    yield out
+            try:
+                batch = await _next_batch(stream.pump, keepalive_s)
             except StopAsyncIteration:
-                if not encoder.finished:
-                    raise GatewayError(
-                        ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
-                    ) from None
-                return
-            idle = 0.0
-            out = b"".join(encoder.feed(ev) for ev in batch)
-            if out:
-                yield out
+                break
+        if not encoder.finished:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
+            )
     except GatewayError as err:
         log.warning("stream failed after start: %s", err.message)
         yield encoder.error(err)
@@ -104,7 +112,7 @@ async def _body(
         log.exception("stream failed after start")
         yield encoder.error(GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."))
     finally:
-        await pump.aclose()
+        await stream.pump.aclose()
 
 
 def sse_response(
