@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
-    host = getattr(args, "host", None) or settings.host
-    port = getattr(args, "port", None) or settings.port
+    host = getattr(args, "host", None)
+    port = getattr(args, "port", None)
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
     return dataclasses.replace(settings, host=host, port=port)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import sys
@@ -77,6 +78,19 @@ def demo_banner(url: str, key: str) -> str:
     )
 
 
+async def _serve(server: uvicorn.Server) -> None:
+    """Serve until told to stop. uvicorn calls sys.exit() when it cannot bind; inside a task
+    that would escape as a traceback, so it ends the task instead (`started` stays False)."""
+    with contextlib.suppress(SystemExit):
+        await server.serve()
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    return bool(server.started)
+
+
 async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     em_port = emulator_port or _free_port()
     em_base = f"http://127.0.0.1:{em_port}"
@@ -99,20 +113,24 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
             create_app(gateway_settings), settings.host, settings.port, settings.log_level
         )
     )
-    em_task = asyncio.create_task(em_server.serve())
-    while not em_server.started:
-        if em_task.done():
-            return 1
-        await asyncio.sleep(0.02)
-    gw_task = asyncio.create_task(gw_server.serve())
-    while not gw_server.started and not gw_task.done():
-        await asyncio.sleep(0.02)
-    if gw_server.started:
+    em_task = asyncio.create_task(_serve(em_server))
+    if not await _started(em_server, em_task):
+        print(f"ki2api demo: the emulator could not listen on {em_base}.", file=sys.stderr)
+        return 1
+    gw_task = asyncio.create_task(_serve(gw_server))
+    started = await _started(gw_server, gw_task)
+    if started:
         print(
             demo_banner(f"http://{settings.host}:{settings.port}", settings.api_keys[0]),
             flush=True,  # stdout is block-buffered when piped (tee, docker logs, tests)
         )
+    else:
+        print(
+            f"ki2api demo: could not listen on {settings.host}:{settings.port} (see above); "
+            "choose another port with --port.",
+            file=sys.stderr,
+        )
     await gw_task
     em_server.should_exit = True
     await em_task
-    return 0
+    return 0 if started else 1

@@ -243,6 +243,18 @@ def test_demo_prints_a_working_curl_line(sandbox: Sandbox) -> None:
     assert (sandbox.cwd / "data" / "demo" / "acct-1" / "kiro-auth-token.json").is_file()
 
 
+def test_demo_on_a_busy_port_says_so_and_exits(sandbox: Sandbox) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = sandbox.run("demo", "--port", str(port))
+    assert result.returncode != 0
+    assert f"could not listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "curl" not in result.stdout
+
+
 # --- emulator ----------------------------------------------------------------------------------
 
 
