@@ -83,9 +83,28 @@ async def _probe_upstream(http: httpx.AsyncClient, settings: Settings, auth: Aut
         err = classify_http_error(response.status_code, response.content, response.headers)
         _say(BAD, f"Kiro answered {response.status_code}: {err.message}")
         return 1
-    models = [m.get("modelId") for m in response.json().get("models", []) if isinstance(m, dict)]
+    models = _model_ids(response)
+    if models is None:
+        _say(BAD, f"Kiro answered, but Ki2API did not understand the answer: {_snippet(response)}")
+        return 1
     _say(
         OK,
-        f"Kiro answered at {datetime.now(UTC):%H:%M:%S} UTC; models: {', '.join(map(str, models))}",
+        f"Kiro answered at {datetime.now(UTC):%H:%M:%S} UTC; models: {', '.join(models)}",
     )
     return 0
+
+
+def _model_ids(response: httpx.Response) -> list[str] | None:
+    """The model ids of a ListAvailableModels answer; None when it is not the expected JSON."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
+        return None
+    return [str(m.get("modelId")) for m in data.get("models", []) if isinstance(m, dict)]
+
+
+def _snippet(response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "no content type")
+    return f"{kind}, {len(response.content)} bytes"

@@ -26,9 +26,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.conftest import Account, make_account, make_expired_account
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve_in_thread
 
 SCRIPT = Path(sys.executable).with_name("ki2api")
 DEFAULT_KEY = "ki2api-key-2024"
@@ -336,3 +340,18 @@ def test_doctor_no_upstream_does_not_contact_kiro(sandbox: Sandbox, emulator_url
     assert "expired" in result.stdout
     assert seen() == before
     assert json.loads(account.token_file.read_text()) == account.data["token_file"]
+
+
+@pytest.mark.parametrize(
+    ("status", "phrase"), [(200, "did not understand"), (503, "Kiro answered 503")]
+)
+def test_doctor_reports_an_odd_upstream_answer(sandbox: Sandbox, status: int, phrase: str) -> None:
+    async def models(request: Request) -> Response:
+        return Response("<html>maintenance</html>", status_code=status, media_type="text/html")
+
+    stub = Starlette(routes=[Route("/ListAvailableModels", models)])
+    with serve_in_thread(stub) as url:
+        result = sandbox.run("doctor", KIRO_ACCESS_TOKEN="stub-token", KIRO_API_BASE=url)
+    text = result.stdout + result.stderr
+    assert result.returncode == 1, text
+    assert phrase in text and "Traceback" not in text
