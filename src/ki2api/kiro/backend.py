@@ -11,19 +11,18 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import httpx
 import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, MessageStop
 from ki2api.core.messages import Conversation
+from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.codec import CodecError, EventStreamDecoder
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.request import build_request
-from ki2api.transport import map_transport_errors
 
 __all__ = ["BackendOptions", "KiroBackend"]
 
@@ -39,13 +38,13 @@ class BackendOptions:
 class KiroBackend:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        chat: ChatTransport,
         credentials: KiroCredentials,
         options: BackendOptions,
         *,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
-        self._http = http
+        self._chat = chat
         self._credentials = credentials
         self._options = options
         self._new_id = id_factory
@@ -65,30 +64,31 @@ class KiroBackend:
                 input_tokens=input_tokens, context_window=context_window
             )
             decoder = EventStreamDecoder()
-            with map_transport_errors():
-                async for chunk in response.aiter_raw():
-                    batch = _translate(decoder, translator, chunk)
-                    if batch:
-                        yield batch
+            async for chunk in response.chunks():
+                batch, failure = _translate(decoder, translator, chunk)
+                if batch:
+                    yield batch  # what came before a failure in the same read still goes out
+                if failure is not None:
+                    raise failure
             yield _finish(decoder, translator)
         finally:
             await response.aclose()
 
-    async def _open(self, conv: Conversation) -> httpx.Response:
+    async def _open(self, conv: Conversation) -> ChatResponse:
         auth = await self._credentials.current()
         response = await self._post(conv, auth)
-        if response.status_code == 200:
+        if response.status == 200:
             return response
         body = await _read_error_body(response)
-        if is_bearer_invalid(response.status_code, body):
+        if is_bearer_invalid(response.status, body):
             auth = await self._credentials.refresh(stale=auth.access_token)
             response = await self._post(conv, auth)
-            if response.status_code == 200:
+            if response.status == 200:
                 return response
             body = await _read_error_body(response)
-        raise classify_http_error(response.status_code, body, response.headers)
+        raise classify_http_error(response.status, body, response.headers)
 
-    async def _post(self, conv: Conversation, auth: AuthSnapshot) -> httpx.Response:
+    async def _post(self, conv: Conversation, auth: AuthSnapshot) -> ChatResponse:
         body = build_request(
             conv,
             conversation_id=conv.conversation_id or self._new_id(),
@@ -99,37 +99,31 @@ class KiroBackend:
             machine=machine_id(auth.account_id),
             invocation_id=self._new_id(),
         )
-        request = self._http.build_request(
-            "POST", self._url, content=orjson.dumps(body), headers=headers
-        )
-        with map_transport_errors():
-            return await self._http.send(request, stream=True)
+        return await self._chat.post(self._url, orjson.dumps(body), headers)
 
 
-async def _read_error_body(response: httpx.Response) -> bytes:
+async def _read_error_body(response: ChatResponse) -> bytes:
     try:
-        with map_transport_errors():
-            data = bytearray()
-            async for chunk in response.aiter_raw():
-                data += chunk
-                if len(data) > _MAX_ERROR_BODY:
-                    break
-            return bytes(data[:_MAX_ERROR_BODY])
+        return await response.read_limited(_MAX_ERROR_BODY)
     finally:
         await response.aclose()
 
 
 def _translate(
     decoder: EventStreamDecoder, translator: KiroStreamTranslator, chunk: bytes
-) -> list[Event]:
+) -> tuple[list[Event], GatewayError | None]:
+    """The events of the frames completed by `chunk`, and the failure that stopped them."""
     try:
         frames = decoder.feed(chunk)
     except CodecError as exc:
-        raise _protocol_error(f"corrupt event-stream data from Kiro ({exc})") from None
+        return [], _protocol_error(f"corrupt event-stream data from Kiro ({exc})")
     out: list[Event] = []
     for frame in frames:
-        out.extend(translator.feed(frame))
-    return out
+        try:
+            out.extend(translator.feed(frame))
+        except GatewayError as exc:
+            return out, exc
+    return out, None
 
 
 def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> list[Event]:

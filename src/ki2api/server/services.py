@@ -10,6 +10,7 @@ import httpx
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.kiro.backend import BackendOptions, KiroBackend
+from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.credentials import KiroCredentials
 from ki2api.settings import Settings
 from ki2api.transport import create_upstream_client
@@ -26,6 +27,7 @@ class Services:
     catalogue: ModelCatalogue
     credentials: KiroCredentials | None
     backend: KiroBackend | None
+    chat: ChatTransport | None = None
     credentials_problem: str | None = None
 
     def require_backend(self) -> KiroBackend:
@@ -37,6 +39,8 @@ class Services:
         return self.backend
 
     async def aclose(self) -> None:
+        if self.chat is not None:
+            await self.chat.aclose()
         await self.http.aclose()
 
 
@@ -49,10 +53,15 @@ def build_services(
         credentials = KiroCredentials.from_settings(settings, http)
     except GatewayError as exc:
         log.warning("no Kiro credentials: %s", exc.message)
-        return Services(settings, http, catalogue, None, None, exc.message)
+        return Services(settings, http, catalogue, None, None, credentials_problem=exc.message)
+    chat = ChatTransport(
+        max_connections=settings.max_connections,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+    )
     backend = KiroBackend(
-        http,
+        chat,
         credentials,
         BackendOptions(api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn),
     )
-    return Services(settings, http, catalogue, credentials, backend)
+    return Services(settings, http, catalogue, credentials, backend, chat)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.frontends.jsonbody import parse_json_object
 from ki2api.frontends.openai.validation import describe_validation_error
 
 __all__ = [
@@ -208,24 +208,9 @@ class ChatCompletionRequest(WireModel):
         return sorted(self.model_extra or {})
 
 
-_BAD_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-    "using your HTTP library correctly. The API expects a JSON payload, but what was sent was "
-    "not valid JSON.)"
-)
-
-
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     """Parse and validate a request body; every failure is an INVALID_REQUEST `GatewayError`."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise GatewayError(ErrorKind.INVALID_REQUEST, _BAD_JSON) from None
-    if not isinstance(data, dict):
-        raise GatewayError(
-            ErrorKind.INVALID_REQUEST,
-            "Invalid type for the request body: expected a JSON object.",
-        )
+    data = parse_json_object(body)
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:

@@ -1,0 +1,123 @@
+"""The chat call's HTTP client: one shared aiohttp session (keep-alive pool, C parser).
+
+The streaming chat call is the hot path: every upstream event crosses it. httpx parses HTTP/1.1
+chunks in pure Python (h11) and walks its whole pool on every request; aiohttp parses in C and
+hands over everything that arrived in one read. Measured on the benchmark (bench/README.md),
+this halves the gateway's CPU per event and per request. Refresh calls, which are rare, stay on
+httpx. aiohttp exceptions become GatewayErrors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+
+import aiohttp
+
+from ki2api.core.errors import ErrorKind, GatewayError
+
+__all__ = ["ChatResponse", "ChatTransport", "map_aiohttp_errors"]
+
+_LARGE_BODY = 512 * 1024
+
+
+@contextmanager
+def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise GatewayError(
+            ErrorKind.UPSTREAM_TIMEOUT, f"{what} did not answer in time", retryable=True
+        ) from None
+    except aiohttp.ClientConnectorError:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
+        ) from None
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_PROTOCOL,
+            f"the connection to {what} broke off ({type(exc).__name__})",
+            retryable=True,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_ERROR, f"{what} request failed ({type(exc).__name__})"
+        ) from None
+
+
+class ChatResponse:
+    """An upstream response whose body is read incrementally."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status: int = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Whatever bytes have arrived, as they arrive (not aligned to frames or chunks)."""
+        content = self._response.content
+        with map_aiohttp_errors():
+            while True:
+                data = await content.readany()
+                if not data:
+                    return
+                yield data
+
+    async def read_limited(self, limit: int) -> bytes:
+        with map_aiohttp_errors():
+            return await self._response.content.read(limit)
+
+    async def aclose(self) -> None:
+        # release() keeps the connection only when the body was read to the end; a stream
+        # abandoned half-way (client disconnect) closes its connection, ending the upstream call.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class ChatTransport:
+    """One aiohttp session for every chat call; create and close it inside the event loop."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._max = max_connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max, limit_per_host=self._max, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as httpx does
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> ChatResponse:
+        session = self._open()
+        # aiohttp streams a large body from a file-like object instead of one big write.
+        data: bytes | io.BytesIO = body if len(body) < _LARGE_BODY else io.BytesIO(body)
+        with map_aiohttp_errors():
+            response = await session.post(url, data=data, headers=dict(headers))
+        return ChatResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            await asyncio.sleep(0)  # let the connector close its transports
+            self._session = None

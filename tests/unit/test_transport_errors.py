@@ -1,0 +1,57 @@
+"""The two network-error edges map foreign exceptions onto the one taxonomy."""
+
+from __future__ import annotations
+
+import aiohttp
+import httpx
+import pytest
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.chat_transport import ChatTransport, map_aiohttp_errors
+from ki2api.transport import map_transport_errors
+
+REQ = httpx.Request("POST", "https://example.invalid/")
+
+HTTPX = [
+    ("connect timeout", httpx.ConnectTimeout("t", request=REQ), ErrorKind.UPSTREAM_UNAVAILABLE),
+    ("pool timeout", httpx.PoolTimeout("t", request=REQ), ErrorKind.UPSTREAM_UNAVAILABLE),
+    ("read timeout", httpx.ReadTimeout("t", request=REQ), ErrorKind.UPSTREAM_TIMEOUT),
+    ("connect error", httpx.ConnectError("x", request=REQ), ErrorKind.UPSTREAM_UNAVAILABLE),
+    ("remote protocol", httpx.RemoteProtocolError("x", request=REQ), ErrorKind.UPSTREAM_PROTOCOL),
+    ("read error", httpx.ReadError("x", request=REQ), ErrorKind.UPSTREAM_PROTOCOL),
+    ("other", httpx.UnsupportedProtocol("x", request=REQ), ErrorKind.UPSTREAM_ERROR),
+]
+
+
+@pytest.mark.parametrize(("name", "exc", "kind"), HTTPX, ids=[c[0] for c in HTTPX])
+def test_httpx_errors(name: str, exc: Exception, kind: ErrorKind) -> None:
+    with pytest.raises(GatewayError) as info, map_transport_errors():
+        raise exc
+    assert info.value.kind is kind
+
+
+AIOHTTP = [
+    ("timeout", TimeoutError(), ErrorKind.UPSTREAM_TIMEOUT),
+    ("server timeout", aiohttp.ServerTimeoutError(), ErrorKind.UPSTREAM_TIMEOUT),
+    ("payload", aiohttp.ClientPayloadError("cut"), ErrorKind.UPSTREAM_PROTOCOL),
+    ("disconnected", aiohttp.ServerDisconnectedError(), ErrorKind.UPSTREAM_PROTOCOL),
+    ("other client error", aiohttp.ClientError("x"), ErrorKind.UPSTREAM_ERROR),
+]
+
+
+@pytest.mark.parametrize(("name", "exc", "kind"), AIOHTTP, ids=[c[0] for c in AIOHTTP])
+def test_aiohttp_errors(name: str, exc: Exception, kind: ErrorKind) -> None:
+    with pytest.raises(GatewayError) as info, map_aiohttp_errors():
+        raise exc
+    assert info.value.kind is kind
+    assert "Kiro" in info.value.message
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    chat = ChatTransport(max_connections=2, connect_timeout_s=2, read_timeout_s=2)
+    try:
+        with pytest.raises(GatewayError) as info:
+            await chat.post("http://127.0.0.1:9/generateAssistantResponse", b"{}", {})
+        assert info.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE and info.value.retryable
+    finally:
+        await chat.aclose()
