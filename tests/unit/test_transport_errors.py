@@ -55,3 +55,44 @@ async def test_connection_refused_is_unavailable() -> None:
         assert info.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE and info.value.retryable
     finally:
         await chat.aclose()
+
+
+PROXY_CASES = [
+    ("no proxy", {}, "https://q.us-east-1.amazonaws.com/x", None),
+    (
+        "https proxy",
+        {"https_proxy": "http://p:3128"},
+        "https://q.us-east-1.amazonaws.com/x",
+        "http://p:3128",
+    ),
+    ("http only", {"http_proxy": "http://p:3128"}, "https://q.us-east-1.amazonaws.com/x", None),
+    (
+        "bypassed",
+        {"https_proxy": "http://p:3128", "no_proxy": ".amazonaws.com"},
+        "https://q.us-east-1.amazonaws.com/x",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "url", "expected"), PROXY_CASES, ids=[c[0] for c in PROXY_CASES]
+)
+def test_proxy_from_environment(
+    monkeypatch: pytest.MonkeyPatch, name: str, env: dict[str, str], url: str, expected: str | None
+) -> None:
+    for var in (
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    chat = ChatTransport(max_connections=1, connect_timeout_s=1, read_timeout_s=1)
+    assert chat._proxy_for(url) == expected
