@@ -54,10 +54,11 @@ _EMPTY_RESULT = "(empty)"
 
 
 def tool_spec_entry(name: str, description: str, schema: Any) -> dict[str, Any]:
+    """One tool. Kiro refuses an empty description, so a blank one becomes `Tool: {name}`."""
     return {
         "toolSpecification": {
             "name": name,
-            "description": description,
+            "description": description.strip() or f"Tool: {name}",
             "inputSchema": {"json": plain_json(schema)},
         }
     }
