@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +44,15 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, host=host, port=port)
 
 
+def _configure_logging(level: str) -> None:
+    """Our own loggers (uvicorn configures its own). The doctor reports problems itself."""
+    logging.basicConfig(
+        level=level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per refresh call is noise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "emulator":
@@ -53,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
+    _configure_logging("error" if args.command == "doctor" else settings.log_level)
     if args.command == "serve":
         return serve(settings)
     if args.command == "demo":

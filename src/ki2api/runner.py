@@ -43,7 +43,7 @@ def _uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicor
         host=host,
         port=port,
         log_level=log_level,
-        access_log=False,
+        access_log=True,  # one line per request at LOG_LEVEL=info; silent at warning
         timeout_graceful_shutdown=5,
     )
 
@@ -108,15 +108,17 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
         kiro_oidc_base=em_base,
     )
     em_server = uvicorn.Server(_uvicorn_config(emulator, "127.0.0.1", em_port, "warning"))
+    em_task = asyncio.create_task(_serve(em_server))
+    if not await _started(em_server, em_task):
+        print(f"ki2api demo: the emulator could not listen on {em_base}.", file=sys.stderr)
+        return 1
+    # Configured only now: uvicorn's loggers are shared, and the emulator's start-up lines
+    # (another port) would only confuse the banner below.
     gw_server = uvicorn.Server(
         _uvicorn_config(
             create_app(gateway_settings), settings.host, settings.port, settings.log_level
         )
     )
-    em_task = asyncio.create_task(_serve(em_server))
-    if not await _started(em_server, em_task):
-        print(f"ki2api demo: the emulator could not listen on {em_base}.", file=sys.stderr)
-        return 1
     gw_task = asyncio.create_task(_serve(gw_server))
     started = await _started(gw_server, gw_task)
     if started:
