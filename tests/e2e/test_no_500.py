@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY, Gateway
+from tests.support.payloads import PNG_1X1, WEATHER_TOOL
 
 SEED = 20250611
 RANDOM_CASES = 300
@@ -31,22 +32,6 @@ MODEL = "claude-sonnet-4-20250514"
 URL_PATH = "/v1/chat/completions"
 # 502/503/504 are Kiro's own failures passed on; the emulator only sends them when told to.
 UPSTREAM_STATUSES = frozenset({502, 503, 504})
-PNG_1X1 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
-    "AAAABJRU5ErkJggg=="
-)
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 def valid_bodies() -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from tests.conftest import API_KEY, Gateway
+from tests.support.payloads import PNG_1X1, WEATHER_TOOL
 
 MODEL = "claude-sonnet-4-20250514"
 
@@ -192,12 +193,6 @@ def test_response_headers(gateway: Gateway) -> None:
     assert r.headers["content-type"].startswith("application/json")
 
 
-PNG_1X1 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
-    + "AAAABJRU5ErkJggg=="
-)
-
-
 def test_data_url_image_reaches_kiro_as_an_image(gateway: Gateway) -> None:
     client = gateway.openai()
     resp = client.chat.completions.create(
@@ -220,20 +215,7 @@ def test_data_url_image_reaches_kiro_as_an_image(gateway: Gateway) -> None:
 
 def test_tool_call_round_trip(gateway: Gateway) -> None:
     client = gateway.openai()
-    tools: Any = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Weather for a city",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-    ]
+    tools: Any = [WEATHER_TOOL]
     first = client.chat.completions.create(
         model=MODEL, tools=tools, messages=[{"role": "user", "content": "call get_weather"}]
     )
