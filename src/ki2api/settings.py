@@ -24,12 +24,12 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    api_keys: tuple[str, ...] = field(default=(DEFAULT_API_KEY,), repr=False)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     # Kiro login
-    kiro_access_token: str | None = None
-    kiro_refresh_token: str | None = None
+    kiro_access_token: str | None = field(default=None, repr=False)
+    kiro_refresh_token: str | None = field(default=None, repr=False)
     kiro_creds_file: Path | None = None
     kiro_profile_arn: str | None = None
     kiro_region: str = "us-east-1"

@@ -1,0 +1,58 @@
+"""Settings: the environment and .env read in one place, secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ki2api.settings import Settings, SettingsError, load_settings, parse_dotenv
+
+
+def test_repr_hides_secrets() -> None:
+    s = Settings(
+        api_keys=("client-key-1",), kiro_access_token="aoa-SECRET", kiro_refresh_token="aor-X"
+    )
+    text = repr(s) + str(s.redacted())
+    assert "SECRET" not in text and "aor-X" not in text and "client-key-1" not in text
+
+
+DOTENV = [
+    ("plain", "A=1", {"A": "1"}),
+    ("export and quotes", "export B='two words'\nC=\"x=y\"", {"B": "two words", "C": "x=y"}),
+    ("comments and blanks", "# c\n\nD = 4 \nnot a line", {"D": "4"}),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), DOTENV, ids=[d[0] for d in DOTENV])
+def test_parse_dotenv(name: str, text: str, expected: dict[str, str]) -> None:
+    assert parse_dotenv(text) == expected
+
+
+def test_defaults_match_the_original(tmp_path: Path) -> None:
+    s = load_settings({"HOME": str(tmp_path)}, dotenv=tmp_path / "none.env")
+    assert (s.port, s.api_keys, s.host) == (8989, ("ki2api-key-2024",), "127.0.0.1")
+    assert s.kiro_api_base == "https://q.us-east-1.amazonaws.com"
+
+
+def test_environment_overrides_dotenv(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=9000\nAPI_KEY=a,b\nKIRO_REGION=eu-central-1\n")
+    s = load_settings({"PORT": "9100", "HOME": str(tmp_path)}, dotenv=env_file)
+    assert s.port == 9100 and s.api_keys == ("a", "b")
+    assert s.kiro_api_base == "https://q.eu-central-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"KI2API_KEEPALIVE_S": "soon"}, "KI2API_KEEPALIVE_S"),
+        ({"KI2API_MODEL_MAP": "[1]"}, "KI2API_MODEL_MAP"),
+        ({"API_KEY": " , "}, "API_KEY"),
+    ],
+    ids=["port", "keepalive", "model map", "empty key"],
+)
+def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], names: str) -> None:
+    with pytest.raises(SettingsError, match=names):
+        load_settings(env, dotenv=tmp_path / "none.env")
