@@ -1,0 +1,253 @@
+"""`max_tokens` and `stop` enforced on the event stream (Kiro honours neither). Sans-I/O.
+
+`StreamLimiter.feed(event)` returns the events to pass on. Once `done` is True the limiter has
+ended the response itself: the caller stops reading and closes the upstream call (Kiro keeps
+generating, and billing, until the connection goes).
+
+Stop strings
+    Apply to the answer text only, never to thinking or tool arguments. Text is held back only
+    while its end could still be the start of a stop string, across `TextDelta` boundaries; any
+    other event releases held text first. The response ends where a stop string is first
+    *completed* (what a token-by-token generator does), so the result does not depend on how the
+    upstream split its text: with stops ``["abc", "b"]`` the text ``"abc"`` ends before ``"b"``.
+    The text before the stop string goes out, the stop string and the rest do not; then an
+    estimated `Usage` (when `input_tokens` is known) and `MessageStop("stop_sequence")`.
+
+max_tokens
+    Counts the output as it streams: answer text, thinking and tool names and arguments, with
+    `count_tokens` (by default the same upward-biased estimate the usage figures use, so the
+    reported `completion_tokens` of a cut answer is about `max_tokens`). `max_tokens` is an upper
+    bound, and the estimate over-counts most text a little, so the cut comes slightly EARLY rather
+    than late: the answer is never longer than the budget by our count. When the count reaches
+    the budget the current delta is cut to the longest prefix that fits, then `Usage` and
+    `MessageStop("max_tokens")` (OpenAI finish `length`). The estimated `Usage` counts all output
+    generated up to our stop: for a max_tokens cut that is `max_tokens` itself; for a stop string
+    it includes the delta the stop string completed in (an over- rather than an under-count).
+
+Tool calls under max_tokens
+    Arguments stream as they come. A budget that runs out before a call starts ends the response
+    without starting it. One that runs out inside a call sends the argument text that fits and
+    ends with `MessageStop("max_tokens")` *without* `ToolCallEnd`: the call is reported with
+    finish `length` and incomplete arguments, exactly as OpenAI does; it is never presented as
+    a finished call.
+
+The upstream's own `MessageStop` (and the `Usage` before it) passes through unchanged. With no
+limits the limiter is a pass-through returning the very event objects it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ki2api.core.events import (
+    Event,
+    MessageStop,
+    StopReason,
+    TextDelta,
+    ThinkingDelta,
+    ToolArgsDelta,
+    ToolCallStart,
+    Usage,
+)
+from ki2api.core.tokens import estimate_text_tokens
+
+__all__ = ["StopMatcher", "StreamLimiter", "TokenBudget"]
+
+# Output text is estimated in blocks of at least this many characters: estimating every small
+# delta on its own would round each one up, while re-estimating everything would be quadratic.
+_SETTLE_CHARS = 256
+
+
+class TokenBudget:
+    """A running token count of streamed output with a cap (`limit` None: count only)."""
+
+    def __init__(self, limit: int | None, count_tokens: Callable[[str], int]) -> None:
+        self.limit = limit
+        self._count = count_tokens
+        self._settled = 0
+        self._pending = ""
+
+    @property
+    def used(self) -> int:
+        return self._settled + self._count(self._pending)
+
+    def fit(self, text: str) -> tuple[str, bool]:
+        """Count `text`; return (the longest prefix within the cap, whether the cap was reached)."""
+        if self.limit is None:
+            self._add(text)
+            return text, False
+        if self._settled + self._count(self._pending + text) < self.limit:
+            self._add(text)
+            return text, False
+        lo, hi = 0, len(text)  # the longest prefix with count <= limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._settled + self._count(self._pending + text[:mid]) <= self.limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        self._add(text[:lo])
+        return text[:lo], True
+
+    def _add(self, text: str) -> None:
+        self._pending += text
+        if len(self._pending) >= _SETTLE_CHARS:
+            self._settled += self._count(self._pending)
+            self._pending = ""
+
+
+class StopMatcher:
+    """Finds stop strings in text arriving in pieces; holds back only a possible stop prefix."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(dict.fromkeys(s for s in stops if s))
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to release, whether a stop string completed). After a match the text
+        returned is everything before the stop string and `held` is cleared."""
+        s = self.held + text
+        match = self._first_completed(s)
+        if match is not None:
+            self.held = ""
+            return s[:match], True
+        keep = self._holdback(s)
+        self.held = s[len(s) - keep :]
+        return s[: len(s) - keep], False
+
+    def release(self) -> str:
+        out, self.held = self.held, ""
+        return out
+
+    def _first_completed(self, s: str) -> int | None:
+        """Start of the stop string completed earliest (ties: the longer one), or None."""
+        best: tuple[int, int] | None = None
+        for stop in self.stops:
+            i = s.find(stop)
+            if i >= 0 and (best is None or (i + len(stop), i) < best):
+                best = (i + len(stop), i)
+        return None if best is None else best[1]
+
+    def _holdback(self, s: str) -> int:
+        """Length of the longest end of `s` that is a proper prefix of some stop string."""
+        keep = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(s)), keep, -1):
+                if s.endswith(stop[:k]):
+                    keep = k
+                    break
+        return keep
+
+
+class StreamLimiter:
+    """Enforces `max_tokens` and `stop` on one response's events (see the module docstring).
+
+    `input_tokens`, when given, goes into the estimated `Usage` sent before a stop of our own
+    (the upstream's usage arrives at the end, which is never read); without it no `Usage` is
+    sent and the encoder's own fallbacks apply.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_tokens: int | None,
+        stop: Sequence[str],
+        input_tokens: int | None = None,
+        count_tokens: Callable[[str], int] = estimate_text_tokens,
+    ) -> None:
+        self._matcher = StopMatcher(stop)
+        self._passthrough = max_tokens is None and not self._matcher.stops
+        self._budget = TokenBudget(max_tokens, count_tokens)
+        self._input_tokens = input_tokens
+        self._upstream_usage: Usage | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """True once the limiter ended the response itself: stop reading, close the upstream."""
+        return self._done
+
+    def feed(self, event: Event) -> list[Event]:
+        """The events to pass on for `event` (none once `done`)."""
+        if self._passthrough:
+            return [event]
+        if self._done:
+            return []
+        if isinstance(event, TextDelta):
+            return self._text(event.text)
+        return self._other(event, self._release_held())
+
+    def _other(self, event: Event, out: list[Event]) -> list[Event]:
+        piece = _output_piece(event)
+        if piece is not None:
+            fitted, full = self._budget.fit(piece)
+            if full:
+                return self._end([*out, *_cut(event, fitted)], "max_tokens")
+        elif isinstance(event, Usage):
+            self._upstream_usage = event
+        out.append(event)
+        return out
+
+    def _text(self, text: str) -> list[Event]:
+        fitted, full = self._budget.fit(text)
+        released, stopped = self._matcher.feed(fitted)
+        if stopped:
+            return self._end(_text_events(released), "stop_sequence")
+        if full:
+            return self._end(_text_events(released + self._matcher.release()), "max_tokens")
+        return _text_events(released)
+
+    def _release_held(self) -> list[Event]:
+        return _text_events(self._matcher.release())
+
+    def _end(self, out: list[Event], reason: StopReason) -> list[Event]:
+        self._done = True
+        out = [e for e in out if not _empty(e)]
+        usage = self._usage()
+        if usage is not None:
+            out.append(usage)
+        out.append(MessageStop(reason))
+        return out
+
+    def _usage(self) -> Usage | None:
+        seen = self._upstream_usage
+        if seen is not None:
+            return Usage(
+                input_tokens=seen.input_tokens,
+                output_tokens=self._budget.used,
+                cache_read_input_tokens=seen.cache_read_input_tokens,
+                cache_creation_input_tokens=seen.cache_creation_input_tokens,
+            )
+        if self._input_tokens is None:
+            return None
+        return Usage(input_tokens=self._input_tokens, output_tokens=self._budget.used)
+
+
+def _output_piece(event: Event) -> str | None:
+    """The generated text an event carries, as counted against max_tokens (None: not output)."""
+    if isinstance(event, ThinkingDelta):
+        return event.text
+    if isinstance(event, ToolCallStart):
+        return event.name
+    if isinstance(event, ToolArgsDelta):
+        return event.fragment
+    return None
+
+
+def _cut(event: Event, fitted: str) -> list[Event]:
+    """What goes out of an event the budget ran out in: never the start of a new tool call."""
+    if isinstance(event, ThinkingDelta):
+        return [ThinkingDelta(fitted)]
+    if isinstance(event, ToolArgsDelta):
+        return [ToolArgsDelta(event.index, fitted)]
+    return []
+
+
+def _text_events(text: str) -> list[Event]:
+    return [TextDelta(text)] if text else []
+
+
+def _empty(event: Event) -> bool:
+    if isinstance(event, TextDelta | ThinkingDelta):
+        return not event.text
+    return isinstance(event, ToolArgsDelta) and not event.fragment
