@@ -1,19 +1,50 @@
 """OpenAI `image_url` values -> core `ImagePart`.
 
 Accepted: `data:image/{png,jpeg,jpg,gif,webp};base64,<data>` (the media types Claude takes).
-Remote `http(s)` URLs are refused for now (`_remote_image`): fetching them safely (size limit,
-no private addresses) is a separate piece of work.
+Remote `http(s)` URLs are fetched by the server before translation: `resolve_remote_images`
+replaces them with data URLs (through a `RemoteImageFetcher`, `ki2api.images.fetch` in the
+server), so `image_part` sees one only when fetching is turned off, and refuses it
+(`_remote_image`). See docs/images.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import ImagePart
+from ki2api.frontends.openai.wire import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ChatMessage,
+    ImageURL,
+    ImageURLPart,
+    TextContentPart,
+    ToolMessage,
+    UserMessage,
+    UserPart,
+)
+from ki2api.images.limits import (
+    DEFAULT_KEEP_RECENT_USER_TURNS,
+    DEFAULT_MAX_PER_REQUEST,
+    PLACEHOLDER_EARLIER,
+    PLACEHOLDER_OVER_LIMIT,
+    too_many_images,
+    user_turn_ages,
+)
 
-__all__ = ["SUPPORTED_MEDIA_TYPES", "image_part"]
+__all__ = [
+    "SUPPORTED_MEDIA_TYPES",
+    "RemoteImageFetcher",
+    "image_part",
+    "is_remote",
+    "resolve_remote_images",
+]
 
 SUPPORTED_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),(.*)", re.DOTALL | re.IGNORECASE)
@@ -36,8 +67,8 @@ def image_part(url: str, *, param: str) -> ImagePart:
 
 def _remote_image(url: str, param: str) -> ImagePart:
     raise _invalid(
-        "Remote image URLs are not supported yet: send the image inline as a base64 data URL "
-        "(data:image/png;base64,...).",
+        "Fetching remote image URLs is turned off on this gateway: send the image inline as "
+        "a base64 data URL (data:image/png;base64,...).",
         param,
     )
 
@@ -70,3 +101,139 @@ def _data_image(url: str, param: str) -> ImagePart:
 
 def _invalid(message: str, param: str) -> GatewayError:
     return GatewayError(ErrorKind.INVALID_REQUEST, message, param=param)
+
+
+# --- remote images, fetched before translation -------------------------------------------------
+
+
+class RemoteImageFetcher(Protocol):
+    """What `resolve_remote_images` needs: `ki2api.images.fetch.ImageFetcher` is one."""
+
+    async def fetch(self, url: str, *, param: str | None = None) -> ImagePart: ...
+
+
+def is_remote(url: str) -> bool:
+    return url.strip()[:8].lower().startswith(("http://", "https://"))
+
+
+async def resolve_remote_images(
+    req: ChatCompletionRequest,
+    fetcher: RemoteImageFetcher,
+    *,
+    keep_recent_user_turns: int = DEFAULT_KEEP_RECENT_USER_TURNS,
+    max_images: int = DEFAULT_MAX_PER_REQUEST,
+    concurrency: int = 4,
+) -> ChatCompletionRequest:
+    """`req` with each http(s) image URL replaced by the data URL of the fetched image.
+
+    Remote images that `ki2api.images.limits.apply_image_limits` (called with the same limits)
+    would drop are not fetched but replaced by its placeholder text: those in user turns older
+    than the `keep_recent_user_turns` latest, and those past `max_images` counted newest first.
+    A latest user turn with more than `max_images` images is refused as it would be there.
+    Each distinct URL is fetched once, at most `concurrency` at a time; the first failure (in
+    message order) is raised and the other fetches are cancelled. Returns `req` itself when it
+    holds no remote image.
+    """
+    slots = _plan(req.messages, keep_recent_user_turns, max_images)
+    if not slots:
+        return req
+    wanted: dict[str, str] = {}
+    for slot in reversed(slots):  # message order, so the first error is the earliest one
+        if slot.action == "fetch":
+            wanted.setdefault(slot.url, slot.param)
+    fetched = await _fetch_all(fetcher, wanted, concurrency)
+    messages = list(req.messages)
+    contents: dict[int, list[UserPart]] = {}
+    for slot in slots:
+        msg = messages[slot.index]
+        assert isinstance(msg, UserMessage) and not isinstance(msg.content, str)
+        content = contents.setdefault(slot.index, list(msg.content))
+        content[slot.part] = _replacement(content[slot.part], slot, fetched)
+    for index, content in contents.items():
+        messages[index] = messages[index].model_copy(update={"content": content})
+    return req.model_copy(update={"messages": messages})
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    index: int  # message
+    part: int  # content part
+    url: str
+    param: str
+    action: Literal["fetch", "earlier", "over"]
+
+
+def _plan(messages: Sequence[ChatMessage], keep: int, max_images: int) -> list[_Slot]:
+    """The remote images, newest first, with what to do with each."""
+    ages = user_turn_ages([_role(m) for m in messages])
+    latest = sum(len(_images(m)) for m, age in zip(messages, ages, strict=True) if age == 0)
+    if latest > max_images:
+        raise too_many_images(latest, max_images)
+    slots: list[_Slot] = []
+    seen = 0  # images of the kept turns, newest first
+    for index in reversed(range(len(messages))):
+        age = ages[index]
+        for part, url in reversed(_images(messages[index])):
+            kept = age is not None and age < keep
+            seen += kept
+            if not is_remote(url):
+                continue
+            action: Literal["fetch", "earlier", "over"] = (
+                "earlier" if not kept else "over" if seen > max_images else "fetch"
+            )
+            param = f"messages.{index}.content.{part}.image_url"
+            slots.append(_Slot(index, part, url.strip(), param, action))
+    return slots
+
+
+def _role(msg: ChatMessage) -> str:
+    if isinstance(msg, UserMessage | ToolMessage):
+        return "user"
+    return "assistant" if isinstance(msg, AssistantMessage) else "system"
+
+
+def _images(msg: ChatMessage) -> list[tuple[int, str]]:
+    """(part index, URL) of each image of a user message."""
+    if not isinstance(msg, UserMessage) or isinstance(msg.content, str):
+        return []
+    return [(j, p.url) for j, p in enumerate(msg.content) if isinstance(p, ImageURLPart)]
+
+
+def _replacement(
+    part: UserPart, slot: _Slot, fetched: Mapping[str, ImagePart]
+) -> ImageURLPart | TextContentPart:
+    if slot.action == "earlier":
+        return TextContentPart(type="text", text=PLACEHOLDER_EARLIER)
+    if slot.action == "over":
+        return TextContentPart(type="text", text=PLACEHOLDER_OVER_LIMIT)
+    image = fetched[slot.url]
+    detail = (
+        part.image_url.detail
+        if isinstance(part, ImageURLPart) and not isinstance(part.image_url, str)
+        else None
+    )
+    url = f"data:{image.media_type};base64,{image.data_b64}"
+    return ImageURLPart(type="image_url", image_url=ImageURL(url=url, detail=detail))
+
+
+async def _fetch_all(
+    fetcher: RemoteImageFetcher, wanted: Mapping[str, str], concurrency: int
+) -> dict[str, ImagePart]:
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(url: str, param: str) -> ImagePart:
+        async with gate:
+            return await fetcher.fetch(url, param=param)
+
+    tasks = [asyncio.create_task(one(url, param)) for url, param in wanted.items()]
+    try:
+        results = await asyncio.gather(*tasks)
+    except Exception:
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        first = next((o for o in outcomes if isinstance(o, Exception)), None)
+        if first is not None:
+            raise first from None
+        raise
+    return dict(zip(wanted, results, strict=True))
