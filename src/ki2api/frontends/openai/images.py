@@ -67,8 +67,8 @@ def image_part(url: str, *, param: str) -> ImagePart:
 
 def _remote_image(url: str, param: str) -> ImagePart:
     raise _invalid(
-        "Fetching remote image URLs is turned off on this gateway: send the image inline as "
-        "a base64 data URL (data:image/png;base64,...).",
+        "Remote image URLs are not supported yet: send the image inline as a base64 data URL "
+        "(data:image/png;base64,...).",
         param,
     )
 
