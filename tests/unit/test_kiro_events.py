@@ -401,15 +401,15 @@ FAILURES: list[tuple[str, list[Frame], ErrorKind, str]] = [
         "truncated-args-at-stop",
         tool("t1", "a", '{"path": "/tm'),
         ErrorKind.UPSTREAM_PROTOCOL,
-        "truncated",
+        "cut off",
     ),
     (
         "truncated-args-at-finish",
         tool("t1", "a", '{"path"', stop=False),
         ErrorKind.UPSTREAM_PROTOCOL,
-        "truncated",
+        "cut off",
     ),
-    ("args-not-an-object", tool("t1", "a", "[1, 2]"), ErrorKind.UPSTREAM_PROTOCOL, "truncated"),
+    ("args-not-an-object", tool("t1", "a", "[1, 2]"), ErrorKind.UPSTREAM_PROTOCOL, "cut off"),
     (
         "args-after-stop",
         [*tool("t1", "a", "{}"), ev(TOOL, {"toolUseId": "t1", "name": "a", "input": "{}"})],

@@ -1,6 +1,6 @@
 """KiroBackend: Conversation in, core events out, over the real HTTP + event-stream protocol.
 
-The only async code of the kiro layer. Everything it calls is pure: `request.build_request`,
+The only async code of the kiro layer. Everything it calls is pure: `request.build_kiro_request`,
 `codec.EventStreamDecoder`, `events.KiroStreamTranslator`, `classify`. Retries (a forced token
 refresh on "bearer token invalid") happen only before any event has been yielded.
 """
@@ -22,7 +22,7 @@ from ki2api.kiro.codec import CodecError, EventStreamDecoder
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
-from ki2api.kiro.request import build_request
+from ki2api.kiro.request import KiroRequest, build_kiro_request
 
 __all__ = ["BackendOptions", "KiroBackend"]
 
@@ -58,10 +58,14 @@ class KiroBackend:
         Raises GatewayError before the first batch for upstream HTTP errors, and from
         the middle of the stream for exception frames, corruption or truncation.
         """
-        response = await self._open(conv)
+        response, request = await self._open(conv)
         try:
             translator = KiroStreamTranslator(
-                input_tokens=input_tokens, context_window=context_window
+                input_tokens=input_tokens,
+                context_window=context_window,
+                tool_names=request.tool_names,
+                text_call_names=request.text_call_names,
+                single_tool_call=request.single_tool_call,
             )
             decoder = EventStreamDecoder()
             async for chunk in response.chunks():
@@ -74,22 +78,24 @@ class KiroBackend:
         finally:
             await response.aclose()
 
-    async def _open(self, conv: Conversation) -> ChatResponse:
+    async def _open(self, conv: Conversation) -> tuple[ChatResponse, KiroRequest]:
         auth = await self._credentials.current()
-        response = await self._post(conv, auth)
+        response, request = await self._post(conv, auth)
         if response.status == 200:
-            return response
+            return response, request
         body = await _read_error_body(response)
         if is_bearer_invalid(response.status, body):
             auth = await self._credentials.refresh(stale=auth.access_token)
-            response = await self._post(conv, auth)
+            response, request = await self._post(conv, auth)
             if response.status == 200:
-                return response
+                return response, request
             body = await _read_error_body(response)
         raise classify_http_error(response.status, body, response.headers)
 
-    async def _post(self, conv: Conversation, auth: AuthSnapshot) -> ChatResponse:
-        body = build_request(
+    async def _post(
+        self, conv: Conversation, auth: AuthSnapshot
+    ) -> tuple[ChatResponse, KiroRequest]:
+        request = build_kiro_request(
             conv,
             conversation_id=conv.conversation_id or self._new_id(),
             profile_arn=auth.profile_arn or self._options.profile_arn,
@@ -99,7 +105,7 @@ class KiroBackend:
             machine=machine_id(auth.account_id),
             invocation_id=self._new_id(),
         )
-        return await self._chat.post(self._url, orjson.dumps(body), headers)
+        return await self._chat.post(self._url, orjson.dumps(request.body), headers), request
 
 
 async def _read_error_body(response: ChatResponse) -> bytes:

@@ -16,8 +16,16 @@ Mapping (KIRO_PROTOCOL.md 5.5-5.8, 7):
   id, `ToolArgsDelta` per input fragment (an object input is dumped as JSON), `ToolCallEnd` on
   `stop`. A `{"toolUseEvent": {...}}` wrapper is unwrapped; an unknown id with an empty name is
   ignored; a new call closes a still-open previous one (Kiro sends calls one after another).
-  At the close the arguments must form one JSON object ("" becomes "{}"), else the stream fails
-  with UPSTREAM_PROTOCOL: truncated arguments are never passed on as a successful call.
+  At the close (`stop`, the next call, or the end of the stream: a call without `stop` whose
+  arguments are complete is accepted) the arguments must form one JSON object ("" becomes "{}"),
+  else the stream fails with UPSTREAM_PROTOCOL and a message telling the client what happened
+  and what to do: truncated arguments are never passed on as a successful call. Names are mapped
+  back with `tool_names` (Kiro name -> client name; the request shortened them, see `tools`);
+  unknown names pass through. Calls are indexed 0, 1, ... in order of their first event.
+* With `single_tool_call` (the client sent `parallel_tool_calls: false`) only the first call
+  goes out; later calls of the response are dropped whole (their arguments are not checked).
+* `[Called NAME with args: {...}]` in the text, for a tool in `text_call_names`, becomes a tool
+  call (`called_text.CalledTextFilter`); no names, no filtering.
 * `meteringEvent` -> credits (summed), `contextUsageEvent` -> percentage, `metadataEvent
   .tokenUsage` -> authoritative usage. Other known types are checked for valid JSON and dropped;
   unknown types are ignored.
@@ -33,7 +41,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,11 +60,12 @@ from ki2api.core.events import (
     Usage,
 )
 from ki2api.core.tokens import estimate_text_tokens
+from ki2api.kiro.called_text import CalledTextFilter, TextCall
 from ki2api.kiro.classify import classify_exception_frame
 from ki2api.kiro.codec import Frame
 from ki2api.kiro.thinking import ThinkingSplitter
 
-__all__ = ["KiroStreamTranslator"]
+__all__ = ["KiroStreamTranslator", "truncated_arguments_message"]
 
 _HANDLED = frozenset(
     {
@@ -118,11 +127,16 @@ def _number(value: Any) -> float | None:
 
 @dataclass(slots=True)
 class _ToolCall:
-    index: int
+    index: int  # -1 for a call dropped by `single_tool_call`
     id: str
-    name: str
+    name: str  # as Kiro sent it
+    client_name: str
     parts: list[str] = field(default_factory=list)
     closed: bool = False
+
+    @property
+    def dropped(self) -> bool:
+        return self.index < 0
 
 
 @dataclass(slots=True)
@@ -143,11 +157,18 @@ class KiroStreamTranslator:
         context_window: int = 200_000,
         split_thinking: bool = True,
         id_factory: Callable[[], str] | None = None,
+        tool_names: Mapping[str, str] | None = None,
+        text_call_names: Mapping[str, str] | None = None,
+        single_tool_call: bool = False,
     ) -> None:
         self._input_estimate = input_tokens
         self._context_window = context_window
         self._new_id = id_factory or _default_tool_id
         self._splitter = ThinkingSplitter(enabled=split_thinking)
+        self._called = CalledTextFilter(text_call_names or {})
+        self._tool_names = dict(tool_names or {})
+        self._single = single_tool_call
+        self._emitted = 0
         self._calls: dict[str, _ToolCall] = {}
         self._open: _ToolCall | None = None
         self._output_text: list[str] = []
@@ -186,7 +207,7 @@ class KiroStreamTranslator:
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
-        out = self._splitter.flush()
+        out = self._release_text()
         out += self._close_open()
         out.append(self._usage())
         out.append(MessageStop(self._stop_reason()))
@@ -222,7 +243,39 @@ class KiroStreamTranslator:
         if not content:
             return []
         self._output_text.append(content)
-        return self._splitter.feed(content)
+        return self._filter(self._splitter.feed(content))
+
+    def _filter(self, events: list[Event]) -> list[Event]:
+        """Text through the `[Called ...]` filter; other events as they are."""
+        if not self._called.active:
+            return events
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, TextDelta):
+                out += self._pieces(self._called.feed(event.text))
+            else:
+                out.append(event)
+        return out
+
+    def _pieces(self, pieces: list[str | TextCall]) -> list[Event]:
+        out: list[Event] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                out.append(TextDelta(piece))
+                continue
+            call = self._start_call(self._new_id(), piece.name, piece.name)
+            if not call.dropped:
+                out.append(ToolCallStart(call.index, call.id, call.client_name))
+                out.append(ToolArgsDelta(call.index, piece.arguments))
+                out.append(ToolCallEnd(call.index))
+            call.closed = True
+            self._open = None
+        return out
+
+    def _release_text(self) -> list[Event]:
+        """Everything held back in the text (thinking tags, a `[Called` candidate)."""
+        out = self._filter(self._splitter.flush())
+        return out + self._pieces(self._called.flush())
 
     def _on_reasoning(self, payload: dict[str, Any]) -> list[Event]:
         text = _field(payload, "text", str, "reasoningContentEvent") or ""
@@ -266,18 +319,22 @@ class KiroStreamTranslator:
         if call is None:
             if not name:
                 return []
-            out += self._splitter.flush()
+            out += self._release_text()
             out += self._close_open()
-            call = self._start_call(tool_id or self._new_id(), name)
-            out.append(ToolCallStart(call.index, call.id, call.name))
+            call = self._start_call(tool_id or self._new_id(), name, self._client_name(name))
+            if not call.dropped:
+                out.append(ToolCallStart(call.index, call.id, call.client_name))
         elif call.closed:
             if fragment:
-                raise _protocol(f"Kiro sent arguments for tool call {call.name!r} after its end")
+                raise _protocol(
+                    f"Kiro sent arguments for tool call {call.client_name!r} after its end"
+                )
             return []
         if fragment:
-            call.parts.append(fragment)
             self._output_text.append(fragment)
-            out.append(ToolArgsDelta(call.index, fragment))
+            if not call.dropped:
+                call.parts.append(fragment)
+                out.append(ToolArgsDelta(call.index, fragment))
         if stop:
             out += self._close(call)
         return out
@@ -289,8 +346,13 @@ class KiroStreamTranslator:
             return self._open
         return None
 
-    def _start_call(self, tool_id: str, name: str) -> _ToolCall:
-        call = _ToolCall(index=len(self._calls), id=tool_id, name=name)
+    def _client_name(self, name: str) -> str:
+        return self._tool_names.get(name, name)
+
+    def _start_call(self, tool_id: str, name: str, client_name: str) -> _ToolCall:
+        index = -1 if self._single and self._emitted else self._emitted
+        self._emitted += index >= 0
+        call = _ToolCall(index=index, id=tool_id, name=name, client_name=client_name)
         self._calls[tool_id] = call
         self._open = call
         return call
@@ -300,18 +362,20 @@ class KiroStreamTranslator:
 
     def _close(self, call: _ToolCall) -> list[Event]:
         out: list[Event] = []
+        if call.dropped:
+            call.closed = True
+            self._open = None
+            return out
         if not call.parts:
             call.parts.append("{}")
             out.append(ToolArgsDelta(call.index, "{}"))
+        received = "".join(call.parts)
         try:
-            args = json.loads("".join(call.parts))
+            args = json.loads(received)
         except ValueError:
             args = None
         if not isinstance(args, dict):
-            raise _protocol(
-                f"Kiro's tool call arguments were truncated or malformed (tool {call.name!r}):"
-                " they are not a complete JSON object"
-            )
+            raise _protocol(truncated_arguments_message(call.client_name, len(received)))
         call.closed = True
         if self._open is call:
             self._open = None
@@ -343,7 +407,17 @@ class KiroStreamTranslator:
             return "context_window_exceeded"
         if self._max_tokens:
             return "max_tokens"
-        return "tool_use" if self._calls else "end_turn"
+        return "tool_use" if self._emitted else "end_turn"
+
+
+def truncated_arguments_message(name: str, received_chars: int) -> str:
+    """What the client is told when a tool call's arguments are not a complete JSON object."""
+    return (
+        f"The upstream (Kiro) cut off the arguments of the tool call {name!r}: the"
+        f" {received_chars} characters received are not a complete JSON object, so the call"
+        " was not passed on. Kiro truncates very large tool inputs; ask the model to write large"
+        " content in smaller pieces (for example several smaller edits or appends) and retry."
+    )
 
 
 def _int(value: float | None) -> int | None:

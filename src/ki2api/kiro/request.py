@@ -1,82 +1,72 @@
 """Conversation -> the `generateAssistantResponse` JSON body (KIRO_PROTOCOL.md 3.3). Pure.
 
 The history repairs (merging, alternation, prefill, tool pairing, placeholders) live in
-`history.arrange`; this module renders the result and owns these choices:
+`history.arrange`, the tool rules (names, descriptions, schemas, tool_choice) in `tools`; this
+module renders the result and owns these choices:
 
 * System texts are joined with "\\n\\n" and prefixed, as `"{system}\\n\\n{text}"`, to the FIRST
   user message of the conversation: the first history entry when there is history, else the
   current message (the AIClient / kiro-gw rule). It stays at the start of the context where
   the model expects it, is sent once, and needs no invented assistant reply (the other
   choices: a synthetic user/"OK" pair, or prefixing the current message, which ki2api did and
-  which moves the instructions after the whole history).
+  which moves the instructions after the whole history). Over-long tool descriptions moved out
+  of their specs are appended to the system text (`tools.tool_documentation`).
 * Tools (`userInputMessageContext.tools`) go on the current message only; history user
   entries carry `modelId`, `origin` and, when any, `images` and `toolResults`.
 * A tool name used in history but not offered by this request gets a placeholder tool spec,
   so the history stays valid upstream (kiro.rs does this; AIClient injects a dummy tool for
-  the no-tools case). The tool mapping is split in small functions (`tool_spec_entry`,
-  `tool_entries`, `placeholder_tool_entries`) so that name shortening, description limits,
-  schema normalisation and tool_choice can be added around them.
+  the no-tools case). Every tool name goes upstream in its Kiro form (`tools.assign_tool_names`),
+  in specs and in history `toolUses`; `KiroRequest.tool_names` maps them back.
+* The tool_choice / parallel_tool_calls instruction, if any, is appended to the current
+  message's text after a blank line.
 * Images: `format` is the media subtype (`jpg` -> `jpeg`); only Kiro's formats (gif, jpeg,
   png, webp) are sent; any other image becomes a text note rather than a request Kiro rejects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ki2api.core.messages import Conversation, ImagePart, ToolResultPart, ToolSpec
+from ki2api.core.messages import Conversation, ImagePart, ToolResultPart
 from ki2api.kiro.history import AssistantTurn, UserTurn, arrange, plain_json, result_text
+from ki2api.kiro.tools import ToolPlan, plan_tools
 
 __all__ = [
     "AGENT_TASK_TYPE",
     "CHAT_TRIGGER_TYPE",
     "IMAGE_FORMATS",
     "ORIGIN",
-    "PLACEHOLDER_TOOL_DESCRIPTION",
-    "PLACEHOLDER_TOOL_SCHEMA",
+    "KiroRequest",
+    "build_kiro_request",
     "build_request",
     "image_entry",
-    "placeholder_tool_entries",
-    "tool_entries",
     "tool_result_entry",
-    "tool_spec_entry",
 ]
 
 CHAT_TRIGGER_TYPE = "MANUAL"
 AGENT_TASK_TYPE = "vibe"
 ORIGIN = "AI_EDITOR"
 IMAGE_FORMATS = frozenset({"gif", "jpeg", "png", "webp"})
-PLACEHOLDER_TOOL_DESCRIPTION = "Tool used earlier in this conversation."
-PLACEHOLDER_TOOL_SCHEMA: Mapping[str, Any] = MappingProxyType({"type": "object", "properties": {}})
 _EMPTY_RESULT = "(empty)"
 
 
-def tool_spec_entry(name: str, description: str, schema: Any) -> dict[str, Any]:
-    """One tool. Kiro refuses an empty description, so a blank one becomes `Tool: {name}`."""
-    return {
-        "toolSpecification": {
-            "name": name,
-            "description": description.strip() or f"Tool: {name}",
-            "inputSchema": {"json": plain_json(schema)},
-        }
-    }
+@dataclass(frozen=True, slots=True)
+class KiroRequest:
+    """The body plus what the response side needs to undo the tool mapping.
 
+    `tool_names`: Kiro name -> client name, for every tool name that differs upstream.
+    `text_call_names`: the names (client and Kiro spelling) -> client name of the tools offered
+    this turn, for recognising `[Called NAME with args: ...]` text (`called_text`).
+    `single_tool_call`: the client asked for at most one tool call (parallel_tool_calls false).
+    """
 
-def tool_entries(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
-    return [tool_spec_entry(t.name, t.description, t.input_schema) for t in tools]
-
-
-def placeholder_tool_entries(used: Iterable[str], offered: Iterable[str]) -> list[dict[str, Any]]:
-    """Specs for tool names used in history but not offered now, in first-use order."""
-    have = set(offered)
-    out: list[dict[str, Any]] = []
-    for name in used:
-        if name not in have:
-            have.add(name)
-            out.append(tool_spec_entry(name, PLACEHOLDER_TOOL_DESCRIPTION, PLACEHOLDER_TOOL_SCHEMA))
-    return out
+    body: dict[str, Any]
+    tool_names: Mapping[str, str]
+    text_call_names: Mapping[str, str]
+    single_tool_call: bool
 
 
 def tool_result_entry(result: ToolResultPart) -> dict[str, Any]:
@@ -124,36 +114,41 @@ def _user_message(
     return msg
 
 
-def _assistant_message(turn: AssistantTurn) -> dict[str, Any]:
+def _assistant_message(turn: AssistantTurn, names: Mapping[str, str]) -> dict[str, Any]:
     msg: dict[str, Any] = {"content": turn.text}
     if turn.tool_uses:
         msg["toolUses"] = [
-            {"toolUseId": u.id, "name": u.name, "input": plain_json(u.input)}
+            {"toolUseId": u.id, "name": names.get(u.name, u.name), "input": plain_json(u.input)}
             for u in turn.tool_uses
         ]
     return msg
 
 
-def build_request(
+def _join(*texts: str) -> str:
+    return "\n\n".join(t for t in texts if t)
+
+
+def build_kiro_request(
     conv: Conversation, *, conversation_id: str, profile_arn: str | None
-) -> dict[str, Any]:
-    """The whole request body for `conv`. Deterministic: same input, same output."""
+) -> KiroRequest:
+    """The request for `conv` and its tool name map. Deterministic: same input, same output."""
     dialogue = arrange(conv.messages)
-    system = "\n\n".join(s for s in conv.system if s)
+    used = [u.name for t in dialogue.history if isinstance(t, AssistantTurn) for u in t.tool_uses]
+    plan = plan_tools(conv.tools, conv.tool_choice, used)
+    system = _join(*conv.system, plan.documentation)
     first_user = dialogue.history[0] if dialogue.history else dialogue.current
 
     def user_text(turn: UserTurn) -> str:
-        return f"{system}\n\n{turn.text}" if system and turn is first_user else turn.text
+        return _join(system, turn.text) if turn is first_user else turn.text
 
-    used = [u.name for t in dialogue.history if isinstance(t, AssistantTurn) for u in t.tool_uses]
-    tools = tool_entries(conv.tools) + placeholder_tool_entries(used, (t.name for t in conv.tools))
     history = [
         {"userInputMessage": _user_message(t, conv.model_id, user_text(t), [])}
         if isinstance(t, UserTurn)
-        else {"assistantResponseMessage": _assistant_message(t)}
+        else {"assistantResponseMessage": _assistant_message(t, plan.names)}
         for t in dialogue.history
     ]
-    current = _user_message(dialogue.current, conv.model_id, user_text(dialogue.current), tools)
+    current_text = _join(user_text(dialogue.current), plan.instruction)
+    current = _user_message(dialogue.current, conv.model_id, current_text, plan.specs)
     body: dict[str, Any] = {
         "conversationState": {
             "conversationId": conversation_id,
@@ -165,4 +160,28 @@ def build_request(
     }
     if profile_arn:
         body["profileArn"] = profile_arn
-    return body
+    return KiroRequest(
+        body=body,
+        tool_names=MappingProxyType(_reverse(plan)),
+        text_call_names=MappingProxyType(_text_call_names(plan)),
+        single_tool_call=bool(conv.tools) and not conv.tool_choice.parallel,
+    )
+
+
+def _reverse(plan: ToolPlan) -> dict[str, str]:
+    return {kiro: client for client, kiro in plan.names.items() if kiro != client}
+
+
+def _text_call_names(plan: ToolPlan) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for client in plan.offered:
+        out[client] = client
+        out.setdefault(plan.names[client], client)
+    return out
+
+
+def build_request(
+    conv: Conversation, *, conversation_id: str, profile_arn: str | None
+) -> dict[str, Any]:
+    """The whole request body for `conv` (`build_kiro_request(...).body`)."""
+    return build_kiro_request(conv, conversation_id=conversation_id, profile_arn=profile_arn).body
