@@ -1,32 +1,31 @@
-"""Token ESTIMATES for when Kiro reports no usage (no tokenizer, no I/O).
+"""Token ESTIMATES of a request or a reply, for when Kiro reports no usage.
 
-The numbers are ratios, chosen from the measurements in API_COMPAT.md section D (Claude's own
-tokenizer as reference) and rounded the safe way: clients such as Claude Code size their context
-compaction from the usage we report, so under-counting is the harmful error and we bias UP.
+Texts are counted by `core.tokenizer` (Anthropic's legacy Claude BPE from the
+`anthropic-tokenizer` package when installed, biased up; else per-script ratios) and scaled by
+the model's vocabulary factor (Claude Opus 4.7 and later count ~1.32x more). Clients such as
+Claude Code size their context compaction from the usage we report, so under-counting is the
+harmful error and every figure here errs upward.
 
-Per character class:
+The script ratios of the fallback (chars/4 measured 0.88x of the real count for English prose,
+0.82x for code, 0.67x for JSON and 0.48x for Chinese, API_COMPAT.md section D):
 
-* ASCII: 1 token per 3.2 chars. chars/4 measured 0.88x of the real count for English prose
-  (so the truth is about chars/3.5) and 0.82x for code (chars/3.3); 3.2 is ~10 % above prose.
-* CJK ideographs, kana, hangul and full-width forms: 1 token per char. chars/4 measured 0.48x
-  for Chinese mixed with markdown, i.e. well under one token per ideograph; one per char is
-  the conservative end and what other Kiro proxies use.
+* ASCII: 1 token per 3.2 chars, ~10 % above prose.
+* CJK ideographs, kana, hangul and full-width forms: 1 token per char.
 * Any other non-ASCII (accents, Cyrillic, Greek, emoji...): 1 token per 2 chars.
-
-JSON (tool schemas, tool inputs and results) tokenises worse than prose (chars/4 measured
-0.67x), so JSON text gets an extra x1.25 on top of the ASCII ratio.
+* JSON text: an extra x1.25 on top (a real tokenizer counts JSON as it is).
 
 `estimate_conversation_tokens` adds what the text alone misses: a fixed per-request overhead,
 ~4 tokens of framing per message, ~1,600 per image (Anthropic's rule of thumb is
 width*height/750, about 1,600 for a 1,092x1,092 picture, which is the size images are scaled to)
 and, when tools are offered, ~350 tokens of tool-use system prompt (Anthropic documents 346 for
-`auto` tool choice on Claude 4 models) plus ~10 of framing per tool.
+`auto` tool choice on Claude 4 models) plus ~10 of framing per tool. Image data is never
+tokenized; each text is tokenized once per request at most, and long texts seen in recent
+requests (an agent's history) come from the counter's cache.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +38,12 @@ from ki2api.core.messages import (
     ToolResultPart,
     ToolSpec,
     ToolUsePart,
+)
+from ki2api.core.tokenizer import (
+    ASCII_CHARS_PER_TOKEN,
+    TokenCounter,
+    default_counter,
+    vocabulary_factor,
 )
 
 __all__ = [
@@ -53,66 +58,28 @@ __all__ = [
     "estimate_text_tokens",
 ]
 
-ASCII_CHARS_PER_TOKEN = 3.2
-OTHER_CHARS_PER_TOKEN = 2.0
-JSON_FACTOR = 1.25
 REQUEST_OVERHEAD_TOKENS = 8
 MESSAGE_OVERHEAD_TOKENS = 4
 IMAGE_TOKENS = 1_600
 TOOLS_SYSTEM_PROMPT_TOKENS = 350
 TOOL_OVERHEAD_TOKENS = 10
 
-# Inclusive code point ranges counted as one token per character.
-_WIDE_RANGES: tuple[tuple[int, int], ...] = (
-    (0x1100, 0x11FF),  # Hangul Jamo
-    (0x2E80, 0x2FDF),  # CJK radicals, Kangxi radicals
-    (0x3000, 0x30FF),  # CJK symbols and punctuation, hiragana, katakana
-    (0x3100, 0x31FF),  # Bopomofo, Hangul compatibility Jamo, katakana extensions
-    (0x3200, 0x4DBF),  # enclosed CJK, compatibility, CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xA960, 0xA97F),  # Hangul Jamo extended A
-    (0xAC00, 0xD7FF),  # Hangul syllables, Jamo extended B
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xFE30, 0xFE4F),  # CJK compatibility forms
-    (0xFF00, 0xFFEF),  # half-width and full-width forms
-    (0x20000, 0x3FFFF),  # CJK extensions B..H (planes 2 and 3)
-)
+
+def estimate_text_tokens(
+    text: str, *, model_id: str | None = None, counter: TokenCounter | None = None
+) -> int:
+    """Tokens in `text`, biased up: 0 for "", else at least 1."""
+    c = counter or default_counter()
+    return c.count(text, factor=vocabulary_factor(model_id))
 
 
-def _is_wide(code: int) -> bool:
-    return any(lo <= code <= hi for lo, hi in _WIDE_RANGES)
-
-
-def estimate_text_tokens(text: str) -> int:
-    """Script-aware estimate of the tokens in `text`: 0 for "", else at least 1."""
-    if not text:
-        return 0
-    ascii_chars = wide = other = 0
-    for ch in text:
-        code = ord(ch)
-        if code < 0x80:
-            ascii_chars += 1
-        elif code >= 0x1100 and _is_wide(code):
-            wide += 1
-        else:
-            other += 1
-    total = ascii_chars / ASCII_CHARS_PER_TOKEN + other / OTHER_CHARS_PER_TOKEN + wide
-    return max(1, math.ceil(total))
-
-
-def estimate_json_tokens(value: Any) -> int:
-    """Estimate for a JSON value as the model sees it (compact JSON, x1.25)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    return math.ceil(estimate_text_tokens(text) * JSON_FACTOR)
-
-
-def _tool_spec_tokens(tool: ToolSpec) -> int:
-    return (
-        TOOL_OVERHEAD_TOKENS
-        + estimate_text_tokens(tool.name)
-        + estimate_text_tokens(tool.description)
-        + estimate_json_tokens(_plain(tool.input_schema))
-    )
+def estimate_json_tokens(
+    value: Any, *, model_id: str | None = None, counter: TokenCounter | None = None
+) -> int:
+    """Tokens of a JSON value as the model sees it (compact JSON), biased up."""
+    c = counter or default_counter()
+    text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), default=str)
+    return c.count_json(text, factor=vocabulary_factor(model_id))
 
 
 def _plain(value: Any) -> Any:
@@ -124,31 +91,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _part_tokens(part: object) -> int:
-    if isinstance(part, TextPart | ThinkingPart):
-        return estimate_text_tokens(part.text)
-    if isinstance(part, ImagePart):
-        return IMAGE_TOKENS
-    if isinstance(part, ToolUsePart):
+class _Estimate:
+    """One conversation's estimate with one counter and one vocabulary factor."""
+
+    def __init__(self, counter: TokenCounter, factor: float) -> None:
+        self.counter = counter
+        self.factor = factor
+
+    def text(self, text: str) -> int:
+        return self.counter.count(text, factor=self.factor)
+
+    def json(self, value: Any) -> int:
+        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), default=str)
+        return self.counter.count_json(text, factor=self.factor)
+
+    def tool_spec(self, tool: ToolSpec) -> int:
         return (
-            MESSAGE_OVERHEAD_TOKENS
-            + estimate_text_tokens(part.name)
-            + estimate_json_tokens(_plain(part.input))
+            TOOL_OVERHEAD_TOKENS
+            + self.text(tool.name)
+            + self.text(tool.description)
+            + self.json(tool.input_schema)
         )
-    if isinstance(part, ToolResultPart):
-        return MESSAGE_OVERHEAD_TOKENS + sum(_part_tokens(p) for p in part.content)
-    return 0
+
+    def part(self, part: object) -> int:
+        if isinstance(part, TextPart | ThinkingPart):
+            return self.text(part.text)
+        if isinstance(part, ImagePart):
+            return IMAGE_TOKENS
+        if isinstance(part, ToolUsePart):
+            return MESSAGE_OVERHEAD_TOKENS + self.text(part.name) + self.json(part.input)
+        if isinstance(part, ToolResultPart):
+            return MESSAGE_OVERHEAD_TOKENS + sum(self.part(p) for p in part.content)
+        return 0
+
+    def message(self, message: Message) -> int:
+        return MESSAGE_OVERHEAD_TOKENS + sum(self.part(p) for p in message.parts)
 
 
-def _message_tokens(message: Message) -> int:
-    return MESSAGE_OVERHEAD_TOKENS + sum(_part_tokens(p) for p in message.parts)
-
-
-def estimate_conversation_tokens(conv: Conversation) -> int:
+def estimate_conversation_tokens(conv: Conversation, *, counter: TokenCounter | None = None) -> int:
     """Estimated input tokens of a whole request (system, messages, tools), biased up."""
+    est = _Estimate(counter or default_counter(), vocabulary_factor(conv.model_id))
     total = REQUEST_OVERHEAD_TOKENS
-    total += sum(estimate_text_tokens(s) for s in conv.system)
-    total += sum(_message_tokens(m) for m in conv.messages)
+    total += sum(est.text(s) for s in conv.system)
+    total += sum(est.message(m) for m in conv.messages)
     if conv.tools:
-        total += TOOLS_SYSTEM_PROMPT_TOKENS + sum(_tool_spec_tokens(t) for t in conv.tools)
+        total += TOOLS_SYSTEM_PROMPT_TOKENS + sum(est.tool_spec(t) for t in conv.tools)
     return total
