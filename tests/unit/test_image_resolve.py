@@ -1,0 +1,183 @@
+"""`resolve_remote_images`: remote image URLs fetched (a real `ImageFetcher` and a local image
+server) and replaced before the pure translation, with the same limits as `apply_image_limits`."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.messages import ImagePart, TextPart
+from ki2api.core.models import default_catalogue
+from ki2api.frontends.openai.images import resolve_remote_images
+from ki2api.frontends.openai.to_core import to_conversation
+from ki2api.frontends.openai.wire import ChatCompletionRequest, parse_chat_request
+from ki2api.images.fetch import ImageFetcher
+from ki2api.images.limits import PLACEHOLDER_EARLIER, PLACEHOLDER_OVER_LIMIT
+from tests.support.payloads import PNG_1X1
+from tests.support.servers import serve_in_thread
+
+PNG = base64.b64decode(PNG_1X1)
+GIF = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+
+
+class Host:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.app = Starlette(routes=[Route("/{name}", self.serve)])
+
+    async def serve(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self.seen.append(name)
+        if name.endswith(".gif"):
+            return Response(GIF, media_type="image/gif")
+        if name.endswith(".png"):
+            return Response(PNG, media_type="image/png")
+        return Response(b"<html>", media_type="text/html")
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Host, str]]:
+    host = Host()
+    with serve_in_thread(host.app) as url:
+        yield host, url
+
+
+@pytest.fixture
+def host(served: tuple[Host, str]) -> Host:
+    served[0].seen.clear()
+    return served[0]
+
+
+@pytest.fixture
+def base(served: tuple[Host, str]) -> str:
+    return served[1]
+
+
+FETCHER = ImageFetcher(allow_private=True)
+DATA_PNG = f"data:image/png;base64,{PNG_1X1}"
+
+
+def request(*messages: dict[str, Any]) -> ChatCompletionRequest:
+    return parse_chat_request(orjson.dumps({"model": "claude-sonnet-4-5", "messages": messages}))
+
+
+def user(*parts: str | dict[str, Any]) -> dict[str, Any]:
+    content = [
+        {"type": "image_url", "image_url": {"url": p}} if isinstance(p, str) else p for p in parts
+    ]
+    return {"role": "user", "content": content}
+
+
+def text(t: str) -> dict[str, Any]:
+    return {"type": "text", "text": t}
+
+
+ASSISTANT = {"role": "assistant", "content": "ok"}
+
+
+def parts_of(req: ChatCompletionRequest) -> list[list[Any]]:
+    """Each message's parts as translated: 'png'/'gif' for images, placeholders as E/O."""
+    conv = to_conversation(req, default_catalogue().resolve("claude-sonnet-4-5"))  # type: ignore[arg-type]
+    names = {PLACEHOLDER_EARLIER: "E", PLACEHOLDER_OVER_LIMIT: "O"}
+    out: list[list[Any]] = []
+    for m in conv.messages:
+        row: list[Any] = []
+        for p in m.parts:
+            if isinstance(p, ImagePart):
+                row.append(p.media_type.removeprefix("image/"))
+            elif isinstance(p, TextPart):
+                row.append(names.get(p.text, p.text))
+        out.append(row)
+    return out
+
+
+async def test_remote_urls_become_data_urls(host: Host, base: str) -> None:
+    req = request(user(text("look"), f"{base}/a.png", DATA_PNG, f"{base}/b.gif"))
+    out = await resolve_remote_images(req, FETCHER)
+    assert parts_of(out) == [["look", "png", "png", "gif"]]
+    assert sorted(host.seen) == ["a.png", "b.gif"]
+    data = out.messages[0].content[1].image_url.url  # type: ignore[union-attr]
+    assert data == f"data:image/png;base64,{PNG_1X1}"
+
+
+async def test_detail_kept_and_bare_string_form_accepted(host: Host, base: str) -> None:
+    part = {"type": "image_url", "image_url": {"url": f"{base}/a.png", "detail": "low"}}
+    bare = {"type": "image_url", "image_url": f"{base}/b.png"}
+    out = await resolve_remote_images(request(user(part, bare)), FETCHER)
+    first, second = out.messages[0].content  # type: ignore[misc]
+    assert first.image_url.detail == "low"
+    assert second.image_url.url.startswith("data:image/png;base64,")
+
+
+async def test_request_without_remote_images_is_returned_as_is(host: Host) -> None:
+    req = request(user(text("hi"), DATA_PNG), ASSISTANT, {"role": "user", "content": "again"})
+    assert await resolve_remote_images(req, FETCHER) is req
+    assert host.seen == []
+
+
+async def test_same_url_fetched_once(host: Host, base: str) -> None:
+    req = request(user(f"{base}/a.png"), ASSISTANT, user(f"{base}/a.png", f"{base}/a.png"))
+    out = await resolve_remote_images(req, FETCHER)
+    assert parts_of(out) == [["png"], ["ok"], ["png", "png"]]
+    assert host.seen == ["a.png"]
+
+
+async def test_old_turns_get_placeholders_without_fetching(host: Host, base: str) -> None:
+    req = request(
+        user(f"{base}/old.png"),
+        ASSISTANT,
+        user(f"{base}/mid.png"),
+        {"role": "system", "content": "be brief"},
+        ASSISTANT,
+        user(f"{base}/new.png"),
+    )
+    out = await resolve_remote_images(req, FETCHER, keep_recent_user_turns=2)
+    assert parts_of(out) == [["E"], ["ok"], ["png"], ["ok"], ["png"]]
+    assert sorted(host.seen) == ["mid.png", "new.png"]
+
+
+async def test_images_past_the_limit_not_fetched(host: Host, base: str) -> None:
+    req = request(user(f"{base}/1.png", DATA_PNG), ASSISTANT, user(f"{base}/2.png", DATA_PNG))
+    out = await resolve_remote_images(req, FETCHER, max_images=3)
+    assert parts_of(out) == [["O", "png"], ["ok"], ["png", "png"]]
+    assert host.seen == ["2.png"]
+
+
+async def test_latest_turn_over_the_limit_refused_before_fetching(host: Host, base: str) -> None:
+    req = request(user(f"{base}/1.png"), user(f"{base}/2.png", DATA_PNG))
+    with pytest.raises(GatewayError) as info:
+        await resolve_remote_images(req, FETCHER, max_images=2)
+    assert "latest message carries 3" in info.value.message
+    assert host.seen == []
+
+
+async def test_first_failure_in_message_order_is_raised(host: Host, base: str) -> None:
+    req = request(
+        user(text("a"), f"{base}/a.png"),
+        ASSISTANT,
+        user(text("b"), f"{base}/bad.html", f"{base}/worse.html"),
+    )
+    with pytest.raises(GatewayError) as info:
+        await resolve_remote_images(req, FETCHER)
+    err = info.value
+    assert err.kind is ErrorKind.INVALID_REQUEST
+    assert err.param == "messages.2.content.1.image_url"
+    assert "not an image" in err.message
+
+
+async def test_private_address_error_names_the_part(host: Host, base: str) -> None:
+    req = request(user(text("a"), DATA_PNG, f"{base}/a.png"))
+    with pytest.raises(GatewayError) as info:
+        await resolve_remote_images(req, ImageFetcher(), concurrency=1)
+    assert info.value.param == "messages.0.content.2.image_url"
+    assert "loopback address" in info.value.message
+    assert host.seen == []
