@@ -22,6 +22,7 @@ from ki2api.core.messages import (
     Part,
     TextPart,
     ThinkingPart,
+    ToolChoice,
     ToolResultPart,
     ToolSpec,
     ToolUsePart,
@@ -56,12 +57,17 @@ def load_message(raw: dict[str, Any]) -> Message:
 
 
 def load_conversation(raw: dict[str, Any]) -> Conversation:
+    choice = raw.get("tool_choice", {})
     return Conversation(
         model_id=raw["model_id"],
         messages=tuple(load_message(m) for m in raw["messages"]),
         system=tuple(raw.get("system", ())),
         tools=tuple(
-            ToolSpec(t["name"], t["description"], t["input_schema"]) for t in raw.get("tools", ())
+            ToolSpec(t["name"], t["description"], t.get("input_schema"))
+            for t in raw.get("tools", ())
+        ),
+        tool_choice=ToolChoice(
+            choice.get("mode", "auto"), choice.get("name"), choice.get("parallel", True)
         ),
     )
 
