@@ -317,13 +317,16 @@ def test_the_default_estimate_never_lets_the_answer_exceed_the_budget() -> None:
     assert estimate_text_tokens(text_of(out) + "The quick") > 50  # and it used most of it
 
 
-def test_the_running_count_matches_one_estimate_of_the_whole_text() -> None:
-    budget = TokenBudget(None, estimate_text_tokens)
+@pytest.mark.parametrize(
+    "headroom", [None, 1.1, 1.02], ids=["no-cap", "cap-10%-above", "cap-2%-above"]
+)
+def test_the_running_count_matches_one_estimate_of_the_whole_text(headroom: float | None) -> None:
     pieces = ["Hi", " there", ",", " 世界", " é"] * 200
-    for p in pieces:
-        budget.fit(p)
     whole = estimate_text_tokens("".join(pieces))
-    assert whole <= budget.used <= whole * 1.03  # settling in blocks adds a little rounding
+    budget = TokenBudget(None if headroom is None else int(whole * headroom), estimate_text_tokens)
+    for p in pieces:
+        assert budget.fit(p) == (p, False)
+    assert whole <= budget.used <= whole * 1.02  # counting in blocks adds a little rounding
 
 
 # --- pass-through ----------------------------------------------------------------------------
