@@ -89,6 +89,7 @@ def gateway_settings(
         home_dir=tmp_path / "home",
         work_dir=tmp_path / "work",
         data_dir=tmp_path / "data",
+        image_fetch=False,  # tests that fetch images turn it on with a local image server
     )
     return dataclasses.replace(base, **overrides)
 

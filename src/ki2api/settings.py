@@ -50,6 +50,14 @@ class Settings:
     connect_timeout_s: float = 10.0
     refresh_ahead_s: float = 300.0
     max_connections: int = 1024
+    # Upstream size budget (kiro/budget.py)
+    max_upstream_bytes: int = 600_000
+    trim_history: bool = False
+    # Remote images (images/fetch.py)
+    image_fetch: bool = True
+    image_max_bytes: int = 5 * 1024 * 1024
+    image_timeout_s: float = 10.0
+    image_allow_private: bool = False
     log_level: str = "info"
 
     def redacted(self) -> dict[str, object]:
@@ -100,6 +108,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE | _FALSE:
+        return raw in _TRUE
+    raise SettingsError(f"{name} must be on or off (true/false, 1/0), got {raw!r}")
 
 
 def _model_map(env: Mapping[str, str]) -> dict[str, str]:
@@ -157,5 +178,11 @@ def load_settings(
         read_timeout_s=_float(env, "KI2API_READ_TIMEOUT_S", 300.0),
         refresh_ahead_s=_float(env, "KI2API_REFRESH_AHEAD_S", 300.0),
         max_connections=_int(env, "KI2API_MAX_UPSTREAM_CONNECTIONS", 1024),
+        max_upstream_bytes=_int(env, "KI2API_MAX_UPSTREAM_BYTES", 600_000),
+        trim_history=_bool(env, "KI2API_TRIM_HISTORY", False),
+        image_fetch=_bool(env, "KI2API_IMAGE_FETCH", True),
+        image_max_bytes=_int(env, "KI2API_IMAGE_MAX_BYTES", 5 * 1024 * 1024),
+        image_timeout_s=_float(env, "KI2API_IMAGE_TIMEOUT_S", 10.0),
+        image_allow_private=_bool(env, "KI2API_IMAGE_ALLOW_PRIVATE", False),
         log_level=env.get("LOG_LEVEL", "info").lower(),
     )

@@ -8,7 +8,7 @@ refresh on "bearer token invalid") happen only before any event has been yielded
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -16,6 +16,7 @@ import orjson
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, MessageStop
 from ki2api.core.messages import Conversation
+from ki2api.kiro.budget import DEFAULT_MAX_UPSTREAM_BYTES, fit_conversation
 from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.codec import CodecError, EventStreamDecoder
@@ -33,6 +34,8 @@ _MAX_ERROR_BODY = 64 * 1024
 class BackendOptions:
     api_base: str
     profile_arn: str | None = None  # used when the login carries none (e.g. IdC)
+    max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BYTES  # refuse (or trim) bigger requests
+    trim_history: bool = False
 
 
 class KiroBackend:
@@ -52,7 +55,7 @@ class KiroBackend:
 
     async def stream(
         self, conv: Conversation, *, input_tokens: int, context_window: int = 200_000
-    ) -> AsyncIterator[list[Event]]:
+    ) -> AsyncGenerator[list[Event], None]:
         """Yield batches of events (one batch per upstream network chunk).
 
         Raises GatewayError before the first batch for upstream HTTP errors, and from
@@ -95,17 +98,36 @@ class KiroBackend:
     async def _post(
         self, conv: Conversation, auth: AuthSnapshot
     ) -> tuple[ChatResponse, KiroRequest]:
-        request = build_kiro_request(
-            conv,
-            conversation_id=conv.conversation_id or self._new_id(),
-            profile_arn=auth.profile_arn or self._options.profile_arn,
-        )
+        request, payload = self._prepare(conv, auth)
         headers = chat_headers(
             auth.access_token,
             machine=machine_id(auth.account_id),
             invocation_id=self._new_id(),
         )
-        return await self._chat.post(self._url, orjson.dumps(request.body), headers), request
+        return await self._chat.post(self._url, payload, headers), request
+
+    def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
+        """The request and its bytes, within the upstream size budget (see kiro/budget.py)."""
+        conversation_id = conv.conversation_id or self._new_id()
+        profile_arn = auth.profile_arn or self._options.profile_arn
+
+        def build(c: Conversation) -> tuple[KiroRequest, bytes]:
+            request = build_kiro_request(
+                c, conversation_id=conversation_id, profile_arn=profile_arn
+            )
+            return request, orjson.dumps(request.body)
+
+        request, payload = build(conv)
+        limit = self._options.max_body_bytes
+        if len(payload) > limit:
+            fitted = fit_conversation(
+                conv,
+                max_body_bytes=limit,
+                trim=self._options.trim_history,
+                measure=lambda c: len(build(c)[1]),
+            )
+            request, payload = build(fitted)
+        return request, payload
 
 
 async def _read_error_body(response: ChatResponse) -> bytes:

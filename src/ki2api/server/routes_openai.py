@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import secrets
 import time
 from typing import Any
@@ -12,13 +14,19 @@ from fastapi.responses import JSONResponse, Response
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import aggregate
+from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
-from ki2api.core.tokens import estimate_conversation_tokens
+from ki2api.core.stream_limits import StreamLimiter
+from ki2api.core.tokens import estimate_conversation_tokens, estimate_text_tokens
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
+from ki2api.frontends.openai.images import resolve_remote_images
+from ki2api.frontends.openai.response_format import StreamJSONCheck, instruction
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
+from ki2api.images.limits import apply_image_limits
 from ki2api.server.auth import require_key
 from ki2api.server.services import Services
+from ki2api.server.shaping import shape
 from ki2api.server.streaming import collect, open_stream, sse_response
 
 __all__ = ["router"]
@@ -49,17 +57,38 @@ def _resolve_model(services: Services, name: str) -> ModelInfo:
     return info
 
 
+def _limiter(conv: Conversation, input_tokens: int) -> StreamLimiter | None:
+    params = conv.params
+    if params.max_tokens is None and not params.stop:
+        return None
+    return StreamLimiter(
+        max_tokens=params.max_tokens,
+        stop=params.stop,
+        input_tokens=input_tokens,
+        count_tokens=functools.partial(estimate_text_tokens, model_id=conv.model_id),
+    )
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     services = _authorize(request)
     req = parse_chat_request(await request.body())
     model = _resolve_model(services, req.model)
-    conv = to_conversation(req, model)
+    if services.images is not None:
+        req = await resolve_remote_images(req, services.images)
+    conv = apply_image_limits(to_conversation(req, model))
+    json_rule = instruction(req.response_format)
+    if json_rule:
+        conv = dataclasses.replace(conv, system=(*conv.system, json_rule))
     backend = services.require_backend()
     input_tokens = estimate_conversation_tokens(conv)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
-    batches = backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window)
+    batches = shape(
+        backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window),
+        limiter=_limiter(conv, input_tokens),
+        check=StreamJSONCheck(req.response_format) if json_rule else None,
+    )
     if not req.stream:
         completion = aggregate(await collect(batches))
         body = completion_response(

@@ -9,6 +9,7 @@ import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
+from ki2api.images.fetch import ImageFetcher
 from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.credentials import KiroCredentials
@@ -29,6 +30,7 @@ class Services:
     backend: KiroBackend | None
     chat: ChatTransport | None = None
     credentials_problem: str | None = None
+    images: ImageFetcher | None = None
 
     def require_backend(self) -> KiroBackend:
         if self.backend is None:
@@ -49,11 +51,14 @@ def build_services(
 ) -> Services:
     http = create_upstream_client(settings, upstream_transport)
     catalogue = default_catalogue().with_overrides(settings.model_overrides)
+    images = _image_fetcher(settings)
     try:
         credentials = KiroCredentials.from_settings(settings, http)
     except GatewayError as exc:
         log.warning("no Kiro credentials: %s", exc.message)
-        return Services(settings, http, catalogue, None, None, credentials_problem=exc.message)
+        return Services(
+            settings, http, catalogue, None, None, credentials_problem=exc.message, images=images
+        )
     chat = ChatTransport(
         max_connections=settings.max_connections,
         connect_timeout_s=settings.connect_timeout_s,
@@ -62,6 +67,21 @@ def build_services(
     backend = KiroBackend(
         chat,
         credentials,
-        BackendOptions(api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn),
+        BackendOptions(
+            api_base=settings.kiro_api_base,
+            profile_arn=settings.kiro_profile_arn,
+            max_body_bytes=settings.max_upstream_bytes,
+            trim_history=settings.trim_history,
+        ),
     )
-    return Services(settings, http, catalogue, credentials, backend, chat)
+    return Services(settings, http, catalogue, credentials, backend, chat, images=images)
+
+
+def _image_fetcher(settings: Settings) -> ImageFetcher | None:
+    if not settings.image_fetch:
+        return None
+    return ImageFetcher(
+        max_bytes=settings.image_max_bytes,
+        timeout_s=settings.image_timeout_s,
+        allow_private=settings.image_allow_private,
+    )
