@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,23 @@ class Gateway:
     settings: Settings
     account: Account
     emulator_url: str
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def openai(self, **kwargs: Any) -> openai.OpenAI:
-        return openai.OpenAI(
+        client = openai.OpenAI(
             base_url=f"{self.url}/v1",
             api_key=kwargs.pop("api_key", API_KEY),
             max_retries=kwargs.pop("max_retries", 0),
             _strict_response_validation=True,
             **kwargs,
         )
+        self.clients.append(client)  # closed with the gateway: no socket left to the GC
+        return client
+
+    def close_clients(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
 
     def emulator_requests(self, limit: int = 50) -> list[dict[str, Any]]:
         r = httpx.get(f"{self.emulator_url}/_emulator/requests", params={"limit": limit})
@@ -122,6 +130,7 @@ class Gateway:
 @pytest.fixture
 def gateway_factory(emulator_url: str, tmp_path: Path) -> Iterator[Any]:
     stack: list[Any] = []
+    gateways: list[Gateway] = []
 
     def start(account: Account | None = None, **overrides: Any) -> Gateway:
         acct = account or make_account(emulator_url, tmp_path)
@@ -129,9 +138,12 @@ def gateway_factory(emulator_url: str, tmp_path: Path) -> Iterator[Any]:
         cm = serve_in_thread(create_app(settings))
         url = cm.__enter__()
         stack.append(cm)
-        return Gateway(url, settings, acct, emulator_url)
+        gateways.append(Gateway(url, settings, acct, emulator_url))
+        return gateways[-1]
 
     yield start
+    for gw in gateways:
+        gw.close_clients()
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
 

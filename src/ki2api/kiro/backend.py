@@ -28,6 +28,9 @@ from ki2api.kiro.request import KiroRequest, build_kiro_request
 __all__ = ["BackendOptions", "KiroBackend"]
 
 _MAX_ERROR_BODY = 64 * 1024
+# Stand-ins of typical length for sizing a request before the real values are known.
+_PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
+_PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHOLDER00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,22 @@ class KiroBackend:
             invocation_id=self._new_id(),
         )
         return await self._chat.post(self._url, payload, headers), request
+
+    def fit(self, conv: Conversation) -> Conversation:
+        """`conv` within the upstream size budget (trimmed when configured), or
+        CONTEXT_TOO_LONG; run before anything else is spent on the request."""
+        arn = self._options.profile_arn or _PLACEHOLDER_ARN
+
+        def measure(c: Conversation) -> int:
+            body = build_kiro_request(c, conversation_id=_PLACEHOLDER_ID, profile_arn=arn).body
+            return len(orjson.dumps(body))
+
+        return fit_conversation(
+            conv,
+            max_body_bytes=self._options.max_body_bytes,
+            trim=self._options.trim_history,
+            measure=measure,
+        )
 
     def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
         """The request and its bytes, within the upstream size budget (see kiro/budget.py)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Scope
 
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.tokenizer import default_counter
 from ki2api.frontends.openai.errors import error_response
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.routes_openai import router as openai_router
@@ -35,6 +37,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, upstream_transport=upstream_transport)
         app.state.services = services
+        # Load the tokenizer's vocabulary now (~0.2 s), not inside the first request.
+        await asyncio.to_thread(default_counter().count, "warm-up")
         try:
             yield
         finally:

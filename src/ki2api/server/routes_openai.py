@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import secrets
@@ -57,6 +58,18 @@ def _resolve_model(services: Services, name: str) -> ModelInfo:
     return info
 
 
+_INLINE_ESTIMATE_CHARS = 50_000
+
+
+async def _estimate_input_tokens(conv: Conversation) -> int:
+    """The tokenizer estimate (a fallback for when Kiro reports no usage). Large requests are
+    counted in a worker thread (the tokenizer releases the GIL) so other streams keep flowing."""
+    size = sum(len(s) for s in conv.system) + sum(len(m.text()) for m in conv.messages)
+    if size <= _INLINE_ESTIMATE_CHARS:
+        return estimate_conversation_tokens(conv)
+    return await asyncio.to_thread(estimate_conversation_tokens, conv)
+
+
 def _limiter(conv: Conversation, input_tokens: int) -> StreamLimiter | None:
     params = conv.params
     if params.max_tokens is None and not params.stop:
@@ -81,7 +94,8 @@ async def chat_completions(request: Request) -> Response:
     if json_rule:
         conv = dataclasses.replace(conv, system=(*conv.system, json_rule))
     backend = services.require_backend()
-    input_tokens = estimate_conversation_tokens(conv)
+    conv = backend.fit(conv)  # too big for Kiro: 400 now, before any work (or trimmed)
+    input_tokens = await _estimate_input_tokens(conv)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     batches = shape(
