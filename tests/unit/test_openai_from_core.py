@@ -133,7 +133,6 @@ def test_response(
             }
         ],
         "usage": expected_usage,
-        "system_fingerprint": None,
     }
 
 

@@ -299,6 +299,28 @@ BAD: list[tuple[str, bytes, str | None, str]] = [
         '"custom"',
     ),
     ("stream-options-string", body(stream_options="yes"), "stream_options", "expected an object"),
+    (
+        "empty-tool-call-id",
+        body(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+            ]
+        ),
+        "messages.1.tool_calls.0.id",
+        "",
+    ),
+    (
+        "empty-tool-call-id-in-tool-message",
+        body(messages=[{"role": "tool", "tool_call_id": "", "content": "x"}]),
+        "messages.0.tool_call_id",
+        "",
+    ),
 ]
 
 

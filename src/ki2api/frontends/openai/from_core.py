@@ -65,7 +65,6 @@ def completion_response(
         "model": model,
         "choices": [choice],
         "usage": usage_object(c.usage, tally, prompt_tokens_fallback=prompt_tokens_fallback),
-        "system_fingerprint": None,
     }
 
 

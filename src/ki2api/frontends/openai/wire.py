@@ -111,12 +111,12 @@ class UserMessage(WireModel):
 
 
 class FunctionCall(WireModel):
-    name: str
+    name: Annotated[str, Field(min_length=1)]
     arguments: str
 
 
 class ToolCall(WireModel):
-    id: str
+    id: Annotated[str, Field(min_length=1)]  # pairs the call with its tool message
     type: Literal["function"] = "function"
     function: FunctionCall
 
@@ -131,7 +131,7 @@ class AssistantMessage(WireModel):
 
 class ToolMessage(WireModel):
     role: Literal["tool"]
-    tool_call_id: str
+    tool_call_id: Annotated[str, Field(min_length=1)]
     content: str | list[TextContentPart]
 
 
