@@ -2,7 +2,8 @@
 
 Each fixture is {"description", "conversation", "expected", "profile_arn"?}; `expected` is the
 whole request body for conversation id "conv-1". The conversation uses a small JSON form of the
-core dataclasses (see `load_conversation`).
+core dataclasses (see `load_conversation`; `"thinking": {"kind", "budget_tokens"?, "effort"?}`
+sets `params.thinking`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import pytest
 
 from ki2api.core.messages import (
     Conversation,
+    GenParams,
     ImagePart,
     Message,
     Part,
     TextPart,
+    ThinkingConfig,
     ThinkingPart,
     ToolChoice,
     ToolResultPart,
@@ -56,6 +59,12 @@ def load_message(raw: dict[str, Any]) -> Message:
     return Message(raw["role"], tuple(load_part(p) for p in raw["parts"]))
 
 
+def load_thinking(raw: dict[str, Any] | None) -> ThinkingConfig | None:
+    if raw is None:
+        return None
+    return ThinkingConfig(raw["kind"], raw.get("budget_tokens"), raw.get("effort"))
+
+
 def load_conversation(raw: dict[str, Any]) -> Conversation:
     choice = raw.get("tool_choice", {})
     return Conversation(
@@ -69,6 +78,7 @@ def load_conversation(raw: dict[str, Any]) -> Conversation:
         tool_choice=ToolChoice(
             choice.get("mode", "auto"), choice.get("name"), choice.get("parallel", True)
         ),
+        params=GenParams(thinking=load_thinking(raw.get("thinking"))),
     )
 
 

@@ -20,7 +20,9 @@ repairs a conversation into that shape, always the same way:
    results); assistant -> "I understand.", also when it carries toolUses (the IDE validator
    never sends an empty assistant message and neither do we).
 5. Parts in the wrong place: an assistant's thinking is kept as `<thinking>...</thinking>\\n\\n`
-   before its text (as other Kiro proxies re-wrap it); images of an assistant, tool uses in a
+   before its text (as other Kiro proxies re-wrap it; the form the model itself answers in
+   thinking mode, so it keeps thinking after tool rounds); signatures are dropped, Kiro has no
+   field for them. A user's thinking part is dropped. Images of an assistant, tool uses in a
    user message and tool results in an assistant message become short text notes; images
    inside tool results are attached to that user message.
 

@@ -19,6 +19,12 @@ module renders the result and owns these choices:
   in specs and in history `toolUses`; `KiroRequest.tool_names` maps them back.
 * The tool_choice / parallel_tool_calls instruction, if any, is appended to the current
   message's text after a blank line.
+* Thinking (`conv.params.thinking` set): the thinking-mode tags (`thinking_mode.thinking_prefix`)
+  open the CURRENT message's text, followed by a blank line, on every request. Kiro proxies put
+  them either in the system text (kiro.rs, AIClient) or in the current message; here the system
+  text sits in the first history entry, which a tool round pushes further back and the size
+  budget may trim away, while the current message is always sent and is the turn the model
+  answers. History user entries never carry the tags (the client's history has none).
 * Images: `format` is the media subtype (`jpg` -> `jpeg`); only Kiro's formats (gif, jpeg,
   png, webp) are sent; any other image becomes a text note rather than a request Kiro rejects.
 """
@@ -32,6 +38,7 @@ from typing import Any
 
 from ki2api.core.messages import Conversation, ImagePart, ToolResultPart
 from ki2api.kiro.history import AssistantTurn, UserTurn, arrange, plain_json, result_text
+from ki2api.kiro.thinking_mode import thinking_prefix
 from ki2api.kiro.tools import ToolPlan, plan_tools
 
 __all__ = [
@@ -147,7 +154,9 @@ def build_kiro_request(
         else {"assistantResponseMessage": _assistant_message(t, plan.names)}
         for t in dialogue.history
     ]
-    current_text = _join(user_text(dialogue.current), plan.instruction)
+    current_text = _join(
+        thinking_prefix(conv.params.thinking), user_text(dialogue.current), plan.instruction
+    )
     current = _user_message(dialogue.current, conv.model_id, current_text, plan.specs)
     body: dict[str, Any] = {
         "conversationState": {
