@@ -8,15 +8,17 @@ from datetime import UTC, datetime
 import httpx
 
 from ki2api.core.errors import GatewayError
+from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials, discover
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.settings import Settings
 from ki2api.transport import create_upstream_client, map_transport_errors
 
-__all__ = ["run_doctor"]
+__all__ = ["mapping_lines", "run_doctor"]
 
 OK, BAD, INFO = "[ok]  ", "[fail]", "[info]"
+_MAX_PAGES = 20  # ListAvailableModels pages followed (a few dozen models per account)
 
 
 def _say(mark: str, text: str) -> None:
@@ -37,6 +39,7 @@ async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> in
         creds = KiroCredentials(found.source, settings, http)
         _report_status(creds.status())
         if not contact_upstream:
+            _print_mapping(_catalogue(settings), None)
             return 0
         try:
             auth = await creds.current()
@@ -66,10 +69,34 @@ def _report_status(status: dict[str, object]) -> None:
 
 
 async def _probe_upstream(http: httpx.AsyncClient, settings: Settings, auth: AuthSnapshot) -> int:
+    models: list[str] = []
+    next_token: str | None = None
+    for _ in range(_MAX_PAGES):
+        page = await _models_page(http, settings, auth, next_token)
+        if page is None:
+            return 1
+        models += page[0]
+        next_token = page[1]
+        if next_token is None:
+            break
+    _say(
+        OK,
+        f"Kiro answered at {datetime.now(UTC):%H:%M:%S} UTC; models: {', '.join(models)}",
+    )
+    _print_mapping(_catalogue(settings), set(models))
+    return 0
+
+
+async def _models_page(
+    http: httpx.AsyncClient, settings: Settings, auth: AuthSnapshot, next_token: str | None
+) -> tuple[list[str], str | None] | None:
+    """One ListAvailableModels page: (model ids, next token); None (reported) on failure."""
     url = f"{settings.kiro_api_base}/ListAvailableModels"
     params = {"origin": "AI_EDITOR"}
     if auth.profile_arn:
         params["profileArn"] = auth.profile_arn
+    if next_token:
+        params["nextToken"] = next_token
     headers = chat_headers(
         auth.access_token, machine=machine_id(auth.account_id), invocation_id=str(uuid.uuid4())
     )
@@ -78,31 +105,68 @@ async def _probe_upstream(http: httpx.AsyncClient, settings: Settings, auth: Aut
             response = await http.get(url, params=params, headers=headers)
     except GatewayError as exc:
         _say(BAD, f"could not reach Kiro at {settings.kiro_api_base}: {exc.message}")
-        return 1
+        return None
     if response.status_code != 200:
         err = classify_http_error(response.status_code, response.content, response.headers)
         _say(BAD, f"Kiro answered {response.status_code}: {err.message}")
-        return 1
-    models = _model_ids(response)
-    if models is None:
+        return None
+    page = _model_ids(response)
+    if page is None:
         _say(BAD, f"Kiro answered, but Ki2API did not understand the answer: {_snippet(response)}")
-        return 1
-    _say(
-        OK,
-        f"Kiro answered at {datetime.now(UTC):%H:%M:%S} UTC; models: {', '.join(models)}",
-    )
-    return 0
+    return page
 
 
-def _model_ids(response: httpx.Response) -> list[str] | None:
-    """The model ids of a ListAvailableModels answer; None when it is not the expected JSON."""
+def _model_ids(response: httpx.Response) -> tuple[list[str], str | None] | None:
+    """(model ids, nextToken) of a ListAvailableModels answer; None when it is not the
+    expected JSON."""
     try:
         data = response.json()
     except ValueError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
         return None
-    return [str(m.get("modelId")) for m in data.get("models", []) if isinstance(m, dict)]
+    ids = [str(m.get("modelId")) for m in data.get("models", []) if isinstance(m, dict)]
+    token = data.get("nextToken")
+    return ids, token if isinstance(token, str) and token else None
+
+
+def _catalogue(settings: Settings) -> ModelCatalogue:
+    # `model_fallback` (KI2API_MODEL_FALLBACK) may not exist on older Settings: default on.
+    fallback = bool(getattr(settings, "model_fallback", True))
+    return default_catalogue(family_fallback=fallback).with_overrides(settings.model_overrides)
+
+
+def mapping_lines(catalogue: ModelCatalogue, offered: set[str] | None) -> list[str]:
+    """The model mapping table: public name -> Kiro id, and, when `offered` (the account's
+    ListAvailableModels ids) is known, whether the account offers each Kiro id."""
+    rows = [(public, kiro, "") for public, kiro in catalogue.mapping()]
+    if catalogue.family_fallback:
+        rows += [
+            (f"other claude-{family}-*", kiro, "  (newer versions; see docs/models.md)")
+            for family, kiro in catalogue.family_targets()
+        ]
+    width = max((len(public) for public, _, _ in rows), default=0)
+    lines = []
+    for public, kiro, note in rows:
+        mark = "" if offered is None else "  [offered]" if kiro in offered else "  [NOT OFFERED]"
+        lines.append(f"{public.ljust(width)} -> {kiro}{mark}{note}")
+    if not catalogue.family_fallback:
+        lines.append("other names: 404 model_not_found (KI2API_MODEL_FALLBACK is off)")
+    return lines
+
+
+def _print_mapping(catalogue: ModelCatalogue, offered: set[str] | None) -> None:
+    _say(INFO, "model names (public name -> Kiro model id):")
+    for line in mapping_lines(catalogue, offered):
+        print(f"         {line}")
+    if offered is None:
+        return
+    missing = sorted({kiro for _, kiro in catalogue.mapping()} - offered)
+    if missing:
+        _say(INFO, f"this account is not offered: {', '.join(missing)}; requests for names")
+        print("         mapped to them will fail. Change the mapping with KI2API_MODEL_MAP.")
+    else:
+        _say(OK, "every mapped Kiro model is offered to this account")
 
 
 def _snippet(response: httpx.Response) -> str:
