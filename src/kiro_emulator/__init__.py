@@ -13,6 +13,11 @@ Extensions beyond EMULATOR.md (the contract's forms all still work):
 - stats also count `served` (streams answered) and `refresh_failures`; request-log entries
   also carry `method`, `status`, `rejected` (which rule fired) and `body_bytes`.
 - `GET /ListAvailableModels` pages with `maxResults` / `nextToken`.
+- thinking mode: a current message carrying `<thinking_mode>enabled|adaptive</thinking_mode>`
+  (the tags gateways inject, KIRO_PROTOCOL.md 3.6) is answered with
+  `<thinking>Thinking about: {message}</thinking>\n\n` first (the tags are not echoed); the
+  directive `reasoning` (a string or `{"text", "signature"}`) sends native
+  `reasoningContentEvent` frames (the signature on the last) before the text instead.
 """
 
 from __future__ import annotations

@@ -2,7 +2,14 @@
 
 Pure functions: `parse_directives(content)` finds the directives (a block whose JSON does not
 parse to an object stays in the text as it is) and `plan_reply(...)` decides what the "model"
-says: text, repeated content events, and tool calls.
+says: native reasoning, text, repeated content events, and tool calls.
+
+Thinking mode (KIRO_PROTOCOL.md 3.6): a message carrying `<thinking_mode>enabled</thinking_mode>`
+(with `<max_thinking_length>`) or `<thinking_mode>adaptive</thinking_mode>` (with
+`<thinking_effort>`) is answered with `<thinking>Thinking about: {message}</thinking>\n\n` before
+the reply, as the real models do; the tags are not part of the echoed message. A `thinking`
+directive replaces that text. The `reasoning` directive (a string, or `{"text", "signature"}`)
+sends the thinking natively instead, as `reasoningContentEvent` frames before the text.
 """
 
 from __future__ import annotations
@@ -22,11 +29,20 @@ __all__ = [
     "parse_directives",
     "plan_reply",
     "split_text",
+    "split_thinking_mode",
 ]
 
 DIRECTIVE = re.compile(r"<emu>(.*?)</emu>", re.DOTALL)
 CALL = re.compile(r"\b(?i:call)\s+([A-Za-z][A-Za-z0-9_-]*)")
+THINKING_MODE = re.compile(
+    r"<thinking_mode>(?:enabled|adaptive)</thinking_mode>"
+    r"(?:<max_thinking_length>\d+</max_thinking_length>|<thinking_effort>\w+</thinking_effort>)?"
+    r"\s*"
+)
 ECHO_LIMIT = 2_000
+THINKING_ECHO_LIMIT = 200
+DEFAULT_SIGNATURE = "emu-signature"
+REASONING_FRAMES = 3
 
 
 @dataclass
@@ -39,6 +55,7 @@ class Directives:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     fragments: int = 4
     thinking: str | None = None
+    reasoning: dict[str, str] | None = None
     error: dict[str, Any] | None = None
     exception: dict[str, Any] | None = None
     truncate_after_events: int | None = None
@@ -105,6 +122,17 @@ def _flag(v: Any) -> bool:
     return v
 
 
+def _reasoning(v: Any) -> dict[str, str]:
+    if isinstance(v, str):
+        return {"text": v, "signature": DEFAULT_SIGNATURE}
+    if not isinstance(v, dict) or not isinstance(v.get("text"), str):
+        raise ValueError
+    signature = v.get("signature", DEFAULT_SIGNATURE)
+    if not isinstance(signature, str):
+        raise ValueError
+    return {"text": v["text"], "signature": signature}
+
+
 def _object(v: Any) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise ValueError
@@ -121,6 +149,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "tool_calls": ("tool_calls", _objects),
     "fragments": ("fragments", _count),
     "thinking": ("thinking", _string),
+    "reasoning": ("reasoning", _reasoning),
     "error": ("error", _error),
     "exception": ("exception", _object),
     "truncate_after_events": ("truncate_after_events", _index),
@@ -217,6 +246,7 @@ class Reply:
     text: str
     repeat: list[str]
     tool_calls: list[ToolCall]
+    reasoning: list[dict[str, str]] = field(default_factory=list)  # reasoningContentEvent payloads
 
 
 def _directed_calls(d: Directives, new_id: Callable[[], str]) -> list[ToolCall]:
@@ -242,10 +272,25 @@ def _called_tools(
     ]
 
 
+def split_thinking_mode(content: str) -> tuple[bool, str]:
+    """(whether `content` turns thinking mode on, `content` without the thinking-mode tags)."""
+    stripped, count = THINKING_MODE.subn("", content)
+    return count > 0, stripped
+
+
+def _reasoning_frames(reasoning: dict[str, str]) -> list[dict[str, str]]:
+    frames: list[dict[str, str]] = [
+        {"text": piece} for piece in split_text(reasoning["text"], REASONING_FRAMES)
+    ] or [{"text": ""}]
+    frames[-1]["signature"] = reasoning["signature"]
+    return frames
+
+
 def plan_reply(
     content: str, tools: dict[str, dict[str, Any]], d: Directives, new_id: Callable[[], str]
 ) -> Reply:
     """What to answer to `content` (already stripped of directives)."""
+    thinking_mode, content = split_thinking_mode(content)
     calls = _directed_calls(d, new_id) if d.tool_calls else _called_tools(content, tools, d, new_id)
     if d.text is not None:
         text = d.text
@@ -253,6 +298,10 @@ def plan_reply(
         text = ""
     else:
         text = ("Echo: " + content.strip())[:ECHO_LIMIT]
-    if d.thinking is not None:
-        text = f"<thinking>{d.thinking}</thinking>\n\n{text}"
-    return Reply(text, d.repeat_text, calls)
+    thinking = d.thinking
+    if thinking is None and thinking_mode and d.reasoning is None:
+        thinking = "Thinking about: " + content.strip()[:THINKING_ECHO_LIMIT]
+    if thinking is not None:
+        text = f"<thinking>{thinking}</thinking>\n\n{text}"
+    reasoning = _reasoning_frames(d.reasoning) if d.reasoning is not None else []
+    return Reply(text, d.repeat_text, calls, reasoning)

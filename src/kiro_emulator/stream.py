@@ -118,9 +118,11 @@ def build_plan(reply: Reply, d: Directives, model_id: str, body_chars: int) -> S
     tool_count = sum(
         1 + int(c.stop) + len(split_text(c.input_json, c.fragments)) for c in reply.tool_calls
     )
-    content_events = text_count + len(reply.repeat) + tool_count
+    out_chars += sum(len(r["text"]) for r in reply.reasoning)
+    content_events = len(reply.reasoning) + text_count + len(reply.repeat) + tool_count
     tail = _tail(d, model_id, body_chars, out_chars)
     frames = chain(
+        (_event("reasoningContentEvent", r) for r in reply.reasoning),
         _text_frames(pieces, text_count),
         (_event("assistantResponseEvent", {"content": r}) for r in reply.repeat),
         chain.from_iterable(_tool_frames(c) for c in reply.tool_calls),

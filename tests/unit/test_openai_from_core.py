@@ -26,13 +26,15 @@ def completion(
     return Completion(text, thinking, None, calls, stop, usage)
 
 
-def render(c: Completion) -> dict[str, Any]:
+def render(c: Completion, *, include_reasoning: bool = True) -> dict[str, Any]:
+    """Rendered as for a client that asked for reasoning, unless told otherwise."""
     return completion_response(
         c,
         completion_id="chatcmpl-abc",
         created=1_700_000_000,
         model="gpt-4o",
         prompt_tokens_fallback=50,
+        include_reasoning=include_reasoning,
     )
 
 
@@ -155,6 +157,20 @@ def test_sdk_model_and_spec_required_keys(c: Completion) -> None:
 
 def test_no_reasoning_content_key_without_thinking() -> None:
     assert "reasoning_content" not in render(completion("plain"))["choices"][0]["message"]
+
+
+def test_thinking_not_asked_for_is_dropped_but_counted() -> None:
+    c = completion("42", thinking="Let me think this through step by step.")
+    body = render(c, include_reasoning=False)
+    message = body["choices"][0]["message"]
+    assert "reasoning_content" not in message and message["content"] == "42"
+    assert body["usage"] == usage(10, 4, reasoning=4)
+
+
+def test_reasoning_is_off_by_default() -> None:
+    c = completion("42", thinking="hidden")
+    body = completion_response(c, completion_id="x", created=1, model="m", prompt_tokens_fallback=1)
+    assert "reasoning_content" not in body["choices"][0]["message"]
 
 
 def test_usage_fallback_without_upstream_usage() -> None:

@@ -1,6 +1,7 @@
 """ChunkEncoder: core events -> exact SSE chunks (fixtures), decoded with the openai SDK's own
 SSE decoder, validated with its `ChatCompletionChunk` model, and accumulated with its
-`ChatCompletionStreamState` into the same message `completion_response` gives."""
+`ChatCompletionStreamState` into the same message `completion_response` gives. A fixture's
+`include_reasoning` (default false) is the encoder's flag: the client asked for reasoning."""
 
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ def load_events(raw: list[dict[str, Any]]) -> list[Event]:
     return out
 
 
-def encoder(include_usage: bool) -> ChunkEncoder:
+def encoder(include_usage: bool, include_reasoning: bool = False) -> ChunkEncoder:
     return ChunkEncoder(
         completion_id=ENVELOPE["id"],
         created=ENVELOPE["created"],
         model=ENVELOPE["model"],
         include_usage=include_usage,
         prompt_tokens_fallback=FALLBACK,
+        include_reasoning=include_reasoning,
     )
 
 
@@ -51,8 +53,8 @@ def sse_payloads(stream: bytes, *, split: int = 0) -> list[str]:
     return [e.data for e in events]
 
 
-def run(events: list[Event], include_usage: bool) -> bytes:
-    enc = encoder(include_usage)
+def run(events: list[Event], include_usage: bool, include_reasoning: bool = False) -> bytes:
+    enc = encoder(include_usage, include_reasoning)
     out = b"".join(enc.feed(ev) for ev in events)
     assert enc.finished
     return out
@@ -67,7 +69,8 @@ def until_stop(events: list[Event]) -> list[Event]:
 def test_fixture_chunks(path: Path) -> None:
     case = json.loads(path.read_text())
     include_usage = case["include_usage"]
-    stream = run(load_events(case["events"]), include_usage)
+    reasoning = case.get("include_reasoning", False)
+    stream = run(load_events(case["events"]), include_usage, reasoning)
     payloads = sse_payloads(stream)
     assert len(payloads) == len(case["expected"])
     for data, expected in zip(payloads, case["expected"], strict=True):
@@ -107,8 +110,10 @@ def accumulate(stream: bytes) -> tuple[ChatCompletionStreamState[Any], list[Chat
 @pytest.mark.parametrize("include_usage", [True, False], ids=["usage", "no-usage"])
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_sdk_accumulation_matches_non_stream(path: Path, include_usage: bool) -> None:
-    events = until_stop(load_events(json.loads(path.read_text())["events"]))
-    state, chunks = accumulate(run(events, include_usage))
+    case = json.loads(path.read_text())
+    events = until_stop(load_events(case["events"]))
+    reasoning = case.get("include_reasoning", False)
+    state, chunks = accumulate(run(events, include_usage, reasoning))
     # get_final_completion() refuses finish "length"; the snapshot is the same accumulation.
     streamed = state.current_completion_snapshot.model_dump(mode="json")
     whole = completion_response(
@@ -117,6 +122,7 @@ def test_sdk_accumulation_matches_non_stream(path: Path, include_usage: bool) ->
         created=ENVELOPE["created"],
         model=ENVELOPE["model"],
         prompt_tokens_fallback=FALLBACK,
+        include_reasoning=reasoning,
     )
     expected = ChatCompletion.model_validate(whole).model_dump(mode="json")
     got_msg, want_msg = streamed["choices"][0]["message"], expected["choices"][0]["message"]

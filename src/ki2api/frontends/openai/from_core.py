@@ -2,7 +2,10 @@
 
 `completion_response` renders a whole `Completion`; `ChunkEncoder` is the sans-I/O streaming
 encoder: feed it core events, send the bytes it returns. Thinking text, which OpenAI has no field
-for, goes out as `reasoning_content` (the DeepSeek / LiteLLM convention) and only when present.
+for, goes out as `reasoning_content` (the DeepSeek / LiteLLM convention), only when present and
+only with `include_reasoning=True` (the route passes it when the client set `reasoning_effort`);
+otherwise it is dropped, never shown as content. Either way its tokens count in `usage`
+(`completion_tokens_details.reasoning_tokens`): the model produced them.
 `logprobs` is always null: Kiro gives none, and we never fabricate them.
 """
 
@@ -31,7 +34,13 @@ __all__ = ["ChunkEncoder", "completion_response"]
 
 
 def completion_response(
-    c: Completion, *, completion_id: str, created: int, model: str, prompt_tokens_fallback: int
+    c: Completion,
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    prompt_tokens_fallback: int,
+    include_reasoning: bool = False,
 ) -> dict[str, Any]:
     """The `chat.completion` object for one finished completion."""
     message: dict[str, Any] = {
@@ -40,7 +49,7 @@ def completion_response(
         "refusal": None,
         "annotations": [],
     }
-    if c.thinking:
+    if c.thinking and include_reasoning:
         message["reasoning_content"] = c.thinking
     if c.tool_calls:
         message["tool_calls"] = [
@@ -85,6 +94,7 @@ class ChunkEncoder:
         model: str,
         include_usage: bool,
         prompt_tokens_fallback: int,
+        include_reasoning: bool = False,
     ) -> None:
         self._envelope: dict[str, Any] = {
             "id": completion_id,
@@ -93,6 +103,7 @@ class ChunkEncoder:
             "model": model,
         }
         self._include_usage = include_usage
+        self._include_reasoning = include_reasoning
         self._prompt_fallback = prompt_tokens_fallback
         self._started = False
         self._finished = False
@@ -129,7 +140,9 @@ class ChunkEncoder:
                 return self._chunk({"content": text}) if text else b""
             case ThinkingDelta(text=text):
                 self._tally.add_thinking(text)
-                return self._chunk({"reasoning_content": text}) if text else b""
+                if not (text and self._include_reasoning):
+                    return b""
+                return self._chunk({"reasoning_content": text})
             case ToolCallStart():
                 return self._tool_start(event)
             case ToolArgsDelta(index=index, fragment=fragment):

@@ -5,9 +5,15 @@
 * Empty user text is dropped (Claude rejects empty text blocks); the message itself stays.
 * Each `tool` message becomes its own user message holding one `ToolResultPart`: merging
   consecutive results into one turn is the Kiro layer's job.
+* `reasoning_effort` turns Kiro's thinking on as `ThinkingConfig("enabled", budget)`:
+  `none` / `minimal` (and empty) -> off; `low` 4000, `medium` 10000, `high` 20000, `xhigh` /
+  `max` 24576 tokens; any other value -> the Kiro default budget (20000). The budget form is
+  the one every Kiro model takes (adaptive is for the newest ones only); see docs/thinking.md.
+* An assistant message's `reasoning_content` (the DeepSeek convention some clients send back)
+  becomes a `ThinkingPart` before its text, so a tool round keeps its thinking.
 * Accepted and ignored: `logprobs` / `top_logprobs` (answered with `logprobs: null`), `seed`,
-  `user`, `metadata`, `logit_bias`, penalties, `reasoning_effort`, `response_format`, and
-  unknown fields. Refused with a 400: `n > 1`, audio output, audio and file inputs, remote images.
+  `user`, `metadata`, `logit_bias`, penalties, `response_format`, and unknown fields. Refused
+  with a 400: `n > 1`, audio output, audio and file inputs, remote images.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from ki2api.core.messages import (
     Message,
     Part,
     TextPart,
+    ThinkingConfig,
+    ThinkingPart,
     ToolChoice,
     ToolResultPart,
     ToolSpec,
@@ -46,7 +54,18 @@ from ki2api.frontends.openai.wire import (
     UserMessage,
 )
 
-__all__ = ["to_conversation"]
+__all__ = ["REASONING_BUDGETS", "thinking_config", "to_conversation"]
+
+# reasoning_effort -> thinking budget in tokens; None turns thinking off.
+REASONING_BUDGETS: dict[str, int | None] = {
+    "none": None,
+    "minimal": None,
+    "low": 4000,
+    "medium": 10000,
+    "high": 20000,
+    "xhigh": 24576,
+    "max": 24576,
+}
 
 
 def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversation:
@@ -132,6 +151,9 @@ def _assistant_parts(msg: AssistantMessage, where: str) -> tuple[Part, ...]:
     if msg.refusal:
         texts.append(msg.refusal)
     parts: list[Part] = [TextPart(t) for t in texts if t]
+    reasoning = (msg.model_extra or {}).get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        parts.insert(0, ThinkingPart(reasoning))
     for k, call in enumerate(msg.tool_calls or ()):
         parts.append(_tool_use(call, f"{where}.tool_calls.{k}.function.arguments"))
     return tuple(parts)
@@ -186,7 +208,19 @@ def _params(req: ChatCompletionRequest) -> GenParams:
         temperature=req.temperature,
         top_p=req.top_p,
         stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        thinking=thinking_config(req.reasoning_effort),
     )
+
+
+def thinking_config(reasoning_effort: str | None) -> ThinkingConfig | None:
+    """The thinking asked for by `reasoning_effort` (None: thinking off)."""
+    effort = (reasoning_effort or "").strip().lower()
+    if not effort:
+        return None
+    if effort not in REASONING_BUDGETS:
+        return ThinkingConfig("enabled")
+    budget = REASONING_BUDGETS[effort]
+    return None if budget is None else ThinkingConfig("enabled", budget_tokens=budget)
 
 
 def _invalid(message: str, param: str) -> GatewayError:
