@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -100,7 +101,7 @@ class Gateway:
     settings: Settings
     account: Account
     emulator_url: str
-    clients: list[openai.OpenAI] = field(default_factory=list)
+    clients: list[openai.OpenAI | anthropic.Anthropic] = field(default_factory=list)
 
     def openai(self, **kwargs: Any) -> openai.OpenAI:
         client = openai.OpenAI(
@@ -111,6 +112,19 @@ class Gateway:
             **kwargs,
         )
         self.clients.append(client)  # closed with the gateway: no socket left to the GC
+        return client
+
+    def anthropic(self, **kwargs: Any) -> anthropic.Anthropic:
+        """The official anthropic SDK in strict mode (`auth_token=` for Bearer instead)."""
+        if "auth_token" not in kwargs:
+            kwargs.setdefault("api_key", API_KEY)
+        client = anthropic.Anthropic(
+            base_url=self.url,
+            max_retries=kwargs.pop("max_retries", 0),
+            _strict_response_validation=True,
+            **kwargs,
+        )
+        self.clients.append(client)
         return client
 
     def close_clients(self) -> None:

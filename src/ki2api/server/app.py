@@ -15,18 +15,30 @@ from starlette.types import ASGIApp, Scope
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.tokenizer import default_counter
+from ki2api.frontends.anthropic.errors import error_response as anthropic_error_response
 from ki2api.frontends.openai.errors import error_response
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_openai import router as openai_router
 from ki2api.server.services import build_services
 from ki2api.settings import Settings
 
-__all__ = ["create_app", "render_error"]
+__all__ = ["create_app", "is_anthropic_path", "render_error"]
+
+
+def is_anthropic_path(path: str) -> bool:
+    """Paths answered in the Anthropic dialect (errors included)."""
+    return path == "/v1/messages" or path.startswith(("/v1/messages/", "/api/"))
 
 
 def render_error(err: GatewayError, scope: Scope | None = None) -> Response:
-    """The client-dialect error response (OpenAI for now; the Anthropic surface adds its own)."""
-    status, body, headers = error_response(err)
+    """The client-dialect error response: Anthropic's under /v1/messages and /api/, else
+    OpenAI's."""
+    if scope is not None and is_anthropic_path(str(scope.get("path", ""))):
+        request_id = (scope.get("state") or {}).get("request_id")
+        status, body, headers = anthropic_error_response(err, request_id)
+    else:
+        status, body, headers = error_response(err)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -53,6 +65,7 @@ def create_app(
         openapi_url=None,
     )
     app.include_router(openai_router)
+    app.include_router(anthropic_router)
     _install_error_handlers(app)
 
     def limit_error(err: GatewayError, scope: Scope) -> ASGIApp:
@@ -74,8 +87,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             err = GatewayError(
                 ErrorKind.INVALID_REQUEST, f"Method {request.method} is not allowed on this path."
             )
-            status, body, headers = error_response(err)
-            return JSONResponse(body, status_code=405, headers={"allow": _allow(exc)})
+            response = render_error(err, request.scope)
+            response.status_code = 405
+            response.headers["allow"] = _allow(exc)
+            return response
         kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID_REQUEST
         message = f"Unknown path {request.url.path}." if exc.status_code == 404 else str(exc.detail)
         return render_error(GatewayError(kind, message), request.scope)

@@ -81,7 +81,11 @@ async def _next_batch(pump: Pump[list[Event]], keepalive_s: float) -> list[Event
 
 
 async def _body(
-    stream: FirstBatch, encoder: StreamEncoder, keepalive_s: float, idle_limit_s: float
+    stream: FirstBatch,
+    encoder: StreamEncoder,
+    keepalive_s: float,
+    idle_limit_s: float,
+    keepalive: bytes,
 ) -> AsyncIterator[bytes]:
     batch: list[Event] | None = stream.first
     idle = 0.0
@@ -91,7 +95,7 @@ async def _body(
                 idle += keepalive_s
                 if idle >= idle_limit_s:
                     raise _timeout_error(idle_limit_s)
-                yield sse_comment()
+                yield keepalive
             else:
                 idle = 0.0
                 out = b"".join([encoder.feed(ev) for ev in batch])
@@ -116,10 +120,17 @@ async def _body(
 
 
 def sse_response(
-    stream: FirstBatch, encoder: StreamEncoder, *, keepalive_s: float, idle_limit_s: float = 300.0
+    stream: FirstBatch,
+    encoder: StreamEncoder,
+    *,
+    keepalive_s: float,
+    idle_limit_s: float = 300.0,
+    keepalive: bytes | None = None,
 ) -> StreamingResponse:
+    """`keepalive`: what is sent after `keepalive_s` of upstream silence (an SSE comment by
+    default; the Anthropic route sends its `ping` event)."""
     return StreamingResponse(
-        _body(stream, encoder, keepalive_s, idle_limit_s),
+        _body(stream, encoder, keepalive_s, idle_limit_s, keepalive or sse_comment()),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

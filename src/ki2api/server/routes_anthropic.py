@@ -1,0 +1,142 @@
+"""Anthropic Messages routes (API_COMPAT B): thin handlers over the frontend and the backend.
+
+`POST /v1/messages` (also `?beta=true`: routing ignores the query), streaming and not;
+`POST /v1/messages/count_tokens`; `HEAD /api/hello` (Claude Code's connection probe). The models
+routes are shared with the OpenAI surface (routes_openai.py serves a shape both SDKs accept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.messages import Conversation
+from ki2api.core.models import ModelInfo
+from ki2api.core.stream_limits import StreamLimiter
+from ki2api.core.tokens import estimate_conversation_tokens, estimate_text_tokens
+from ki2api.frontends.anthropic.errors import context_overflow
+from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, message_response
+from ki2api.frontends.anthropic.images import UnfetchedImages, resolve_remote_images
+from ki2api.frontends.anthropic.stops import StopSequenceFinder
+from ki2api.frontends.anthropic.to_core import to_conversation
+from ki2api.frontends.anthropic.wire import parse_count_tokens_request, parse_messages_request
+from ki2api.images.limits import apply_image_limits
+from ki2api.server.auth import require_key
+from ki2api.server.services import Services
+from ki2api.server.shaping import shape
+from ki2api.server.streaming import collect, open_stream, sse_response
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_INLINE_ESTIMATE_CHARS = 50_000
+
+
+def _authorize(request: Request) -> Services:
+    services: Services = request.app.state.services
+    require_key(request.headers, services.settings.api_keys)
+    return services
+
+
+def _resolve_model(services: Services, name: str) -> ModelInfo:
+    info = services.catalogue.resolve(name)
+    if info is None:
+        raise GatewayError(ErrorKind.MODEL_NOT_FOUND, f"model: {name}", param="model")
+    return info
+
+
+async def _estimate(conv: Conversation) -> int:
+    """The upward-biased token estimate; large requests counted in a worker thread."""
+    size = sum(len(s) for s in conv.system) + sum(len(m.text()) for m in conv.messages)
+    if size <= _INLINE_ESTIMATE_CHARS:
+        return estimate_conversation_tokens(conv)
+    return await asyncio.to_thread(estimate_conversation_tokens, conv)
+
+
+def _limiter(conv: Conversation, input_tokens: int) -> StreamLimiter:
+    return StreamLimiter(
+        max_tokens=conv.params.max_tokens,
+        stop=conv.params.stop,
+        input_tokens=input_tokens,
+        count_tokens=functools.partial(estimate_text_tokens, model_id=conv.model_id),
+    )
+
+
+async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conversation:
+    """`conv` within Kiro's size budget, or 400 in Claude Code's compaction wording."""
+    try:
+        return services.require_backend().fit(conv)
+    except GatewayError as err:
+        if err.kind is not ErrorKind.CONTEXT_TOO_LONG:
+            raise
+        tokens = await _estimate(conv)
+        raise context_overflow(
+            err, prompt_tokens=tokens, context_window=model.context_window
+        ) from None
+
+
+@router.post("/v1/messages")
+async def create_message(request: Request) -> Response:
+    services = _authorize(request)
+    req = parse_messages_request(await request.body())
+    model = _resolve_model(services, req.model)
+    if services.images is not None:
+        req = await resolve_remote_images(req, services.images)
+    conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
+    backend = services.require_backend()
+    input_tokens = await _estimate(conv)
+    overflow = functools.partial(
+        context_overflow, prompt_tokens=input_tokens, context_window=model.context_window
+    )
+    message_id = "msg_" + secrets.token_hex(12)
+    stops = StopSequenceFinder(conv.params.stop)
+    upstream = backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window)
+    batches = shape(stops.watch(upstream), limiter=_limiter(conv, input_tokens), check=None)
+    try:
+        if not req.stream:
+            body = message_response(
+                await collect(batches),
+                message_id=message_id,
+                model=req.model,
+                input_tokens=input_tokens,
+                stop_sequence=stops,
+            )
+            return JSONResponse(body)
+        stream = await open_stream(batches, services.settings.first_event_timeout_s)
+    except GatewayError as err:
+        raise overflow(err) from None
+    encoder = MessageEncoder(
+        message_id=message_id,
+        model=req.model,
+        input_tokens=input_tokens,
+        stop_sequence=stops,
+        on_error=overflow,
+    )
+    return sse_response(
+        stream,
+        encoder,
+        keepalive_s=services.settings.keepalive_interval_s,
+        idle_limit_s=services.settings.read_timeout_s,
+        keepalive=PING,
+    )
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request) -> Response:
+    services = _authorize(request)
+    req = parse_count_tokens_request(await request.body())
+    model = _resolve_model(services, req.model)
+    counted = await resolve_remote_images(req, UnfetchedImages())
+    conv = apply_image_limits(to_conversation(counted, model.kiro_id))
+    return JSONResponse({"input_tokens": await _estimate(conv)})
+
+
+@router.api_route("/api/hello", methods=["GET", "HEAD"])
+async def hello() -> Response:
+    return Response(status_code=200)
