@@ -25,6 +25,7 @@ from .errors import (
     Rejection,
     json_response,
 )
+from .mcp import mcp
 from .models import list_models_page, usage_limits
 from .reqlog import record
 from .script import parse_directives, plan_reply
@@ -159,6 +160,7 @@ def create_app(
         Route("/token", tokens.oidc_create_token, methods=["POST"]),
         Route("/ListAvailableModels", list_models, methods=["GET"]),
         Route("/getUsageLimits", get_usage_limits, methods=["GET"]),
+        Route("/mcp", mcp, methods=["POST"]),
         *admin.routes(),
     ]
     app = Starlette(routes=routes)

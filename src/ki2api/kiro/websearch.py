@@ -1,0 +1,306 @@
+"""Kiro's web search: `POST {api_base}/mcp`, a JSON-RPC 2.0 `tools/call` of `web_search`
+(KIRO_PROTOCOL.md 3.1).
+
+Request: ``{"id", "jsonrpc": "2.0", "method": "tools/call", "params": {"name": "web_search",
+"arguments": {"query": …}}}`` with the IDE headers and ``x-amzn-kiro-profile-arn`` when the
+login has a profile. Answer: ``{"result": {"content": [{"type": "text", "text": "<JSON>"}],
+"isError": false}}`` where the inner JSON is ``{"results": [{"title", "url", "snippet",
+"publishedDate" (epoch ms), "id", "domain", …}], "totalResults", "query", "error"}``, or a
+JSON-RPC ``{"error": {"code", "message"}}``.
+
+Detection (`web_search_request_query`): Claude Code runs its WebSearch tool as a separate
+Messages request whose only tool is the server tool ``{"type": "web_search_20250305", "name":
+"web_search", …}`` and whose last user message is ``Perform a web search for the query: X``.
+That request, and only that one, is answered by a search; anywhere else a web-search server
+tool is dropped (the frontend's job) and the model answers without searching.
+
+Pure functions plus two small async calls. The call goes over the chat call's shared aiohttp
+session (`ChatTransport`): same host as the chat, so it reuses warm keep-alive connections,
+the proxy settings and the error mapping of the chat call.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.messages import Conversation, Message, TextPart
+from ki2api.core.websearch import WebSearchResult
+from ki2api.kiro.chat_transport import ChatTransport
+from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
+from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.headers import chat_headers, machine_id
+
+__all__ = [
+    "QUERY_PREFIX",
+    "KiroWebSearch",
+    "build_mcp_request",
+    "is_web_search_tool",
+    "mcp_headers",
+    "new_mcp_request_id",
+    "parse_mcp_response",
+    "search_query",
+    "web_search",
+    "web_search_request_query",
+]
+
+QUERY_PREFIX = "Perform a web search for the query: "
+_TOOL_TYPE_PREFIX = "web_search_"
+_MAX_BODY = 2 * 1024 * 1024
+_ALNUM = string.ascii_letters + string.digits
+_LOWER_ALNUM = string.ascii_lowercase + string.digits
+
+
+# detection --------------------------------------------------------------------------------------
+def is_web_search_tool(tool: Mapping[str, Any]) -> bool:
+    """An Anthropic web-search server tool: ``type`` is ``web_search_`` + a date version
+    (``web_search_20250305`` and later). A custom tool merely *named* web_search is not one."""
+    kind = tool.get("type")
+    if not isinstance(kind, str) or not kind.startswith(_TOOL_TYPE_PREFIX):
+        return False
+    version = kind[len(_TOOL_TYPE_PREFIX) :]
+    return version.isascii() and version.isdigit()
+
+
+def search_query(conv: Conversation | Sequence[Message]) -> str | None:
+    """The query of Claude Code's web-search sub-request, else None.
+
+    Rule: the last message is from the user and one of its text parts starts (after leading
+    white space) with exactly ``Perform a web search for the query: ``; the query is the rest
+    of that part, stripped, and must not be empty.
+    """
+    messages = conv.messages if isinstance(conv, Conversation) else conv
+    if not messages or messages[-1].role != "user":
+        return None
+    for part in messages[-1].parts:
+        if isinstance(part, TextPart):
+            text = part.text.lstrip()
+            if text.startswith(QUERY_PREFIX):
+                query = text[len(QUERY_PREFIX) :].strip()
+                return query or None
+    return None
+
+
+def web_search_request_query(
+    tools: Sequence[Mapping[str, Any]], conv: Conversation | Sequence[Message]
+) -> str | None:
+    """The query when the whole request is a web search: at least one tool is offered, every
+    offered tool is a web-search server tool, and `search_query` finds a query."""
+    if not tools or not all(is_web_search_tool(t) for t in tools):
+        return None
+    return search_query(conv)
+
+
+# request ----------------------------------------------------------------------------------------
+def new_mcp_request_id(now_ms: int | None = None) -> str:
+    """The IDE's id form: ``web_search_tooluse_{22 alnum}_{epoch ms}_{8 lower alnum}``."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    head = "".join(secrets.choice(_ALNUM) for _ in range(22))
+    tail = "".join(secrets.choice(_LOWER_ALNUM) for _ in range(8))
+    return f"web_search_tooluse_{head}_{ms}_{tail}"
+
+
+def build_mcp_request(query: str, *, request_id: str) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "jsonrpc": "2.0",
+        "method": "tools/call",
+        "params": {"name": "web_search", "arguments": {"query": query}},
+    }
+
+
+def mcp_headers(
+    auth: AuthSnapshot, *, invocation_id: str, profile_arn: str | None = None
+) -> dict[str, str]:
+    """The chat call's IDE headers plus ``x-amzn-kiro-profile-arn`` (the login's profile, else
+    the configured one; omitted when there is none, e.g. an IdC login without KIRO_PROFILE_ARN)."""
+    headers = chat_headers(
+        auth.access_token, machine=machine_id(auth.account_id), invocation_id=invocation_id
+    )
+    arn = auth.profile_arn or profile_arn
+    if arn:
+        headers["x-amzn-kiro-profile-arn"] = arn
+    return headers
+
+
+# response ---------------------------------------------------------------------------------------
+def _protocol(what: str) -> GatewayError:
+    return GatewayError(
+        ErrorKind.UPSTREAM_PROTOCOL, f"Kiro's web search answered {what}", retryable=True
+    )
+
+
+def _failed(message: str) -> GatewayError:
+    text = " ".join(message.split())[:300] or "no detail"
+    return GatewayError(ErrorKind.UPSTREAM_ERROR, f"Kiro's web search failed: {text}")
+
+
+def _rpc_error(error: Any) -> GatewayError:
+    if not isinstance(error, Mapping):
+        return _failed(str(error))
+    message = error.get("message")
+    code = error.get("code")
+    detail = message if isinstance(message, str) else "no message"
+    return _failed(f"{detail} (JSON-RPC {code})" if isinstance(code, int) else detail)
+
+
+def _first_text(result: Mapping[str, Any]) -> str | None:
+    content = result.get("content")
+    if not isinstance(content, list):
+        raise _protocol("a result without a content list")
+    for item in content:
+        if isinstance(item, Mapping) and item.get("type") == "text":
+            text = item.get("text")
+            if not isinstance(text, str):
+                raise _protocol("a text content without text")
+            return text
+    return None
+
+
+def _page_age(published: Any) -> str | None:
+    if isinstance(published, bool) or not isinstance(published, int | float):
+        return None
+    try:
+        when = datetime.fromtimestamp(published / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return f"{when:%B} {when.day}, {when.year}"
+
+
+def _hit(raw: Any) -> WebSearchResult | None:
+    if not isinstance(raw, Mapping):
+        return None
+    url, title, snippet = raw.get("url"), raw.get("title"), raw.get("snippet")
+    if not isinstance(url, str) or not url.strip():
+        return None
+    return WebSearchResult(
+        url=url,
+        title=title if isinstance(title, str) else "",
+        snippet=snippet if isinstance(snippet, str) else None,
+        page_age=_page_age(raw.get("publishedDate")),
+    )
+
+
+def _results(text: str) -> list[WebSearchResult]:
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise _protocol("results that are not JSON") from None
+    if not isinstance(payload, Mapping):
+        raise _protocol("results that are not a JSON object")
+    error = payload.get("error")
+    if isinstance(error, str) and error.strip():
+        raise _failed(error)
+    hits = payload.get("results")
+    if hits is None:
+        return []
+    if not isinstance(hits, list):
+        raise _protocol("a results field that is not a list")
+    return [hit for hit in map(_hit, hits) if hit is not None]
+
+
+def parse_mcp_response(body: bytes) -> list[WebSearchResult]:
+    """The hits of a 200 answer (entries without a URL are skipped); GatewayError for a JSON-RPC
+    error or a failed tool call (UPSTREAM_ERROR) and for a malformed answer (UPSTREAM_PROTOCOL)."""
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _protocol("with something that is not JSON") from None
+    if not isinstance(envelope, Mapping):
+        raise _protocol("with JSON that is not an object")
+    if envelope.get("error") is not None:
+        raise _rpc_error(envelope["error"])
+    result = envelope.get("result")
+    if not isinstance(result, Mapping):
+        raise _protocol("without a result")
+    text = _first_text(result)
+    if result.get("isError") is True:
+        raise _failed(text or "the tool reported an error")
+    return [] if text is None else _results(text)
+
+
+# calls ------------------------------------------------------------------------------------------
+async def _exchange(
+    chat: ChatTransport, url: str, payload: bytes, headers: Mapping[str, str]
+) -> tuple[int, bytes, Mapping[str, str]]:
+    """POST and read the whole (bounded) body."""
+    response = await chat.post(url, payload, headers)
+    try:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.chunks():
+            size += len(chunk)
+            if size > _MAX_BODY:
+                raise _protocol(f"with more than {_MAX_BODY} bytes")
+            parts.append(chunk)
+    finally:
+        await response.aclose()
+    return response.status, b"".join(parts), response.headers
+
+
+async def web_search(
+    chat: ChatTransport,
+    api_base: str,
+    auth: AuthSnapshot,
+    query: str,
+    *,
+    profile_arn: str | None = None,
+    request_id: str | None = None,
+    invocation_id: str | None = None,
+) -> list[WebSearchResult]:
+    """One search with the given token (no refresh). Upstream HTTP errors are classified by
+    `classify_http_error`; network failures are mapped by `ChatTransport`."""
+    status, body, headers = await _exchange(
+        chat,
+        f"{api_base.rstrip('/')}/mcp",
+        orjson.dumps(build_mcp_request(query, request_id=request_id or new_mcp_request_id())),
+        mcp_headers(
+            auth, invocation_id=invocation_id or str(uuid.uuid4()), profile_arn=profile_arn
+        ),
+    )
+    if status != 200:
+        raise classify_http_error(status, body, headers)
+    return parse_mcp_response(body)
+
+
+class KiroWebSearch:
+    """`search(query)` with the account's current token, refreshing it once (single-flight)
+    when Kiro calls it invalid, as the chat call does."""
+
+    def __init__(
+        self,
+        chat: ChatTransport,
+        credentials: KiroCredentials,
+        *,
+        api_base: str,
+        profile_arn: str | None = None,
+        id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._chat = chat
+        self._credentials = credentials
+        self._url = f"{api_base.rstrip('/')}/mcp"
+        self._profile_arn = profile_arn
+        self._new_id = id_factory
+
+    async def _attempt(self, auth: AuthSnapshot, payload: bytes) -> tuple[int, bytes, Any]:
+        headers = mcp_headers(auth, invocation_id=self._new_id(), profile_arn=self._profile_arn)
+        return await _exchange(self._chat, self._url, payload, headers)
+
+    async def search(self, query: str) -> list[WebSearchResult]:
+        payload = orjson.dumps(build_mcp_request(query, request_id=new_mcp_request_id()))
+        auth = await self._credentials.current()
+        status, body, headers = await self._attempt(auth, payload)
+        if is_bearer_invalid(status, body):
+            auth = await self._credentials.refresh(stale=auth.access_token)
+            status, body, headers = await self._attempt(auth, payload)
+        if status != 200:
+            raise classify_http_error(status, body, headers)
+        return parse_mcp_response(body)
