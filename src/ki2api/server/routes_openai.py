@@ -111,6 +111,7 @@ async def chat_completions(request: Request) -> Response:
             created=created,
             model=req.model,
             prompt_tokens_fallback=input_tokens,
+            include_reasoning=conv.params.thinking is not None,
         )
         return JSONResponse(body)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -120,6 +121,7 @@ async def chat_completions(request: Request) -> Response:
         model=req.model,
         include_usage=include_usage,
         prompt_tokens_fallback=input_tokens,
+        include_reasoning=conv.params.thinking is not None,
     )
     stream = await open_stream(batches, services.settings.first_event_timeout_s)
     return sse_response(
