@@ -122,6 +122,17 @@ def test_web_search_request_query(tools: list[dict[str, Any]], expected: str | N
     assert web_search_request_query(tools, Conversation("m", (user(ASK),))) == expected
 
 
+def test_tools_may_be_wire_models() -> None:
+    class Tool:
+        def __init__(self, type: str | None) -> None:
+            self.type = type
+
+    conv = (user(ASK),)
+    assert web_search_request_query([Tool("web_search_20250305")], conv) == "kiro ide release notes"
+    assert web_search_request_query([Tool("web_search_20250305"), Tool(None)], conv) is None
+    assert is_web_search_tool(object()) is False
+
+
 def test_web_search_request_query_needs_the_prompt() -> None:
     assert web_search_request_query([WEB_SEARCH], (user("what is new in python?"),)) is None
 

@@ -14,9 +14,8 @@ Messages request whose only tool is the server tool ``{"type": "web_search_20250
 That request, and only that one, is answered by a search; anywhere else a web-search server
 tool is dropped (the frontend's job) and the model answers without searching.
 
-Pure functions plus two small async calls. The call goes over the chat call's shared aiohttp
-session (`ChatTransport`): same host as the chat, so it reuses warm keep-alive connections,
-the proxy settings and the error mapping of the chat call.
+The call goes over the chat call's aiohttp session (`ChatTransport`): same host as the chat,
+so it reuses its warm keep-alive connections, proxy settings and error mapping.
 """
 
 from __future__ import annotations
@@ -60,10 +59,11 @@ _LOWER_ALNUM = string.ascii_lowercase + string.digits
 
 
 # detection --------------------------------------------------------------------------------------
-def is_web_search_tool(tool: Mapping[str, Any]) -> bool:
-    """An Anthropic web-search server tool: ``type`` is ``web_search_`` + a date version
-    (``web_search_20250305`` and later). A custom tool merely *named* web_search is not one."""
-    kind = tool.get("type")
+def is_web_search_tool(tool: object) -> bool:
+    """An Anthropic web-search server tool (a mapping, or a wire model with a `type` attribute):
+    ``type`` is ``web_search_`` + a date version (``web_search_20250305`` and later). A custom
+    tool merely *named* web_search is not one."""
+    kind = tool.get("type") if isinstance(tool, Mapping) else getattr(tool, "type", None)
     if not isinstance(kind, str) or not kind.startswith(_TOOL_TYPE_PREFIX):
         return False
     version = kind[len(_TOOL_TYPE_PREFIX) :]
@@ -90,7 +90,7 @@ def search_query(conv: Conversation | Sequence[Message]) -> str | None:
 
 
 def web_search_request_query(
-    tools: Sequence[Mapping[str, Any]], conv: Conversation | Sequence[Message]
+    tools: Sequence[object], conv: Conversation | Sequence[Message]
 ) -> str | None:
     """The query when the whole request is a web search: at least one tool is offered, every
     offered tool is a web-search server tool, and `search_query` finds a query."""
