@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ import pytest
 from tests.conftest import Gateway
 
 __all__ = [
+    "ANTHROPIC_CLIENT_KEY",
     "CLIENT_KEY",
     "KIRO_MODEL",
     "JUnitResult",
@@ -32,8 +34,10 @@ __all__ = [
     "locked",
     "read_junit",
     "read_requirements",
+    "require_anthropic_frontend",
     "run",
     "run_checked",
+    "sdist_sources",
     "tail",
     "tool_venv",
     "upstream_rejections",
@@ -43,10 +47,12 @@ HERE = Path(__file__).resolve().parent
 CACHE_ENV = "KI2API_CONFORMANCE_CACHE"
 SKIP_ENV = "KI2API_SKIP_CONFORMANCE"
 CLIENT_KEY = "My API Key"  # the openai SDK's tests hard-code this key; schemathesis sends it too
+ANTHROPIC_CLIENT_KEY = "my-anthropic-api-key"  # the anthropic SDK's tests hard-code this key
 KIRO_MODEL = "claude-sonnet-4.5"  # every model id the tools use is mapped to this Kiro id
+ANTHROPIC_ROUTES = HERE.parents[1] / "src" / "ki2api" / "server" / "routes_anthropic.py"
 INSTALL_TIMEOUT_S = 900
 _DROP_ENV = {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}
-_DROP_ENV_PREFIXES = ("OPENAI_", "SCHEMATHESIS_", "PYTEST_", "HYPOTHESIS_")
+_DROP_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "SCHEMATHESIS_", "PYTEST_", "HYPOTHESIS_")
 
 
 def _default_cache() -> Path:
@@ -132,6 +138,36 @@ def tool_venv(cache: Path, name: str, requirements: Sequence[str]) -> Path:
         run_checked([*pip, "--disable-pip-version-check", "-r", req], what=f"install {name}")
         stamp.write_text(wanted, encoding="utf-8")
     return venv / "bin"
+
+
+def require_anthropic_frontend() -> None:
+    """Skip (with the reason) while the Anthropic frontend is not in the tree yet."""
+    if not ANTHROPIC_ROUTES.is_file():
+        pytest.skip(f"the Anthropic frontend ({ANTHROPIC_ROUTES.name}) does not exist yet")
+
+
+def sdist_sources(cache: Path, package: str, version: str, needed: Sequence[str]) -> Path:
+    """The extracted sdist of `package==version` (downloaded once into the cache); `needed`
+    are paths inside it that must exist (the test files a suite runs)."""
+    dest = cache / f"{package}-{version}"
+    with locked(cache / "sdist.lock"):
+        if all((dest / path).is_file() for path in needed):
+            return dest
+        downloads = cache / "sdist"
+        pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet"]
+        spec = f"{package}=={version}"
+        run_checked(
+            [*pip, "--no-binary", ":all:", "--no-deps", "-d", downloads, spec],
+            what=f"download the {spec} sdist",
+        )
+        staging = cache / "sdist-extract"
+        shutil.rmtree(staging, ignore_errors=True)
+        with tarfile.open(downloads / f"{package}-{version}.tar.gz") as tar:
+            tar.extractall(staging, filter="data")
+        shutil.rmtree(dest, ignore_errors=True)
+        (staging / f"{package}-{version}").rename(dest)
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
 
 
 def clean_env(**extra: str) -> dict[str, str]:
