@@ -13,6 +13,7 @@ from ki2api.images.fetch import ImageFetcher
 from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.credentials import KiroCredentials
+from ki2api.kiro.websearch import KiroWebSearch
 from ki2api.settings import Settings
 from ki2api.transport import create_upstream_client
 
@@ -31,6 +32,15 @@ class Services:
     chat: ChatTransport | None = None
     credentials_problem: str | None = None
     images: ImageFetcher | None = None
+    web_search: KiroWebSearch | None = None
+
+    def require_web_search(self) -> KiroWebSearch:
+        if self.web_search is None:
+            raise GatewayError(
+                ErrorKind.NO_CREDENTIALS,
+                self.credentials_problem or "No Kiro login is configured.",
+            )
+        return self.web_search
 
     def require_backend(self) -> KiroBackend:
         if self.backend is None:
@@ -74,7 +84,19 @@ def build_services(
             trim_history=settings.trim_history,
         ),
     )
-    return Services(settings, http, catalogue, credentials, backend, chat, images=images)
+    web_search = KiroWebSearch(
+        chat, credentials, api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn
+    )
+    return Services(
+        settings,
+        http,
+        catalogue,
+        credentials,
+        backend,
+        chat,
+        images=images,
+        web_search=web_search,
+    )
 
 
 def _image_fetcher(settings: Settings) -> ImageFetcher | None:
