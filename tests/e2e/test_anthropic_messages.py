@@ -188,7 +188,7 @@ def test_claude_code_shaped_request(gateway: Gateway) -> None:
             {"type": "text", "text": "SYSTEM-MARKER", "cache_control": {"type": "ephemeral"}},
         ],
         messages=[
-            {"role": "system", "content": "ROLE-SYSTEM-MARKER"},  # type: ignore[list-item]
+            {"role": "system", "content": "ROLE-SYSTEM-MARKER"},
             {
                 "role": "user",
                 "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
