@@ -12,20 +12,29 @@ import functools
 import secrets
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
 from ki2api.core.stream_limits import StreamLimiter
 from ki2api.core.tokens import estimate_conversation_tokens, estimate_text_tokens
+from ki2api.core.websearch import (
+    failed_answer,
+    new_server_tool_use_id,
+    search_error_code,
+    web_search_answer,
+)
 from ki2api.frontends.anthropic.errors import context_overflow
-from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, message_response
+from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, fold, message_response
 from ki2api.frontends.anthropic.images import UnfetchedImages, resolve_remote_images
 from ki2api.frontends.anthropic.stops import StopSequenceFinder
 from ki2api.frontends.anthropic.to_core import to_conversation
+from ki2api.frontends.anthropic.websearch import web_search_message_events
 from ki2api.frontends.anthropic.wire import parse_count_tokens_request, parse_messages_request
+from ki2api.frontends.sse import sse_event
 from ki2api.images.limits import apply_image_limits
+from ki2api.kiro.websearch import web_search_request_query
 from ki2api.server.auth import require_key
 from ki2api.server.services import Services
 from ki2api.server.shaping import shape
@@ -91,6 +100,9 @@ async def create_message(request: Request) -> Response:
     conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
     backend = services.require_backend()
     input_tokens = await _estimate(conv)
+    query = web_search_request_query(req.tools or [], conv)
+    if query is not None:  # Claude Code's WebSearch sub-request: served by Kiro's /mcp
+        return await _web_search(services, query, req.model, input_tokens, stream=bool(req.stream))
     overflow = functools.partial(
         context_overflow, prompt_tokens=input_tokens, context_window=model.context_window
     )
@@ -124,6 +136,30 @@ async def create_message(request: Request) -> Response:
         keepalive_s=services.settings.keepalive_interval_s,
         idle_limit_s=services.settings.read_timeout_s,
         keepalive=PING,
+    )
+
+
+async def _web_search(
+    services: Services, query: str, model: str, input_tokens: int, *, stream: bool
+) -> Response:
+    tool_use_id = new_server_tool_use_id()
+    try:
+        results = await services.require_web_search().search(query)
+        answer = web_search_answer(query, results, tool_use_id=tool_use_id)
+    except GatewayError as err:
+        code = search_error_code(err)
+        if code is None:
+            raise
+        answer = failed_answer(query, code, tool_use_id=tool_use_id)
+    events = web_search_message_events(
+        answer, message_id="msg_" + secrets.token_hex(12), model=model, input_tokens=input_tokens
+    )
+    if not stream:
+        return JSONResponse(fold(events))
+    return StreamingResponse(
+        iter([sse_event(name, data) for name, data in events]),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 

@@ -33,12 +33,12 @@ from ki2api.core.events import (
 )
 from ki2api.core.tokens import estimate_text_tokens
 
-__all__ = ["BlockMachine", "StreamEvent", "stop_reason"]
+__all__ = ["DELTA_USAGE_KEYS", "BlockMachine", "StreamEvent", "stop_reason", "usage_object"]
 
 StreamEvent: TypeAlias = tuple[str, dict[str, Any]]
 BlockKind: TypeAlias = Literal["text", "thinking", "tool_use"]
 
-_DELTA_USAGE_KEYS = (
+DELTA_USAGE_KEYS = (
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",
@@ -187,7 +187,7 @@ class BlockMachine:
             "stop_sequence": self._stop_sequence() if reason == "stop_sequence" else None,
         }
         full = self.final_usage()
-        usage = {k: full[k] for k in _DELTA_USAGE_KEYS}
+        usage = {k: full[k] for k in DELTA_USAGE_KEYS}
         out.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out
