@@ -71,3 +71,14 @@ def test_search_tool_alongside_other_tools_goes_to_the_model(gateway: Gateway) -
         "userInputMessageContext"
     ]["tools"]
     assert [t["toolSpecification"]["name"] for t in offered] == ["read"]  # server tool dropped
+
+
+def test_tool_choice_naming_the_search_tool_is_accepted(gateway: Gateway) -> None:
+    message = gateway.anthropic().messages.create(
+        model=MODEL,
+        max_tokens=256,
+        tools=[SEARCH_TOOL],
+        tool_choice={"type": "tool", "name": "web_search"},
+        messages=ask("python asyncio shield"),
+    )
+    assert message.content[0].type == "server_tool_use"

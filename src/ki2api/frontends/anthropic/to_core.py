@@ -233,10 +233,18 @@ def _tool_choice(
         return ToolChoice("required", parallel=parallel) if tools else ToolChoice("auto")
     name = choice.name or ""
     if name not in {t.name for t in tools}:
+        if _is_server_tool_name(req, name):  # a server tool Kiro cannot be told to call
+            return ToolChoice("auto", parallel=parallel)
         raise _invalid(
             f"tool_choice names the tool {name!r}, which is not in 'tools'.", "tool_choice.name"
         )
     return ToolChoice("tool", name=name, parallel=parallel)
+
+
+def _is_server_tool_name(req: MessagesRequest | CountTokensRequest, name: str) -> bool:
+    return any(
+        not isinstance(t, CustomTool) and getattr(t, "name", None) == name for t in req.tools or ()
+    )
 
 
 def _thinking(req: MessagesRequest | CountTokensRequest) -> ThinkingConfig | None:
