@@ -132,7 +132,7 @@ def _model_ids(response: httpx.Response) -> tuple[list[str], str | None] | None:
 
 def _catalogue(settings: Settings) -> ModelCatalogue:
     # `model_fallback` (KI2API_MODEL_FALLBACK) may not exist on older Settings: default on.
-    fallback = bool(getattr(settings, "model_fallback", True))
+    fallback = bool(settings.model_fallback)
     return default_catalogue(family_fallback=fallback).with_overrides(settings.model_overrides)
 
 

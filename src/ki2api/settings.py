@@ -43,6 +43,7 @@ class Settings:
     data_dir: Path = Path("data")
     # Behaviour
     model_overrides: Mapping[str, str] = field(default_factory=dict)
+    model_fallback: bool = True  # unknown Claude names -> the closest Kiro model of the family
     max_body_bytes: int = 16 * 1024 * 1024
     keepalive_interval_s: float = 15.0
     first_event_timeout_s: float = 120.0
@@ -172,6 +173,7 @@ def load_settings(
         work_dir=Path.cwd(),
         data_dir=Path(env.get("KI2API_DATA_DIR", "data")),
         model_overrides=_model_map(env),
+        model_fallback=_bool(env, "KI2API_MODEL_FALLBACK", True),
         max_body_bytes=_int(env, "KI2API_MAX_BODY_BYTES", 16 * 1024 * 1024),
         keepalive_interval_s=_float(env, "KI2API_KEEPALIVE_S", 15.0),
         first_event_timeout_s=_float(env, "KI2API_FIRST_EVENT_TIMEOUT_S", 120.0),

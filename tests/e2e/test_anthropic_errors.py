@@ -168,3 +168,13 @@ def test_errors_on_anthropic_paths_use_the_anthropic_shape(gateway: Gateway) -> 
     # the OpenAI surface keeps its own dialect
     r = httpx.get(f"{gateway.url}/v1/nothing", headers=KEY)
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_models_errors_follow_the_client(gateway: Gateway) -> None:
+    """/v1/models is shared: Anthropic clients (x-api-key or anthropic-version) get Anthropic's
+    error shape, OpenAI clients (Bearer) OpenAI's."""
+    for headers in ({"x-api-key": "wrong"}, {"anthropic-version": "2023-06-01"}):
+        r = httpx.get(f"{gateway.url}/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["type"] == "error"
+    r = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}

@@ -71,20 +71,21 @@ def end(reason: str, out_tokens: int, inp: int = 50, seq: str | None = None) -> 
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "server_tool_use": None,
+        "output_tokens_details": None,
     }
-    delta = {"stop_reason": reason, "stop_sequence": seq}
+    delta = {"stop_reason": reason, "stop_sequence": seq, "stop_details": None, "container": None}
     return [
         ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}),
         ("message_stop", {"type": "message_stop"}),
     ]
 
 
-TEXT = {"type": "text", "text": ""}
+TEXT = {"type": "text", "text": "", "citations": None}
 THINK = {"type": "thinking", "thinking": "", "signature": ""}
 
 
 def tool(tid: str, name: str) -> dict[str, Any]:
-    return {"type": "tool_use", "id": tid, "name": name, "input": {}}
+    return {"type": "tool_use", "id": tid, "name": name, "input": {}, "caller": {"type": "direct"}}
 
 
 def js(i: int, frag: str) -> tuple[str, dict[str, Any]]:
@@ -205,6 +206,8 @@ def test_stream_events(events: list[Event], expected: list[Any]) -> None:
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
+        "stop_details": None,
+        "container": None,
         "usage": usage_object(50, 1, 0, 0),
     }
     assert got[1:] == expected
@@ -243,7 +246,12 @@ def test_non_stream_is_the_fold_of_the_stream(events: list[Event]) -> None:
 def test_stop_sequence_is_reported() -> None:
     events: list[Event] = [TextDelta("ab"), MessageStop("stop_sequence")]
     got = encode(events, stop_sequence=lambda: "END")
-    assert got[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    assert got[-2][1]["delta"] == {
+        "stop_reason": "stop_sequence",
+        "stop_sequence": "END",
+        "stop_details": None,
+        "container": None,
+    }
 
 
 def test_estimated_usage_never_below_our_estimate() -> None:

@@ -100,6 +100,7 @@ def test_answer_blocks_shapes() -> None:
         "id": "srvtoolu_01abc",
         "name": "web_search",
         "input": {"query": "kiro news"},
+        "caller": {"type": "direct"},
     }
     assert result["tool_use_id"] == "srvtoolu_01abc"
     assert result["content"][0] == {

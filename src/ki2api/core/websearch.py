@@ -157,8 +157,14 @@ def answer_blocks(answer: WebSearchAnswer) -> list[dict[str, Any]]:
             "id": answer.tool_use_id,
             "name": "web_search",
             "input": {"query": answer.query},
+            "caller": {"type": "direct"},
         },
-        {"type": "web_search_tool_result", "tool_use_id": answer.tool_use_id, "content": content},
+        {
+            "type": "web_search_tool_result",
+            "tool_use_id": answer.tool_use_id,
+            "content": content,
+            "caller": {"type": "direct"},
+        },
         {"type": "text", "text": answer.text, "citations": None},
     ]
 
@@ -173,7 +179,7 @@ def answer_block_events(
     events: list[tuple[str, dict[str, Any]]] = []
     for index, block in enumerate(answer_blocks(answer), first_index):
         is_text = block["type"] == "text"
-        start = {"type": "text", "text": ""} if is_text else block
+        start = {"type": "text", "text": "", "citations": None} if is_text else block
         events.append(_event("content_block_start", index=index, content_block=start))
         if is_text:
             delta = {"type": "text_delta", "text": block["text"]}

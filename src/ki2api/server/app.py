@@ -31,10 +31,24 @@ def is_anthropic_path(path: str) -> bool:
     return path == "/v1/messages" or path.startswith(("/v1/messages/", "/api/"))
 
 
+def _speaks_anthropic(scope: Scope) -> bool:
+    """Anthropic paths, and the shared ones (/v1/models) when the client is Anthropic's: it
+    sends `anthropic-version` or authenticates with `x-api-key` (OpenAI clients use Bearer)."""
+    path = str(scope.get("path", ""))
+    if is_anthropic_path(path):
+        return True
+    if not path.startswith("/v1/models"):
+        return False
+    headers = dict(scope.get("headers") or [])
+    return b"anthropic-version" in headers or (
+        b"x-api-key" in headers and b"authorization" not in headers
+    )
+
+
 def render_error(err: GatewayError, scope: Scope | None = None) -> Response:
-    """The client-dialect error response: Anthropic's under /v1/messages and /api/, else
+    """The client-dialect error response: Anthropic's for Anthropic paths and clients, else
     OpenAI's."""
-    if scope is not None and is_anthropic_path(str(scope.get("path", ""))):
+    if scope is not None and _speaks_anthropic(scope):
         request_id = (scope.get("state") or {}).get("request_id")
         status, body, headers = anthropic_error_response(err, request_id)
     else:

@@ -145,6 +145,8 @@ def _model_object(info: ModelInfo) -> dict[str, Any]:
         "lifecycle": "active",
         "max_input_tokens": info.context_window,
         "max_tokens": info.max_output_tokens,
+        "capabilities": None,
+        "description": info.description,
     }
 
 

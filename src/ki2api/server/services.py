@@ -60,7 +60,9 @@ def build_services(
     settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
 ) -> Services:
     http = create_upstream_client(settings, upstream_transport)
-    catalogue = default_catalogue().with_overrides(settings.model_overrides)
+    catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
+        settings.model_overrides
+    )
     images = _image_fetcher(settings)
     try:
         credentials = KiroCredentials.from_settings(settings, http)

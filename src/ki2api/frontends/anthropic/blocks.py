@@ -33,7 +33,14 @@ from ki2api.core.events import (
 )
 from ki2api.core.tokens import estimate_text_tokens
 
-__all__ = ["DELTA_USAGE_KEYS", "BlockMachine", "StreamEvent", "stop_reason", "usage_object"]
+__all__ = [
+    "DELTA_USAGE_KEYS",
+    "DIRECT_CALLER",
+    "BlockMachine",
+    "StreamEvent",
+    "stop_reason",
+    "usage_object",
+]
 
 StreamEvent: TypeAlias = tuple[str, dict[str, Any]]
 BlockKind: TypeAlias = Literal["text", "thinking", "tool_use"]
@@ -44,7 +51,10 @@ DELTA_USAGE_KEYS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
     "server_tool_use",
+    "output_tokens_details",
 )
+# The spec's `caller` of a tool call: made directly by the model (no programmatic caller).
+DIRECT_CALLER: dict[str, str] = {"type": "direct"}
 _STOP_REASONS: dict[StopReason, str] = {
     "end_turn": "end_turn",
     "max_tokens": "max_tokens",
@@ -94,6 +104,8 @@ class BlockMachine:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
+            "stop_details": None,
+            "container": None,
             "usage": usage_object(self._input_estimate, 1, 0, 0),
         }
         return "message_start", {"type": "message_start", "message": message}
@@ -150,7 +162,7 @@ class BlockMachine:
         self._output.append(text)
         out: list[StreamEvent] = []
         if self._open != kind:
-            empty = {"type": "text", "text": ""}
+            empty: dict[str, Any] = {"type": "text", "text": "", "citations": None}
             if kind == "thinking":
                 empty = {"type": "thinking", "thinking": "", "signature": ""}
             out = self._open_block(kind, empty)
@@ -160,7 +172,13 @@ class BlockMachine:
     def _tool_start(self, event: ToolCallStart) -> list[StreamEvent]:
         self._had_tool_use = True
         self._output.append(event.name)
-        block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
+        block = {
+            "type": "tool_use",
+            "id": event.id,
+            "name": event.name,
+            "input": {},
+            "caller": DIRECT_CALLER,
+        }
         out = self._open_block("tool_use", block)
         self._tool_key = event.index
         out.append(_delta_event(self._next_index, {"type": "input_json_delta", "partial_json": ""}))
@@ -185,6 +203,8 @@ class BlockMachine:
         delta = {
             "stop_reason": stop_reason(reason, has_tool_use=self._had_tool_use),
             "stop_sequence": self._stop_sequence() if reason == "stop_sequence" else None,
+            "stop_details": None,
+            "container": None,
         }
         full = self.final_usage()
         usage = {k: full[k] for k in DELTA_USAGE_KEYS}

@@ -31,11 +31,18 @@ def web_search_message_events(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
+        "stop_details": None,
+        "container": None,
         "usage": usage_object(input_tokens, 1, 0, 0),
     }
     delta = {
         "type": "message_delta",
-        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "delta": {
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "stop_details": None,
+            "container": None,
+        },
         "usage": {k: usage[k] for k in DELTA_USAGE_KEYS},
     }
     return [
