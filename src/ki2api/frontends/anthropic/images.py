@@ -11,10 +11,9 @@ past `max_images` counted newest first. Each distinct URL is fetched once, at mo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from ki2api.core.messages import ImagePart
 from ki2api.frontends.anthropic.wire import (
@@ -26,6 +25,7 @@ from ki2api.frontends.anthropic.wire import (
     ToolResultBlock,
     URLSource,
 )
+from ki2api.frontends.remote_images import RemoteImageFetcher, fetch_all
 from ki2api.images.limits import (
     DEFAULT_KEEP_RECENT_USER_TURNS,
     DEFAULT_MAX_PER_REQUEST,
@@ -40,10 +40,6 @@ __all__ = ["RemoteImageFetcher", "UnfetchedImages", "resolve_remote_images"]
 Where = tuple[int, int, int | None]  # message, block, block inside a tool_result (or None)
 Action = Literal["fetch", "earlier", "over"]
 R = TypeVar("R", bound=MessagesBase)
-
-
-class RemoteImageFetcher(Protocol):
-    async def fetch(self, url: str, *, param: str | None = None) -> ImagePart: ...
 
 
 class UnfetchedImages:
@@ -116,7 +112,7 @@ async def resolve_remote_images(
     for slot in reversed(slots):  # request order: the first error is the earliest one
         if slot.action == "fetch":
             wanted.setdefault(slot.url, slot.param)
-    fetched = await _fetch_all(fetcher, wanted, concurrency)
+    fetched = await fetch_all(fetcher, wanted, concurrency)
     contents: dict[int, list[ContentBlock]] = {}
     for slot in slots:
         i, j, k = slot.where
@@ -144,20 +140,3 @@ def _replacement(slot: _Slot, fetched: Mapping[str, ImagePart]) -> ImageBlock | 
     image = fetched[slot.url]
     source = Base64Source(type="base64", media_type=image.media_type, data=image.data_b64)
     return ImageBlock(type="image", source=source)
-
-
-async def _fetch_all(
-    fetcher: RemoteImageFetcher, wanted: Mapping[str, str], concurrency: int
-) -> dict[str, ImagePart]:
-    gate = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(url: str, param: str) -> ImagePart:
-        async with gate:
-            return await fetcher.fetch(url, param=param)
-
-    tasks = [asyncio.create_task(one(url, param)) for url, param in wanted.items()]
-    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return {url: o for url, o in zip(wanted, outcomes, strict=True) if isinstance(o, ImagePart)}

@@ -9,12 +9,11 @@ server), so `image_part` sees one only when fetching is turned off, and refuses 
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import ImagePart
@@ -29,6 +28,7 @@ from ki2api.frontends.openai.wire import (
     UserMessage,
     UserPart,
 )
+from ki2api.frontends.remote_images import RemoteImageFetcher, fetch_all
 from ki2api.images.limits import (
     DEFAULT_KEEP_RECENT_USER_TURNS,
     DEFAULT_MAX_PER_REQUEST,
@@ -106,12 +106,6 @@ def _invalid(message: str, param: str) -> GatewayError:
 # --- remote images, fetched before translation -------------------------------------------------
 
 
-class RemoteImageFetcher(Protocol):
-    """What `resolve_remote_images` needs: `ki2api.images.fetch.ImageFetcher` is one."""
-
-    async def fetch(self, url: str, *, param: str | None = None) -> ImagePart: ...
-
-
 def is_remote(url: str) -> bool:
     return url.strip()[:8].lower().startswith(("http://", "https://"))
 
@@ -141,7 +135,7 @@ async def resolve_remote_images(
     for slot in reversed(slots):  # message order, so the first error is the earliest one
         if slot.action == "fetch":
             wanted.setdefault(slot.url, slot.param)
-    fetched = await _fetch_all(fetcher, wanted, concurrency)
+    fetched = await fetch_all(fetcher, wanted, concurrency)
     messages = list(req.messages)
     contents: dict[int, list[UserPart]] = {}
     for slot in slots:
@@ -214,26 +208,3 @@ def _replacement(
     )
     url = f"data:{image.media_type};base64,{image.data_b64}"
     return ImageURLPart(type="image_url", image_url=ImageURL(url=url, detail=detail))
-
-
-async def _fetch_all(
-    fetcher: RemoteImageFetcher, wanted: Mapping[str, str], concurrency: int
-) -> dict[str, ImagePart]:
-    gate = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(url: str, param: str) -> ImagePart:
-        async with gate:
-            return await fetcher.fetch(url, param=param)
-
-    tasks = [asyncio.create_task(one(url, param)) for url, param in wanted.items()]
-    try:
-        results = await asyncio.gather(*tasks)
-    except Exception:
-        for task in tasks:
-            task.cancel()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        first = next((o for o in outcomes if isinstance(o, Exception)), None)
-        if first is not None:
-            raise first from None
-        raise
-    return dict(zip(wanted, results, strict=True))
