@@ -7,7 +7,6 @@ routes are shared with the OpenAI surface (routes_openai.py serves a shape both 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import secrets
 
@@ -17,8 +16,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
-from ki2api.core.stream_limits import StreamLimiter
-from ki2api.core.tokens import estimate_conversation_tokens, estimate_text_tokens
 from ki2api.core.websearch import (
     failed_answer,
     new_server_tool_use_id,
@@ -36,6 +33,7 @@ from ki2api.frontends.sse import sse_event
 from ki2api.images.limits import apply_image_limits
 from ki2api.kiro.websearch import web_search_request_query
 from ki2api.server.auth import require_key
+from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import shape
 from ki2api.server.streaming import collect, open_stream, sse_response
@@ -43,8 +41,6 @@ from ki2api.server.streaming import collect, open_stream, sse_response
 __all__ = ["router"]
 
 router = APIRouter()
-
-_INLINE_ESTIMATE_CHARS = 50_000
 
 
 def _authorize(request: Request) -> Services:
@@ -60,23 +56,6 @@ def _resolve_model(services: Services, name: str) -> ModelInfo:
     return info
 
 
-async def _estimate(conv: Conversation) -> int:
-    """The upward-biased token estimate; large requests counted in a worker thread."""
-    size = sum(len(s) for s in conv.system) + sum(len(m.text()) for m in conv.messages)
-    if size <= _INLINE_ESTIMATE_CHARS:
-        return estimate_conversation_tokens(conv)
-    return await asyncio.to_thread(estimate_conversation_tokens, conv)
-
-
-def _limiter(conv: Conversation, input_tokens: int) -> StreamLimiter:
-    return StreamLimiter(
-        max_tokens=conv.params.max_tokens,
-        stop=conv.params.stop,
-        input_tokens=input_tokens,
-        count_tokens=functools.partial(estimate_text_tokens, model_id=conv.model_id),
-    )
-
-
 async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conversation:
     """`conv` within Kiro's size budget, or 400 in Claude Code's compaction wording."""
     try:
@@ -84,7 +63,7 @@ async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conv
     except GatewayError as err:
         if err.kind is not ErrorKind.CONTEXT_TOO_LONG:
             raise
-        tokens = await _estimate(conv)
+        tokens = await estimate_input_tokens(conv)
         raise context_overflow(
             err, prompt_tokens=tokens, context_window=model.context_window
         ) from None
@@ -99,7 +78,7 @@ async def create_message(request: Request) -> Response:
         req = await resolve_remote_images(req, services.images)
     conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
     backend = services.require_backend()
-    input_tokens = await _estimate(conv)
+    input_tokens = await estimate_input_tokens(conv)
     query = web_search_request_query(req.tools or [], conv)
     if query is not None:  # Claude Code's WebSearch sub-request: served by Kiro's /mcp
         return await _web_search(services, query, req.model, input_tokens, stream=bool(req.stream))
@@ -109,7 +88,7 @@ async def create_message(request: Request) -> Response:
     message_id = "msg_" + secrets.token_hex(12)
     stops = StopSequenceFinder(conv.params.stop)
     upstream = backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window)
-    batches = shape(stops.watch(upstream), limiter=_limiter(conv, input_tokens), check=None)
+    batches = shape(stops.watch(upstream), limiter=stream_limiter(conv, input_tokens), check=None)
     try:
         if not req.stream:
             body = message_response(
@@ -170,7 +149,7 @@ async def count_tokens(request: Request) -> Response:
     model = _resolve_model(services, req.model)
     counted = await resolve_remote_images(req, UnfetchedImages())
     conv = apply_image_limits(to_conversation(counted, model.kiro_id))
-    return JSONResponse({"input_tokens": await _estimate(conv)})
+    return JSONResponse({"input_tokens": await estimate_input_tokens(conv)})
 
 
 @router.api_route("/api/hello", methods=["GET", "HEAD"])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
 import secrets
 import time
 from typing import Any
@@ -15,10 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import aggregate
-from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
-from ki2api.core.stream_limits import StreamLimiter
-from ki2api.core.tokens import estimate_conversation_tokens, estimate_text_tokens
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
 from ki2api.frontends.openai.images import resolve_remote_images
 from ki2api.frontends.openai.response_format import StreamJSONCheck, instruction
@@ -26,6 +21,7 @@ from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
 from ki2api.images.limits import apply_image_limits
 from ki2api.server.auth import require_key
+from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import shape
 from ki2api.server.streaming import collect, open_stream, sse_response
@@ -58,30 +54,6 @@ def _resolve_model(services: Services, name: str) -> ModelInfo:
     return info
 
 
-_INLINE_ESTIMATE_CHARS = 50_000
-
-
-async def _estimate_input_tokens(conv: Conversation) -> int:
-    """The tokenizer estimate (a fallback for when Kiro reports no usage). Large requests are
-    counted in a worker thread (the tokenizer releases the GIL) so other streams keep flowing."""
-    size = sum(len(s) for s in conv.system) + sum(len(m.text()) for m in conv.messages)
-    if size <= _INLINE_ESTIMATE_CHARS:
-        return estimate_conversation_tokens(conv)
-    return await asyncio.to_thread(estimate_conversation_tokens, conv)
-
-
-def _limiter(conv: Conversation, input_tokens: int) -> StreamLimiter | None:
-    params = conv.params
-    if params.max_tokens is None and not params.stop:
-        return None
-    return StreamLimiter(
-        max_tokens=params.max_tokens,
-        stop=params.stop,
-        input_tokens=input_tokens,
-        count_tokens=functools.partial(estimate_text_tokens, model_id=conv.model_id),
-    )
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     services = _authorize(request)
@@ -95,12 +67,12 @@ async def chat_completions(request: Request) -> Response:
         conv = dataclasses.replace(conv, system=(*conv.system, json_rule))
     backend = services.require_backend()
     conv = backend.fit(conv)  # too big for Kiro: 400 now, before any work (or trimmed)
-    input_tokens = await _estimate_input_tokens(conv)
+    input_tokens = await estimate_input_tokens(conv)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     batches = shape(
         backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window),
-        limiter=_limiter(conv, input_tokens),
+        limiter=stream_limiter(conv, input_tokens),
         check=StreamJSONCheck(req.response_format) if json_rule else None,
     )
     if not req.stream:
