@@ -1,0 +1,1 @@
+"""Where accounts, tokens, health and usage live (see `state.base` for the interface)."""

@@ -1,0 +1,143 @@
+"""The state store interface: what the gateway remembers, and what several processes share.
+
+Everything the pool and the credentials need to agree on across workers (and, later, across
+replicas) goes through `StateStore`: accounts and their tokens, health (cooldowns, quota,
+disablement), named locks with a time-to-live (one token refresh per account), and the usage
+log. The SQLite implementation (`state.sqlite.SQLiteStore`) is the default; a Redis one can
+implement the same protocol without touching the pool.
+
+Rules every implementation keeps:
+* times are epoch seconds (float, UTC); ids are short printable strings;
+* `save_tokens` is compare-and-set on `version` so two writers never silently overwrite
+  each other; a successful save bumps the version by one;
+* a lock is held by one owner until it is released or its ttl runs out;
+* `changed()` is cheap (called once per request): True when another process (or connection)
+  wrote anything since the previous call by this store object;
+* no method logs or raises a token or secret; reprs hide them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "AccountRecord",
+    "Health",
+    "StateStore",
+    "StoredTokens",
+    "UsageRow",
+]
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """One Kiro account the pool may use. No secret in here (tokens live in `StoredTokens`)."""
+
+    id: str  # stable, printable: "acct-1", "home", "k-3f9a2c1d"
+    source: str  # "store" (added/imported, tokens kept in the store) | "file" | "env"
+    label: str  # human description: "token file ~/.aws/sso/cache/kiro-auth-token.json"
+    auth_method: str  # "social" | "idc"
+    machine_id: str  # 64 hex, random at creation, kept for the account's lifetime
+    path: str | None = None  # the token file of a "file" account
+    priority: int = 0  # higher is preferred
+    weight: int = 1  # share among equals (>= 1)
+    enabled: bool = True
+    disabled_reason: str | None = None  # "suspended", "invalid_grant", "disabled by user", ...
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoredTokens:
+    """The token JSON of one account (the shape of `kiro-auth-token.json`, camelCase keys,
+    IdC logins also carrying `clientId` / `clientSecret` inline), and its version."""
+
+    data: Mapping[str, Any] = field(repr=False)
+    version: int  # 1 for the first save, +1 on every successful save
+    synced_mtime_ns: int | None = None  # the token file version these tokens match (file accounts)
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the pool has learnt about an account. Defaults mean "healthy, nothing known"."""
+
+    account_id: str
+    cooldown_until: float = 0.0  # not to be used before this time
+    reason: str | None = None  # why it is cooling down: "throttled", "quota", "unavailable", ...
+    strikes: int = 0  # consecutive failures (exponent of the backoff); 0 after a success
+    quota_remaining: float | None = None  # from getUsageLimits
+    quota_limit: float | None = None
+    quota_reset_at: float | None = None
+    quota_checked_at: float | None = None
+    last_error: str | None = None  # a safe, short message
+    last_ok_at: float | None = None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One finished client request (exactly one row per request, whatever its outcome)."""
+
+    at: float  # when the request arrived
+    client_key: str  # a fingerprint of the client's API key (never the key itself)
+    account_id: str | None  # the account that served it (None: none was reached)
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float  # arrival to last byte
+    outcome: str  # "ok" or an ErrorKind value ("rate_limited", "cancelled", ...)
+    endpoint: str = ""  # "/v1/chat/completions", "/v1/messages"
+    stream: bool = False
+    attempts: int = 1  # upstream attempts (accounts tried) for this request
+
+
+class StateStore(Protocol):
+    # accounts ---------------------------------------------------------------------------------
+    async def list_accounts(self) -> list[AccountRecord]: ...
+    async def get_account(self, account_id: str) -> AccountRecord | None: ...
+    async def upsert_account(self, record: AccountRecord) -> None:
+        """Insert, or update every field of the account with this id (machine_id and
+        created_at are kept from the first insert)."""
+
+    async def remove_account(self, account_id: str) -> bool:
+        """Forget the account, its tokens and its health; False if it did not exist."""
+
+    async def set_enabled(self, account_id: str, enabled: bool, reason: str | None) -> bool: ...
+
+    # tokens -----------------------------------------------------------------------------------
+    async def load_tokens(self, account_id: str) -> StoredTokens | None: ...
+    async def save_tokens(
+        self,
+        account_id: str,
+        data: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        synced_mtime_ns: int | None = None,
+    ) -> int | None:
+        """Store `data` if the stored version is still `expected_version` (None: the caller
+        expects no tokens stored yet). Returns the new version, or None when another writer
+        got there first (the caller re-reads and decides)."""
+
+    # health -----------------------------------------------------------------------------------
+    async def health(self) -> dict[str, Health]:
+        """Health of every account that has any (accounts without a row are healthy)."""
+
+    async def put_health(self, health: Health) -> None: ...
+
+    async def changed(self) -> bool: ...
+
+    # locks ------------------------------------------------------------------------------------
+    async def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lock if it is free, expired, or already ours (then extend it)."""
+
+    async def unlock(self, name: str, owner: str) -> None:
+        """Release the lock if `owner` holds it (otherwise do nothing)."""
+
+    # usage log --------------------------------------------------------------------------------
+    async def record_usage(self, rows: Sequence[UsageRow]) -> None: ...
+    async def usage_count(self) -> int: ...
+    async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
+        """The newest `limit` rows, oldest first."""
+
+    async def aclose(self) -> None: ...
