@@ -48,7 +48,7 @@ def _uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicor
     )
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, workers: int = 1) -> int:
     problem = no_credentials_message(settings)
     if problem is not None:
         print(problem, file=sys.stderr)

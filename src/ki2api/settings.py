@@ -31,6 +31,7 @@ class Settings:
     kiro_access_token: str | None = field(default=None, repr=False)
     kiro_refresh_token: str | None = field(default=None, repr=False)
     kiro_creds_file: Path | None = None
+    kiro_creds_dir: Path | None = None  # a directory of token files: one pool account each
     kiro_profile_arn: str | None = None
     kiro_region: str = "us-east-1"
     # Upstream hosts (point all three at the emulator for a demo)
@@ -60,6 +61,7 @@ class Settings:
     image_timeout_s: float = 10.0
     image_allow_private: bool = False
     log_level: str = "info"
+    workers: int = 1  # `serve` processes sharing the state store
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to print: secrets replaced by whether they are set."""
@@ -70,6 +72,7 @@ class Settings:
             "kiro_access_token": "set" if self.kiro_access_token else "unset",
             "kiro_refresh_token": "set" if self.kiro_refresh_token else "unset",
             "kiro_creds_file": str(self.kiro_creds_file) if self.kiro_creds_file else None,
+            "kiro_creds_dir": str(self.kiro_creds_dir) if self.kiro_creds_dir else None,
             "kiro_api_base": self.kiro_api_base,
             "kiro_auth_base": self.kiro_auth_base,
             "kiro_oidc_base": self.kiro_oidc_base,
@@ -155,6 +158,7 @@ def load_settings(
         raise SettingsError("API_KEY is empty; set at least one client key")
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     creds = env.get("KIRO_CREDS_FILE")
+    creds_dir = env.get("KIRO_CREDS_DIR")
     return Settings(
         api_keys=keys,
         host=env.get("HOST", "127.0.0.1"),
@@ -162,6 +166,7 @@ def load_settings(
         kiro_access_token=env.get("KIRO_ACCESS_TOKEN") or None,
         kiro_refresh_token=env.get("KIRO_REFRESH_TOKEN") or None,
         kiro_creds_file=Path(creds).expanduser() if creds else None,
+        kiro_creds_dir=Path(creds_dir).expanduser() if creds_dir else None,
         kiro_profile_arn=env.get("KIRO_PROFILE_ARN") or None,
         kiro_region=region,
         kiro_api_base=env.get("KIRO_API_BASE", f"https://q.{region}.amazonaws.com").rstrip("/"),
@@ -187,4 +192,5 @@ def load_settings(
         image_timeout_s=_float(env, "KI2API_IMAGE_TIMEOUT_S", 10.0),
         image_allow_private=_bool(env, "KI2API_IMAGE_ALLOW_PRIVATE", False),
         log_level=env.get("LOG_LEVEL", "info").lower(),
+        workers=_int(env, "KI2API_WORKERS", 1),
     )
