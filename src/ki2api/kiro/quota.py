@@ -1,0 +1,166 @@
+"""An account's remaining quota, from Kiro's `getUsageLimits` (KIRO_PROTOCOL.md 4.4).
+
+`parse_usage_limits` is pure and never raises: a missing or odd field only makes the figure it
+feeds unknown (None). Remaining = limit - used of the main breakdown (the `CREDIT` resource when
+there is one), plus the limit - used of an active free trial and of every active bonus;
+`*WithPrecision` floats win over the rounded integers. `fetch_quota` is the one HTTP call.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.classify import classify_http_error
+from ki2api.kiro.headers import chat_headers
+from ki2api.kiro.tokenfile import parse_expires_at
+from ki2api.transport import map_transport_errors
+
+__all__ = ["Quota", "fetch_quota", "parse_usage_limits"]
+
+_MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (year 5138 in seconds)
+_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Quota:
+    remaining: float | None
+    limit: float | None
+    used: float | None
+    reset_at: float | None  # epoch seconds
+    subscription: str | None
+
+
+def _number(obj: Mapping[str, Any], *names: str) -> float | None:
+    """The first field of `names` holding a finite number (numeric strings accepted)."""
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, bool) or value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            return number
+    return None
+
+
+def _limit_used(obj: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    return (
+        _number(obj, "usageLimitWithPrecision", "usageLimit"),
+        _number(obj, "currentUsageWithPrecision", "currentUsage"),
+    )
+
+
+def _breakdown(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    items = body.get("usageBreakdownList")
+    entries = [e for e in items if isinstance(e, Mapping)] if isinstance(items, list) else []
+    for entry in entries:
+        if str(entry.get("resourceType", "")).upper() == "CREDIT":
+            return entry
+    return entries[0] if entries else {}
+
+
+def _active(obj: object, status_field: str) -> bool:
+    return isinstance(obj, Mapping) and str(obj.get(status_field, "")).upper() == "ACTIVE"
+
+
+def _extras(entry: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """(limit, used) of the active free trial and active bonuses (unknown usage counts 0)."""
+    found: list[Mapping[str, Any]] = []
+    trial = entry.get("freeTrialInfo")
+    if _active(trial, "freeTrialStatus") and isinstance(trial, Mapping):
+        found.append(trial)
+    bonuses = entry.get("bonuses")
+    if isinstance(bonuses, list):
+        found.extend(b for b in bonuses if _active(b, "status") and isinstance(b, Mapping))
+    out: list[tuple[float, float]] = []
+    for item in found:
+        limit, used = _limit_used(item)
+        if limit is not None:
+            out.append((limit, used or 0.0))
+    return out
+
+
+def _epoch(value: object) -> float | None:
+    if isinstance(value, str):
+        parsed = parse_expires_at(value)
+        if parsed is not None:
+            return parsed[0].timestamp()
+    number = _number({"v": value}, "v")
+    if number is None or number <= 0:
+        return None
+    return number / 1000 if number > _MS_THRESHOLD else number
+
+
+def _subscription(body: Mapping[str, Any]) -> str | None:
+    info = body.get("subscriptionInfo")
+    if not isinstance(info, Mapping):
+        return None
+    for name in ("subscriptionTitle", "type"):
+        value = info.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:80]
+    return None
+
+
+def parse_usage_limits(body: Mapping[str, Any]) -> Quota:
+    """The quota figures of a `getUsageLimits` answer; unknown figures are None."""
+    if not isinstance(body, Mapping):
+        return Quota(None, None, None, None, None)
+    entry = _breakdown(body)
+    limit, used = _limit_used(entry)
+    extras = _extras(entry)
+    if extras:
+        extra_limit, extra_used = sum(x[0] for x in extras), sum(x[1] for x in extras)
+        base_known = limit is not None or used is not None
+        limit = (limit or 0.0) + extra_limit
+        used = (used + extra_used) if used is not None else (None if base_known else extra_used)
+    remaining = max(0.0, limit - used) if limit is not None and used is not None else None
+    reset_at = _epoch(entry.get("nextDateReset"))
+    if reset_at is None:
+        reset_at = _epoch(body.get("nextDateReset"))
+    return Quota(remaining, limit, used, reset_at, _subscription(body))
+
+
+def _headers(access_token: str, machine_id: str) -> dict[str, str]:
+    headers = chat_headers(access_token, machine=machine_id, invocation_id=str(uuid.uuid4()))
+    headers.pop("content-type", None)
+    headers["amz-sdk-request"] = "attempt=1; max=1"
+    return headers
+
+
+async def fetch_quota(
+    http: httpx.AsyncClient,
+    *,
+    api_base: str,
+    access_token: str,
+    profile_arn: str | None,
+    machine_id: str,
+) -> Quota:
+    """GET `getUsageLimits` for one account; upstream failures raise `GatewayError`."""
+    params = {"origin": "AI_EDITOR", "resourceType": "AGENTIC_REQUEST"}
+    if profile_arn:
+        params["profileArn"] = profile_arn
+    url = f"{api_base.rstrip('/')}/getUsageLimits"
+    with map_transport_errors("Kiro getUsageLimits"):
+        response = await http.get(url, params=params, headers=_headers(access_token, machine_id))
+    body = response.content[:_MAX_BODY_BYTES]
+    if response.status_code >= 400:
+        raise classify_http_error(response.status_code, body, dict(response.headers))
+    try:
+        parsed = response.json()
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, Mapping):
+        raise GatewayError(
+            ErrorKind.UPSTREAM_PROTOCOL, "Kiro getUsageLimits did not answer with a JSON object"
+        )
+    return parse_usage_limits(parsed)
