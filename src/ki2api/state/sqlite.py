@@ -1,0 +1,316 @@
+"""`SQLiteStore`: the default `StateStore`, one SQLite file shared by every worker process.
+
+The file holds tokens, so it is created 0600 (in a 0700 directory when we create that too)
+before SQLite opens it, and the WAL companions are kept 0600 as well. WAL with
+synchronous=NORMAL survives a killed process (only an OS crash can lose the last commit);
+every write is one `BEGIN IMMEDIATE` transaction, so compare-and-set and locks are atomic
+across processes. One connection per store object, guarded by a thread lock (the usage
+batch write runs in a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import astuple, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ki2api.state.base import AccountRecord, Health, StoredTokens, UsageRow
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+# One entry per schema version: the statements that take version i to i+1. Never edit a
+# released step; append a new one (e.g. "ALTER TABLE accounts ADD COLUMN ...").
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE accounts (
+            id TEXT PRIMARY KEY, source TEXT NOT NULL, label TEXT NOT NULL,
+            auth_method TEXT NOT NULL, machine_id TEXT NOT NULL, path TEXT,
+            priority INTEGER NOT NULL, weight INTEGER NOT NULL, enabled INTEGER NOT NULL,
+            disabled_reason TEXT, created_at REAL NOT NULL)""",
+        """CREATE TABLE tokens (
+            account_id TEXT PRIMARY KEY, data TEXT NOT NULL, version INTEGER NOT NULL,
+            synced_mtime_ns INTEGER, updated_at REAL NOT NULL)""",
+        """CREATE TABLE health (
+            account_id TEXT PRIMARY KEY, cooldown_until REAL NOT NULL, reason TEXT,
+            strikes INTEGER NOT NULL, quota_remaining REAL, quota_limit REAL,
+            quota_reset_at REAL, quota_checked_at REAL, last_error TEXT, last_ok_at REAL)""",
+        """CREATE TABLE locks (
+            name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)""",
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, client_key TEXT NOT NULL,
+            account_id TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,
+            latency_ms REAL NOT NULL, outcome TEXT NOT NULL, endpoint TEXT NOT NULL,
+            stream INTEGER NOT NULL, attempts INTEGER NOT NULL)""",
+        "CREATE INDEX usage_at ON usage(at)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_ACCOUNT_COLS = tuple(f.name for f in fields(AccountRecord))
+_HEALTH_COLS = tuple(f.name for f in fields(Health))
+_USAGE_COLS = tuple(f.name for f in fields(UsageRow))
+_KEPT_ON_UPSERT = frozenset({"id", "machine_id", "created_at"})
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def _insert_sql(table: str, cols: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+def _upsert_sql(table: str, cols: Sequence[str], key: str, kept: frozenset[str]) -> str:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in kept)
+    return f"{_insert_sql(table, cols)} ON CONFLICT({key}) DO UPDATE SET {sets}"
+
+
+_UPSERT_ACCOUNT = _upsert_sql("accounts", _ACCOUNT_COLS, "id", _KEPT_ON_UPSERT)
+_PUT_HEALTH = _upsert_sql("health", _HEALTH_COLS, "account_id", frozenset({"account_id"}))
+_INSERT_USAGE = _insert_sql("usage", _USAGE_COLS)
+_TRY_LOCK = (
+    "INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE"
+    " SET owner = excluded.owner, expires_at = excluded.expires_at"
+    " WHERE locks.owner = excluded.owner OR locks.expires_at < ?"
+)
+
+
+def _account(row: Sequence[Any]) -> AccountRecord:
+    values = dict(zip(_ACCOUNT_COLS, row, strict=True))
+    values["enabled"] = bool(values["enabled"])
+    return AccountRecord(**values)
+
+
+def _usage(row: Sequence[Any]) -> UsageRow:
+    values = dict(zip(_USAGE_COLS, row, strict=True))
+    values["stream"] = bool(values["stream"])
+    return UsageRow(**values)
+
+
+def _create_private(path: Path) -> None:
+    """Make the directory (0700 if new) and the database file (0600) before SQLite sees it."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class SQLiteStore:
+    """The SQLite `StateStore`. Build it with `SQLiteStore.open(path)`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Callable[[], float]) -> None:
+        self._conn = conn
+        self._path = path
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._data_version: int | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> SQLiteStore:
+        path = Path(path)
+        _create_private(path)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            _enable_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
+        return cls(conn, path, clock)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SQLiteStore(path={str(self._path)!r}, {state})"
+
+    # plumbing --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction: committed on success, rolled back on error."""
+        with self._mutex:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._mutex:
+            return self._conn.execute(sql, params).fetchall()
+
+    # accounts --------------------------------------------------------------------------------
+    async def list_accounts(self) -> list[AccountRecord]:
+        rows = self._read(f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts ORDER BY id")
+        return [_account(r) for r in rows]
+
+    async def get_account(self, account_id: str) -> AccountRecord | None:
+        sql = f"SELECT {', '.join(_ACCOUNT_COLS)} FROM accounts WHERE id = ?"
+        rows = self._read(sql, (account_id,))
+        return _account(rows[0]) if rows else None
+
+    async def upsert_account(self, record: AccountRecord) -> None:
+        with self._write() as conn:
+            conn.execute(_UPSERT_ACCOUNT, astuple(record))
+
+    async def remove_account(self, account_id: str) -> bool:
+        with self._write() as conn:
+            conn.execute("DELETE FROM tokens WHERE account_id = ?", (account_id,))
+            conn.execute("DELETE FROM health WHERE account_id = ?", (account_id,))
+            return conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,)).rowcount > 0
+
+    async def set_enabled(self, account_id: str, enabled: bool, reason: str | None) -> bool:
+        with self._write() as conn:
+            sql = "UPDATE accounts SET enabled = ?, disabled_reason = ? WHERE id = ?"
+            return conn.execute(sql, (enabled, reason, account_id)).rowcount > 0
+
+    # tokens ----------------------------------------------------------------------------------
+    async def load_tokens(self, account_id: str) -> StoredTokens | None:
+        sql = "SELECT data, version, synced_mtime_ns, updated_at FROM tokens WHERE account_id = ?"
+        rows = self._read(sql, (account_id,))
+        if not rows:
+            return None
+        data, version, mtime_ns, updated_at = rows[0]
+        return StoredTokens(orjson.loads(data), version, mtime_ns, updated_at)
+
+    async def save_tokens(
+        self,
+        account_id: str,
+        data: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        synced_mtime_ns: int | None = None,
+    ) -> int | None:
+        text = orjson.dumps(dict(data)).decode()
+        now = self._clock()
+        with self._write() as conn:
+            if expected_version is None:
+                sql = (
+                    "INSERT INTO tokens (account_id, data, version, synced_mtime_ns, updated_at)"
+                    " VALUES (?, ?, 1, ?, ?) ON CONFLICT(account_id) DO NOTHING"
+                )
+                done = conn.execute(sql, (account_id, text, synced_mtime_ns, now)).rowcount
+                return 1 if done else None
+            sql = (
+                "UPDATE tokens SET data = ?, version = version + 1, synced_mtime_ns = ?,"
+                " updated_at = ? WHERE account_id = ? AND version = ?"
+            )
+            params = (text, synced_mtime_ns, now, account_id, expected_version)
+            return expected_version + 1 if conn.execute(sql, params).rowcount else None
+
+    # health ----------------------------------------------------------------------------------
+    async def health(self) -> dict[str, Health]:
+        rows = self._read(f"SELECT {', '.join(_HEALTH_COLS)} FROM health")
+        found = (Health(**dict(zip(_HEALTH_COLS, r, strict=True))) for r in rows)
+        return {h.account_id: h for h in found}
+
+    async def put_health(self, health: Health) -> None:
+        with self._write() as conn:
+            conn.execute(_PUT_HEALTH, astuple(health))
+
+    async def changed(self) -> bool:
+        """True when another connection committed since the last call (and on the first)."""
+        (version,) = self._read("PRAGMA data_version")[0]
+        before, self._data_version = self._data_version, int(version)
+        return before is None or before != version
+
+    # locks -----------------------------------------------------------------------------------
+    async def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = self._clock()
+        with self._write() as conn:
+            return conn.execute(_TRY_LOCK, (name, owner, now + ttl_s, now)).rowcount > 0
+
+    async def unlock(self, name: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+    # usage log -------------------------------------------------------------------------------
+    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        if rows:
+            await asyncio.to_thread(self._insert_usage, [astuple(r) for r in rows])
+
+    def _insert_usage(self, values: list[tuple[Any, ...]]) -> None:
+        with self._write() as conn:
+            conn.executemany(_INSERT_USAGE, values)
+
+    async def usage_count(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM usage")[0][0])
+
+    async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
+        sql = f"SELECT {', '.join(_USAGE_COLS)} FROM usage ORDER BY id DESC LIMIT ?"
+        return [_usage(r) for r in reversed(self._read(sql, (limit,)))]
+
+    # lifecycle -------------------------------------------------------------------------------
+    def integrity_ok(self) -> bool:
+        rows = self._read("PRAGMA integrity_check")
+        return [tuple(r) for r in rows] == [("ok",)]
+
+    def close(self) -> None:
+        with self._mutex:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL; several processes opening a new file at once may briefly see it busy."""
+    for _ in range(100):
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.05)
+            continue
+        if str(mode).lower() == "wal":
+            return
+        time.sleep(0.05)
+    raise sqlite3.OperationalError("could not switch the state database to WAL mode")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to `SCHEMA_VERSION` in one transaction (re-reads the version inside it,
+    so processes opening a new file together each see it built once)."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    if current >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        for version in range(current, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {max(current, SCHEMA_VERSION)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
