@@ -37,6 +37,7 @@ async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> in
     _say(OK, f"using {found.source.description}")
     async with create_upstream_client(settings) as http:
         creds = KiroCredentials(found.source, settings, http)
+        await creds.load()
         _report_status(creds.status())
         if not contact_upstream:
             _print_mapping(_catalogue(settings), None)

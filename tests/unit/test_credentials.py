@@ -501,6 +501,7 @@ async def test_expiring_token_on_disk_gives_its_refresh_token(
     make_creds: MakeCreds, upstream: FakeKiroAuth
 ) -> None:
     creds, path = make_creds(social_file("2026-01-02T03:05:05.000Z"))
+    await creds.load()
     assert creds.status()["has_access_token"] is True  # loaded, not refreshed yet
     upstream.valid_refresh = {"aor-ide"}  # the IDE refreshed and rotated meanwhile
     ide = social_file("2026-01-02T03:07:05.000Z", accessToken="aoa-ide", refreshToken="aor-ide")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,12 +34,16 @@ from ki2api.kiro.credentials_discovery import (
 )
 from ki2api.kiro.credentials_store import TokenFileStore, TokenSet
 from ki2api.kiro.refresh import RELOGIN_HINT, RefreshedTokens, refresh_idc, refresh_social
+from ki2api.kiro.token_home import FileTokenHome, MemoryTokenHome, TokenHome
 from ki2api.settings import Settings
+from ki2api.state.base import StateStore
 
 __all__ = ["AuthSnapshot", "CredentialSource", "Discovery", "KiroCredentials", "discover"]
 
 _log = logging.getLogger(__name__)
 REFRESH_TIMEOUT_S = 30.0
+LOCK_TTL_S = REFRESH_TIMEOUT_S + 30.0  # a crashed holder's lock lapses after this
+_LOCK_POLL_S = 0.05
 
 
 def _utc_now() -> datetime:
@@ -51,6 +57,7 @@ class AuthSnapshot:
     profile_arn: str | None
     auth_method: str  # "social" | "idc"
     expires_at: datetime | None
+    machine_id: str | None = None  # the account's own stable machine id, when it has one
 
 
 def _is_newer(disk: TokenSet, mine: TokenSet) -> bool:
@@ -76,6 +83,9 @@ class KiroCredentials:
         clock: Callable[[], datetime] = _utc_now,
         account_id: str = "default",
         failure_backoff_s: float = 5.0,
+        home: TokenHome | None = None,
+        locks: StateStore | None = None,
+        machine_id: str | None = None,
     ) -> None:
         self._source = source
         self._settings = settings
@@ -84,19 +94,17 @@ class KiroCredentials:
         self._account_id = account_id
         self._backoff = timedelta(seconds=failure_backoff_s)
         self._tokens = TokenSet()
-        self._store: TokenFileStore | None = None
-        if source.kind == "file" and source.path is not None:
-            self._store = TokenFileStore(
-                source.path, default_region=settings.kiro_region, account_id=account_id
-            )
+        self._home: TokenHome = home or _default_home(source, settings, account_id)
+        self._locks = locks  # shared with other workers: one refresh per account among them
+        self._owner = secrets.token_hex(8)
+        self._machine_id = machine_id
         self._inflight: asyncio.Task[AuthSnapshot] | None = None
         self._refresh_count = 0
         self._failure_count = 0
         self._last_error: GatewayError | None = None
         self._failed_at: datetime | None = None
         self._last_ok_at: datetime | None = None
-        if source.kind == "env":
-            self._tokens = TokenSet(settings.kiro_access_token, settings.kiro_refresh_token)
+        self._load_problem: str | None = None
 
     @classmethod
     def from_settings(
@@ -116,13 +124,17 @@ class KiroCredentials:
         return f"KiroCredentials(account_id={self._account_id!r}, source={self._source.kind!r})"
 
     @property
+    def account_id(self) -> str:
+        return self._account_id
+
+    @property
     def refresh_count(self) -> int:
         """Successful upstream refreshes so far."""
         return self._refresh_count
 
     async def current(self) -> AuthSnapshot:
         """A token to use now; refreshes first if it is missing or about to expire."""
-        self._ensure_loaded()
+        await self._ensure_loaded()
         if not self._needs_refresh(self._clock()):
             return self._snapshot()
         try:
@@ -140,19 +152,22 @@ class KiroCredentials:
 
     async def refresh(self, *, stale: str | None = None) -> AuthSnapshot:
         """Forced refresh (single-flight). If `stale` was already replaced, return the new one."""
-        self._ensure_loaded()
+        await self._ensure_loaded()
         mine = self._tokens.access_token
         if stale is not None and mine is not None and mine != stale:
             return self._snapshot()
         return await self._join_refresh()
 
-    def status(self) -> dict[str, object]:
-        """Health/doctor view of this login. Never contains a token or secret."""
-        problem: str | None = None
+    async def load(self) -> None:
+        """Read the token home now, so `status()` shows it; a problem is reported there."""
         try:
-            self._ensure_loaded()
-        except GatewayError as exc:
-            problem = exc.message
+            await self._ensure_loaded()
+        except GatewayError:
+            pass
+
+    def status(self) -> dict[str, object]:
+        """Health/doctor view of this login (as last loaded). Never contains a token or secret."""
+        problem = self._load_problem
         now = self._clock()
         tokens = self._tokens
         expires = tokens.expires_at
@@ -160,7 +175,7 @@ class KiroCredentials:
             "account_id": self._account_id,
             "source": self._source.description,
             "source_kind": self._source.kind,
-            "path": str(self._source.path) if self._source.path else None,
+            "path": str(self._home.path) if self._home.path else None,
             "auth_method": self._auth_method(),
             "has_access_token": tokens.access_token is not None,
             "has_refresh_token": tokens.refresh_token is not None,
@@ -172,7 +187,7 @@ class KiroCredentials:
             "last_refresh_ok": self._last_refresh_ok(),
             "last_refresh_at": self._last_ok_at.isoformat() if self._last_ok_at else None,
             "last_error": self._last_error.message if self._last_error else problem,
-            "read_only": self._store.read_only if self._store else False,
+            "read_only": self._home.read_only,
         }
 
     # -- state ----------------------------------------------------------------------------
@@ -183,7 +198,7 @@ class KiroCredentials:
         return True if self._last_ok_at is not None else None
 
     def _auth_method(self) -> str:
-        return self._store.auth_method if self._store else "social"
+        return self._home.auth_method if self._home.loaded else "social"
 
     def _profile_arn(self) -> str | None:
         return self._settings.kiro_profile_arn or self._tokens.profile_arn
@@ -198,6 +213,7 @@ class KiroCredentials:
             self._profile_arn(),
             self._auth_method(),
             self._tokens.expires_at,
+            self._machine_id,
         )
 
     def _needs_refresh(self, now: datetime) -> bool:
@@ -223,13 +239,18 @@ class KiroCredentials:
 
     # -- token file -----------------------------------------------------------------------
 
-    def _ensure_loaded(self) -> None:
-        if self._store is not None and not self._store.loaded:
-            self._sync_from_disk()
+    async def _ensure_loaded(self) -> None:
+        if not self._home.loaded:
+            try:
+                await self._sync()
+            except GatewayError as exc:
+                self._load_problem = exc.message
+                raise
+            self._load_problem = None
 
-    def _sync_from_disk(self) -> bool:
-        """Re-read the token file if it changed; True when its tokens were adopted."""
-        disk = self._store.changed_tokens() if self._store else None
+    async def _sync(self) -> bool:
+        """Re-read the token home if it changed; True when its tokens were adopted."""
+        disk = await self._home.load_changed()
         if disk is None or not _is_newer(disk, self._tokens):
             return False
         mine = self._tokens
@@ -258,17 +279,51 @@ class KiroCredentials:
         if not task.cancelled():
             task.exception()  # retrieved here, so an unawaited failure is not reported twice
 
-    async def _refresh_flight(self) -> AuthSnapshot:
-        before = self._tokens.access_token
-        if self._sync_from_disk():
+    async def _adopted_newer(self, before: str | None) -> bool:
+        """Did someone else (the Kiro IDE, another worker) already put a fresh token there?"""
+        if await self._sync():
             fresh = self._tokens.access_token
             if fresh is not None and fresh != before and not self._needs_refresh(self._clock()):
-                _log.info("account %s: adopted the token the Kiro IDE refreshed", self._account_id)
-                return self._snapshot()
+                _log.info("account %s: adopted a token refreshed elsewhere", self._account_id)
+                return True
+        return False
+
+    async def _refresh_flight(self) -> AuthSnapshot:
+        before = self._tokens.access_token
+        if await self._adopted_newer(before):
+            return self._snapshot()
         started = self._clock()
         if self._last_error is not None and self._failed_at is not None:
             if started - self._failed_at < self._backoff:
                 raise _copy(self._last_error)
+        if self._locks is None:
+            return await self._refresh_now(started)
+        return await self._refresh_locked(before, started)
+
+    async def _refresh_locked(self, before: str | None, started: datetime) -> AuthSnapshot:
+        """Refresh under the store's lock for this account, so that of several workers only
+        one calls Kiro; the others wait and adopt what it saved."""
+        assert self._locks is not None
+        name = f"refresh:{self._account_id}"
+        deadline = time.monotonic() + LOCK_TTL_S
+        while not await self._locks.try_lock(name, self._owner, LOCK_TTL_S):
+            await asyncio.sleep(_LOCK_POLL_S)
+            if await self._adopted_newer(before):
+                return self._snapshot()
+            if time.monotonic() > deadline:
+                raise GatewayError(
+                    ErrorKind.UPSTREAM_TIMEOUT,
+                    "Another gateway worker's token refresh for this account did not finish.",
+                    retryable=True,
+                )
+        try:
+            if await self._adopted_newer(before):
+                return self._snapshot()
+            return await self._refresh_now(started)
+        finally:
+            await self._locks.unlock(name, self._owner)
+
+    async def _refresh_now(self, started: datetime) -> AuthSnapshot:
         try:
             grant = await self._call_upstream()
         except GatewayError as exc:
@@ -277,8 +332,7 @@ class KiroCredentials:
             _log.warning("account %s: token refresh failed: %s", self._account_id, exc.message)
             raise
         self._apply(grant, self._clock())
-        if self._store is not None:
-            await self._store.save(self._tokens)
+        await self._home.save(self._tokens)
         return self._snapshot()
 
     async def _call_upstream(self) -> RefreshedTokens:
@@ -289,19 +343,21 @@ class KiroCredentials:
                 "The Kiro access token was refused or has expired and there is no refresh token "
                 f"to renew it. {RELOGIN_HINT}",
             )
-        if self._store is None or self._store.auth_method != "idc":
+        home = self._home
+        if home.auth_method != "idc":
             base = self._settings.kiro_auth_base
             return await refresh_social(
                 self._http, auth_base=base, refresh_token=refresh_token, timeout=REFRESH_TIMEOUT_S
             )
-        registration = self._store.client_registration()
+        registration = home.client_registration()
         if registration is None:
+            where = f"next to {home.path}" if home.path else "with it"
             raise GatewayError(
                 ErrorKind.UPSTREAM_AUTH,
                 "This is an IAM Identity Center / Builder ID login, but no client registration "
-                f"(clientId and clientSecret) was found next to {self._store.path}. {RELOGIN_HINT}",
+                f"(clientId and clientSecret) was found {where}. {RELOGIN_HINT}",
             )
-        region = self._store.region
+        region = home.region
         base = self._settings.kiro_oidc_base or f"https://oidc.{region}.amazonaws.com"
         return await refresh_idc(
             self._http,
@@ -324,6 +380,14 @@ class KiroCredentials:
         self._last_ok_at = now
         self._last_error = self._failed_at = None
         _log.info("account %s: Kiro token refreshed", self._account_id)
+
+
+def _default_home(source: CredentialSource, settings: Settings, account_id: str) -> TokenHome:
+    if source.kind == "file" and source.path is not None:
+        return FileTokenHome(
+            TokenFileStore(source.path, default_region=settings.kiro_region, account_id=account_id)
+        )
+    return MemoryTokenHome(TokenSet(settings.kiro_access_token, settings.kiro_refresh_token))
 
 
 def _copy(error: GatewayError) -> GatewayError:
