@@ -119,7 +119,7 @@ def _is_token_file(path: Path) -> bool:
 def scan_token_dir(root: Path) -> list[tuple[str, Path]]:
     """Every token file under `root` (recursive, sorted) with a suggested unique id: the first
     directory under `root` for `root/NAME/.../kiro-auth-token.json`, else the file stem.
-    Registration files (no tokens), unreadable files and hidden directories are skipped."""
+    Registration files (no tokens), unreadable files and hidden files are skipped."""
     if not root.is_dir():
         raise AccountSourceError(f"{root} is not a directory")
     try:
@@ -201,7 +201,7 @@ def _token_json(
     expires = _expires_iso(raw.get("expires_at", raw.get("expiresAt")))
     if expires is not None:
         out["expiresAt"] = expires
-    region = _str(raw, "region") or _str(registration, "region")
+    region = _str(raw, "region") or (_str(registration, "region") if method == "IdC" else None)
     if region is not None:
         out["region"] = region
     if profile is not None and "profileArn" not in out:
