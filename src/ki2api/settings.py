@@ -52,6 +52,11 @@ class Settings:
     connect_timeout_s: float = 10.0
     refresh_ahead_s: float = 300.0
     max_connections: int = 1024
+    # Account pool (kiro/pool_policy.py)
+    max_attempts: int = 4  # accounts tried for one request before giving up
+    throttle_cooldown_s: float = 5.0  # first rest after a 429 (doubles per repeat, max 300 s)
+    error_cooldown_s: float = 2.0  # first rest after a 5xx / network error (max 60 s)
+    quota_poll_s: float = 1800.0  # how often to ask getUsageLimits per account (0: never)
     # Upstream size budget (kiro/budget.py)
     max_upstream_bytes: int = 600_000
     trim_history: bool = False
@@ -185,6 +190,10 @@ def load_settings(
         read_timeout_s=_float(env, "KI2API_READ_TIMEOUT_S", 300.0),
         refresh_ahead_s=_float(env, "KI2API_REFRESH_AHEAD_S", 300.0),
         max_connections=_int(env, "KI2API_MAX_UPSTREAM_CONNECTIONS", 1024),
+        max_attempts=max(1, _int(env, "KI2API_MAX_ATTEMPTS", 4)),
+        throttle_cooldown_s=_float(env, "KI2API_THROTTLE_COOLDOWN_S", 5.0),
+        error_cooldown_s=_float(env, "KI2API_ERROR_COOLDOWN_S", 2.0),
+        quota_poll_s=_float(env, "KI2API_QUOTA_POLL_S", 1800.0),
         max_upstream_bytes=_int(env, "KI2API_MAX_UPSTREAM_BYTES", 600_000),
         trim_history=_bool(env, "KI2API_TRIM_HISTORY", False),
         image_fetch=_bool(env, "KI2API_IMAGE_FETCH", True),
