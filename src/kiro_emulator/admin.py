@@ -58,7 +58,7 @@ async def patch_account(request: Request) -> Response:
     if not isinstance(changes, dict):
         return _error(400, 'body must be {"behaviour": {...}}')
     try:
-        account.behaviour = account.behaviour.updated(changes)
+        state.set_behaviour(account, changes)
     except ValueError as exc:
         return _error(400, str(exc))
     return json_response(state.describe(account))

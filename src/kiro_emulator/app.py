@@ -16,15 +16,8 @@ from . import admin, tokens
 from .common import bearer, emulator, request_id_headers
 from .config import EmulatorConfig
 from .credentials import write_credentials
-from .errors import (
-    BEARER_INVALID,
-    QUOTA_EXHAUSTED,
-    SUSPENDED,
-    THROTTLED,
-    UNKNOWN_OPERATION,
-    Rejection,
-    json_response,
-)
+from .errors import BEARER_INVALID, UNKNOWN_OPERATION, Rejection, json_response
+from .faults import TRANSPORT_KEY, DropConnection, decide, transport_of
 from .mcp import mcp
 from .models import list_models_page, usage_limits
 from .reqlog import record
@@ -33,20 +26,16 @@ from .state import Account, EmulatorState
 from .stream import build_plan, stream_body
 from .validate import parse_chat
 
-__all__ = ["CHAT_TARGET", "EVENTSTREAM", "create_app"]
+__all__ = ["CHAT_TARGET", "EVENTSTREAM", "EmulatorApp", "create_app"]
 
 CHAT_TARGET = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 
 
-def _check_faults(account: Account) -> None:
-    b = account.behaviour
-    if b.suspended:
-        raise SUSPENDED.because("behaviour suspended")
-    if b.quota_exhausted:
-        raise QUOTA_EXHAUSTED.because("behaviour quota_exhausted")
-    if b.throttled:
-        raise THROTTLED.because("behaviour throttled")
+def _note_fault(account: Account, entry: dict[str, Any], name: str | None) -> None:
+    if name is not None:
+        account.counters.faults += 1
+        entry["fault"] = name
 
 
 async def _counted(
@@ -60,13 +49,20 @@ async def _counted(
         state.stream_ended(account)
 
 
-async def _answer_chat(state: EmulatorState, raw: bytes, account: Account | None) -> Response:
+async def _answer_chat(
+    state: EmulatorState, raw: bytes, account: Account | None, entry: dict[str, Any]
+) -> Response:
     if account is None:
         raise BEARER_INVALID.because("missing, unknown or expired bearer token")
     account.counters.chat_requests += 1
     if account.behaviour.latency_ms > 0:
         await state.sleep(account.behaviour.latency_ms / 1000)
-    _check_faults(account)
+    fault = decide(account.behaviour, account.fault_rng)
+    if fault.rejection is not None or fault.drop:
+        _note_fault(account, entry, fault.name)
+        if fault.rejection is not None:
+            raise fault.rejection
+        return DropConnection()
     req = parse_chat(raw, account.auth_method)
     directives, content = parse_directives(req.content)
     if directives.error is not None:
@@ -74,7 +70,8 @@ async def _answer_chat(state: EmulatorState, raw: bytes, account: Account | None
         kind = err.get("type") if isinstance(err.get("type"), str) else None
         raise Rejection(err["status"], err.get("body", {}), kind, "directive error")
     reply = plan_reply(content, req.tools, directives, state.new_tool_use_id)
-    plan = build_plan(reply, directives, req.model_id, req.body_chars)
+    plan = build_plan(reply, directives, req.model_id, req.body_chars, fault.stream)
+    _note_fault(account, entry, fault.name)
     account.counters.served += 1
     headers = request_id_headers(state)
     headers["x-amzn-codewhisperer-conversation-id"] = req.conversation_id or state.new_uuid()
@@ -88,11 +85,11 @@ async def chat(request: Request) -> Response:
     account = state.authenticate(bearer(request))
     entry = record(state, request, raw, account)
     try:
-        response = await _answer_chat(state, raw, account)
+        response = await _answer_chat(state, raw, account, entry)
     except Rejection as r:
         entry["status"], entry["rejected"] = r.status, r.why or str(r)
         return r.response(request_id_headers(state))
-    entry["status"] = response.status_code
+    entry["status"] = None if isinstance(response, DropConnection) else response.status_code
     return response
 
 
@@ -137,8 +134,18 @@ async def get_usage_limits(request: Request) -> Response:
         account.behaviour.quota_exhausted,
         state.clock(),
         f"{account.id}@example.com",
+        account.behaviour.quota_reset_at,
     )
     return json_response(body, headers=request_id_headers(state))
+
+
+class EmulatorApp(Starlette):
+    """Starlette that keeps the server's transport in the scope (for drop_connection)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[TRANSPORT_KEY] = transport_of(send)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -163,6 +170,6 @@ def create_app(
         Route("/mcp", mcp, methods=["POST"]),
         *admin.routes(),
     ]
-    app = Starlette(routes=routes)
+    app = EmulatorApp(routes=routes)
     app.state.emulator = state
     return app

@@ -14,12 +14,15 @@ from starlette.responses import Response
 __all__ = [
     "BEARER_INVALID",
     "CONTENT_TOO_LONG",
+    "HIGH_LOAD",
     "IMPROPER",
     "INVALID_MODEL",
     "PROFILE_ARN_REQUIRED",
     "QUOTA_EXHAUSTED",
+    "SERVER_ERROR",
     "SUSPENDED",
     "THROTTLED",
+    "UNAVAILABLE",
     "UNKNOWN_OPERATION",
     "Rejection",
     "json_response",
@@ -30,20 +33,30 @@ class Rejection(Exception):
     """An HTTP error answer: status, JSON body and the AWS error type header."""
 
     def __init__(
-        self, status: int, body: dict[str, Any], error_type: str | None = None, why: str = ""
+        self,
+        status: int,
+        body: dict[str, Any],
+        error_type: str | None = None,
+        why: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status} {why or body.get('message') or body.get('error')}")
         self.status = status
         self.body = body
         self.error_type = error_type
         self.why = why
+        self.headers = dict(headers or {})
 
     def because(self, why: str) -> Rejection:
         """The same answer, noting which rule fired (shown in the emulator's request log only)."""
-        return Rejection(self.status, self.body, self.error_type, why)
+        return Rejection(self.status, self.body, self.error_type, why, self.headers)
+
+    def with_headers(self, headers: dict[str, str]) -> Rejection:
+        """The same answer with these extra HTTP headers."""
+        return Rejection(self.status, self.body, self.error_type, self.why, headers)
 
     def response(self, headers: dict[str, str] | None = None) -> Response:
-        extra = dict(headers or {})
+        extra = {**self.headers, **(headers or {})}
         if self.error_type:
             extra["x-amzn-errortype"] = self.error_type
         return json_response(self.body, self.status, extra)
@@ -103,6 +116,28 @@ SUSPENDED = Rejection(
         "reason": "TEMPORARILY_SUSPENDED",
     },
     "AccessDeniedException",
+)
+# 500 with the body kiro.rs and AIClient quote (KIRO_PROTOCOL.md 6.2).
+SERVER_ERROR = Rejection(
+    500,
+    {
+        "message": "Encountered an unexpected error when processing the request, please try again.",
+        "reason": None,
+    },
+    "InternalServerException",
+)
+UNAVAILABLE = Rejection(
+    503,
+    {
+        "__type": "ServiceUnavailableException",
+        "message": "The service is temporarily unavailable. Please try again later.",
+    },
+    "ServiceUnavailableException",
+)
+# q-cli's retry-classifier fixture: a bare `{"error": ...}` body (no error type is known).
+HIGH_LOAD = Rejection(
+    500,
+    {"error": "Encountered unexpectedly high load when processing the request, please try again."},
 )
 # An AWS JSON-protocol service answers a POST / without a known x-amz-target like this.
 UNKNOWN_OPERATION = Rejection(

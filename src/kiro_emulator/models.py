@@ -86,10 +86,13 @@ def next_month_start(now: float) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
-def usage_limits(used: float, exhausted: bool, now: float, email: str) -> dict[str, Any]:
-    """getUsageLimits for a free-tier account that has spent `used` requests (credits)."""
+def usage_limits(
+    used: float, exhausted: bool, now: float, email: str, reset_at: float | None = None
+) -> dict[str, Any]:
+    """getUsageLimits for a free-tier account that has spent `used` requests (credits); the
+    quota resets at `reset_at` (epoch seconds), by default at the start of next month."""
     current = float(FREE_LIMIT) if exhausted else float(used)
-    reset_at = next_month_start(now)
+    reset = next_month_start(now) if reset_at is None else int(reset_at)
     return {
         "usageBreakdownList": [
             {
@@ -101,7 +104,7 @@ def usage_limits(used: float, exhausted: bool, now: float, email: str) -> dict[s
                 "currentUsageWithPrecision": current,
                 "usageLimit": FREE_LIMIT,
                 "usageLimitWithPrecision": float(FREE_LIMIT),
-                "nextDateReset": reset_at,
+                "nextDateReset": reset,
                 "overageCharges": 0,
                 "overageRate": 0.04,
                 "overageCap": 0,
@@ -119,8 +122,8 @@ def usage_limits(used: float, exhausted: bool, now: float, email: str) -> dict[s
             "upgradeCapability": "UPGRADE_CAPABLE",
             "subscriptionManagementTarget": "PURCHASE",
         },
-        "daysUntilReset": max(0, int((reset_at - now) // 86_400)),
-        "nextDateReset": reset_at,
+        "daysUntilReset": max(0, int((reset - now) // 86_400)),
+        "nextDateReset": reset,
         "overageConfiguration": {"overageStatus": "DISABLED"},
         "limits": [],
     }

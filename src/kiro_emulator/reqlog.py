@@ -39,6 +39,7 @@ def record(
         "body_bytes": len(raw),
         "status": None,
         "rejected": None,
+        "fault": None,
     }
     state.requests.append(entry)
     return entry

@@ -8,10 +8,11 @@ import string
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import credentials as cred
+from .behaviour import Behaviour
 from .config import EmulatorConfig
 from .errors import Rejection
 
@@ -30,39 +31,6 @@ _REGISTRATION_TTL_S = 90 * 86_400
 
 
 @dataclass
-class Behaviour:
-    quota_exhausted: bool = False
-    throttled: bool = False
-    suspended: bool = False
-    token_ttl_s: float | None = None
-    refresh_fails: bool = False
-    rotate_refresh_token: bool = False
-    latency_ms: float = 0.0
-
-    def updated(self, changes: Mapping[str, Any]) -> Behaviour:
-        """A copy with `changes` applied; ValueError names an unknown key or a bad value."""
-        known = {f.name: f for f in fields(self)}
-        values = asdict(self)
-        for key, value in changes.items():
-            if key not in known:
-                raise ValueError(f"unknown behaviour key {key!r}")
-            values[key] = _coerce(key, value)
-        return Behaviour(**values)
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if key in ("token_ttl_s", "latency_ms"):
-        if value is None and key == "token_ttl_s":
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ValueError(f"{key} must be a number >= 0")
-        return float(value)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false")
-    return value
-
-
-@dataclass
 class Counters:
     chat_requests: int = 0  # authenticated chat calls received
     served: int = 0  # chat calls answered with a stream
@@ -70,6 +38,7 @@ class Counters:
     refresh_failures: int = 0
     streams_now: int = 0
     streams_max: int = 0
+    faults: int = 0  # chat calls that got an injected fault (behaviour or random)
 
 
 @dataclass(frozen=True)
@@ -91,6 +60,7 @@ class Account:
     access_expires: float = 0.0
     refresh_token: str = field(default="", repr=False)
     counters: Counters = field(default_factory=Counters)
+    fault_rng: random.Random = field(default_factory=random.Random, repr=False)
 
 
 def _norm_auth(method: str) -> str:
@@ -147,12 +117,26 @@ class EmulatorState:
                 exp = self.clock() + _REGISTRATION_TTL_S
                 reg = Registration(self._b64(16), "sec" + self._b64(96), exp, cred.client_id_hash())
             profile = self._profile_arn() if method == "social" else None
-            acct = Account(acct_id, method, Behaviour(**asdict(base)), profile, reg)
+            acct = Account(acct_id, method, replace(base), profile, reg)
+            self.reseed_faults(acct)
             acct.refresh_token = self._new_refresh(acct_id)
             self.issue_access(acct)
             self.accounts[acct_id] = acct
             made.append(acct)
         return made
+
+    def set_behaviour(self, account: Account, changes: Mapping[str, Any]) -> None:
+        """Apply validated `changes` (ValueError on a bad one); a new `fault_seed` reseeds."""
+        account.behaviour = account.behaviour.updated(changes)
+        if "fault_seed" in changes:
+            self.reseed_faults(account)
+
+    def reseed_faults(self, account: Account) -> None:
+        """Restart the account's fault sequence: from `fault_seed`, else from the emulator's
+        seed and the account id (so one account's traffic never shifts another's faults)."""
+        seed = account.behaviour.fault_seed
+        default = f"{self.config.seed}/{account.id}"
+        account.fault_rng = random.Random(default if seed is None else seed)
 
     def _new_refresh(self, account_id: str) -> str:
         token = "aor" + self._b64(96)
@@ -246,8 +230,9 @@ class EmulatorState:
         return {"accounts": {a.id: asdict(a.counters) for a in self.accounts.values()}}
 
     def reset(self) -> None:
-        """Forget requests and counters (accounts and tokens stay)."""
+        """Forget requests and counters and restart fault sequences (accounts and tokens stay)."""
         self.requests.clear()
         for acct in self.accounts.values():
             now = acct.counters.streams_now
             acct.counters = Counters(streams_now=now, streams_max=now)
+            self.reseed_faults(acct)

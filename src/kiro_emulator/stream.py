@@ -2,7 +2,9 @@
 
 `build_plan` is pure and lazy (a benchmark may ask for many events on many streams at once);
 `stream_body` is the async generator handed to Starlette: it sleeps for the scripted delays and
-applies the byte-level faults (mid-stream exception, truncated frame, re-chunking).
+applies the byte-level faults (mid-stream exception, truncated frame, re-chunking). `StreamFaults`
+carries an account's stream faults (docs/emulator.md): no frames, no closing events, a cut frame,
+a stall before the first frame or after some.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ki2api.kiro.codec import encode_event, encode_exception
 from .models import KNOWN_MODELS, context_window
 from .script import Directives, Reply, ToolCall, split_text
 
-__all__ = ["StreamPlan", "build_plan", "stream_body"]
+__all__ = ["StreamFaults", "StreamPlan", "build_plan", "stream_body"]
 
 DEFAULT_EXCEPTION_MESSAGE = (
     "Encountered an unexpected error when processing the request, please try again."
@@ -29,6 +31,19 @@ _RATES = {m.model_id: m.rate for m in KNOWN_MODELS}
 
 def _event(event_type: str, payload: dict[str, Any]) -> bytes:
     return encode_event(event_type, orjson.dumps(payload))
+
+
+@dataclass(frozen=True)
+class StreamFaults:
+    empty: bool = False  # 200 with no frames at all
+    no_tail: bool = False  # leave out meteringEvent / contextUsageEvent (and metadataEvent)
+    truncate_after: int | None = None  # cut frame n in half and end the body
+    first_delay_s: float = 0.0  # wait before the first frame
+    stall_after: int | None = None  # after n frames go silent for stall_s, then continue
+    stall_s: float = 0.0
+
+
+NO_FAULTS = StreamFaults()
 
 
 @dataclass
@@ -41,6 +56,8 @@ class StreamPlan:
     exception_frame: bytes = b""
     truncate_at: int | None = None
     split_bytes: int | None = None
+    stall_at: int | None = None
+    stall_s: float = 0.0
 
 
 def _text_frames(pieces: list[str], count: int) -> Iterator[bytes]:
@@ -110,7 +127,20 @@ def _exception(d: Directives, content_events: int) -> tuple[int | None, bytes]:
     return max(0, at), encode_exception(kind, orjson.dumps(payload))
 
 
-def build_plan(reply: Reply, d: Directives, model_id: str, body_chars: int) -> StreamPlan:
+def _first(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def build_plan(
+    reply: Reply,
+    d: Directives,
+    model_id: str,
+    body_chars: int,
+    faults: StreamFaults = NO_FAULTS,
+) -> StreamPlan:
+    if faults.empty:
+        return StreamPlan(total=0, frames=iter(()))
     pieces, text_count, out_chars = _text_layout(reply.text, d)
     out_chars += sum(len(r) for r in reply.repeat) + sum(
         len(c.input_json) for c in reply.tool_calls
@@ -120,7 +150,7 @@ def build_plan(reply: Reply, d: Directives, model_id: str, body_chars: int) -> S
     )
     out_chars += sum(len(r["text"]) for r in reply.reasoning)
     content_events = len(reply.reasoning) + text_count + len(reply.repeat) + tool_count
-    tail = _tail(d, model_id, body_chars, out_chars)
+    tail = [] if faults.no_tail else _tail(d, model_id, body_chars, out_chars)
     frames = chain(
         (_event("reasoningContentEvent", r) for r in reply.reasoning),
         _text_frames(pieces, text_count),
@@ -130,16 +160,18 @@ def build_plan(reply: Reply, d: Directives, model_id: str, body_chars: int) -> S
     )
     total = content_events + len(tail)
     exception_at, exception_frame = _exception(d, content_events)
-    truncate_at = d.truncate_after_events
+    truncate_at = _first(d.truncate_after_events, faults.truncate_after)
     return StreamPlan(
         total=total,
         frames=frames,
-        first_delay_s=d.first_delay_s,
+        first_delay_s=max(d.first_delay_s, faults.first_delay_s),
         delay_s=d.delay_s,
         exception_at=exception_at,
         exception_frame=exception_frame,
         truncate_at=None if truncate_at is None else min(truncate_at, total - 1),
         split_bytes=d.split_bytes,
+        stall_at=None if faults.stall_after is None else min(faults.stall_after, total),
+        stall_s=faults.stall_s,
     )
 
 
@@ -180,18 +212,28 @@ class _Chunker:
             self.buf.clear()
 
 
+def _delay(plan: StreamPlan, i: int) -> float:
+    """Seconds to wait before frame `i` (or, for i == the frame count, before the end)."""
+    delay = plan.first_delay_s if i == 0 else plan.delay_s
+    return delay + (plan.stall_s if i == plan.stall_at else 0.0)
+
+
 async def stream_body(
     plan: StreamPlan, sleep: Callable[[float], Awaitable[Any]]
 ) -> AsyncIterator[bytes]:
-    """Yield the response body piece by piece, sleeping for the scripted delays."""
+    """Yield the response body piece by piece, sleeping for the scripted delays and stalls."""
     chunker = _Chunker(plan.split_bytes)
+    sent = 0
     for i, frame in enumerate(_scheduled(plan)):
-        delay = plan.first_delay_s if i == 0 else plan.delay_s
+        delay = _delay(plan, i)
         if delay > 0:
             for piece in chunker.flush():
                 yield piece
             await sleep(delay)
         for piece in chunker.push(frame):
             yield piece
+        sent = i + 1
     for piece in chunker.flush():
         yield piece
+    if plan.stall_at is not None and sent <= plan.stall_at and plan.stall_s > 0:
+        await sleep(plan.stall_s)  # fewer frames than the stall point: go silent before the end
