@@ -1,4 +1,4 @@
-"""`ki2api serve | demo | emulator | doctor`."""
+"""`ki2api serve | demo | emulator | doctor | accounts`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from ki2api import __version__
+from ki2api.accounts_cli import add_accounts_parser, positive_int, run_accounts
 from ki2api.doctor import run_doctor
 from ki2api.runner import demo, serve
 from ki2api.settings import Settings, SettingsError, load_settings
@@ -29,10 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (serve, demo):
         p.add_argument("--host", help="listen address (default: HOST or 127.0.0.1)")
         p.add_argument("--port", type=int, help="listen port (default: PORT or 8989)")
+    serve.add_argument(
+        "--workers", type=positive_int, help="worker processes (default: KI2API_WORKERS or 1)"
+    )
     demo.add_argument("--emulator-port", type=int, default=0, help="emulator port (default: any)")
     sub.add_parser("emulator", help="run the Kiro emulator alone (see `ki2api emulator -h`)")
     doctor = sub.add_parser("doctor", help="diagnose the Kiro login and the upstream")
     doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
+    add_accounts_parser(sub)
     return parser
 
 
@@ -63,9 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging("error" if args.command == "doctor" else settings.log_level)
+    quiet = args.command in ("doctor", "accounts")
+    _configure_logging("error" if quiet else settings.log_level)
+    if args.command == "accounts":
+        return run_accounts(settings, args)
     if args.command == "serve":
-        return serve(settings)
+        workers = settings.workers if args.workers is None else args.workers
+        if workers < 1:
+            print("ki2api: configuration error: KI2API_WORKERS must be at least 1", file=sys.stderr)
+            return 2
+        return serve(settings, workers=workers)
     if args.command == "demo":
         return asyncio.run(demo(settings, emulator_port=args.emulator_port))
     return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))

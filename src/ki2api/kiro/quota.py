@@ -3,15 +3,19 @@
 `parse_usage_limits` is pure and never raises: a missing or odd field only makes the figure it
 feeds unknown (None). Remaining = limit - used of the main breakdown (the `CREDIT` resource when
 there is one), plus the limit - used of an active free trial and of every active bonus;
-`*WithPrecision` floats win over the rounded integers. `fetch_quota` is the one HTTP call.
+`*WithPrecision` floats win over the rounded integers. `fetch_quota` is the one HTTP call;
+`check_quotas` runs it for every enabled account of a store and keeps the figures in health.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,10 +23,13 @@ import httpx
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.headers import chat_headers
+from ki2api.kiro.importers import AccountSourceError, load_token_json
 from ki2api.kiro.tokenfile import parse_expires_at
-from ki2api.transport import map_transport_errors
+from ki2api.settings import Settings
+from ki2api.state.base import AccountRecord, Health, StateStore
+from ki2api.transport import create_upstream_client, map_transport_errors
 
-__all__ = ["Quota", "fetch_quota", "parse_usage_limits"]
+__all__ = ["Quota", "check_quotas", "fetch_quota", "parse_usage_limits"]
 
 _MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (year 5138 in seconds)
 _MAX_BODY_BYTES = 1024 * 1024
@@ -164,3 +171,95 @@ async def fetch_quota(
             ErrorKind.UPSTREAM_PROTOCOL, "Kiro getUsageLimits did not answer with a JSON object"
         )
     return parse_usage_limits(parsed)
+
+
+# the accounts in a store ------------------------------------------------------------------------
+
+_EXPIRY_MARGIN_S = 30.0
+
+
+def _usable_access_token(data: Mapping[str, Any], now: float) -> str | None:
+    token = data.get("accessToken")
+    if not isinstance(token, str) or not token:
+        return None
+    expires = parse_expires_at(data.get("expiresAt"))
+    if expires is not None and expires[0].timestamp() <= now + _EXPIRY_MARGIN_S:
+        return None
+    return token
+
+
+async def _token_candidates(
+    settings: Settings, store: StateStore, record: AccountRecord
+) -> list[Mapping[str, Any]]:
+    """The token JSONs an account may be used with: the store's copy first, then its file."""
+    found: list[Mapping[str, Any]] = []
+    stored = await store.load_tokens(record.id)
+    if stored is not None:
+        found.append(stored.data)
+    if record.source == "file" and record.path:
+        try:
+            found.append(load_token_json(Path(record.path)))
+        except AccountSourceError:
+            pass
+    if record.source == "env" and settings.kiro_access_token:
+        found.append({"accessToken": settings.kiro_access_token})
+    return found
+
+
+async def _check_one(
+    settings: Settings,
+    store: StateStore,
+    http: httpx.AsyncClient,
+    record: AccountRecord,
+    now: float,
+) -> str | None:
+    """Fetch and store one account's quota; returns a note when it could not."""
+    for data in await _token_candidates(settings, store, record):
+        token = _usable_access_token(data, now)
+        if token is None:
+            continue
+        arn = data.get("profileArn")
+        quota = await fetch_quota(
+            http,
+            api_base=settings.kiro_api_base,
+            access_token=token,
+            profile_arn=arn if isinstance(arn, str) and arn else settings.kiro_profile_arn,
+            machine_id=record.machine_id,
+        )
+        old = (await store.health()).get(record.id) or Health(record.id)
+        await store.put_health(
+            dataclasses.replace(
+                old,
+                quota_remaining=quota.remaining,
+                quota_limit=quota.limit,
+                quota_reset_at=quota.reset_at,
+                quota_checked_at=time.time(),
+            )
+        )
+        return None
+    return f"{record.id}: quota not checked (no unexpired access token; refresh it first)"
+
+
+async def check_quotas(
+    settings: Settings, store: StateStore, http: httpx.AsyncClient | None = None
+) -> list[str]:
+    """Fetch the quota of every enabled account that has a usable access token and keep it in
+    the account's health (other health fields untouched). Returns notes on those skipped."""
+    notes: list[str] = []
+    own = http is None
+    client = http if http is not None else create_upstream_client(settings)
+    try:
+        now = time.time()
+        for record in await store.list_accounts():
+            if not record.enabled:
+                continue
+            try:
+                note = await _check_one(settings, store, client, record, now)
+            except GatewayError as exc:
+                note = f"{record.id}: quota not checked: {exc.message}"
+            if note is not None:
+                notes.append(note)
+    finally:
+        if own:
+            await client.aclose()
+    return notes

@@ -1,0 +1,339 @@
+"""`ki2api accounts ...`: see and manage the account pool kept in the state store.
+
+Every command opens the store and registers the discovered logins first (so they are listed
+and addressable too), prints a few human lines, and exits 0 on success, 1 on a problem (one
+clear line on stderr), 2 on a usage error (argparse). No output ever holds a token or secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ki2api.core.errors import GatewayError
+from ki2api.kiro.importers import (
+    AccountSourceError,
+    default_kiro_cli_db,
+    load_token_json,
+    read_kiro_cli_db,
+    scan_token_dir,
+)
+from ki2api.kiro.quota import check_quotas
+from ki2api.kiro.registry import (
+    DISCOVERED_SOURCES,
+    AccountExists,
+    add_account,
+    store_path,
+    sync_discovered,
+    unique_id,
+)
+from ki2api.settings import Settings
+from ki2api.state.base import AccountRecord, Health, StateStore
+from ki2api.state.sqlite import SQLiteStore
+
+__all__ = ["add_accounts_parser", "positive_int", "run_accounts"]
+
+Command = Callable[[Settings, StateStore, argparse.Namespace], Awaitable[int]]
+
+
+class _Problem(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def add_accounts_parser(sub: Any) -> None:
+    """Register `accounts` and its subcommands on the top-level subparsers."""
+    accounts = sub.add_parser("accounts", help="list and manage the Kiro account pool")
+    cmds = accounts.add_subparsers(dest="accounts_command", required=True)
+    lst = cmds.add_parser("list", help="every account with its health and quota")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.add_argument(
+        "--check-quota", action="store_true", help="ask Kiro for each account's quota first"
+    )
+    add = cmds.add_parser("add", help="add the login in a token file to the store")
+    add.add_argument("file", type=Path)
+    add.add_argument("--id", dest="account_id", help="account id (default: acct-N)")
+    add.add_argument("--priority", type=int, default=0, help="higher is preferred (default 0)")
+    add.add_argument("--weight", type=positive_int, default=1, help="share among equals (>= 1)")
+    imp = cmds.add_parser("import", help="add every token file under a directory")
+    imp.add_argument("directory", type=Path)
+    cli = cmds.add_parser("import-kiro-cli", help="add the logins kept by kiro-cli")
+    cli.add_argument("db", type=Path, nargs="?", help="kiro-cli's data.sqlite3 (default: found)")
+    rm = cmds.add_parser("remove", help="forget an account")
+    rm.add_argument("account_id", metavar="ID")
+    rm.add_argument("--force", action="store_true", help="also a discovered (file/env) one")
+    for name, text in (
+        ("refresh", "refresh an account's access token now"),
+        ("disable", "stop using an account"),
+        ("enable", "use an account again"),
+    ):
+        cmds.add_parser(name, help=text).add_argument("account_id", metavar="ID")
+
+
+def positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def run_accounts(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one `accounts` subcommand; returns the exit status."""
+    return asyncio.run(_run(settings, args))
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    command = _COMMANDS[args.accounts_command]
+    try:
+        store = SQLiteStore.open(store_path(settings))
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"cannot open the state store {store_path(settings)}: {exc}")
+    try:
+        await sync_discovered(settings, store)
+        return await command(settings, store, args)
+    except (_Problem, AccountSourceError) as exc:
+        return _fail(str(exc))
+    except GatewayError as exc:
+        return _fail(exc.message)
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        await store.aclose()
+
+
+def _fail(message: str) -> int:
+    print(f"ki2api accounts: {message}", file=sys.stderr)
+    return 1
+
+
+async def _get(store: StateStore, account_id: str) -> AccountRecord:
+    record = await store.get_account(account_id)
+    if record is None:
+        ids = ", ".join(r.id for r in await store.list_accounts()) or "none"
+        raise _Problem(f"no account {account_id!r} (accounts: {ids})")
+    return record
+
+
+# list -------------------------------------------------------------------------------------------
+
+
+def _date(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _state(record: AccountRecord, health: Health | None, now: float) -> str:
+    if not record.enabled:
+        return f"disabled ({record.disabled_reason or 'no reason given'})"
+    if health is not None and health.cooldown_until > now:
+        if health.reason == "quota":
+            return f"out of quota until {_date(health.cooldown_until)}"
+        seconds = int(health.cooldown_until - now) + 1
+        return f"cooling down {seconds}s ({health.reason or 'unknown'})"
+    return "ok"
+
+
+def _figure(value: float) -> str:
+    return f"{value:g}" if value == int(value) else f"{value:.2f}"
+
+
+def _quota_text(health: Health | None) -> str:
+    if health is None or health.quota_remaining is None:
+        return "-"
+    text = _figure(health.quota_remaining)
+    if health.quota_limit is not None:
+        text += f"/{_figure(health.quota_limit)}"
+    if health.quota_reset_at is not None:
+        text += f" left, resets {_date(health.quota_reset_at)}"
+    return text
+
+
+def _row(record: AccountRecord, health: Health | None, now: float) -> dict[str, Any]:
+    h = health or Health(record.id)
+    return {
+        "id": record.id,
+        "source": record.source,
+        "label": record.label,
+        "auth_method": record.auth_method,
+        "path": record.path,
+        "priority": record.priority,
+        "weight": record.weight,
+        "enabled": record.enabled,
+        "disabled_reason": record.disabled_reason,
+        "state": _state(record, health, now),
+        "cooldown_until": h.cooldown_until or None,
+        "cooldown_reason": h.reason,
+        "quota_remaining": h.quota_remaining,
+        "quota_limit": h.quota_limit,
+        "quota_reset_at": h.quota_reset_at,
+        "quota_checked_at": h.quota_checked_at,
+        "last_error": h.last_error,
+        "last_ok_at": h.last_ok_at,
+    }
+
+
+def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> None:
+    header = ("ID", "SOURCE", "AUTH", "STATE", "QUOTA", "LAST ERROR")
+    lines = [header] + [
+        (
+            r["id"],
+            r["source"],
+            r["auth_method"],
+            r["state"],
+            _quota_text(healths.get(r["id"])),
+            r["last_error"] or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[-1]]).rstrip())
+    for r in rows:
+        print(f"  {r['id']}: {r['label']}")
+
+
+async def _list(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    if args.check_quota:
+        for note in await check_quotas(settings, store):
+            print(note, file=sys.stderr)
+    records = await store.list_accounts()
+    healths = await store.health()
+    now = time.time()
+    rows = [_row(r, healths.get(r.id), now) for r in records]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no accounts: log in with the Kiro IDE, set KIRO_CREDS_DIR, or `accounts add FILE`")
+    else:
+        _print_table(rows, healths)
+    return 0
+
+
+# add / import -----------------------------------------------------------------------------------
+
+
+async def _add_one(
+    store: StateStore, data: Mapping[str, Any], label: str, account_id: str | None, **kw: int
+) -> bool:
+    """Add one login and say what happened; False when it was already in the pool."""
+    try:
+        record = await add_account(store, data, label=label, account_id=account_id, **kw)
+    except AccountExists as exc:
+        print(f"already in the pool as {exc.record.id} ({label}); nothing changed")
+        return False
+    print(f"added {record.id} ({record.auth_method}, {label})")
+    return True
+
+
+async def _add(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    data = load_token_json(args.file)
+    kw = {"priority": args.priority, "weight": args.weight}
+    await _add_one(store, data, f"added from {args.file.absolute()}", args.account_id, **kw)
+    return 0
+
+
+async def _free_id(store: StateStore, wanted: str) -> str:
+    return unique_id(wanted, {r.id for r in await store.list_accounts()})
+
+
+async def _import_dir(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    found = scan_token_dir(args.directory)
+    if not found:
+        raise _Problem(f"no token file (with accessToken or refreshToken) under {args.directory}")
+    failed = 0
+    for name, path in found:
+        try:
+            data = load_token_json(path)
+            await _add_one(
+                store, data, f"imported from {path.absolute()}", await _free_id(store, name)
+            )
+        except AccountSourceError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+async def _import_kiro_cli(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    db: Path = args.db or default_kiro_cli_db(settings.home_dir)
+    notes: list[str] = []
+    tokens = read_kiro_cli_db(db, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not tokens:
+        raise _Problem(f"no usable login in the kiro-cli database {db} (run `kiro-cli login`)")
+    for data in tokens:
+        kind = str(data.get("authMethod", "login")).lower()
+        wanted = await _free_id(store, f"kiro-cli-{kind}")
+        await _add_one(store, data, f"imported from kiro-cli {db.absolute()} ({kind})", wanted)
+    return 0
+
+
+# remove / enable / disable / refresh ------------------------------------------------------------
+
+
+async def _remove(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    record = await _get(store, args.account_id)
+    if record.source in DISCOVERED_SOURCES and not args.force:
+        how = (
+            f"delete or move {record.path}"
+            if record.source == "file"
+            else "unset KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN"
+        )
+        raise _Problem(
+            f"{record.id} is discovered ({record.label}); to remove it, {how} "
+            "(or `disable` it; --force removes it until it is discovered again)"
+        )
+    await store.remove_account(record.id)
+    print(f"removed {record.id}")
+    return 0
+
+
+async def _set_enabled(store: StateStore, account_id: str, enabled: bool) -> int:
+    record = await _get(store, account_id)
+    await store.set_enabled(record.id, enabled, None if enabled else "disabled by user")
+    print(f"{'enabled' if enabled else 'disabled'} {record.id}")
+    return 0
+
+
+async def _disable(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    return await _set_enabled(store, args.account_id, False)
+
+
+async def _enable(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    return await _set_enabled(store, args.account_id, True)
+
+
+async def _refresh(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    record = await _get(store, args.account_id)
+    try:
+        module = importlib.import_module("ki2api.kiro.pool_refresh")
+    except ImportError:
+        raise _Problem("refresh is not available yet") from None
+    message = await module.refresh_account(settings, store, record.id)
+    print(str(message))
+    return 0
+
+
+_COMMANDS: dict[str, Command] = {
+    "list": _list,
+    "add": _add,
+    "import": _import_dir,
+    "import-kiro-cli": _import_kiro_cli,
+    "remove": _remove,
+    "disable": _disable,
+    "enable": _enable,
+    "refresh": _refresh,
+}
