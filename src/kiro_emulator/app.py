@@ -157,7 +157,7 @@ def create_app(
     """A fresh emulator (its own accounts, tokens and log). `clock` returns epoch seconds."""
     config = config or EmulatorConfig()
     state = EmulatorState(config, clock or time.time, sleep or asyncio.sleep)
-    accounts = state.add_accounts(config.accounts, config.auth_method)
+    accounts = state.add_accounts(config.accounts, config.auth_method, config.behaviour)
     if config.credentials_dir is not None:
         write_credentials(config.credentials_dir, [state.describe(a) for a in accounts])
     routes = [

@@ -6,7 +6,11 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
+
+from .behaviour import Behaviour
 from .config import EmulatorConfig
 
 __all__ = ["CliOptions", "main", "parse_args"]
@@ -31,8 +35,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-method", choices=("social", "idc"), default="social")
     p.add_argument("--token-ttl", type=float, default=3600.0, help="access token lifetime (s)")
     p.add_argument("--seed", type=int, default=0, help="seed for tokens and ids")
+    p.add_argument(
+        "--behaviour",
+        default="{}",
+        help="behaviour of the start-up accounts as JSON, e.g. '{\"fault_rate\": 0.1}'",
+    )
     p.add_argument("--log-level", default="warning")
     return p
+
+
+def _behaviour(parser: argparse.ArgumentParser, raw: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        Behaviour().updated(value)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        parser.error(f"--behaviour: {exc}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> CliOptions:
@@ -44,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> CliOptions:
         parser.error("--port must be 0..65535")
     if args.token_ttl < 0:
         parser.error("--token-ttl must be >= 0")
+    behaviour = _behaviour(parser, args.behaviour)
     host_for_url = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
     config = EmulatorConfig(
         accounts=args.accounts,
@@ -52,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> CliOptions:
         credentials_dir=args.credentials_dir,
         base_url=f"http://{host_for_url}:{args.port}",
         seed=args.seed,
+        behaviour=behaviour,
     )
     return CliOptions(args.host, args.port, config, args.log_level)
 

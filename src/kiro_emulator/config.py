@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EmulatorConfig"]
 
@@ -17,3 +18,4 @@ class EmulatorConfig:
     base_url: str | None = None  # informational: where this emulator is reachable
     seed: int = 0  # tokens, ids and ARNs come from random.Random(seed)
     request_log_size: int = 256  # how many requests GET /_emulator/requests can show
+    behaviour: dict[str, Any] = field(default_factory=dict)  # of the start-up accounts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -10,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from kiro_emulator import EmulatorConfig
+from kiro_emulator import EmulatorConfig, create_app, parse_args
 from kiro_emulator.script import Directives, Reply
 from kiro_emulator.stream import StreamFaults, build_plan, stream_body
 from tests.component.test_emulator_kit import (
@@ -409,3 +410,27 @@ def test_new_accounts_can_start_with_faults_and_list_them() -> None:
         behaviour = made[0]["behaviour"]
         assert (behaviour["fault_rate"], behaviour["faults"]) == (0.25, ["truncate"])
         assert behaviour["stall_after_events"] is None and behaviour["server_error"] is False
+
+
+def test_cli_accounts_credentials_dir_and_start_up_behaviour(tmp_path: Path) -> None:
+    behaviour = '{"fault_rate": 0.5, "faults": ["truncate"], "retry_after_s": 3}'
+    argv = ["--accounts", "3", "--credentials-dir", str(tmp_path), "--behaviour", behaviour]
+    options = parse_args(argv)
+    app = create_app(options.config)
+    state = app.state.emulator
+    for i in (1, 2, 3):
+        token = orjson.loads((tmp_path / f"acct-{i}" / "kiro-auth-token.json").read_bytes())
+        account = state.authenticate(token["accessToken"])
+        assert account is not None and account.id == f"acct-{i}"
+        b = account.behaviour
+        assert (b.fault_rate, b.faults, b.retry_after_s) == (0.5, ("truncate",), 3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"fault_rate": 2}', '{"nope": true}', "[1]", "{"],
+    ids=["bad-value", "unknown-key", "not-object", "not-json"],
+)
+def test_cli_rejects_a_bad_start_up_behaviour(raw: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--behaviour", raw])
