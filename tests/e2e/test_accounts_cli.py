@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.quota import fetch_quota
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import Account, make_account, make_expired_account
 
@@ -363,3 +365,38 @@ def test_list_check_quota(cli: Cli) -> None:
     assert rows["fresh"]["quota_reset_at"] > now and rows["fresh"]["quota_checked_at"] <= now
     assert rows["expired"]["quota_remaining"] is None
     assert rows["fresh"]["state"] == "ok"
+
+
+async def test_fetch_quota_direct(emulator_url: str, tmp_path: Path) -> None:
+    acct = make_account(emulator_url, tmp_path)
+    tf = acct.data["token_file"]
+    async with httpx.AsyncClient() as http:
+        quota = await fetch_quota(
+            http,
+            api_base=emulator_url + "/",
+            access_token=tf["accessToken"],
+            profile_arn=tf["profileArn"],
+            machine_id="ab" * 32,
+        )
+        assert (quota.remaining, quota.limit, quota.subscription) == (50.0, 50.0, "KIRO FREE")
+        call = emulator_calls(emulator_url, "/getUsageLimits")[-1]
+        assert call["account"] == acct.id
+        assert call["headers"]["x-amz-user-agent"].endswith("ab" * 32)
+        with pytest.raises(GatewayError) as info:
+            await fetch_quota(
+                http,
+                api_base=emulator_url,
+                access_token="not-a-token",
+                profile_arn=None,
+                machine_id="ab" * 32,
+            )
+        assert info.value.kind is ErrorKind.UPSTREAM_AUTH
+        with pytest.raises(GatewayError) as down:
+            await fetch_quota(
+                http,
+                api_base="http://127.0.0.1:9",
+                access_token="x",
+                profile_arn=None,
+                machine_id="ab" * 32,
+            )
+        assert down.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE

@@ -1,4 +1,5 @@
-"""Account sources: token files, directories of them, and kiro-cli's SQLite store."""
+"""Account sources (token files, directories of them, kiro-cli's SQLite store) and their
+registration in the state store (`kiro.registry`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from ki2api.kiro.importers import (
     safe_id,
     scan_token_dir,
 )
+from ki2api.kiro.registry import AccountExists, add_account, store_path, sync_discovered
+from ki2api.settings import Settings
+from ki2api.state.sqlite import SQLiteStore
 
 SOCIAL = {
     "accessToken": "aoa-social-access",
@@ -293,3 +297,107 @@ def test_default_kiro_cli_db(tmp_path: Path) -> None:
     assert default_kiro_cli_db(tmp_path) == mac
     write(linux, "")
     assert default_kiro_cli_db(tmp_path) == linux
+
+
+# registry: discovered accounts in the store ----------------------------------------------------
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    opened = SQLiteStore.open(tmp_path / "data" / "ki2api.sqlite3")
+    yield opened
+    await opened.aclose()
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        home_dir=tmp_path / "home",
+        work_dir=tmp_path / "work",
+        data_dir=tmp_path / "data",
+        **overrides,
+    )
+
+
+def login(n: int) -> dict[str, Any]:
+    return {**SOCIAL, "accessToken": f"access-{n}", "refreshToken": f"refresh-{n}"}
+
+
+async def test_sync_keeps_ids_and_machine_ids_and_forgets_vanished(
+    tmp_path: Path, store: Any
+) -> None:
+    pool = tmp_path / "pool"
+    write(tmp_path / "home" / ".aws" / "sso" / "cache" / "kiro-auth-token.json", login(0))
+    for n, name in enumerate(("a", "b"), 1):
+        write(pool / name / "kiro-auth-token.json", login(n))
+    settings = settings_for(tmp_path, kiro_creds_dir=pool)
+    first = await sync_discovered(settings, store)
+    assert [(r.id, r.source) for r in first] == [("default", "file"), ("a", "file"), ("b", "file")]
+    assert all(len(r.machine_id) == 64 for r in first)
+    assert len({r.machine_id for r in first}) == 3
+    assert await store.load_tokens("a") is None  # a file account's tokens stay in its file
+    assert await sync_discovered(settings, store) == first
+    (pool / "b" / "kiro-auth-token.json").unlink()
+    second = await sync_discovered(settings, store)
+    assert second == first[:2]
+    assert [r.id for r in await store.list_accounts()] == ["a", "default"]
+    assert store_path(settings) == tmp_path / "data" / "ki2api.sqlite3"
+
+
+async def test_sync_env_login_and_store_accounts_untouched(tmp_path: Path, store: Any) -> None:
+    added = await add_account(store, login(5), label="added")
+    settings = settings_for(tmp_path, kiro_refresh_token="refresh-env")
+    (env,) = await sync_discovered(settings, store)
+    assert (env.id, env.source, env.path) == ("env", "env", None)
+    (again,) = await sync_discovered(settings, store)
+    assert again.machine_id == env.machine_id
+    assert await sync_discovered(settings_for(tmp_path), store) == []
+    assert await store.list_accounts() == [added]
+
+
+async def test_sync_deduplicates_and_prefixes_colliding_ids(tmp_path: Path, store: Any) -> None:
+    pool = tmp_path / "pool"
+    write(pool / "acct-1" / "kiro-auth-token.json", login(1))
+    write(pool / "same-path" / "kiro-auth-token.json", login(2))
+    write(pool / "same-refresh.json", {**login(2), "accessToken": "other"})
+    write(pool / "in-store.json", login(3))
+    stored_one = await add_account(store, login(3), label="added")  # gets id acct-1
+    assert stored_one.id == "acct-1"
+    settings = settings_for(
+        tmp_path, kiro_creds_dir=pool, kiro_creds_file=pool / "same-path" / "kiro-auth-token.json"
+    )
+    found = await sync_discovered(settings, store)
+    assert [r.id for r in found] == ["default", "dir-acct-1"]
+    assert found[0].path == str(pool / "same-path" / "kiro-auth-token.json")
+
+
+async def test_sync_keeps_a_user_disabled_discovered_account(tmp_path: Path, store: Any) -> None:
+    write(tmp_path / "home" / ".aws" / "sso" / "cache" / "kiro-auth-token.json", login(1))
+    settings = settings_for(tmp_path)
+    await sync_discovered(settings, store)
+    await store.set_enabled("default", False, "disabled by user")
+    (record,) = await sync_discovered(settings, store)
+    assert (record.enabled, record.disabled_reason) == (False, "disabled by user")
+
+
+async def test_add_account_ids_duplicates_and_bad_input(tmp_path: Path, store: Any) -> None:
+    first = await add_account(store, login(1), label="one", priority=3, weight=0)
+    second = await add_account(store, login(2), label="two")
+    assert (first.id, first.source, first.priority, first.weight) == ("acct-1", "store", 3, 1)
+    assert second.id == "acct-2"
+    tokens = await store.load_tokens("acct-1")
+    assert tokens is not None and tokens.version == 1 and tokens.data["refreshToken"] == "refresh-1"
+    with pytest.raises(AccountExists) as info:
+        await add_account(store, {**login(1), "accessToken": "newer"}, label="again")
+    assert info.value.record == first
+    with pytest.raises(AccountSourceError, match="already taken"):
+        await add_account(store, login(3), label="x", account_id="acct-2")
+    with pytest.raises(AccountSourceError, match="use only"):
+        await add_account(store, login(3), label="x", account_id="Bad Id")
+    with pytest.raises(AccountSourceError, match="no accessToken"):
+        await add_account(store, {"refreshToken": ""}, label="empty")
+    idc_json = {**IDC, "clientId": "c", "clientSecret": "idc-client-secret"}
+    idc = await add_account(store, idc_json, label="i")
+    assert (idc.id, idc.auth_method) == ("acct-3", "idc")
+    idc_tokens = await store.load_tokens("acct-3")
+    assert idc_tokens is not None and idc_tokens.data["clientSecret"] == "idc-client-secret"
+    assert "idc-client-secret" not in repr(idc_tokens) + repr(idc)
