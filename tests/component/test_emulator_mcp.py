@@ -19,6 +19,7 @@ from ki2api.kiro.websearch import KiroWebSearch, build_mcp_request, web_search
 from kiro_emulator import EmulatorConfig
 from tests.component.test_credentials_emulator import login, refreshes
 from tests.component.test_emulator_kit import BEARER_BODY, SOCIAL_ARN, Emu, running
+from tests.support.pools import single_pool
 
 ARN_HEADER = {"x-amzn-kiro-profile-arn": SOCIAL_ARN}
 
@@ -204,7 +205,7 @@ async def test_kiro_web_search_refreshes_a_token_kiro_refuses(
         me = login(e.base, tmp_path)
         async with httpx.AsyncClient() as http:
             credentials = KiroCredentials.from_settings(me.settings, http)
-            search = KiroWebSearch(chat, credentials, api_base=e.base)
+            search = KiroWebSearch(chat, await single_pool(credentials, tmp_path), api_base=e.base)
             assert len(await search.search("first")) == 3
             before = refreshes(e.base, me.id)  # the emulator's clock may make the first proactive
             e.client.post(f"{e.base}/_emulator/accounts/{me.id}/expire").raise_for_status()

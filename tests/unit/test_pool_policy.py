@@ -186,15 +186,29 @@ FAIL = [
     ),
     ("auth", err(K.UPSTREAM_AUTH, "other"), 0, None, Action(True, NOW + 2, "auth", strike=True)),
     ("creds", err(K.NO_CREDENTIALS), 2, None, Action(True, NOW + 8, "credentials", strike=True)),
+    # one failed call: fail over, count it, but do not rest the account yet
     (
-        "unavailable",
+        "unavailable-first",
         err(K.UPSTREAM_UNAVAILABLE),
         0,
         None,
+        Action(True, None, "unavailable", strike=True),
+    ),
+    (
+        "unavailable-again",
+        err(K.UPSTREAM_UNAVAILABLE),
+        1,
+        None,
         Action(True, NOW + 2, "unavailable", strike=True),
     ),
-    ("timeout", err(K.UPSTREAM_TIMEOUT), 3, None, Action(True, NOW + 16, "timeout", strike=True)),
-    ("protocol", err(K.UPSTREAM_PROTOCOL), 0, None, Action(True, NOW + 2, "protocol", strike=True)),
+    ("timeout", err(K.UPSTREAM_TIMEOUT), 3, None, Action(True, NOW + 8, "timeout", strike=True)),
+    (
+        "protocol-first",
+        err(K.UPSTREAM_PROTOCOL),
+        0,
+        None,
+        Action(True, None, "protocol", strike=True),
+    ),
     ("error-cap", err(K.UPSTREAM_ERROR), 10, None, Action(True, NOW + 60, "error", strike=True)),
     *[
         (f"request-bad-{k.value}", err(k, "account_suspended"), 1, RESET, Action(False, None, None))

@@ -1,12 +1,18 @@
 """KiroBackend: Conversation in, core events out, over the real HTTP + event-stream protocol.
 
-The only async code of the kiro layer. Everything it calls is pure: `request.build_kiro_request`,
-`codec.EventStreamDecoder`, `events.KiroStreamTranslator`, `classify`. Retries (a forced token
-refresh on "bearer token invalid") happen only before any event has been yielded.
+Everything it calls is pure: `request.build_kiro_request`, `codec.EventStreamDecoder`,
+`events.KiroStreamTranslator`, `classify`, `pool_policy`. Retries happen only before anything has
+been yielded: a forced token refresh on "bearer token invalid" (same account), and failover to
+another account of the pool on throttling, quota, suspension, network errors, 5xx, and streams
+that end empty, end without their closing events or stall before their first content. The
+answer is held until its first content event arrives, so every one of those is retried. After
+that, a failure ends the stream with an error (the caller sends it in the client's dialect).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -14,8 +20,9 @@ from dataclasses import dataclass
 import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.events import Event, MessageStop
+from ki2api.core.events import Event, MessageStop, TextDelta, ThinkingDelta, ToolCallStart, Usage
 from ki2api.core.messages import Conversation
+from ki2api.core.trace import RequestTrace
 from ki2api.kiro.budget import DEFAULT_MAX_UPSTREAM_BYTES, fit_conversation
 from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
@@ -23,11 +30,15 @@ from ki2api.kiro.codec import CodecError, EventStreamDecoder
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
+from ki2api.kiro.pool import AccountPool, PoolAccount
+from ki2api.kiro.pool_policy import ACCOUNT_LEVEL, conversation_key, retry_delay
 from ki2api.kiro.request import KiroRequest, build_kiro_request
 
 __all__ = ["BackendOptions", "KiroBackend"]
 
+_log = logging.getLogger(__name__)
 _MAX_ERROR_BODY = 64 * 1024
+_CONTENT = (TextDelta, ThinkingDelta, ToolCallStart)
 # Stand-ins of typical length for sizing a request before the real values are known.
 _PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
 _PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHOLDER00"
@@ -39,32 +50,122 @@ class BackendOptions:
     profile_arn: str | None = None  # used when the login carries none (e.g. IdC)
     max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BYTES  # refuse (or trim) bigger requests
     trim_history: bool = False
+    max_attempts: int = 4  # accounts tried for one request before giving up
+    first_event_timeout_s: float = 120.0  # per attempt: no content by then -> next account
 
 
 class KiroBackend:
     def __init__(
         self,
         chat: ChatTransport,
-        credentials: KiroCredentials,
+        pool: AccountPool,
         options: BackendOptions,
         *,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._chat = chat
-        self._credentials = credentials
+        self._pool = pool
         self._options = options
         self._new_id = id_factory
         self._url = f"{options.api_base.rstrip('/')}/generateAssistantResponse"
 
     async def stream(
-        self, conv: Conversation, *, input_tokens: int, context_window: int = 200_000
+        self,
+        conv: Conversation,
+        *,
+        input_tokens: int,
+        context_window: int = 200_000,
+        trace: RequestTrace | None = None,
     ) -> AsyncGenerator[list[Event], None]:
-        """Yield batches of events (one batch per upstream network chunk).
+        """Yield batches of events; the first one holds the first content.
 
-        Raises GatewayError before the first batch for upstream HTTP errors, and from
-        the middle of the stream for exception frames, corruption or truncation.
+        Raises GatewayError before the first batch when no account could answer (the last
+        account's error, or the pool's "none available" error with a retry time), and from the
+        middle of the stream for exception frames, corruption, truncation or a missing end.
         """
-        response, request = await self._open(conv)
+        key = conversation_key(conv)
+        tried: set[str] = set()
+        last: GatewayError | None = None
+        for attempt in range(max(1, self._options.max_attempts)):
+            delay = retry_delay(attempt, self._pool.policy)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            account = await self._pool.acquire(key, tried)
+            if account is None:
+                break
+            tried.add(account.id)
+            if trace is not None:
+                trace.tried(account.id)
+            upstream = self._attempt(conv, account, input_tokens, context_window)
+            try:
+                first = await self._first_content(upstream)
+            except GatewayError as err:
+                await self._drop(account, upstream)
+                if not (await self._pool.failed(account, err)).failover:
+                    raise
+                _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
+                last = err
+                continue
+            except BaseException:
+                await self._drop(account, upstream)
+                raise
+            self._pool.stick(key, account)
+            async for batch in self._serve(account, upstream, first, trace):
+                yield batch
+            return
+        raise self._pool.unavailable(last)
+
+    async def _drop(
+        self, account: PoolAccount, upstream: AsyncGenerator[list[Event], None]
+    ) -> None:
+        self._pool.release(account)
+        await upstream.aclose()
+
+    async def _first_content(self, upstream: AsyncGenerator[list[Event], None]) -> list[Event]:
+        """Everything up to and including the first content event (or the whole answer)."""
+        held: list[Event] = []
+        timeout = self._options.first_event_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                async for batch in upstream:
+                    held.extend(batch)
+                    if any(isinstance(ev, _CONTENT) for ev in batch):
+                        break
+        except TimeoutError:
+            raise GatewayError(
+                ErrorKind.UPSTREAM_TIMEOUT,
+                f"Kiro sent no content for {timeout:g} s (KI2API_FIRST_EVENT_TIMEOUT_S).",
+                retryable=True,
+            ) from None
+        return held
+
+    async def _serve(
+        self,
+        account: PoolAccount,
+        upstream: AsyncGenerator[list[Event], None],
+        first: list[Event],
+        trace: RequestTrace | None,
+    ) -> AsyncGenerator[list[Event], None]:
+        """The rest of an answer that has started: no retry from here on."""
+        try:
+            _observe(trace, first)
+            yield first
+            async for batch in upstream:
+                _observe(trace, batch)
+                yield batch
+            await self._pool.succeeded(account)
+        except GatewayError as err:
+            if err.kind in ACCOUNT_LEVEL:  # e.g. throttled mid-answer: the account still rests
+                await self._pool.failed(account, err)
+            raise
+        finally:
+            await self._drop(account, upstream)
+
+    async def _attempt(
+        self, conv: Conversation, account: PoolAccount, input_tokens: int, context_window: int
+    ) -> AsyncGenerator[list[Event], None]:
+        """One account's answer, as batches of events (one per upstream network read)."""
+        response, request = await self._open(conv, account.credentials)
         try:
             translator = KiroStreamTranslator(
                 input_tokens=input_tokens,
@@ -84,14 +185,16 @@ class KiroBackend:
         finally:
             await response.aclose()
 
-    async def _open(self, conv: Conversation) -> tuple[ChatResponse, KiroRequest]:
-        auth = await self._credentials.current()
+    async def _open(
+        self, conv: Conversation, credentials: KiroCredentials
+    ) -> tuple[ChatResponse, KiroRequest]:
+        auth = await credentials.current()
         response, request = await self._post(conv, auth)
         if response.status == 200:
             return response, request
         body = await _read_error_body(response)
         if is_bearer_invalid(response.status, body):
-            auth = await self._credentials.refresh(stale=auth.access_token)
+            auth = await credentials.refresh(stale=auth.access_token)
             response, request = await self._post(conv, auth)
             if response.status == 200:
                 return response, request
@@ -104,7 +207,7 @@ class KiroBackend:
         request, payload = self._prepare(conv, auth)
         headers = chat_headers(
             auth.access_token,
-            machine=machine_id(auth.account_id),
+            machine=auth.machine_id or machine_id(auth.account_id),
             invocation_id=self._new_id(),
         )
         return await self._chat.post(self._url, payload, headers), request
@@ -182,7 +285,18 @@ def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> li
     cut_short = any(isinstance(ev, MessageStop) and ev.reason != "end_turn" for ev in tail)
     if translator.content_events == 0 and not cut_short:
         raise _protocol_error("Kiro ended the response without sending any content")
+    if not translator.saw_closing and not cut_short:
+        raise _protocol_error(
+            "the Kiro response ended without its closing events (it was cut off upstream)"
+        )
     return tail
+
+
+def _observe(trace: RequestTrace | None, batch: list[Event]) -> None:
+    if trace is not None:
+        for ev in batch:
+            if isinstance(ev, Usage):
+                trace.usage(ev)
 
 
 def _protocol_error(message: str) -> GatewayError:

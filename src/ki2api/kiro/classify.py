@@ -27,12 +27,14 @@ from ki2api.kiro.codec import Frame
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",
+    "SUSPENDED_CODE",
     "classify_exception_frame",
     "classify_http_error",
     "is_bearer_invalid",
 ]
 
 DEFAULT_RETRY_AFTER_S = 5.0
+SUSPENDED_CODE = "account_suspended"  # the pool disables an account that gets this
 _MAX_DETAIL_CHARS = 300
 _BEARER_INVALID = "bearer token included in the request is invalid"
 _TOO_LONG_MARKERS = (
@@ -162,12 +164,14 @@ def classify_http_error(status: int, body: bytes, headers: Mapping[str, str]) ->
     else:
         kind, text = ErrorKind.UPSTREAM_ERROR, f"Kiro answered HTTP {status}"
     retryable = kind in _RETRYABLE
+    suspended = kind is ErrorKind.PERMISSION and _has(d, _SUSPENDED_MARKERS)
     return GatewayError(
         kind,
         text + d.suffix(),
         retryable=retryable,
         upstream_status=status,
         retry_after=retry_after,
+        code=SUSPENDED_CODE if suspended else None,
     )
 
 

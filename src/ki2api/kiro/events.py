@@ -180,6 +180,12 @@ class KiroStreamTranslator:
         self._content_events = 0
 
     @property
+    def saw_closing(self) -> bool:
+        """Did the stream's closing events arrive (metering, context usage or token usage)?
+        Kiro ends every complete answer with them; a stream without them was cut off."""
+        return self._credits is not None or self._percent is not None or self._metadata is not None
+
+    @property
     def content_events(self) -> int:
         """How many content-bearing events (text, thinking, tool call parts) were produced."""
         return self._content_events

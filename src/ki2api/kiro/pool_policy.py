@@ -19,6 +19,7 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, ImagePart, TextPart
 
 __all__ = [
+    "ACCOUNT_LEVEL",
     "Action",
     "Availability",
     "Candidate",
@@ -150,11 +151,24 @@ _TRANSIENT: dict[ErrorKind, str] = {
     ErrorKind.PERMISSION: "forbidden",
     ErrorKind.UPSTREAM_AUTH: "auth",
     ErrorKind.NO_CREDENTIALS: "credentials",
+}
+# Failures of one call rather than of the account (5xx, network, timeouts, cut streams): the
+# request fails over at once, but the account rests only when it fails twice in a row.
+_PASSING: dict[ErrorKind, str] = {
     ErrorKind.UPSTREAM_UNAVAILABLE: "unavailable",
     ErrorKind.UPSTREAM_TIMEOUT: "timeout",
     ErrorKind.UPSTREAM_PROTOCOL: "protocol",
     ErrorKind.UPSTREAM_ERROR: "error",
 }
+# What a failure in the middle of an answer (after the first byte) may teach about the account.
+ACCOUNT_LEVEL = frozenset(
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.QUOTA_EXHAUSTED,
+        ErrorKind.PERMISSION,
+        ErrorKind.UPSTREAM_AUTH,
+    }
+)
 _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
     (ErrorKind.PERMISSION, "account_suspended"): "suspended",
     (ErrorKind.UPSTREAM_AUTH, "invalid_grant"): "invalid_grant",
@@ -183,6 +197,12 @@ def failure_action(
     fatal = _FATAL_CODES.get((kind, err.code or ""))
     if fatal is not None:
         return Action(True, None, fatal, disable=True)
+    passing = _PASSING.get(kind)
+    if passing is not None:
+        if strikes == 0:
+            return Action(True, None, passing, strike=True)
+        pause = _backoff(config.error_base_s, config.error_max_s, strikes - 1)
+        return Action(True, now + pause, passing, strike=True)
     reason = _TRANSIENT.get(kind)
     if reason is None:  # the request itself is bad: another account would refuse it too
         return Action(False, None, None)
@@ -245,7 +265,7 @@ def no_account_error(avail: Availability, last: GatewayError | None) -> GatewayE
             ErrorKind.QUOTA_EXHAUSTED,
             f"Every Kiro account in the pool is out of quota until {date}",
             retry_after=wait,
-            code="pool_quota_exhausted",
+            code=None,  # the dialect default: insufficient_quota
         )
     if wait is not None and wait > 0:
         throttled = "throttled" in avail.reasons
@@ -255,7 +275,7 @@ def no_account_error(avail: Availability, last: GatewayError | None) -> GatewayE
             f"({_tally(avail.reasons)}); the next is back in {math.ceil(wait)} s",
             retryable=True,
             retry_after=wait,
-            code="pool_cooling_down",
+            code=None,  # the dialect default: rate_limit_exceeded
         )
     if avail.all_disabled:
         why = f" ({_tally(avail.reasons)})" if avail.reasons else ""

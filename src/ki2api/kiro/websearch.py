@@ -37,6 +37,7 @@ from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.headers import chat_headers, machine_id
+from ki2api.kiro.pool import AccountPool
 
 __all__ = [
     "QUERY_PREFIX",
@@ -123,7 +124,9 @@ def mcp_headers(
     """The chat call's IDE headers plus ``x-amzn-kiro-profile-arn`` (the login's profile, else
     the configured one; omitted when there is none, e.g. an IdC login without KIRO_PROFILE_ARN)."""
     headers = chat_headers(
-        auth.access_token, machine=machine_id(auth.account_id), invocation_id=invocation_id
+        auth.access_token,
+        machine=auth.machine_id or machine_id(auth.account_id),
+        invocation_id=invocation_id,
     )
     arn = auth.profile_arn or profile_arn
     if arn:
@@ -272,20 +275,21 @@ async def web_search(
 
 
 class KiroWebSearch:
-    """`search(query)` with the account's current token, refreshing it once (single-flight)
-    when Kiro calls it invalid, as the chat call does."""
+    """`search(query)` on an account of the pool, refreshing its token once (single-flight)
+    when Kiro calls it invalid, as the chat call does. A failure counts against the account
+    (cooldown, quota) but is not retried elsewhere: Claude Code reports a failed search itself."""
 
     def __init__(
         self,
         chat: ChatTransport,
-        credentials: KiroCredentials,
+        pool: AccountPool,
         *,
         api_base: str,
         profile_arn: str | None = None,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._chat = chat
-        self._credentials = credentials
+        self._pool = pool
         self._url = f"{api_base.rstrip('/')}/mcp"
         self._profile_arn = profile_arn
         self._new_id = id_factory
@@ -295,11 +299,23 @@ class KiroWebSearch:
         return await _exchange(self._chat, self._url, payload, headers)
 
     async def search(self, query: str) -> list[WebSearchResult]:
+        account = await self._pool.acquire(None, ())
+        if account is None:
+            raise self._pool.unavailable(None)
+        try:
+            return await self._search(account.credentials, query)
+        except GatewayError as err:
+            await self._pool.failed(account, err)
+            raise
+        finally:
+            self._pool.release(account)
+
+    async def _search(self, credentials: KiroCredentials, query: str) -> list[WebSearchResult]:
         payload = orjson.dumps(build_mcp_request(query, request_id=new_mcp_request_id()))
-        auth = await self._credentials.current()
+        auth = await credentials.current()
         status, body, headers = await self._attempt(auth, payload)
         if is_bearer_invalid(status, body):
-            auth = await self._credentials.refresh(stale=auth.access_token)
+            auth = await credentials.refresh(stale=auth.access_token)
             status, body, headers = await self._attempt(auth, payload)
         if status != 200:
             raise classify_http_error(status, body, headers)

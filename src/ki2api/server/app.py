@@ -17,11 +17,13 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.tokenizer import default_counter
 from ki2api.frontends.anthropic.errors import error_response as anthropic_error_response
 from ki2api.frontends.openai.errors import error_response
+from ki2api.server.accounting import AccountingMiddleware, trace_of
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_openai import router as openai_router
 from ki2api.server.services import build_services
 from ki2api.settings import Settings
+from ki2api.state.usage import UsageLog
 
 __all__ = ["create_app", "is_anthropic_path", "render_error"]
 
@@ -61,7 +63,7 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, upstream_transport=upstream_transport)
+        services = await build_services(settings, upstream_transport=upstream_transport)
         app.state.services = services
         # Load the tokenizer's vocabulary now (~0.2 s), not inside the first request.
         await asyncio.to_thread(default_counter().count, "warm-up")
@@ -85,7 +87,12 @@ def create_app(
     def limit_error(err: GatewayError, scope: Scope) -> ASGIApp:
         return render_error(err, scope)
 
+    def usage_log() -> UsageLog | None:
+        services = getattr(app.state, "services", None)
+        return services.usage if services is not None else None
+
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=limit_error)
+    app.add_middleware(AccountingMiddleware, usage=usage_log, keys=settings.api_keys)
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -93,6 +100,9 @@ def create_app(
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
+        trace = trace_of(request.scope)
+        if trace is not None:
+            trace.fail(exc.kind.value)
         return render_error(exc, request.scope)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:

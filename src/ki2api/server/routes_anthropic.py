@@ -32,6 +32,7 @@ from ki2api.frontends.anthropic.wire import parse_count_tokens_request, parse_me
 from ki2api.frontends.sse import sse_event
 from ki2api.images.limits import apply_image_limits
 from ki2api.kiro.websearch import web_search_request_query
+from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
@@ -79,6 +80,9 @@ async def create_message(request: Request) -> Response:
     conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
     backend = services.require_backend()
     input_tokens = await estimate_input_tokens(conv)
+    trace = trace_of(request.scope)
+    if trace is not None:
+        trace.model, trace.stream, trace.input_tokens = req.model, bool(req.stream), input_tokens
     query = web_search_request_query(req.tools or [], conv)
     if query is not None:  # Claude Code's WebSearch sub-request: served by Kiro's /mcp
         return await _web_search(services, query, req.model, input_tokens, stream=bool(req.stream))
@@ -87,7 +91,9 @@ async def create_message(request: Request) -> Response:
     )
     message_id = "msg_" + secrets.token_hex(12)
     stops = StopSequenceFinder(conv.params.stop)
-    upstream = backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window)
+    upstream = backend.stream(
+        conv, input_tokens=input_tokens, context_window=model.context_window, trace=trace
+    )
     batches = shape(stops.watch(upstream), limiter=stream_limiter(conv, input_tokens), check=None)
     try:
         if not req.stream:
@@ -99,7 +105,7 @@ async def create_message(request: Request) -> Response:
                 stop_sequence=stops,
             )
             return JSONResponse(body)
-        stream = await open_stream(batches, services.settings.first_event_timeout_s)
+        stream = await open_stream(batches)
     except GatewayError as err:
         raise overflow(err) from None
     encoder = MessageEncoder(
@@ -115,6 +121,7 @@ async def create_message(request: Request) -> Response:
         keepalive_s=services.settings.keepalive_interval_s,
         idle_limit_s=services.settings.read_timeout_s,
         keepalive=PING,
+        trace=trace,
     )
 
 

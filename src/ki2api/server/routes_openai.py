@@ -14,12 +14,14 @@ from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import aggregate
 from ki2api.core.models import ModelInfo
+from ki2api.core.trace import RequestTrace
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
 from ki2api.frontends.openai.images import resolve_remote_images
 from ki2api.frontends.openai.response_format import StreamJSONCheck, instruction
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
 from ki2api.images.limits import apply_image_limits
+from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
@@ -68,10 +70,13 @@ async def chat_completions(request: Request) -> Response:
     backend = services.require_backend()
     conv = backend.fit(conv)  # too big for Kiro: 400 now, before any work (or trimmed)
     input_tokens = await estimate_input_tokens(conv)
+    trace = _trace(request, req.model, req.stream, input_tokens)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     batches = shape(
-        backend.stream(conv, input_tokens=input_tokens, context_window=model.context_window),
+        backend.stream(
+            conv, input_tokens=input_tokens, context_window=model.context_window, trace=trace
+        ),
         limiter=stream_limiter(conv, input_tokens),
         check=StreamJSONCheck(req.response_format) if json_rule else None,
     )
@@ -95,13 +100,23 @@ async def chat_completions(request: Request) -> Response:
         prompt_tokens_fallback=input_tokens,
         include_reasoning=conv.params.thinking is not None,
     )
-    stream = await open_stream(batches, services.settings.first_event_timeout_s)
+    stream = await open_stream(batches)
     return sse_response(
         stream,
         encoder,
         keepalive_s=services.settings.keepalive_interval_s,
         idle_limit_s=services.settings.read_timeout_s,
+        trace=trace,
     )
+
+
+def _trace(
+    request: Request, model: str, stream: bool | None, input_tokens: int
+) -> RequestTrace | None:
+    trace = trace_of(request.scope)
+    if trace is not None:
+        trace.model, trace.stream, trace.input_tokens = model, bool(stream), input_tokens
+    return trace
 
 
 def _model_object(info: ModelInfo) -> dict[str, Any]:
@@ -145,14 +160,23 @@ async def retrieve_model(request: Request, model_id: str) -> Response:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
+    """Gateway and pool state (never a token): "ok" while an account can serve now,
+    "degraded" when every account is resting or disabled, "no_credentials" without any."""
     services = _services(request)
-    creds = services.credentials
+    pool = services.pool
+    accounts = pool.status()
+    if not accounts:
+        state = "no_credentials"
+    elif any(a["enabled"] and not a["cooldown_s"] for a in accounts):
+        state = "ok"
+    else:
+        state = "degraded"
     return JSONResponse(
         {
-            "status": "ok" if creds is not None else "no_credentials",
+            "status": state,
             "version": __version__,
             "upstream": services.settings.kiro_api_base,
-            "credentials": creds.status() if creds is not None else None,
+            "accounts": accounts,
             "problem": services.credentials_problem,
         }
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -12,12 +14,21 @@ from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.images.fetch import ImageFetcher
 from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.chat_transport import ChatTransport
-from ki2api.kiro.credentials import KiroCredentials
+from ki2api.kiro.credentials import CredentialSource, KiroCredentials
+from ki2api.kiro.credentials_discovery import discover, no_credentials_error
+from ki2api.kiro.credentials_store import TokenSet
+from ki2api.kiro.pool import AccountPool
+from ki2api.kiro.pool_policy import PolicyConfig
+from ki2api.kiro.registry import store_path, sync_discovered
+from ki2api.kiro.token_home import StoreTokenHome
 from ki2api.kiro.websearch import KiroWebSearch
 from ki2api.settings import Settings
+from ki2api.state.base import AccountRecord, StateStore
+from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.usage import UsageLog
 from ki2api.transport import create_upstream_client
 
-__all__ = ["Services", "build_services"]
+__all__ = ["Services", "build_services", "credentials_factory"]
 
 log = logging.getLogger("ki2api")
 
@@ -27,50 +38,94 @@ class Services:
     settings: Settings
     http: httpx.AsyncClient
     catalogue: ModelCatalogue
-    credentials: KiroCredentials | None
-    backend: KiroBackend | None
-    chat: ChatTransport | None = None
+    store: StateStore
+    pool: AccountPool
+    backend: KiroBackend
+    chat: ChatTransport
+    usage: UsageLog
+    web_search: KiroWebSearch
     credentials_problem: str | None = None
     images: ImageFetcher | None = None
-    web_search: KiroWebSearch | None = None
 
     def require_web_search(self) -> KiroWebSearch:
-        if self.web_search is None:
-            raise GatewayError(
-                ErrorKind.NO_CREDENTIALS,
-                self.credentials_problem or "No Kiro login is configured.",
-            )
+        self._require_accounts()
         return self.web_search
 
     def require_backend(self) -> KiroBackend:
-        if self.backend is None:
+        self._require_accounts()
+        return self.backend
+
+    def _require_accounts(self) -> None:
+        if len(self.pool) == 0:
             raise GatewayError(
                 ErrorKind.NO_CREDENTIALS,
                 self.credentials_problem or "No Kiro login is configured.",
             )
-        return self.backend
 
     async def aclose(self) -> None:
-        if self.chat is not None:
+        try:
+            await self.usage.aclose()
+        finally:
             await self.chat.aclose()
-        await self.http.aclose()
+            await self.http.aclose()
+            await self.store.aclose()
 
 
-def build_services(
+def credentials_factory(
+    settings: Settings, http: httpx.AsyncClient, store: StateStore
+) -> Callable[[AccountRecord], KiroCredentials]:
+    """How the pool makes the login object of an account, by where its tokens live."""
+
+    def make(record: AccountRecord) -> KiroCredentials:
+        if record.source == "file" and record.path:
+            source = CredentialSource("file", Path(record.path), record.label)
+            home = None
+        else:
+            seed = None
+            if record.source == "env":
+                seed = TokenSet(settings.kiro_access_token, settings.kiro_refresh_token)
+            source = CredentialSource(record.source, None, record.label)
+            home = StoreTokenHome(store, record.id, default_region=settings.kiro_region, seed=seed)
+        return KiroCredentials(
+            source,
+            settings,
+            http,
+            account_id=record.id,
+            home=home,
+            locks=store,
+            machine_id=record.machine_id,
+        )
+
+    return make
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    return PolicyConfig(
+        throttle_base_s=settings.throttle_cooldown_s,
+        error_base_s=settings.error_cooldown_s,
+    )
+
+
+async def build_services(
     settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
 ) -> Services:
     http = create_upstream_client(settings, upstream_transport)
     catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
         settings.model_overrides
     )
-    images = _image_fetcher(settings)
+    store = SQLiteStore.open(store_path(settings))
+    problem: str | None = None
     try:
-        credentials = KiroCredentials.from_settings(settings, http)
+        await sync_discovered(settings, store)
     except GatewayError as exc:
-        log.warning("no Kiro credentials: %s", exc.message)
-        return Services(
-            settings, http, catalogue, None, None, credentials_problem=exc.message, images=images
-        )
+        problem = exc.message
+    pool = AccountPool(
+        store, credentials_factory(settings, http, store), policy=policy_config(settings)
+    )
+    await pool.load()
+    if len(pool) == 0:
+        problem = problem or no_credentials_error(discover(settings)).message
+        log.warning("no Kiro credentials: %s", problem)
     chat = ChatTransport(
         max_connections=settings.max_connections,
         connect_timeout_s=settings.connect_timeout_s,
@@ -78,26 +133,33 @@ def build_services(
     )
     backend = KiroBackend(
         chat,
-        credentials,
+        pool,
         BackendOptions(
             api_base=settings.kiro_api_base,
             profile_arn=settings.kiro_profile_arn,
             max_body_bytes=settings.max_upstream_bytes,
             trim_history=settings.trim_history,
+            max_attempts=settings.max_attempts,
+            first_event_timeout_s=settings.first_event_timeout_s,
         ),
     )
     web_search = KiroWebSearch(
-        chat, credentials, api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn
+        chat, pool, api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn
     )
+    usage = UsageLog(store)
+    usage.start()
     return Services(
         settings,
         http,
         catalogue,
-        credentials,
+        store,
+        pool,
         backend,
         chat,
-        images=images,
-        web_search=web_search,
+        usage,
+        web_search,
+        credentials_problem=problem,
+        images=_image_fetcher(settings),
     )
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event
+from ki2api.core.trace import RequestTrace
 from ki2api.frontends.sse import sse_comment
 from ki2api.server.pump import Pump, PumpTimeout
 
@@ -50,14 +51,17 @@ def _timeout_error(seconds: float) -> GatewayError:
     )
 
 
-async def open_stream(batches: AsyncIterator[list[Event]], first_timeout: float) -> FirstBatch:
-    """Wait for the first upstream batch; errors before it propagate with their real status."""
+async def open_stream(
+    batches: AsyncIterator[list[Event]], first_timeout: float | None = None
+) -> FirstBatch:
+    """Wait for the first upstream batch; errors before it propagate with their real status.
+    (The backend enforces the first-event timeout per account; `first_timeout` is a backstop.)"""
     pump: Pump[list[Event]] = Pump(batches)
     try:
         first = await pump.get(first_timeout)
     except PumpTimeout:
         await pump.aclose()
-        raise _timeout_error(first_timeout) from None
+        raise _timeout_error(first_timeout or 0.0) from None
     except StopAsyncIteration:
         await pump.aclose()
         raise GatewayError(
@@ -86,9 +90,11 @@ async def _body(
     keepalive_s: float,
     idle_limit_s: float,
     keepalive: bytes,
+    trace: RequestTrace | None,
 ) -> AsyncIterator[bytes]:
     batch: list[Event] | None = stream.first
     idle = 0.0
+    ended = False
     try:
         while True:
             if batch is None:
@@ -109,14 +115,25 @@ async def _body(
             raise GatewayError(
                 ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
             )
+        ended = True
     except GatewayError as err:
         log.warning("stream failed after start: %s", err.message)
+        ended = _fail(trace, err.kind.value)
         yield encoder.error(err)
     except Exception:
         log.exception("stream failed after start")
+        ended = _fail(trace, ErrorKind.INTERNAL.value)
         yield encoder.error(GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."))
     finally:
+        if not ended:  # the client went away (or the server is stopping) mid-stream
+            _fail(trace, ErrorKind.CANCELLED.value)
         await stream.pump.aclose()
+
+
+def _fail(trace: RequestTrace | None, outcome: str) -> bool:
+    if trace is not None:
+        trace.fail(outcome)
+    return True
 
 
 def sse_response(
@@ -126,11 +143,12 @@ def sse_response(
     keepalive_s: float,
     idle_limit_s: float = 300.0,
     keepalive: bytes | None = None,
+    trace: RequestTrace | None = None,
 ) -> StreamingResponse:
     """`keepalive`: what is sent after `keepalive_s` of upstream silence (an SSE comment by
     default; the Anthropic route sends its `ping` event)."""
     return StreamingResponse(
-        _body(stream, encoder, keepalive_s, idle_limit_s, keepalive or sse_comment()),
+        _body(stream, encoder, keepalive_s, idle_limit_s, keepalive or sse_comment(), trace),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

@@ -1,0 +1,274 @@
+"""AccountPool: the Kiro accounts a gateway process serves from, and what it knows of them.
+
+Selection and the failure table are pure (`pool_policy`); this class keeps the live state
+(requests in flight, sticky conversations), mirrors health from the state store, and writes back
+what a failure taught it. Health written by another worker shows up here on the next request
+(`StateStore.changed()` is checked once per acquire), so a cooldown seen by one worker applies
+to all. Accounts added or removed with `ki2api accounts` while the gateway runs are picked up
+the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from ki2api.core.errors import GatewayError
+from ki2api.kiro.credentials import KiroCredentials
+from ki2api.kiro.pool_policy import (
+    Action,
+    Candidate,
+    PolicyConfig,
+    availability,
+    choose,
+    failure_action,
+    no_account_error,
+)
+from ki2api.kiro.tokenfile import file_mtime_ns
+from ki2api.state.base import AccountRecord, Health, StateStore
+
+__all__ = ["AccountPool", "PoolAccount"]
+
+_log = logging.getLogger(__name__)
+_MAX_ERROR_CHARS = 300
+_RELOGIN_CHECK_S = 2.0
+_RELOGIN_REASONS = frozenset({"invalid_grant"})
+
+
+@dataclass(eq=False)
+class PoolAccount:
+    record: AccountRecord
+    credentials: KiroCredentials
+    health: Health
+    inflight: int = 0
+    served: int = 0
+    disabled_mtime: int | None = None  # its token file's version when it was disabled
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def candidate(self) -> Candidate:
+        return Candidate(
+            id=self.record.id,
+            priority=self.record.priority,
+            weight=self.record.weight,
+            inflight=self.inflight,
+            served=self.served,
+            enabled=self.record.enabled,
+            cooldown_until=self.health.cooldown_until,
+            reason=self.record.disabled_reason if not self.record.enabled else self.health.reason,
+        )
+
+
+class AccountPool:
+    def __init__(
+        self,
+        store: StateStore,
+        credentials_for: Callable[[AccountRecord], KiroCredentials],
+        *,
+        policy: PolicyConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        sticky_limit: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._credentials_for = credentials_for
+        self.policy = policy or PolicyConfig()
+        self._clock = clock
+        self._accounts: dict[str, PoolAccount] = {}
+        self._sticky: OrderedDict[str, str] = OrderedDict()
+        self._sticky_limit = sticky_limit
+        self._relogin_checked = 0.0
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    @property
+    def accounts(self) -> list[PoolAccount]:
+        return list(self._accounts.values())
+
+    def get(self, account_id: str) -> PoolAccount | None:
+        return self._accounts.get(account_id)
+
+    async def load(self) -> None:
+        """(Re)read accounts and health from the store; keeps live counters and credentials."""
+        records = await self._store.list_accounts()
+        health = await self._store.health()
+        fresh: dict[str, PoolAccount] = {}
+        for record in records:
+            known = self._accounts.get(record.id)
+            state = health.get(record.id) or Health(record.id)
+            if known is not None and _same_login(known.record, record):
+                known.record, known.health = record, state
+                fresh[record.id] = known
+            else:
+                fresh[record.id] = PoolAccount(record, self._credentials_for(record), state)
+        self._accounts = fresh
+
+    async def _sync(self) -> None:
+        if await self._store.changed():
+            await self.load()
+        now = self._clock()
+        if now - self._relogin_checked >= _RELOGIN_CHECK_S:
+            self._relogin_checked = now
+            await self._enable_relogged()
+
+    async def _enable_relogged(self) -> None:
+        """A token-file account disabled for a revoked login comes back when its file changes
+        (the user signed in again with the Kiro IDE)."""
+        for account in self._accounts.values():
+            record = account.record
+            if record.enabled or record.disabled_reason not in _RELOGIN_REASONS:
+                continue
+            if record.source != "file" or not record.path:
+                continue
+            mtime = file_mtime_ns(Path(record.path))
+            if account.disabled_mtime is None:
+                account.disabled_mtime = mtime
+            elif mtime != account.disabled_mtime:
+                await self.enable(account.id, why="its token file changed (a new login)")
+
+    async def enable(self, account_id: str, *, why: str) -> None:
+        account = self._accounts.get(account_id)
+        await self._store.set_enabled(account_id, True, None)
+        if account is not None:
+            account.record = dataclasses.replace(account.record, enabled=True, disabled_reason=None)
+            account.disabled_mtime = None
+            account.health = dataclasses.replace(account.health, cooldown_until=0.0, strikes=0)
+            await self._store.put_health(account.health)
+        _log.info("account %s enabled again: %s", account_id, why)
+
+    async def acquire(self, key: str | None, exclude: Collection[str]) -> PoolAccount | None:
+        """An account for the next attempt (counted in flight until `release`), or None."""
+        await self._sync()
+        sticky = self._sticky.get(key) if key is not None else None
+        candidates = [a.candidate() for a in self._accounts.values()]
+        chosen = choose(candidates, self._clock(), sticky=sticky, exclude=exclude)
+        if chosen is None:
+            return None
+        account = self._accounts[chosen]
+        account.inflight += 1
+        account.served += 1
+        return account
+
+    def release(self, account: PoolAccount) -> None:
+        account.inflight -= 1
+
+    def stick(self, key: str | None, account: PoolAccount) -> None:
+        """Keep this conversation on `account` while it stays healthy."""
+        if key is None:
+            return
+        self._sticky[key] = account.id
+        self._sticky.move_to_end(key)
+        while len(self._sticky) > self._sticky_limit:
+            self._sticky.popitem(last=False)
+
+    async def failed(self, account: PoolAccount, err: GatewayError) -> Action:
+        """Apply what `err` says about `account` (cooldown, disable) and return the action."""
+        now = self._clock()
+        health = account.health
+        action = failure_action(
+            err,
+            strikes=health.strikes,
+            now=now,
+            quota_reset_at=health.quota_reset_at,
+            config=self.policy,
+        )
+        if action.disable:
+            await self._disable(account, action.reason or err.kind.value, err)
+        if action.cooldown_until is not None or action.disable or action.strike:
+            account.health = dataclasses.replace(
+                health,
+                cooldown_until=action.cooldown_until or health.cooldown_until,
+                reason=action.reason if action.cooldown_until or action.disable else health.reason,
+                strikes=health.strikes + 1 if action.strike else health.strikes,
+                last_error=err.message[:_MAX_ERROR_CHARS],
+            )
+            await self._store.put_health(account.health)
+            if action.cooldown_until is not None:
+                _log.info(
+                    "account %s: %s, resting %.0f s",
+                    account.id,
+                    action.reason,
+                    max(0.0, action.cooldown_until - now),
+                )
+        return action
+
+    async def _disable(self, account: PoolAccount, reason: str, err: GatewayError) -> None:
+        account.record = dataclasses.replace(account.record, enabled=False, disabled_reason=reason)
+        if account.record.path:
+            account.disabled_mtime = file_mtime_ns(Path(account.record.path))
+        await self._store.set_enabled(account.id, False, reason)
+        _log.warning(
+            "account %s disabled (%s): %s. `ki2api accounts enable %s` after fixing it.",
+            account.id,
+            reason,
+            err.message[:_MAX_ERROR_CHARS],
+            account.id,
+        )
+
+    async def succeeded(self, account: PoolAccount) -> None:
+        """A served request: forget past strikes (written only when there were some)."""
+        health = account.health
+        if health.strikes == 0 and health.reason is None and health.last_error is None:
+            return
+        account.health = dataclasses.replace(
+            health, strikes=0, reason=None, last_error=None, last_ok_at=self._clock()
+        )
+        await self._store.put_health(account.health)
+
+    async def note_quota(self, account_id: str, health: Health) -> None:
+        """Quota figures fetched from getUsageLimits (keeps cooldown fields as they are)."""
+        account = self._accounts.get(account_id)
+        base = account.health if account is not None else health
+        merged = dataclasses.replace(
+            base,
+            quota_remaining=health.quota_remaining,
+            quota_limit=health.quota_limit,
+            quota_reset_at=health.quota_reset_at,
+            quota_checked_at=health.quota_checked_at,
+        )
+        if account is not None:
+            account.health = merged
+        await self._store.put_health(merged)
+
+    def unavailable(self, last: GatewayError | None) -> GatewayError:
+        """The error for a client no account can serve now (429/503 with retry-after).
+
+        When this very request saw the failure that disabled the last usable account (a revoked
+        login, a suspension), the client gets that failure itself: it says what to fix."""
+        candidates = [a.candidate() for a in self._accounts.values()]
+        avail = availability(candidates, self._clock())
+        if avail.all_disabled and last is not None and len(candidates) > 0:
+            return last
+        return no_account_error(avail, last)
+
+    def status(self) -> list[dict[str, object]]:
+        """Per-account view for /health: never a token."""
+        now = self._clock()
+        out: list[dict[str, object]] = []
+        for account in self._accounts.values():
+            h = account.health
+            item: dict[str, object] = {
+                "id": account.id,
+                "source": account.record.source,
+                "enabled": account.record.enabled,
+                "disabled_reason": account.record.disabled_reason,
+                "cooldown_s": round(max(0.0, h.cooldown_until - now), 1),
+                "reason": h.reason,
+                "inflight": account.inflight,
+                "quota_remaining": h.quota_remaining,
+                "login": account.credentials.status(),
+            }
+            out.append(item)
+        return out
+
+
+def _same_login(old: AccountRecord, new: AccountRecord) -> bool:
+    """Can the live credentials of `old` keep serving `new` (same source and file)?"""
+    return (old.source, old.path, old.auth_method) == (new.source, new.path, new.auth_method)

@@ -1,0 +1,128 @@
+"""One usage-log row per chat request, whatever happens to it.
+
+`AccountingMiddleware` wraps the two chat endpoints. It puts a `RequestTrace` in the request
+scope (`scope["state"]["trace"]`), lets the route, the backend and the stream fill it in (model,
+accounts tried, usage, outcome), and when the response is over (sent, failed, or abandoned by
+the client) hands exactly one `UsageRow` to the usage log. The log writes in batches off the
+request path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ki2api.core.errors import ErrorKind
+from ki2api.core.trace import RequestTrace
+from ki2api.state.base import UsageRow
+from ki2api.state.usage import UsageLog
+
+__all__ = ["AccountingMiddleware", "client_key_fingerprint", "trace_of"]
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages"})
+_STATUS_OUTCOME = {
+    400: ErrorKind.INVALID_REQUEST,
+    401: ErrorKind.AUTHENTICATION,
+    403: ErrorKind.PERMISSION,
+    404: ErrorKind.NOT_FOUND,
+    413: ErrorKind.REQUEST_TOO_LARGE,
+    429: ErrorKind.RATE_LIMITED,
+}
+
+
+def client_key_fingerprint(scope: Scope, keys: tuple[str, ...]) -> str:
+    """`key-N` for the N-th configured key (N from 1), "invalid" or "none"; never the key."""
+    headers = dict(scope.get("headers") or [])
+    raw = headers.get(b"x-api-key") or b""
+    auth = headers.get(b"authorization") or b""
+    if not raw and auth[:7].lower() == b"bearer ":
+        raw = auth[7:].strip()
+    if not raw:
+        return "none"
+    for i, key in enumerate(keys, 1):
+        if hmac.compare_digest(raw, key.encode()):
+            return f"key-{i}"
+    return "invalid:" + hashlib.sha256(raw).hexdigest()[:8]
+
+
+def trace_of(scope: Scope) -> RequestTrace | None:
+    trace = (scope.get("state") or {}).get("trace")
+    return trace if isinstance(trace, RequestTrace) else None
+
+
+class AccountingMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        usage: Callable[[], UsageLog | None],
+        keys: tuple[str, ...],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self._usage = usage
+        self._keys = keys
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in CHAT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        trace = RequestTrace(
+            at=self._clock(),
+            endpoint=str(scope["path"]),
+            client_key=client_key_fingerprint(scope, self._keys),
+        )
+        scope.setdefault("state", {})["trace"] = trace
+        status = 0
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except BaseException:
+            trace.fail(ErrorKind.INTERNAL.value if status == 0 else ErrorKind.CANCELLED.value)
+            raise
+        finally:
+            self._log(trace, status, started)
+
+    def _log(self, trace: RequestTrace, status: int, started: float) -> None:
+        usage = self._usage()
+        if usage is None:
+            return
+        outcome = trace.outcome or _outcome(status)
+        usage.add(
+            UsageRow(
+                at=trace.at,
+                client_key=trace.client_key,
+                account_id=trace.account_id,
+                model=trace.model,
+                input_tokens=trace.input_tokens,
+                output_tokens=trace.output_tokens,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                outcome=outcome,
+                endpoint=trace.endpoint,
+                stream=trace.stream,
+                attempts=trace.attempts,
+            )
+        )
+
+
+def _outcome(status: int) -> str:
+    if 200 <= status < 300:
+        return "ok"
+    if status == 0:
+        return ErrorKind.CANCELLED.value
+    kind = _STATUS_OUTCOME.get(status)
+    if kind is not None:
+        return kind.value
+    return ErrorKind.UPSTREAM_ERROR.value if status < 500 else ErrorKind.INTERNAL.value
