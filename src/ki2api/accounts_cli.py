@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sqlite3
 import sys
@@ -27,6 +26,7 @@ from ki2api.kiro.importers import (
     read_kiro_cli_db,
     scan_token_dir,
 )
+from ki2api.kiro.pool_refresh import refresh_account
 from ki2api.kiro.quota import check_quotas
 from ki2api.kiro.registry import (
     DISCOVERED_SOURCES,
@@ -318,12 +318,7 @@ async def _enable(settings: Settings, store: StateStore, args: argparse.Namespac
 
 async def _refresh(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
     record = await _get(store, args.account_id)
-    try:
-        module = importlib.import_module("ki2api.kiro.pool_refresh")
-    except ImportError:
-        raise _Problem("refresh is not available yet") from None
-    message = await module.refresh_account(settings, store, record.id)
-    print(str(message))
+    print(await refresh_account(settings, store, record.id))
     return 0
 
 

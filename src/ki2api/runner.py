@@ -12,8 +12,10 @@ from pathlib import Path
 import uvicorn
 
 from ki2api.kiro.credentials import discover
+from ki2api.kiro.registry import store_path, sync_discovered
 from ki2api.server.app import create_app
 from ki2api.settings import Settings
+from ki2api.state.sqlite import SQLiteStore
 from kiro_emulator import EmulatorConfig
 from kiro_emulator import create_app as create_emulator_app
 
@@ -28,10 +30,20 @@ LOGIN_HELP = (
 )
 
 
+async def _pool_size(settings: Settings) -> int:
+    """How many accounts the pool will have (the store's plus the discovered ones)."""
+    store = SQLiteStore.open(store_path(settings))  # also creates the schema before any fork
+    try:
+        await sync_discovered(settings, store)
+        return len(await store.list_accounts())
+    finally:
+        await store.aclose()
+
+
 def no_credentials_message(settings: Settings) -> str | None:
-    """None when a login was found; otherwise a message naming every place searched."""
+    """None when the pool has an account; otherwise a message naming every place searched."""
     found = discover(settings)
-    if found.source is not None:
+    if found.source is not None or asyncio.run(_pool_size(settings)) > 0:
         return None
     places = "\n".join(f"  - {place}" for place in found.searched)
     return f"ki2api: no Kiro login found. Looked in:\n{places}\n{LOGIN_HELP}"
@@ -49,10 +61,23 @@ def _uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicor
 
 
 def serve(settings: Settings, workers: int = 1) -> int:
+    """Serve until stopped. With `workers` > 1, that many processes share the port and the
+    state store (each reads its settings from the environment and `.env`, as this one did)."""
     problem = no_credentials_message(settings)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    if workers > 1:
+        uvicorn.run(
+            "ki2api.server.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=5,
+        )
+        return 0
     config = _uvicorn_config(create_app(settings), settings.host, settings.port, settings.log_level)
     uvicorn.Server(config).run()
     return 0
@@ -103,6 +128,8 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
         kiro_access_token=None,
         kiro_refresh_token=None,
         kiro_creds_file=creds_dir / "acct-1" / "kiro-auth-token.json",
+        kiro_creds_dir=None,
+        data_dir=creds_dir,  # the demo's own store: real accounts never meet the emulator
         kiro_api_base=em_base,
         kiro_auth_base=em_base,
         kiro_oidc_base=em_base,

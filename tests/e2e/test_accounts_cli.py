@@ -198,11 +198,22 @@ def test_problems_exit_1_with_one_line(cli: Cli) -> None:
         assert done.stderr.startswith("ki2api accounts: ")
 
 
-def test_refresh_runs_or_says_it_is_unavailable(cli: Cli) -> None:
+def _refreshes(cli: Cli, account_id: str) -> int:
+    stats = httpx.get(f"{cli.emulator_url}/_emulator/stats").json()["accounts"]
+    return int(stats[account_id]["refreshes"])
+
+
+def test_refresh_renews_the_stored_token(cli: Cli) -> None:
     acct = cli.account(cli.root / "src")
     cli.ok("accounts", "add", str(acct.token_file), "--id", "one")
-    done = cli.run("accounts", "refresh", "one")
-    assert done.returncode == 0 or "not available yet" in done.stderr
+    before = _refreshes(cli, acct.id)
+    out = cli.ok("accounts", "refresh", "one")
+    assert "token refreshed" in out
+    assert _refreshes(cli, acct.id) == before + 1
+    listed = cli.listed()["one"]
+    assert listed["state"].startswith("ok"), listed
+    done = cli.run("accounts", "refresh", "nobody")
+    assert done.returncode == 1 and "no account 'nobody'" in done.stderr
 
 
 # import DIR / discovery ----------------------------------------------------------------------

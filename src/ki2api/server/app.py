@@ -22,10 +22,10 @@ from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_openai import router as openai_router
 from ki2api.server.services import build_services
-from ki2api.settings import Settings
+from ki2api.settings import Settings, load_settings
 from ki2api.state.usage import UsageLog
 
-__all__ = ["create_app", "is_anthropic_path", "render_error"]
+__all__ = ["create_app", "create_app_from_env", "is_anthropic_path", "render_error"]
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -95,6 +95,11 @@ def create_app(
     app.add_middleware(AccountingMiddleware, usage=usage_log, keys=settings.api_keys)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one worker of `ki2api serve --workers N` (settings from the environment)."""
+    return create_app(load_settings())
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
@@ -14,21 +12,19 @@ from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.images.fetch import ImageFetcher
 from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.chat_transport import ChatTransport
-from ki2api.kiro.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.credentials_discovery import discover, no_credentials_error
-from ki2api.kiro.credentials_store import TokenSet
 from ki2api.kiro.pool import AccountPool
 from ki2api.kiro.pool_policy import PolicyConfig
+from ki2api.kiro.pool_refresh import credentials_factory
 from ki2api.kiro.registry import store_path, sync_discovered
-from ki2api.kiro.token_home import StoreTokenHome
 from ki2api.kiro.websearch import KiroWebSearch
 from ki2api.settings import Settings
-from ki2api.state.base import AccountRecord, StateStore
+from ki2api.state.base import StateStore
 from ki2api.state.sqlite import SQLiteStore
 from ki2api.state.usage import UsageLog
 from ki2api.transport import create_upstream_client
 
-__all__ = ["Services", "build_services", "credentials_factory"]
+__all__ = ["Services", "build_services"]
 
 log = logging.getLogger("ki2api")
 
@@ -69,34 +65,6 @@ class Services:
             await self.chat.aclose()
             await self.http.aclose()
             await self.store.aclose()
-
-
-def credentials_factory(
-    settings: Settings, http: httpx.AsyncClient, store: StateStore
-) -> Callable[[AccountRecord], KiroCredentials]:
-    """How the pool makes the login object of an account, by where its tokens live."""
-
-    def make(record: AccountRecord) -> KiroCredentials:
-        if record.source == "file" and record.path:
-            source = CredentialSource("file", Path(record.path), record.label)
-            home = None
-        else:
-            seed = None
-            if record.source == "env":
-                seed = TokenSet(settings.kiro_access_token, settings.kiro_refresh_token)
-            source = CredentialSource(record.source, None, record.label)
-            home = StoreTokenHome(store, record.id, default_region=settings.kiro_region, seed=seed)
-        return KiroCredentials(
-            source,
-            settings,
-            http,
-            account_id=record.id,
-            home=home,
-            locks=store,
-            machine_id=record.machine_id,
-        )
-
-    return make
 
 
 def policy_config(settings: Settings) -> PolicyConfig:

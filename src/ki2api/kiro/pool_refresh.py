@@ -1,0 +1,59 @@
+"""How the pool makes each account's login object, and a one-off refresh for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.credentials import CredentialSource, KiroCredentials
+from ki2api.kiro.credentials_store import TokenSet
+from ki2api.kiro.token_home import StoreTokenHome, TokenHome
+from ki2api.settings import Settings
+from ki2api.state.base import AccountRecord, StateStore
+from ki2api.transport import create_upstream_client
+
+__all__ = ["credentials_factory", "refresh_account"]
+
+
+def credentials_factory(
+    settings: Settings, http: httpx.AsyncClient, store: StateStore
+) -> Callable[[AccountRecord], KiroCredentials]:
+    """The login object of an account, by where its tokens live: its token file ("file"), or
+    the store ("store"; "env", seeded from KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN)."""
+
+    def make(record: AccountRecord) -> KiroCredentials:
+        home: TokenHome | None = None
+        if record.source == "file" and record.path:
+            source = CredentialSource("file", Path(record.path), record.label)
+        else:
+            seed = None
+            if record.source == "env":
+                seed = TokenSet(settings.kiro_access_token, settings.kiro_refresh_token)
+            source = CredentialSource(record.source, None, record.label)
+            home = StoreTokenHome(store, record.id, default_region=settings.kiro_region, seed=seed)
+        return KiroCredentials(
+            source,
+            settings,
+            http,
+            account_id=record.id,
+            home=home,
+            locks=store,  # one refresh per account among all workers
+            machine_id=record.machine_id,
+        )
+
+    return make
+
+
+async def refresh_account(settings: Settings, store: StateStore, account_id: str) -> str:
+    """Refresh one account's token now (under the same lock a running gateway uses)."""
+    record = await store.get_account(account_id)
+    if record is None:
+        raise GatewayError(ErrorKind.NOT_FOUND, f"no account {account_id!r}")
+    async with create_upstream_client(settings) as http:
+        credentials = credentials_factory(settings, http, store)(record)
+        auth = await credentials.refresh()
+    until = auth.expires_at.isoformat(timespec="seconds") if auth.expires_at else "unknown"
+    return f"account {account_id}: token refreshed (valid until {until})"
