@@ -91,6 +91,7 @@ def gateway_settings(
         work_dir=tmp_path / "work",
         data_dir=tmp_path / "data",
         image_fetch=False,  # tests that fetch images turn it on with a local image server
+        quota_poll_s=0,  # no background getUsageLimits calls among the requests tests count
     )
     return dataclasses.replace(base, **overrides)
 

@@ -64,10 +64,10 @@ def test_error_response(kind: ErrorKind) -> None:
         (ErrorKind.RATE_LIMITED, 2.2, "3"),
         (ErrorKind.RATE_LIMITED, 0.1, "1"),
         (ErrorKind.UPSTREAM_UNAVAILABLE, 7.0, "7"),
-        (ErrorKind.QUOTA_EXHAUSTED, 30.0, None),
+        (ErrorKind.QUOTA_EXHAUSTED, 30.0, "30"),  # when the first account resets
         (ErrorKind.RATE_LIMITED, float("inf"), None),
     ],
-    ids=["rounded up", "at least 1", "overloaded", "quota: none", "infinite: none"],
+    ids=["rounded up", "at least 1", "overloaded", "quota: reset", "infinite: none"],
 )
 def test_retry_after_whole_seconds(kind: ErrorKind, retry_after: float, header: str | None) -> None:
     _, _, headers = error_response(GatewayError(kind, "x", retry_after=retry_after))

@@ -76,7 +76,11 @@ def test_internal_never_shows_its_message() -> None:
         (K.RATE_LIMITED, None, {"retry-after": "1", "retry-after-ms": "1000"}),
         (K.RATE_LIMITED, float("inf"), {}),
         (K.QUOTA_EXHAUSTED, None, {"x-should-retry": "false"}),
-        (K.QUOTA_EXHAUSTED, 30.0, {"x-should-retry": "false"}),
+        (  # all accounts dry: when the first one resets, and "do not retry now"
+            K.QUOTA_EXHAUSTED,
+            30.0,
+            {"retry-after": "30", "retry-after-ms": "30000", "x-should-retry": "false"},
+        ),
         (K.UPSTREAM_UNAVAILABLE, 5.0, {"retry-after": "5", "retry-after-ms": "5000"}),
         (K.UPSTREAM_UNAVAILABLE, None, {}),
         (K.UPSTREAM_ERROR, 5.0, {}),

@@ -138,6 +138,7 @@ class AccountPool:
         await self._store.set_enabled(account_id, True, None)
         if account is not None:
             account.record = dataclasses.replace(account.record, enabled=True, disabled_reason=None)
+            account.credentials = self._credentials_for(account.record)  # no stale failure state
             account.disabled_mtime = None
             account.health = dataclasses.replace(account.health, cooldown_until=0.0, strikes=0)
             await self._store.put_health(account.health)

@@ -16,6 +16,7 @@ from ki2api.kiro.credentials_discovery import discover, no_credentials_error
 from ki2api.kiro.pool import AccountPool
 from ki2api.kiro.pool_policy import PolicyConfig
 from ki2api.kiro.pool_refresh import credentials_factory
+from ki2api.kiro.pool_upkeep import QuotaPoller, retry_revoked_logins
 from ki2api.kiro.registry import store_path, sync_discovered
 from ki2api.kiro.websearch import KiroWebSearch
 from ki2api.settings import Settings
@@ -40,6 +41,7 @@ class Services:
     chat: ChatTransport
     usage: UsageLog
     web_search: KiroWebSearch
+    quota: QuotaPoller
     credentials_problem: str | None = None
     images: ImageFetcher | None = None
 
@@ -60,6 +62,7 @@ class Services:
 
     async def aclose(self) -> None:
         try:
+            await self.quota.aclose()
             await self.usage.aclose()
         finally:
             await self.chat.aclose()
@@ -87,6 +90,7 @@ async def build_services(
         await sync_discovered(settings, store)
     except GatewayError as exc:
         problem = exc.message
+    await retry_revoked_logins(store)
     pool = AccountPool(
         store, credentials_factory(settings, http, store), policy=policy_config(settings)
     )
@@ -116,6 +120,8 @@ async def build_services(
     )
     usage = UsageLog(store)
     usage.start()
+    quota = QuotaPoller(settings, store, pool, http)
+    quota.start()
     return Services(
         settings,
         http,
@@ -126,6 +132,7 @@ async def build_services(
         chat,
         usage,
         web_search,
+        quota,
         credentials_problem=problem,
         images=_image_fetcher(settings),
     )

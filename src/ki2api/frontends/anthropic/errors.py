@@ -53,7 +53,9 @@ ERROR_TABLE: dict[ErrorKind, ErrorRow] = {
     ErrorKind.NO_CREDENTIALS: ErrorRow(503, _API, should_retry=False),
     ErrorKind.PERMISSION: ErrorRow(403, "permission_error"),
     ErrorKind.RATE_LIMITED: ErrorRow(429, "rate_limit_error", retry_after=True),
-    ErrorKind.QUOTA_EXHAUSTED: ErrorRow(429, "rate_limit_error", should_retry=False),
+    ErrorKind.QUOTA_EXHAUSTED: ErrorRow(
+        429, "rate_limit_error", retry_after=True, should_retry=False
+    ),
     ErrorKind.UPSTREAM_REJECTED: ErrorRow(400, _INVALID),
     ErrorKind.UPSTREAM_UNAVAILABLE: ErrorRow(529, "overloaded_error", retry_after=True),
     ErrorKind.UPSTREAM_TIMEOUT: ErrorRow(504, "timeout_error"),

@@ -43,7 +43,7 @@ ERROR_TABLE: dict[ErrorKind, ErrorRow] = {
     ErrorKind.PERMISSION: ErrorRow(403, "permission_error", "permission_denied"),
     ErrorKind.RATE_LIMITED: ErrorRow(429, "requests", "rate_limit_exceeded", retry_after=True),
     ErrorKind.QUOTA_EXHAUSTED: ErrorRow(
-        429, "insufficient_quota", "insufficient_quota", should_retry=False
+        429, "insufficient_quota", "insufficient_quota", retry_after=True, should_retry=False
     ),
     ErrorKind.UPSTREAM_REJECTED: ErrorRow(400, _INVALID, "upstream_rejected"),
     ErrorKind.UPSTREAM_UNAVAILABLE: ErrorRow(
