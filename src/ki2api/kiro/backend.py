@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -86,7 +87,12 @@ class KiroBackend:
         key = conversation_key(conv)
         tried: set[str] = set()
         last: GatewayError | None = None
+        # the retry budget: at most max_attempts accounts, and no new attempt once one
+        # first-event timeout has passed since the request came in
+        budget_ends = time.monotonic() + self._options.first_event_timeout_s
         for attempt in range(max(1, self._options.max_attempts)):
+            if attempt and time.monotonic() > budget_ends:
+                break
             delay = retry_delay(attempt, self._pool.policy)
             if delay > 0:
                 await asyncio.sleep(delay)
