@@ -292,20 +292,32 @@ def _learns_reset(gw: Gateway, reset_at: float) -> bool:
 # 3. failover before the first byte ------------------------------------------------------
 
 
+_FIRST_EVENT_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="BUG (lead, since 2cdd10b): the retry budget ends one first-event timeout after the"
+    " request came in, so an attempt that hits the first-event timeout is never failed over"
+    " (issue 5 §4 says it must be when nothing was sent yet): the client gets 504",
+)
 FAULTS = [
-    ("server_error", {"server_error": True}, False),
-    ("unavailable", {"unavailable": True}, False),
-    ("high_load", {"high_load": True}, False),
-    ("drop_connection", {"drop_connection": True}, False),
-    ("empty_stream", {"empty_stream": True}, False),
-    ("first_event_delay", {"first_event_delay_ms": 3000}, False),
-    ("throttled", {"throttled": True}, False),
-    ("suspended", {"suspended": True}, False),
-    ("refresh_fails", {"refresh_fails": True}, True),
+    pytest.param("server_error", {"server_error": True}, False, id="server_error"),
+    pytest.param("unavailable", {"unavailable": True}, False, id="unavailable"),
+    pytest.param("high_load", {"high_load": True}, False, id="high_load"),
+    pytest.param("drop_connection", {"drop_connection": True}, False, id="drop_connection"),
+    pytest.param("empty_stream", {"empty_stream": True}, False, id="empty_stream"),
+    pytest.param(
+        "first_event_delay",
+        {"first_event_delay_ms": 3000},
+        False,
+        id="first_event_delay",
+        marks=_FIRST_EVENT_BUG,
+    ),
+    pytest.param("throttled", {"throttled": True}, False, id="throttled"),
+    pytest.param("suspended", {"suspended": True}, False, id="suspended"),
+    pytest.param("refresh_fails", {"refresh_fails": True}, True, id="refresh_fails"),
 ]
 
 
-@pytest.mark.parametrize(("name", "behaviour", "expired"), FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize(("name", "behaviour", "expired"), FAULTS)
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 def test_failover_before_first_byte(
     emulator_url: str,
