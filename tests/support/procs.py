@@ -310,7 +310,7 @@ async def chat(
 
 
 def _error_problem(status: int, body: str, anthropic: bool) -> str | None:
-    if status >= 500 and status not in (502, 503, 504):
+    if status >= 500 and status not in (502, 503, 504, 529):  # 529: Anthropic's overloaded
         return f"HTTP {status}: {body[:300]}"
     try:
         data = json.loads(body)
