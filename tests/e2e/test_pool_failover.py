@@ -211,12 +211,6 @@ def test_all_throttled_retry_after_honours_upstream_retry_after(
     assert all(retry_after(r) >= 29 for r in answers), [r.headers for r in answers]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (lead): classify._retry_after gives every 429 without a Retry-After header a"
-    " default of 5 s, and failure_action takes max(err.retry_after, backoff), so"
-    " KI2API_THROTTLE_COOLDOWN_S below 5 s has no effect (retry-after is 5 here, policy says 1)",
-)
 def test_all_throttled_retry_after_follows_the_throttle_cooldown(
     emulator_url: str, tmp_path: Path, gateway_factory: Any
 ) -> None:
@@ -271,12 +265,8 @@ def test_all_out_of_quota_gives_429_not_to_retry_until_reset(
     if precheck:
         _precheck_quota(emulator_url, members, tmp_path)
     gw = start_pool_gateway(gateway_factory, members, tmp_path)
-    if not precheck and not _learns_reset(gw, reset_at):
-        # The gateway itself must learn the reset date (getUsageLimits) to say when to retry.
-        pytest.xfail(
-            "BUG (lead): the running gateway never asks getUsageLimits (quota_poll_s is unused),"
-            " so a 402 rests the account until the 1st of next month, not its real reset"
-        )
+    if not precheck:  # the gateway itself learns the reset date (getUsageLimits) on a 402
+        assert _learns_reset(gw, reset_at)
     _assert_all_out_of_quota(gw, reset_at)
     counts = [chat_requests(emulator_url, m) for m in members]
     _assert_all_out_of_quota(gw, reset_at)
@@ -292,12 +282,6 @@ def _learns_reset(gw: Gateway, reset_at: float) -> bool:
 # 3. failover before the first byte ------------------------------------------------------
 
 
-_FIRST_EVENT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (lead, since 2cdd10b): the retry budget ends one first-event timeout after the"
-    " request came in, so an attempt that hits the first-event timeout is never failed over"
-    " (issue 5 §4 says it must be when nothing was sent yet): the client gets 504",
-)
 FAULTS = [
     pytest.param("server_error", {"server_error": True}, False, id="server_error"),
     pytest.param("unavailable", {"unavailable": True}, False, id="unavailable"),
@@ -305,11 +289,7 @@ FAULTS = [
     pytest.param("drop_connection", {"drop_connection": True}, False, id="drop_connection"),
     pytest.param("empty_stream", {"empty_stream": True}, False, id="empty_stream"),
     pytest.param(
-        "first_event_delay",
-        {"first_event_delay_ms": 3000},
-        False,
-        id="first_event_delay",
-        marks=_FIRST_EVENT_BUG,
+        "first_event_delay", {"first_event_delay_ms": 3000}, False, id="first_event_delay"
     ),
     pytest.param("throttled", {"throttled": True}, False, id="throttled"),
     pytest.param("suspended", {"suspended": True}, False, id="suspended"),
@@ -362,12 +342,7 @@ def test_end_without_closing_fails_over_when_nothing_was_sent(
     bad, good = make_pool(emulator_url, tmp_path, [{"end_without_closing": True}, {}])
     gw = start_pool_gateway(gateway_factory, [bad, good], tmp_path)
     if not stream:
-        if not _non_stream_survives(gw):
-            pytest.xfail(
-                "BUG (lead): a non-streaming request sends nothing before the upstream answer"
-                " is complete, yet a stream without closing events is not retried on another"
-                " account (the backend stops failing over once it yielded the first content)"
-            )
+        assert _non_stream_survives(gw)  # nothing was sent yet: retried on the other account
         assert emulator_counters(emulator_url, good)["served"] == 1
         return
     # Streaming: the missing end shows only after the text went out, so no failover is

@@ -11,7 +11,6 @@ import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.classify import (
-    DEFAULT_RETRY_AFTER_S,
     classify_exception_frame,
     classify_http_error,
     is_bearer_invalid,
@@ -238,15 +237,15 @@ def test_classify_http_error(
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
-        ({}, DEFAULT_RETRY_AFTER_S),
+        ({}, None),
         ({"retry-after": "12"}, 12.0),
         ({"Retry-After": "1.5"}, 1.5),
-        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, DEFAULT_RETRY_AFTER_S),
-        ({"retry-after": "-3"}, DEFAULT_RETRY_AFTER_S),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"retry-after": "-3"}, None),
     ],
     ids=["absent", "seconds", "case-insensitive-float", "http-date", "negative"],
 )
-def test_rate_limit_retry_after(headers: dict[str, str], expected: float) -> None:
+def test_rate_limit_retry_after(headers: dict[str, str], expected: float | None) -> None:
     err = classify_http_error(429, b"", headers)
     assert err.kind is ErrorKind.RATE_LIMITED
     assert err.retry_after == expected
@@ -388,3 +387,20 @@ def test_error_frame_message_header_is_included() -> None:
 )
 def test_content_length_exceeded_is_max_tokens(frame: Frame) -> None:
     assert classify_exception_frame(frame) == "max_tokens"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (403, b'{"message":"x","reason":"TEMPORARILY_SUSPENDED"}', "account_suspended"),
+        (403, b'{"message":"We locked it as a security precaution."}', "account_suspended"),
+        (403, b'{"message":"Feature not supported","reason":"FEATURE_NOT_SUPPORTED"}', None),
+        (403, b'{"message":"The bearer token included in the request is invalid."}', None),
+        (429, b'{"message":"slow down"}', None),
+    ],
+    ids=["suspended-reason", "locked-text", "feature", "bearer", "throttled"],
+)
+def test_suspension_carries_the_code_the_pool_disables_on(
+    status: int, body: bytes, code: str | None
+) -> None:
+    assert classify_http_error(status, body, {}).code == code

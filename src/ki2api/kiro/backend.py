@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -35,7 +35,10 @@ from ki2api.kiro.pool import AccountPool, PoolAccount
 from ki2api.kiro.pool_policy import ACCOUNT_LEVEL, conversation_key, retry_delay
 from ki2api.kiro.request import KiroRequest, build_kiro_request
 
-__all__ = ["BackendOptions", "KiroBackend"]
+__all__ = ["BackendOptions", "KiroBackend", "Shaper"]
+
+# What the caller does to the event stream itself (max_tokens, stop sequences): see `whole`.
+Shaper = Callable[[AsyncGenerator[list[Event], None]], AsyncIterator[list[Event]]]
 
 _log = logging.getLogger(__name__)
 _MAX_ERROR_BODY = 64 * 1024
@@ -77,8 +80,14 @@ class KiroBackend:
         input_tokens: int,
         context_window: int = 200_000,
         trace: RequestTrace | None = None,
+        whole: Shaper | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """Yield batches of events; the first one holds the first content.
+
+        `whole`: the caller wants the complete answer at once (a non-streaming request), shaped
+        by this function (its max_tokens / stop handling, which may end the answer early). The
+        answer is then read to its end inside the failover loop, so a cut or incomplete answer
+        is retried on another account too; it comes out as one batch.
 
         Raises GatewayError before the first batch when no account could answer (the last
         account's error, or the pool's "none available" error with a retry time), and from the
@@ -87,9 +96,10 @@ class KiroBackend:
         key = conversation_key(conv)
         tried: set[str] = set()
         last: GatewayError | None = None
-        # the retry budget: at most max_attempts accounts, and no new attempt once one
-        # first-event timeout has passed since the request came in
-        budget_ends = time.monotonic() + self._options.first_event_timeout_s
+        # the retry budget: at most max_attempts accounts, and no new attempt once two
+        # first-event timeouts have passed since the request came in (so an account that
+        # stalled still leaves time for another)
+        budget_ends = time.monotonic() + 2 * self._options.first_event_timeout_s
         for attempt in range(max(1, self._options.max_attempts)):
             if attempt and time.monotonic() > budget_ends:
                 break
@@ -103,37 +113,40 @@ class KiroBackend:
             if trace is not None:
                 trace.tried(account.id)
             upstream = self._attempt(conv, account, input_tokens, context_window)
+            source = whole(upstream) if whole is not None else upstream
             try:
-                first = await self._first_content(upstream)
+                first = await self._first_content(source, whole=whole is not None)
             except GatewayError as err:
-                await self._drop(account, upstream)
+                await self._drop(account, source)
                 if not (await self._pool.failed(account, err)).failover:
                     raise
                 _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
                 last = err
                 continue
             except BaseException:
-                await self._drop(account, upstream)
+                await self._drop(account, source)
                 raise
             self._pool.stick(key, account)
-            async for batch in self._serve(account, upstream, first, trace):
+            async for batch in self._serve(account, source, first, trace):
                 yield batch
             return
         raise self._pool.unavailable(last)
 
-    async def _drop(
-        self, account: PoolAccount, upstream: AsyncGenerator[list[Event], None]
-    ) -> None:
+    async def _drop(self, account: PoolAccount, source: AsyncIterator[list[Event]]) -> None:
         self._pool.release(account)
-        await upstream.aclose()
+        closer = getattr(source, "aclose", None)
+        if closer is not None:  # closing a shaped source closes the upstream under it
+            await closer()
 
-    async def _first_content(self, upstream: AsyncGenerator[list[Event], None]) -> list[Event]:
-        """Everything up to and including the first content event (or the whole answer)."""
+    async def _first_content(
+        self, source: AsyncIterator[list[Event]], *, whole: bool
+    ) -> list[Event]:
+        """Everything up to and including the first content event (`whole`: the answer)."""
         held: list[Event] = []
         timeout = self._options.first_event_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                async for batch in upstream:
+                async for batch in source:
                     held.extend(batch)
                     if any(isinstance(ev, _CONTENT) for ev in batch):
                         break
@@ -143,12 +156,15 @@ class KiroBackend:
                 f"Kiro sent no content for {timeout:g} s (KI2API_FIRST_EVENT_TIMEOUT_S).",
                 retryable=True,
             ) from None
+        if whole:  # the rest, without the first-event deadline (the read timeout applies)
+            async for batch in source:
+                held.extend(batch)
         return held
 
     async def _serve(
         self,
         account: PoolAccount,
-        upstream: AsyncGenerator[list[Event], None],
+        source: AsyncIterator[list[Event]],
         first: list[Event],
         trace: RequestTrace | None,
     ) -> AsyncGenerator[list[Event], None]:
@@ -156,7 +172,7 @@ class KiroBackend:
         try:
             _observe(trace, first)
             yield first
-            async for batch in upstream:
+            async for batch in source:
                 _observe(trace, batch)
                 yield batch
             await self._pool.succeeded(account)
@@ -165,7 +181,7 @@ class KiroBackend:
                 await self._pool.failed(account, err)
             raise
         finally:
-            await self._drop(account, upstream)
+            await self._drop(account, source)
 
     async def _attempt(
         self, conv: Conversation, account: PoolAccount, input_tokens: int, context_window: int

@@ -26,14 +26,12 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.codec import Frame
 
 __all__ = [
-    "DEFAULT_RETRY_AFTER_S",
     "SUSPENDED_CODE",
     "classify_exception_frame",
     "classify_http_error",
     "is_bearer_invalid",
 ]
 
-DEFAULT_RETRY_AFTER_S = 5.0
 SUSPENDED_CODE = "account_suspended"  # the pool disables an account that gets this
 _MAX_DETAIL_CHARS = 300
 _BEARER_INVALID = "bearer token included in the request is invalid"
@@ -102,13 +100,17 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _retry_after(headers: Mapping[str, str]) -> float:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Kiro's own `Retry-After` in seconds; None when absent or unreadable (the pool's
+    cooldown then decides, and the frontends fall back to their default)."""
     value = _header(headers, "retry-after")
+    if value is None:
+        return None
     try:
-        seconds = float(value) if value is not None else DEFAULT_RETRY_AFTER_S
+        seconds = float(value)
     except ValueError:
-        return DEFAULT_RETRY_AFTER_S
-    return seconds if seconds >= 0 else DEFAULT_RETRY_AFTER_S
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def is_bearer_invalid(status: int, body: bytes) -> bool:

@@ -14,11 +14,11 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from ki2api.core.errors import GatewayError
+from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.credentials import KiroCredentials
 from ki2api.kiro.pool_policy import (
     Action,
@@ -29,10 +29,11 @@ from ki2api.kiro.pool_policy import (
     failure_action,
     no_account_error,
 )
+from ki2api.kiro.quota import Quota
 from ki2api.kiro.tokenfile import file_mtime_ns
 from ki2api.state.base import AccountRecord, Health, StateStore
 
-__all__ = ["AccountPool", "PoolAccount"]
+__all__ = ["AccountPool", "PoolAccount", "QuotaLookup"]
 
 _log = logging.getLogger(__name__)
 _MAX_ERROR_CHARS = 300
@@ -66,6 +67,10 @@ class PoolAccount:
         )
 
 
+# Ask Kiro for an account's quota (None when it cannot tell); see pool_upkeep.quota_lookup.
+QuotaLookup = Callable[[PoolAccount], Awaitable[Quota | None]]
+
+
 class AccountPool:
     def __init__(
         self,
@@ -75,6 +80,7 @@ class AccountPool:
         policy: PolicyConfig | None = None,
         clock: Callable[[], float] = time.time,
         sticky_limit: int = 10_000,
+        quota_lookup: QuotaLookup | None = None,
     ) -> None:
         self._store = store
         self._credentials_for = credentials_for
@@ -84,6 +90,7 @@ class AccountPool:
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._sticky_limit = sticky_limit
         self._relogin_checked = 0.0
+        self._quota_lookup = quota_lookup
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -172,6 +179,8 @@ class AccountPool:
     async def failed(self, account: PoolAccount, err: GatewayError) -> Action:
         """Apply what `err` says about `account` (cooldown, disable) and return the action."""
         now = self._clock()
+        if err.kind is ErrorKind.QUOTA_EXHAUSTED:
+            await self._learn_reset(account, now)
         health = account.health
         action = failure_action(
             err,
@@ -199,6 +208,22 @@ class AccountPool:
                     max(0.0, action.cooldown_until - now),
                 )
         return action
+
+    async def _learn_reset(self, account: PoolAccount, now: float) -> None:
+        """An account ran dry: ask Kiro when its quota resets, unless that is known already."""
+        known = account.health.quota_reset_at
+        if self._quota_lookup is None or (known is not None and known > now):
+            return
+        quota = await self._quota_lookup(account)
+        if quota is None:
+            return
+        account.health = dataclasses.replace(
+            account.health,
+            quota_remaining=quota.remaining,
+            quota_limit=quota.limit,
+            quota_reset_at=quota.reset_at,
+            quota_checked_at=now,
+        )
 
     async def _disable(self, account: PoolAccount, reason: str, err: GatewayError) -> None:
         account.record = dataclasses.replace(account.record, enabled=False, disabled_reason=reason)

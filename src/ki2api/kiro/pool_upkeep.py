@@ -18,12 +18,14 @@ import secrets
 
 import httpx
 
-from ki2api.kiro.pool import AccountPool
-from ki2api.kiro.quota import check_quotas
+from ki2api.core.errors import GatewayError
+from ki2api.kiro.headers import machine_id
+from ki2api.kiro.pool import AccountPool, PoolAccount, QuotaLookup
+from ki2api.kiro.quota import Quota, check_quotas, fetch_quota
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 
-__all__ = ["QuotaPoller", "retry_revoked_logins"]
+__all__ = ["QuotaPoller", "quota_lookup", "retry_revoked_logins"]
 
 _log = logging.getLogger(__name__)
 _FIRST_POLL_S = 5.0
@@ -42,6 +44,26 @@ async def retry_revoked_logins(store: StateStore) -> list[str]:
     for account_id in enabled:
         _log.info("account %s: trying its login again (it was refused last time)", account_id)
     return enabled
+
+
+def quota_lookup(settings: Settings, http: httpx.AsyncClient) -> QuotaLookup:
+    """What the pool asks when an account runs dry: getUsageLimits with its current token."""
+
+    async def look(account: PoolAccount) -> Quota | None:
+        try:
+            auth = await account.credentials.current()
+            return await fetch_quota(
+                http,
+                api_base=settings.kiro_api_base,
+                access_token=auth.access_token,
+                profile_arn=auth.profile_arn or settings.kiro_profile_arn,
+                machine_id=auth.machine_id or machine_id(account.id),
+            )
+        except GatewayError as exc:
+            _log.info("account %s: quota not known (%s)", account.id, exc.message)
+            return None
+
+    return look
 
 
 class QuotaPoller:

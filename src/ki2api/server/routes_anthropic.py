@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.events import Event
 from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
 from ki2api.core.websearch import (
@@ -90,19 +92,31 @@ async def create_message(request: Request) -> Response:
         context_overflow, prompt_tokens=input_tokens, context_window=model.context_window
     )
     message_id = "msg_" + secrets.token_hex(12)
-    stops = StopSequenceFinder(conv.params.stop)
+    finders: list[StopSequenceFinder] = []  # one per attempt: the last one served
+
+    def shaped(upstream: AsyncGenerator[list[Event], None]) -> AsyncIterator[list[Event]]:
+        finder = StopSequenceFinder(conv.params.stop)
+        finders.append(finder)
+        limiter = stream_limiter(conv, input_tokens)
+        return shape(finder.watch(upstream), limiter=limiter, check=None)
+
     upstream = backend.stream(
-        conv, input_tokens=input_tokens, context_window=model.context_window, trace=trace
+        conv,
+        input_tokens=input_tokens,
+        context_window=model.context_window,
+        trace=trace,
+        whole=None if req.stream else shaped,  # not streaming: a cut answer is retried too
     )
-    batches = shape(stops.watch(upstream), limiter=stream_limiter(conv, input_tokens), check=None)
+    batches = shaped(upstream) if req.stream else upstream
     try:
         if not req.stream:
+            events = await collect(batches)
             body = message_response(
-                await collect(batches),
+                events,
                 message_id=message_id,
                 model=req.model,
                 input_tokens=input_tokens,
-                stop_sequence=stops,
+                stop_sequence=finders[-1],
             )
             return JSONResponse(body)
         stream = await open_stream(batches)
@@ -112,7 +126,7 @@ async def create_message(request: Request) -> Response:
         message_id=message_id,
         model=req.model,
         input_tokens=input_tokens,
-        stop_sequence=stops,
+        stop_sequence=finders[-1],
         on_error=overflow,
     )
     return sse_response(

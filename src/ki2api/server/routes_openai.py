@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.events import aggregate
+from ki2api.core.events import Event, aggregate
 from ki2api.core.models import ModelInfo
 from ki2api.core.trace import RequestTrace
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
@@ -73,13 +74,20 @@ async def chat_completions(request: Request) -> Response:
     trace = _trace(request, req.model, req.stream, input_tokens)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
-    batches = shape(
-        backend.stream(
-            conv, input_tokens=input_tokens, context_window=model.context_window, trace=trace
-        ),
-        limiter=stream_limiter(conv, input_tokens),
-        check=StreamJSONCheck(req.response_format) if json_rule else None,
+
+    def shaped(upstream: AsyncGenerator[list[Event], None]) -> AsyncIterator[list[Event]]:
+        """max_tokens / stop / response_format on the stream (fresh state per attempt)."""
+        check = StreamJSONCheck(req.response_format) if json_rule else None
+        return shape(upstream, limiter=stream_limiter(conv, input_tokens), check=check)
+
+    upstream = backend.stream(
+        conv,
+        input_tokens=input_tokens,
+        context_window=model.context_window,
+        trace=trace,
+        whole=None if req.stream else shaped,  # not streaming: a cut answer is retried too
     )
+    batches = shaped(upstream) if req.stream else upstream
     if not req.stream:
         completion = aggregate(await collect(batches))
         body = completion_response(

@@ -16,7 +16,7 @@ from ki2api.kiro.credentials_discovery import discover, no_credentials_error
 from ki2api.kiro.pool import AccountPool
 from ki2api.kiro.pool_policy import PolicyConfig
 from ki2api.kiro.pool_refresh import credentials_factory
-from ki2api.kiro.pool_upkeep import QuotaPoller, retry_revoked_logins
+from ki2api.kiro.pool_upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
 from ki2api.kiro.registry import store_path, sync_discovered
 from ki2api.kiro.websearch import KiroWebSearch
 from ki2api.settings import Settings
@@ -92,7 +92,10 @@ async def build_services(
         problem = exc.message
     await retry_revoked_logins(store)
     pool = AccountPool(
-        store, credentials_factory(settings, http, store), policy=policy_config(settings)
+        store,
+        credentials_factory(settings, http, store),
+        policy=policy_config(settings),
+        quota_lookup=quota_lookup(settings, http),
     )
     await pool.load()
     if len(pool) == 0:
