@@ -164,16 +164,8 @@ def test_sigkill_while_refreshing_leaves_files_and_store_intact(
     files = make_pool(emulator_url, tmp_path / "creds", ["f0", "f1"], SHORT_LIVED)
     stored = make_pool(emulator_url, tmp_path / "imports", ["s0", "s1"], SHORT_LIVED)
     for m in stored:
-        added = run_cli(
-            tmp_path / "home",
-            tmp_path / "cwd",
-            "accounts",
-            "add",
-            str(m.token_file),
-            "--id",
-            m.pool_id,
-            **env,
-        )
+        args = ("accounts", "add", str(m.token_file), "--id", m.pool_id)
+        added = run_cli(tmp_path / "home", tmp_path / "cwd", args, env)
         assert added.returncode == 0, added.stderr
     everyone = files + stored
     rng = random.Random(20240605)

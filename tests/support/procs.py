@@ -57,12 +57,12 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    home: Path, cwd: Path, *args: str, timeout: float = 90, **extra: str
+    home: Path, cwd: Path, args: Sequence[str], env: dict[str, str], *, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SCRIPT), *args],
         cwd=cwd,
-        env=clean_env(home, **extra),
+        env=clean_env(home, **env),
         capture_output=True,
         text=True,
         timeout=timeout,
