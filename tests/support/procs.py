@@ -98,21 +98,27 @@ class GatewayProc:
         return out + "\n--- stderr ---\n" + (self.logs / "stderr").read_text(errors="replace")
 
     def wait_healthy(self, workers: int = 1) -> None:
-        """Until /health answers 200 (and, with workers, until that many children exist)."""
+        """Until /health answers 200 from `workers` different worker processes (each on a
+        new connection, so the kernel spreads them: a worker still starting takes none)."""
         deadline = time.monotonic() + START_DEADLINE_S
+        seen: set[int] = set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited ({self.proc.returncode}):\n{self.output()}")
-            if self._healthy() and (workers <= 1 or len(self.workers()) >= workers):
-                return
-            time.sleep(0.1)
+            pid = self._healthy_pid()
+            if pid is not None:
+                seen.add(pid)
+                if len(seen) >= workers:
+                    return
+            time.sleep(0.05)
         raise AssertionError(f"no /health within {START_DEADLINE_S} s:\n{self.output()}")
 
-    def _healthy(self) -> bool:
+    def _healthy_pid(self) -> int | None:
         try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            r = httpx.get(f"{self.url}/health", timeout=2)
         except httpx.TransportError:
-            return False
+            return None
+        return int(r.json()["pid"]) if r.status_code == 200 else None
 
     def workers(self) -> list[int]:
         """The uvicorn worker processes (children of the master), or [] when single-process."""

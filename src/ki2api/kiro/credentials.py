@@ -42,7 +42,8 @@ __all__ = ["AuthSnapshot", "CredentialSource", "Discovery", "KiroCredentials", "
 
 _log = logging.getLogger(__name__)
 REFRESH_TIMEOUT_S = 30.0
-LOCK_TTL_S = REFRESH_TIMEOUT_S + 30.0  # a crashed holder's lock lapses after this
+LOCK_TTL_S = 10.0  # a killed holder's lock lapses this soon; a live one renews it
+_LOCK_RENEW_S = 3.0
 _LOCK_POLL_S = 0.05
 
 
@@ -305,7 +306,7 @@ class KiroCredentials:
         one calls Kiro; the others wait and adopt what it saved."""
         assert self._locks is not None
         name = f"refresh:{self._account_id}"
-        deadline = time.monotonic() + LOCK_TTL_S
+        deadline = time.monotonic() + REFRESH_TIMEOUT_S + LOCK_TTL_S
         while not await self._locks.try_lock(name, self._owner, LOCK_TTL_S):
             await asyncio.sleep(_LOCK_POLL_S)
             if await self._adopted_newer(before):
@@ -316,12 +317,22 @@ class KiroCredentials:
                     "Another gateway worker's token refresh for this account did not finish.",
                     retryable=True,
                 )
+        renew = asyncio.get_running_loop().create_task(self._renew_lock(name))
         try:
             if await self._adopted_newer(before):
                 return self._snapshot()
             return await self._refresh_now(started)
         finally:
+            renew.cancel()
             await self._locks.unlock(name, self._owner)
+
+    async def _renew_lock(self, name: str) -> None:
+        """Keep the refresh lock while the refresh runs (it is short, so a holder that was
+        killed frees it within LOCK_TTL_S)."""
+        assert self._locks is not None
+        while True:
+            await asyncio.sleep(_LOCK_RENEW_S)
+            await self._locks.try_lock(name, self._owner, LOCK_TTL_S)
 
     async def _refresh_now(self, started: datetime) -> AuthSnapshot:
         try:

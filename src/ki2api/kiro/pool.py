@@ -117,6 +117,10 @@ class AccountPool:
                 fresh[record.id] = PoolAccount(record, self._credentials_for(record), state)
         self._accounts = fresh
 
+    async def sync(self) -> None:
+        """Take in what other processes wrote (cheap when nothing changed)."""
+        await self._sync()
+
     async def _sync(self) -> None:
         if await self._store.changed():
             await self.load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -172,6 +173,7 @@ async def health(request: Request) -> Response:
     "degraded" when every account is resting or disabled, "no_credentials" without any."""
     services = _services(request)
     pool = services.pool
+    await pool.sync()  # what other workers learnt (cooldowns, disabled accounts) counts too
     accounts = pool.status()
     if not accounts:
         state = "no_credentials"
@@ -183,6 +185,7 @@ async def health(request: Request) -> Response:
         {
             "status": state,
             "version": __version__,
+            "pid": os.getpid(),  # which worker answered (`serve --workers N`)
             "upstream": services.settings.kiro_api_base,
             "accounts": accounts,
             "problem": services.credentials_problem,
