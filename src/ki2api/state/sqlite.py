@@ -62,6 +62,9 @@ _KEPT_ON_UPSERT = frozenset({"id", "machine_id", "created_at"})
 _BUSY_TIMEOUT_MS = 10_000
 
 
+_USAGE_NAMES = tuple(f.name for f in fields(UsageRow))
+
+
 def _insert_sql(table: str, cols: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
@@ -253,7 +256,9 @@ class SQLiteStore:
     # usage log -------------------------------------------------------------------------------
     async def record_usage(self, rows: Sequence[UsageRow]) -> None:
         if rows:
-            await asyncio.to_thread(self._insert_usage, [astuple(r) for r in rows])
+            # a usage row holds plain values: no need for astuple()'s deep copy (~45 µs a row)
+            values = [tuple(getattr(r, name) for name in _USAGE_NAMES) for r in rows]
+            await asyncio.to_thread(self._insert_usage, values)
 
     def _insert_usage(self, values: list[tuple[Any, ...]]) -> None:
         with self._write() as conn:
