@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import API_KEY, Gateway, make_expired_account, set_behaviour
+from tests.support.pool_accounts import Member, make_pool, requests_of, start_pool_gateway
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MODEL = "claude-sonnet-4-20250514"
@@ -83,3 +84,27 @@ def test_a_restart_gives_a_revoked_login_one_more_try(
     second: Gateway = gateway_factory(account)  # same data dir: the store remembers "disabled"
     assert _chat(second).status_code == 200
     assert _health_account(second)["enabled"] is True
+
+
+def _machine_ids(emulator_url: str, members: list[Member]) -> dict[str, set[str]]:
+    """The machine id each account's chat calls carried (the tail of the IDE user agent)."""
+    found: dict[str, set[str]] = {m.emu_id: set() for m in members}
+    for q in requests_of(emulator_url, members):
+        agent = q["headers"]["x-amz-user-agent"]
+        found[q["account"]].add(agent.rsplit("-", 1)[-1])
+    return found
+
+
+def test_each_account_keeps_its_own_machine_id_across_restarts(
+    gateway_factory: Any, emulator_url: str, tmp_path: Path
+) -> None:
+    members = make_pool(emulator_url, tmp_path, [{}, {}])
+    for round_ in range(2):  # the second gateway reads the same store: the ids must not change
+        gw = start_pool_gateway(gateway_factory, members, tmp_path)
+        for i in range(8):  # different conversations spread over both accounts
+            assert _chat(gw, f"conversation {round_}-{i}").status_code == 200
+    ids = _machine_ids(emulator_url, members)
+    assert all(len(seen) == 1 for seen in ids.values()), ids  # stable per account
+    first, second = (next(iter(seen)) for seen in ids.values())
+    assert first != second  # never shared between accounts
+    assert all(len(mid) == 64 and int(mid, 16) >= 0 for mid in (first, second))
