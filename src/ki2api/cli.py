@@ -70,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     quiet = args.command in ("doctor", "accounts")
     _configure_logging("error" if quiet else settings.log_level)
+    try:
+        return _run(args, settings)
+    except KeyboardInterrupt:  # Ctrl+C: the servers have shut down already; no traceback
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "accounts":
         return run_accounts(settings, args)
     if args.command == "serve":

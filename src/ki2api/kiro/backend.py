@@ -93,7 +93,7 @@ class KiroBackend:
         account's error, or the pool's "none available" error with a retry time), and from the
         middle of the stream for exception frames, corruption, truncation or a missing end.
         """
-        key = conversation_key(conv)
+        key = conversation_key(conv) if len(self._pool) > 1 else None  # sticky needs a choice
         tried: set[str] = set()
         last: GatewayError | None = None
         # the retry budget: at most max_attempts accounts, and no new attempt once two

@@ -38,6 +38,7 @@ __all__ = ["AccountPool", "PoolAccount", "QuotaLookup"]
 _log = logging.getLogger(__name__)
 _MAX_ERROR_CHARS = 300
 _RELOGIN_CHECK_S = 2.0
+_STORE_CHECK_S = 0.05
 _RELOGIN_REASONS = frozenset({"invalid_grant"})
 
 
@@ -90,6 +91,7 @@ class AccountPool:
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._sticky_limit = sticky_limit
         self._relogin_checked = 0.0
+        self._store_checked = -_STORE_CHECK_S
         self._quota_lookup = quota_lookup
 
     def __len__(self) -> int:
@@ -118,12 +120,18 @@ class AccountPool:
         self._accounts = fresh
 
     async def sync(self) -> None:
-        """Take in what other processes wrote (cheap when nothing changed)."""
-        await self._sync()
+        """Take in what other processes wrote, now."""
+        await self._sync(force=True)
 
-    async def _sync(self) -> None:
-        if await self._store.changed():
-            await self.load()
+    async def _sync(self, *, force: bool = False) -> None:
+        """Take in what other processes wrote: asked of the store at most every
+        `_STORE_CHECK_S` (a read costs tens of µs once the file is busy), so a cooldown one
+        worker writes reaches the others within that time."""
+        tick = time.monotonic()
+        if force or tick - self._store_checked >= _STORE_CHECK_S:
+            self._store_checked = tick
+            if await self._store.changed():
+                await self.load()
         now = self._clock()
         if now - self._relogin_checked >= _RELOGIN_CHECK_S:
             self._relogin_checked = now

@@ -8,12 +8,13 @@ KIRO_PROTOCOL.md §6 and issue 5 §3.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, ImagePart, TextPart
@@ -237,8 +238,8 @@ def conversation_key(conv: Conversation) -> str:
     parts = first.parts if first is not None else ()
     texts = [p.text for p in parts if isinstance(p, TextPart)]
     images = [[p.media_type, len(p.data_b64)] for p in parts if isinstance(p, ImagePart)]
-    blob = json.dumps([conv.model_id, list(conv.system), texts, images], ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+    blob = orjson.dumps([conv.model_id, list(conv.system), texts, images])
+    return hashlib.sha256(blob).hexdigest()[:24]
 
 
 def _utc(at: float) -> str:
