@@ -100,37 +100,70 @@ class KiroBackend:
         # first-event timeouts have passed since the request came in (so an account that
         # stalled still leaves time for another)
         budget_ends = time.monotonic() + 2 * self._options.first_event_timeout_s
+        sizes = (input_tokens, context_window)
         for attempt in range(max(1, self._options.max_attempts)):
             if attempt and time.monotonic() > budget_ends:
                 break
-            delay = retry_delay(attempt, self._pool.policy)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            account = await self._pool.acquire(key, tried)
-            if account is None:
-                break
-            tried.add(account.id)
-            if trace is not None:
-                trace.tried(account.id)
-            upstream = self._attempt(conv, account, input_tokens, context_window)
-            source = whole(upstream) if whole is not None else upstream
-            try:
-                first = await self._first_content(source, whole=whole is not None)
-            except GatewayError as err:
-                await self._drop(account, source)
-                if not (await self._pool.failed(account, err)).failover:
-                    raise
-                _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
-                last = err
+            opened = await self._try_account(attempt, key, tried, conv, trace, whole, sizes)
+            if isinstance(opened, GatewayError):
+                last = opened
                 continue
-            except BaseException:
-                await self._drop(account, source)
-                raise
+            if opened is None:
+                break
+            account, source, first = opened
             self._pool.stick(key, account)
-            async for batch in self._serve(account, source, first, trace):
-                yield batch
+            # The rest of an answer that has started: no retry from here on. (Inline rather
+            # than a helper generator: every batch would cross one more generator.)
+            try:
+                _observe(trace, first)
+                yield first
+                async for batch in source:
+                    _observe(trace, batch)
+                    yield batch
+                await self._pool.succeeded(account)
+            except GatewayError as err:
+                if err.kind in ACCOUNT_LEVEL:  # e.g. throttled mid-answer: the account rests
+                    await self._pool.failed(account, err)
+                raise
+            finally:
+                await self._drop(account, source)
             return
         raise self._pool.unavailable(last)
+
+    async def _try_account(
+        self,
+        attempt: int,
+        key: str | None,
+        tried: set[str],
+        conv: Conversation,
+        trace: RequestTrace | None,
+        whole: Shaper | None,
+        sizes: tuple[int, int],
+    ) -> tuple[PoolAccount, AsyncIterator[list[Event]], list[Event]] | GatewayError | None:
+        """One attempt up to the first content: the account, its answer and what came so far;
+        the error when another account may take over; None when none is left to try."""
+        delay = retry_delay(attempt, self._pool.policy)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        account = await self._pool.acquire(key, tried)
+        if account is None:
+            return None
+        tried.add(account.id)
+        if trace is not None:
+            trace.tried(account.id)
+        upstream = self._attempt(conv, account, *sizes)
+        source = whole(upstream) if whole is not None else upstream
+        try:
+            return account, source, await self._first_content(source, whole=whole is not None)
+        except GatewayError as err:
+            await self._drop(account, source)
+            if not (await self._pool.failed(account, err)).failover:
+                raise
+            _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
+            return err
+        except BaseException:
+            await self._drop(account, source)
+            raise
 
     async def _drop(self, account: PoolAccount, source: AsyncIterator[list[Event]]) -> None:
         self._pool.release(account)
@@ -160,28 +193,6 @@ class KiroBackend:
             async for batch in source:
                 held.extend(batch)
         return held
-
-    async def _serve(
-        self,
-        account: PoolAccount,
-        source: AsyncIterator[list[Event]],
-        first: list[Event],
-        trace: RequestTrace | None,
-    ) -> AsyncGenerator[list[Event], None]:
-        """The rest of an answer that has started: no retry from here on."""
-        try:
-            _observe(trace, first)
-            yield first
-            async for batch in source:
-                _observe(trace, batch)
-                yield batch
-            await self._pool.succeeded(account)
-        except GatewayError as err:
-            if err.kind in ACCOUNT_LEVEL:  # e.g. throttled mid-answer: the account still rests
-                await self._pool.failed(account, err)
-            raise
-        finally:
-            await self._drop(account, source)
 
     async def _attempt(
         self, conv: Conversation, account: PoolAccount, input_tokens: int, context_window: int
