@@ -178,6 +178,13 @@ def test_health_shows_state_without_secrets(gateway: Gateway) -> None:
     assert data["upstream"] == gateway.emulator_url
     token = json.loads(gateway.account.token_file.read_text())
     assert token["accessToken"] not in r.text and token["refreshToken"] not in r.text
+    # without a key: counts only; with one: each account's state (still no secret)
+    assert data["accounts"] == {"total": 1, "usable": 1} and "pool" not in data
+    assert str(gateway.account.token_file) not in r.text
+    detailed = httpx.get(f"{gateway.url}/health", headers={"x-api-key": API_KEY})
+    pool = detailed.json()["pool"]
+    assert [a["id"] for a in pool] == ["default"] and pool[0]["enabled"] is True
+    assert token["accessToken"] not in detailed.text and token["refreshToken"] not in detailed.text
 
 
 def test_response_headers(gateway: Gateway) -> None:

@@ -33,7 +33,8 @@ def _wait(probe: Any, timeout: float = 15.0) -> Any:
 
 
 def _health_account(gw: Gateway) -> dict[str, Any]:
-    accounts: list[dict[str, Any]] = httpx.get(f"{gw.url}/health").json()["accounts"]
+    r = httpx.get(f"{gw.url}/health", headers=AUTH)
+    accounts: list[dict[str, Any]] = r.json()["pool"]
     assert len(accounts) == 1
     return accounts[0]
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from kiro_emulator.credentials import write_credentials
-from tests.conftest import Account, Gateway
+from tests.conftest import API_KEY, Account, Gateway
 
 __all__ = [
     "Member",
@@ -110,8 +110,8 @@ def requests_of(emulator_url: str, members: Sequence[Member]) -> list[dict[str, 
 
 def health_of(gw: Gateway) -> dict[str, dict[str, Any]]:
     """`GET /health`'s accounts, by pool id."""
-    body = httpx.get(f"{gw.url}/health").json()
-    return {a["id"]: a for a in body["accounts"]}
+    body = httpx.get(f"{gw.url}/health", headers={"x-api-key": API_KEY}).json()
+    return {a["id"]: a for a in body["pool"]}
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> bool:

@@ -38,7 +38,7 @@ from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
-from ki2api.server.shaping import shape
+from ki2api.server.shaping import answer_batches, shape
 from ki2api.server.streaming import collect, open_stream, sse_response
 
 __all__ = ["router"]
@@ -100,14 +100,15 @@ async def create_message(request: Request) -> Response:
         limiter = stream_limiter(conv, input_tokens)
         return shape(finder.watch(upstream), limiter=limiter, check=None)
 
-    upstream = backend.stream(
+    batches = answer_batches(
+        backend,
         conv,
         input_tokens=input_tokens,
         context_window=model.context_window,
         trace=trace,
-        whole=None if req.stream else shaped,  # not streaming: a cut answer is retried too
+        stream=bool(req.stream),
+        shaped=shaped,
     )
-    batches = shaped(upstream) if req.stream else upstream
     try:
         if not req.stream:
             events = await collect(batches)

@@ -27,7 +27,7 @@ from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
-from ki2api.server.shaping import shape
+from ki2api.server.shaping import answer_batches, shape
 from ki2api.server.streaming import collect, open_stream, sse_response
 
 __all__ = ["router"]
@@ -81,14 +81,15 @@ async def chat_completions(request: Request) -> Response:
         check = StreamJSONCheck(req.response_format) if json_rule else None
         return shape(upstream, limiter=stream_limiter(conv, input_tokens), check=check)
 
-    upstream = backend.stream(
+    batches = answer_batches(
+        backend,
         conv,
         input_tokens=input_tokens,
         context_window=model.context_window,
         trace=trace,
-        whole=None if req.stream else shaped,  # not streaming: a cut answer is retried too
+        stream=bool(req.stream),
+        shaped=shaped,
     )
-    batches = shaped(upstream) if req.stream else upstream
     if not req.stream:
         completion = aggregate(await collect(batches))
         body = completion_response(
@@ -169,25 +170,30 @@ async def retrieve_model(request: Request, model_id: str) -> Response:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    """Gateway and pool state (never a token): "ok" while an account can serve now,
-    "degraded" when every account is resting or disabled, "no_credentials" without any."""
+    """Gateway and pool state, never a token: "ok" while an account can serve now, "degraded"
+    when every account is resting or disabled, "no_credentials" without any. Anyone may ask
+    (load balancers do); the per-account details (`pool`: ids, files, quota) only a client
+    presenting a valid API key."""
     services = _services(request)
     pool = services.pool
     await pool.sync()  # what other workers learnt (cooldowns, disabled accounts) counts too
     accounts = pool.status()
+    usable = sum(1 for a in accounts if a["enabled"] and not a["cooldown_s"])
     if not accounts:
         state = "no_credentials"
-    elif any(a["enabled"] and not a["cooldown_s"] for a in accounts):
-        state = "ok"
     else:
-        state = "degraded"
-    return JSONResponse(
-        {
-            "status": state,
-            "version": __version__,
-            "pid": os.getpid(),  # which worker answered (`serve --workers N`)
-            "upstream": services.settings.kiro_api_base,
-            "accounts": accounts,
-            "problem": services.credentials_problem,
-        }
-    )
+        state = "ok" if usable else "degraded"
+    body: dict[str, Any] = {
+        "status": state,
+        "version": __version__,
+        "pid": os.getpid(),  # which worker answered (`serve --workers N`)
+        "upstream": services.settings.kiro_api_base,
+        "accounts": {"total": len(accounts), "usable": usable},
+        "problem": services.credentials_problem,
+    }
+    try:
+        require_key(request.headers, services.settings.api_keys)
+    except GatewayError:
+        return JSONResponse(body)
+    body["pool"] = accounts
+    return JSONResponse(body)

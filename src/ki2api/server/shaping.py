@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from ki2api.core.events import Event
+from ki2api.core.messages import Conversation
 from ki2api.core.stream_limits import StreamLimiter
+from ki2api.core.trace import RequestTrace
 from ki2api.frontends.openai.response_format import StreamJSONCheck
+from ki2api.kiro.backend import KiroBackend, Shaper
 
-__all__ = ["shape"]
+__all__ = ["answer_batches", "shape"]
 
 
 def shape(
@@ -57,3 +60,27 @@ async def _shaped(
                 return  # the answer is complete: stop reading, close the upstream below
     finally:
         await batches.aclose()
+
+
+def answer_batches(
+    backend: KiroBackend,
+    conv: Conversation,
+    *,
+    input_tokens: int,
+    context_window: int,
+    trace: RequestTrace | None,
+    stream: bool,
+    shaped: Shaper,
+) -> AsyncIterator[list[Event]]:
+    """The answer's event batches, shaped by `shaped` (which must build fresh state on each
+    call). Streaming: shaped on the way out. Not streaming: the backend reads each attempt's
+    answer whole through `shaped`, so an answer cut before its end is retried on another
+    account too (nothing has been sent yet)."""
+    upstream = backend.stream(
+        conv,
+        input_tokens=input_tokens,
+        context_window=context_window,
+        trace=trace,
+        whole=None if stream else shaped,
+    )
+    return shaped(upstream) if stream else upstream
