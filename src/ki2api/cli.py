@@ -1,4 +1,4 @@
-"""`ki2api serve | demo | emulator | doctor | accounts`."""
+"""`ki2api serve | demo | emulator | doctor | accounts | usage`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ki2api.accounts_cli import add_accounts_parser, positive_int, run_accounts
 from ki2api.doctor import run_doctor
 from ki2api.runner import demo, serve
 from ki2api.settings import Settings, SettingsError, load_settings
+from ki2api.usage_cli import add_usage_parser, run_usage
 from kiro_emulator import main as emulator_main
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="diagnose the Kiro login and the upstream")
     doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
     add_accounts_parser(sub)
+    add_usage_parser(sub)
     return parser
 
 
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("doctor", "accounts")
+    quiet = args.command in ("doctor", "accounts", "usage")
     _configure_logging("error" if quiet else settings.log_level)
     try:
         return _run(args, settings)
@@ -79,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "accounts":
         return run_accounts(settings, args)
+    if args.command == "usage":
+        return run_usage(settings, args)
     if args.command == "serve":
         workers = settings.workers if args.workers is None else args.workers
         if workers < 1:

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "USAGE_GROUPS",
     "AccountRecord",
     "Health",
     "StateStore",
     "StoredTokens",
     "UsageRow",
+    "UsageSummary",
 ]
 
 
@@ -92,6 +94,27 @@ class UsageRow:
     attempts: int = 1  # upstream attempts (accounts tried) for this request
 
 
+# What the usage log can be summed up by: name -> UsageRow field.
+USAGE_GROUPS = {
+    "account": "account_id",
+    "key": "client_key",
+    "model": "model",
+    "outcome": "outcome",
+}
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """The usage rows of one group (an account, a client key, a model or an outcome)."""
+
+    group: str | None
+    requests: int
+    ok: int
+    input_tokens: int
+    output_tokens: int
+    avg_latency_ms: float
+
+
 class StateStore(Protocol):
     # accounts ---------------------------------------------------------------------------------
     async def list_accounts(self) -> list[AccountRecord]: ...
@@ -139,5 +162,8 @@ class StateStore(Protocol):
     async def usage_count(self) -> int: ...
     async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
         """The newest `limit` rows, oldest first."""
+
+    async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
+        """Rows since `since`, summed per group (`by` is a key of USAGE_GROUPS), busiest first."""
 
     async def aclose(self) -> None: ...

@@ -23,7 +23,14 @@ from typing import Any
 
 import orjson
 
-from ki2api.state.base import AccountRecord, Health, StoredTokens, UsageRow
+from ki2api.state.base import (
+    USAGE_GROUPS,
+    AccountRecord,
+    Health,
+    StoredTokens,
+    UsageRow,
+    UsageSummary,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -60,9 +67,6 @@ _HEALTH_COLS = tuple(f.name for f in fields(Health))
 _USAGE_COLS = tuple(f.name for f in fields(UsageRow))
 _KEPT_ON_UPSERT = frozenset({"id", "machine_id", "created_at"})
 _BUSY_TIMEOUT_MS = 10_000
-
-
-_USAGE_NAMES = tuple(f.name for f in fields(UsageRow))
 
 
 def _insert_sql(table: str, cols: Sequence[str]) -> str:
@@ -257,7 +261,7 @@ class SQLiteStore:
     async def record_usage(self, rows: Sequence[UsageRow]) -> None:
         if rows:
             # a usage row holds plain values: no need for astuple()'s deep copy (~45 µs a row)
-            values = [tuple(getattr(r, name) for name in _USAGE_NAMES) for r in rows]
+            values = [tuple(getattr(r, name) for name in _USAGE_COLS) for r in rows]
             await asyncio.to_thread(self._insert_usage, values)
 
     def _insert_usage(self, values: list[tuple[Any, ...]]) -> None:
@@ -270,6 +274,25 @@ class SQLiteStore:
     async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
         sql = f"SELECT {', '.join(_USAGE_COLS)} FROM usage ORDER BY id DESC LIMIT ?"
         return [_usage(r) for r in reversed(self._read(sql, (limit,)))]
+
+    async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
+        column = USAGE_GROUPS[by]  # KeyError for anything else: never spliced from input
+        sql = (
+            f"SELECT {column}, COUNT(*), SUM(outcome = 'ok'), COALESCE(SUM(input_tokens), 0),"
+            " COALESCE(SUM(output_tokens), 0), AVG(latency_ms) FROM usage WHERE at >= ?"
+            f" GROUP BY {column} ORDER BY COUNT(*) DESC, {column} IS NULL, {column}"
+        )
+        return [
+            UsageSummary(
+                group=row[0],
+                requests=int(row[1]),
+                ok=int(row[2]),
+                input_tokens=int(row[3]),
+                output_tokens=int(row[4]),
+                avg_latency_ms=float(row[5]),
+            )
+            for row in self._read(sql, (since,))
+        ]
 
     # lifecycle -------------------------------------------------------------------------------
     def integrity_ok(self) -> bool:
