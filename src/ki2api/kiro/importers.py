@@ -33,6 +33,7 @@ __all__ = [
     "default_kiro_cli_db",
     "has_tokens",
     "load_token_json",
+    "login_method",
     "read_kiro_cli_db",
     "safe_id",
     "scan_token_dir",
@@ -65,6 +66,17 @@ def has_tokens(data: Mapping[str, Any]) -> bool:
     )
 
 
+def login_method(data: Mapping[str, Any], *, where: str) -> str:
+    """ "social" or "idc" for a usable login; `AccountSourceError` (naming `where`, never the
+    content) when it has no token or an unsupported kind."""
+    if not has_tokens(data):
+        raise AccountSourceError(f"{where}: no accessToken or refreshToken")
+    try:
+        return auth_method_of(data)
+    except GatewayError as exc:
+        raise AccountSourceError(f"{where}: {exc.message}") from None
+
+
 def load_token_json(path: Path) -> dict[str, Any]:
     """A token file's JSON, with an IdC login's client id/secret merged in from its companion
     registration file when one is found."""
@@ -72,13 +84,7 @@ def load_token_json(path: Path) -> dict[str, Any]:
         data = dict(read_token_file(path).data)
     except TokenFileError as exc:
         raise AccountSourceError(str(exc)) from None
-    if not has_tokens(data):
-        raise AccountSourceError(f"{path} holds no accessToken or refreshToken")
-    try:
-        method = auth_method_of(data)
-    except GatewayError as exc:
-        raise AccountSourceError(f"{path}: {exc.message}") from None
-    if method == "idc":
+    if login_method(data, where=str(path)) == "idc":
         registration = find_client_registration(path, data)
         if registration is not None:
             data["clientId"] = registration.client_id

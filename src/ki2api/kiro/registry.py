@@ -22,7 +22,13 @@ from typing import Any
 
 from ki2api.core.errors import GatewayError
 from ki2api.kiro.credentials_discovery import auth_method_of, discover
-from ki2api.kiro.importers import AccountSourceError, has_tokens, safe_id, scan_token_dir
+from ki2api.kiro.importers import (
+    AccountSourceError,
+    has_tokens,
+    login_method,
+    safe_id,
+    scan_token_dir,
+)
 from ki2api.kiro.tokenfile import TokenFileError, read_token_file
 from ki2api.settings import Settings
 from ki2api.state.base import AccountRecord, StateStore
@@ -261,12 +267,7 @@ async def add_account(
 ) -> AccountRecord:
     """Put a login into the store (source "store"). Raises `AccountExists` when the same
     refresh token is already in the pool, `AccountSourceError` when it cannot be used."""
-    if not has_tokens(token_json):
-        raise AccountSourceError(f"{label}: no accessToken or refreshToken")
-    try:
-        method = auth_method_of(token_json)
-    except GatewayError as exc:
-        raise AccountSourceError(f"{label}: {exc.message}") from None
+    method = login_method(token_json, where=label)
     refresh = token_json.get("refreshToken")
     if isinstance(refresh, str) and refresh:
         same = await _find_same_login(store, refresh)
