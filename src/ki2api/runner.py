@@ -42,9 +42,9 @@ async def _pool_size(settings: Settings) -> int:
 
 def no_credentials_message(settings: Settings) -> str | None:
     """None when the pool has an account; otherwise a message naming every place searched."""
-    found = discover(settings)
-    if found.source is not None or asyncio.run(_pool_size(settings)) > 0:
+    if asyncio.run(_pool_size(settings)) > 0:  # registers the discovered login(s) too
         return None
+    found = discover(settings)
     places = "\n".join(f"  - {place}" for place in found.searched)
     return f"ki2api: no Kiro login found. Looked in:\n{places}\n{LOGIN_HELP}"
 
