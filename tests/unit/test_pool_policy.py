@@ -12,15 +12,20 @@ from ki2api.core.messages import Conversation, ImagePart, Message, TextPart
 from ki2api.kiro.pool_policy import (
     Action,
     Availability,
+    Blame,
     Candidate,
+    Failure,
     PolicyConfig,
+    Strikes,
     availability,
+    blame,
     choose,
     conversation_key,
     failure_action,
     next_month_start,
     no_account_error,
     retry_delay,
+    same_answer,
 )
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -128,90 +133,272 @@ def test_availability(cands: list[Candidate], want: Availability) -> None:
 # --- failure_action ----------------------------------------------------------------------------
 
 
-def err(kind: ErrorKind, code: str | None = None, retry_after: float | None = None) -> GatewayError:
-    return GatewayError(kind, "x", code=code, retry_after=retry_after)
+def err(
+    kind: ErrorKind,
+    code: str | None = None,
+    retry_after: float | None = None,
+    status: int | None = None,
+    message: str = "x",
+) -> GatewayError:
+    return GatewayError(kind, message, code=code, retry_after=retry_after, upstream_status=status)
 
 
 K = ErrorKind
+B = Blame
 RESET = NOW + 3600.0
 NEXT_MONTH = datetime(2023, 12, 1, tzinfo=UTC).timestamp()
+EARLIER = NOW - 1.0  # an attempt that began before the strike at NOW - 0.5
+NONE = Strikes()
+
+
+def S(count: int, family: str, at: float = NOW - 0.5, rest_until: float = 0.0) -> Strikes:
+    return Strikes(count, family, at, rest_until)
+
+
+def F(
+    started_at: float = NOW - 0.1,
+    others_usable: bool = True,
+    quota_left: float | None = None,
+    reset: float | None = None,
+) -> Failure:
+    return Failure(started_at, others_usable, quota_left, reset)
+
+
+def A(
+    cooldown: float | None,
+    reason: str | None,
+    strikes: Strikes | None,
+    blame: Blame = B.ACCOUNT,
+    failover: bool = True,
+    disable: bool = False,
+) -> Action:
+    return Action(failover, cooldown, reason, disable, strikes, blame)
+
+
 FAIL = [
-    ("throttled-0", err(K.RATE_LIMITED), 0, None, Action(True, NOW + 5, "throttled", strike=True)),
-    ("throttled-2", err(K.RATE_LIMITED), 2, None, Action(True, NOW + 20, "throttled", strike=True)),
+    # throttling: the first 429 of a series fails over without a rest; the next rests 1 s,
+    # doubling; Kiro's Retry-After always counts
+    (
+        "throttled-first",
+        err(K.RATE_LIMITED),
+        NONE,
+        F(),
+        A(None, "throttled", S(1, "throttle", NOW, NOW)),
+    ),
+    (
+        "throttled-second",
+        err(K.RATE_LIMITED),
+        S(1, "throttle"),
+        F(),
+        A(NOW + 1, "throttled", S(2, "throttle", NOW, NOW + 1)),
+    ),
+    (
+        "throttled-fourth",
+        err(K.RATE_LIMITED),
+        S(3, "throttle"),
+        F(),
+        A(NOW + 4, "throttled", S(4, "throttle", NOW, NOW + 4)),
+    ),
     (
         "throttled-cap",
         err(K.RATE_LIMITED),
-        9,
-        None,
-        Action(True, NOW + 300, "throttled", strike=True),
+        S(5000, "throttle"),
+        F(),
+        A(NOW + 300, "throttled", S(5001, "throttle", NOW, NOW + 300)),
     ),
     (
-        "throttled-huge-strikes",
-        err(K.RATE_LIMITED),
-        5000,
-        None,
-        Action(True, NOW + 300, "throttled", strike=True),
-    ),
-    (
-        "throttled-retry-after-wins",
+        "throttled-retry-after",
         err(K.RATE_LIMITED, retry_after=42),
-        0,
-        None,
-        Action(True, NOW + 42, "throttled", strike=True),
+        NONE,
+        F(),
+        A(NOW + 42, "throttled", S(1, "throttle", NOW, NOW + 42)),
     ),
     (
-        "throttled-backoff-wins",
+        "throttled-backoff-beats-retry-after",
         err(K.RATE_LIMITED, retry_after=1),
-        1,
-        None,
-        Action(True, NOW + 10, "throttled", strike=True),
+        S(2, "throttle"),
+        F(),
+        A(NOW + 2, "throttled", S(3, "throttle", NOW, NOW + 2)),
     ),
-    ("quota-reset-known", err(K.QUOTA_EXHAUSTED), 0, RESET, Action(True, RESET, "quota")),
-    ("quota-reset-past", err(K.QUOTA_EXHAUSTED), 3, NOW - 1, Action(True, NEXT_MONTH, "quota")),
-    ("quota-reset-unknown", err(K.QUOTA_EXHAUSTED), 0, None, Action(True, NEXT_MONTH, "quota")),
+    # failures of attempts that began before the last strike are that strike again
+    (
+        "throttled-parallel",
+        err(K.RATE_LIMITED),
+        S(1, "throttle"),
+        F(EARLIER),
+        A(None, "throttled", None),
+    ),
+    (
+        "throttled-parallel-retry-after",
+        err(K.RATE_LIMITED, retry_after=9),
+        S(1, "throttle"),
+        F(EARLIER),
+        A(NOW + 9, "throttled", None),
+    ),
+    # a series lapses strike_memory_s after its last strike, or after the rest it caused
+    (
+        "throttled-lapsed",
+        err(K.RATE_LIMITED),
+        S(4, "throttle", at=NOW - 11),
+        F(),
+        A(None, "throttled", S(1, "throttle", NOW, NOW)),
+    ),
+    (
+        "throttled-after-long-rest",
+        err(K.RATE_LIMITED),
+        S(4, "throttle", at=NOW - 300, rest_until=NOW - 3),
+        F(),
+        A(NOW + 8, "throttled", S(5, "throttle", NOW, NOW + 8)),
+    ),
+    (
+        "throttled-other-family",
+        err(K.RATE_LIMITED),
+        S(2, "passing"),
+        F(),
+        A(None, "throttled", S(1, "throttle", NOW, NOW)),
+    ),
+    # quota: benched until the reset, unless a fresh getUsageLimits shows requests left
+    ("quota-reset-known", err(K.QUOTA_EXHAUSTED), NONE, F(reset=RESET), A(RESET, "quota", NONE)),
+    (
+        "quota-reset-past",
+        err(K.QUOTA_EXHAUSTED),
+        S(3, "throttle"),
+        F(reset=NOW - 1),
+        A(NEXT_MONTH, "quota", NONE),
+    ),
+    ("quota-reset-unknown", err(K.QUOTA_EXHAUSTED), NONE, F(), A(NEXT_MONTH, "quota", NONE)),
+    (
+        "quota-none-left",
+        err(K.QUOTA_EXHAUSTED),
+        NONE,
+        F(quota_left=0, reset=RESET),
+        A(RESET, "quota", NONE),
+    ),
+    (
+        "quota-but-requests-left",
+        err(K.QUOTA_EXHAUSTED),
+        NONE,
+        F(quota_left=31, reset=RESET),
+        A(None, "limited", S(1, "throttle", NOW, NOW)),
+    ),
+    (
+        "quota-left-again",
+        err(K.QUOTA_EXHAUSTED),
+        S(1, "throttle"),
+        F(quota_left=31),
+        A(NOW + 1, "limited", S(2, "throttle", NOW, NOW + 1)),
+    ),
+    # fatal: disabled
     (
         "suspended",
         err(K.PERMISSION, "account_suspended"),
-        4,
-        None,
-        Action(True, None, "suspended", disable=True),
+        S(4, "account"),
+        F(),
+        A(None, "suspended", None, disable=True),
     ),
-    ("forbidden", err(K.PERMISSION), 1, None, Action(True, NOW + 4, "forbidden", strike=True)),
     (
         "invalid-grant",
         err(K.UPSTREAM_AUTH, "invalid_grant"),
-        0,
-        None,
-        Action(True, None, "invalid_grant", disable=True),
+        NONE,
+        F(),
+        A(None, "invalid_grant", None, disable=True),
     ),
-    ("auth", err(K.UPSTREAM_AUTH, "other"), 0, None, Action(True, NOW + 2, "auth", strike=True)),
-    ("creds", err(K.NO_CREDENTIALS), 2, None, Action(True, NOW + 8, "credentials", strike=True)),
-    # one failed call: fail over, count it, but do not rest the account yet
+    # the account's other faults rest it from the first
+    (
+        "forbidden",
+        err(K.PERMISSION),
+        S(1, "account"),
+        F(),
+        A(NOW + 4, "forbidden", S(2, "account", NOW, NOW + 4)),
+    ),
+    (
+        "auth",
+        err(K.UPSTREAM_AUTH, "other"),
+        NONE,
+        F(),
+        A(NOW + 2, "auth", S(1, "account", NOW, NOW + 2)),
+    ),
+    (
+        "creds",
+        err(K.NO_CREDENTIALS),
+        S(2, "account"),
+        F(),
+        A(NOW + 8, "credentials", S(3, "account", NOW, NOW + 8)),
+    ),
+    ("auth-parallel", err(K.UPSTREAM_AUTH), S(1, "account"), F(EARLIER), A(None, "auth", None)),
+    # passing faults: fail over; rest only the third in a row, and never the last usable account
     (
         "unavailable-first",
         err(K.UPSTREAM_UNAVAILABLE),
-        0,
-        None,
-        Action(True, None, "unavailable", strike=True),
+        NONE,
+        F(),
+        A(None, "unavailable", S(1, "passing", NOW), B.NOBODY),
     ),
     (
-        "unavailable-again",
+        "unavailable-second",
         err(K.UPSTREAM_UNAVAILABLE),
-        1,
-        None,
-        Action(True, NOW + 2, "unavailable", strike=True),
+        S(1, "passing"),
+        F(),
+        A(None, "unavailable", S(2, "passing", NOW), B.NOBODY),
     ),
-    ("timeout", err(K.UPSTREAM_TIMEOUT), 3, None, Action(True, NOW + 8, "timeout", strike=True)),
     (
-        "protocol-first",
-        err(K.UPSTREAM_PROTOCOL),
-        0,
-        None,
-        Action(True, None, "protocol", strike=True),
+        "timeout-third",
+        err(K.UPSTREAM_TIMEOUT),
+        S(2, "passing"),
+        F(),
+        A(NOW + 2, "timeout", S(3, "passing", NOW, NOW + 2), B.NOBODY),
     ),
-    ("error-cap", err(K.UPSTREAM_ERROR), 10, None, Action(True, NOW + 60, "error", strike=True)),
+    (
+        "protocol-fifth",
+        err(K.UPSTREAM_PROTOCOL),
+        S(4, "passing"),
+        F(),
+        A(NOW + 8, "protocol", S(5, "passing", NOW, NOW + 8), B.NOBODY),
+    ),
+    (
+        "error-cap",
+        err(K.UPSTREAM_ERROR),
+        S(50, "passing"),
+        F(),
+        A(NOW + 60, "error", S(51, "passing", NOW, NOW + 60), B.NOBODY),
+    ),
+    (
+        "passing-last-usable",
+        err(K.UPSTREAM_ERROR),
+        S(7, "passing"),
+        F(others_usable=False),
+        A(None, "error", S(8, "passing", NOW), B.NOBODY),
+    ),
+    (
+        "passing-parallel",
+        err(K.UPSTREAM_PROTOCOL),
+        S(2, "passing"),
+        F(EARLIER),
+        A(None, "protocol", None, B.NOBODY),
+    ),
+    (
+        "passing-lapsed",
+        err(K.UPSTREAM_PROTOCOL),
+        S(9, "passing", at=NOW - 30),
+        F(),
+        A(None, "protocol", S(1, "passing", NOW), B.NOBODY),
+    ),
+    (
+        "passing-after-throttles",
+        err(K.UPSTREAM_TIMEOUT),
+        S(2, "throttle"),
+        F(),
+        A(None, "timeout", S(1, "passing", NOW), B.NOBODY),
+    ),
+    # the request's own faults: never fail over, never touch the account
     *[
-        (f"request-bad-{k.value}", err(k, "account_suspended"), 1, RESET, Action(False, None, None))
+        (
+            f"request-{k.value}",
+            err(k, "account_suspended"),
+            S(1, "passing"),
+            F(reset=RESET),
+            A(None, None, None, B.REQUEST, failover=False),
+        )
         for k in (
             K.CONTEXT_TOO_LONG,
             K.UPSTREAM_REJECTED,
@@ -228,12 +415,12 @@ FAIL = [
 
 
 @pytest.mark.parametrize(
-    ("error", "strikes", "reset", "want"), [f[1:] for f in FAIL], ids=[f[0] for f in FAIL]
+    ("error", "strikes", "failure", "want"), [f[1:] for f in FAIL], ids=[f[0] for f in FAIL]
 )
 def test_failure_action(
-    error: GatewayError, strikes: int, reset: float | None, want: Action
+    error: GatewayError, strikes: Strikes, failure: Failure, want: Action
 ) -> None:
-    got = failure_action(error, strikes=strikes, now=NOW, quota_reset_at=reset, config=CFG)
+    got = failure_action(error, now=NOW, strikes=strikes, failure=failure, config=CFG)
     assert got == want
 
 
@@ -241,6 +428,43 @@ def test_every_error_kind_has_a_policy() -> None:
     """A new ErrorKind must be placed in the table on purpose (this lists today's kinds)."""
     covered = {f[1].kind for f in FAIL}
     assert covered == set(ErrorKind)
+
+
+U500 = err(K.UPSTREAM_UNAVAILABLE, status=500, message="Kiro failed with HTTP 500")
+SAME = [
+    ("same-5xx", U500, err(K.UPSTREAM_UNAVAILABLE, status=500, message=U500.message), True),
+    ("other-text", U500, err(K.UPSTREAM_UNAVAILABLE, status=500, message="other"), False),
+    ("other-status", U500, err(K.UPSTREAM_UNAVAILABLE, status=503, message=U500.message), False),
+    ("cut-streams", err(K.UPSTREAM_PROTOCOL), err(K.UPSTREAM_PROTOCOL), False),
+    ("timeouts", err(K.UPSTREAM_TIMEOUT), err(K.UPSTREAM_TIMEOUT), False),
+    ("same-429", err(K.RATE_LIMITED, status=429), err(K.RATE_LIMITED, status=429), False),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "want"), [s[1:] for s in SAME], ids=[s[0] for s in SAME])
+def test_same_answer(a: GatewayError, b: GatewayError, want: bool) -> None:
+    """The same answer from Kiro twice makes a passing fault the request's; network-level
+    faults never do, nor do the account's own (a 429 on every account is not the request)."""
+    assert same_answer(a, b) is want
+    assert same_answer(b, a) is want
+
+
+@pytest.mark.parametrize(
+    ("error", "want"),
+    [
+        (err(K.RATE_LIMITED), B.ACCOUNT),
+        (err(K.QUOTA_EXHAUSTED), B.ACCOUNT),
+        (err(K.PERMISSION), B.ACCOUNT),
+        (err(K.NO_CREDENTIALS), B.ACCOUNT),
+        (err(K.UPSTREAM_PROTOCOL), B.NOBODY),
+        (err(K.UPSTREAM_UNAVAILABLE), B.NOBODY),
+        (err(K.UPSTREAM_REJECTED), B.REQUEST),
+        (err(K.CONTEXT_TOO_LONG), B.REQUEST),
+    ],
+    ids=lambda v: getattr(v, "kind", v),
+)
+def test_blame(error: GatewayError, want: Blame) -> None:
+    assert blame(error) is want
 
 
 # --- retry_delay / next_month_start ------------------------------------------------------------

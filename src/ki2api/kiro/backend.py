@@ -32,7 +32,14 @@ from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.pool import AccountPool, PoolAccount
-from ki2api.kiro.pool_policy import ACCOUNT_LEVEL, conversation_key, retry_delay
+from ki2api.kiro.pool_policy import (
+    ACCOUNT_LEVEL,
+    Blame,
+    blame,
+    conversation_key,
+    retry_delay,
+    same_answer,
+)
 from ki2api.kiro.request import KiroRequest, build_kiro_request
 
 __all__ = ["BackendOptions", "KiroBackend", "Shaper"]
@@ -94,76 +101,76 @@ class KiroBackend:
         middle of the stream for exception frames, corruption, truncation or a missing end.
         """
         key = conversation_key(conv) if len(self._pool) > 1 else None  # sticky needs a choice
-        tried: set[str] = set()
-        last: GatewayError | None = None
-        # the retry budget: at most max_attempts accounts, and no new attempt once two
+        run = _Run(self._pool)
+        # the retry budget: at most max_attempts attempts, and no new attempt once two
         # first-event timeouts have passed since the request came in (so an account that
         # stalled still leaves time for another)
         budget_ends = time.monotonic() + 2 * self._options.first_event_timeout_s
         sizes = (input_tokens, context_window)
-        for attempt in range(max(1, self._options.max_attempts)):
-            if attempt and time.monotonic() > budget_ends:
-                break
-            opened = await self._try_account(attempt, key, tried, conv, trace, whole, sizes)
-            if isinstance(opened, GatewayError):
-                last = opened
-                continue
-            if opened is None:
-                break
-            account, source, first = opened
-            self._pool.stick(key, account)
-            # The rest of an answer that has started: no retry from here on. (Inline rather
-            # than a helper generator: every batch would cross one more generator.)
-            try:
-                _observe(trace, first)
-                yield first
-                async for batch in source:
-                    _observe(trace, batch)
-                    yield batch
-                await self._pool.succeeded(account)
-            except GatewayError as err:
-                if err.kind in ACCOUNT_LEVEL:  # e.g. throttled mid-answer: the account rests
-                    await self._pool.failed(account, err)
-                raise
-            finally:
-                await self._drop(account, source)
-            return
-        raise self._pool.unavailable(last)
+        opened: _Opened | GatewayError | None = None
+        try:
+            for attempt in range(max(1, self._options.max_attempts)):
+                if attempt and time.monotonic() > budget_ends:
+                    break
+                opened = await self._try_account(attempt, key, run, conv, trace, whole, sizes)
+                if not isinstance(opened, GatewayError):
+                    break
+        finally:
+            await run.settle()  # the passing faults' strikes, now that we know whose they were
+        if opened is None or isinstance(opened, GatewayError):
+            raise self._pool.unavailable(run.last)
+        account, source, first, started_at = opened
+        self._pool.stick(key, account)
+        # The rest of an answer that has started: no retry from here on. (Inline rather than a
+        # helper generator: every batch would cross one more generator.)
+        try:
+            await self._pool.succeeded(account, started_at=started_at)
+            _observe(trace, first)
+            yield first
+            async for batch in source:
+                _observe(trace, batch)
+                yield batch
+        except GatewayError as err:
+            if err.kind in ACCOUNT_LEVEL:  # e.g. throttled mid-answer: the account rests
+                await self._pool.failed(account, err)
+            raise
+        finally:
+            await self._drop(account, source)
 
     async def _try_account(
         self,
         attempt: int,
         key: str | None,
-        tried: set[str],
+        run: _Run,
         conv: Conversation,
         trace: RequestTrace | None,
         whole: Shaper | None,
         sizes: tuple[int, int],
-    ) -> tuple[PoolAccount, AsyncIterator[list[Event]], list[Event]] | GatewayError | None:
-        """One attempt up to the first content: the account, its answer and what came so far;
-        the error when another account may take over; None when none is left to try."""
-        delay = retry_delay(attempt, self._pool.policy)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        account = await self._pool.acquire(key, tried)
+    ) -> _Opened | GatewayError | None:
+        """One attempt up to the first content: the account, its answer, what came so far and
+        when it began; the error when another attempt may follow; None when no account is left
+        to try."""
+        account = await run.next_account(key, attempt)
         if account is None:
             return None
-        tried.add(account.id)
         if trace is not None:
             trace.tried(account.id)
-        upstream = self._attempt(conv, account, *sizes)
+        started_at = self._pool.now()
+        state = _AttemptState()
+        upstream = self._attempt(conv, account, *sizes, state)
         source = whole(upstream) if whole is not None else upstream
         try:
-            return account, source, await self._first_content(source, whole=whole is not None)
+            first = await self._first_content(source, state, whole=whole is not None)
         except GatewayError as err:
             await self._drop(account, source)
-            if not (await self._pool.failed(account, err)).failover:
+            if not await run.failed(account, err, started_at, ours=not state.upstream(err)):
                 raise
             _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
             return err
         except BaseException:
             await self._drop(account, source)
             raise
+        return account, source, first, started_at
 
     async def _drop(self, account: PoolAccount, source: AsyncIterator[list[Event]]) -> None:
         self._pool.release(account)
@@ -172,9 +179,12 @@ class KiroBackend:
             await closer()
 
     async def _first_content(
-        self, source: AsyncIterator[list[Event]], *, whole: bool
+        self, source: AsyncIterator[list[Event]], state: _AttemptState, *, whole: bool
     ) -> list[Event]:
-        """Everything up to and including the first content event (`whole`: the answer)."""
+        """Everything up to and including the first content event (`whole`: the answer).
+
+        A failure that arrived in the same network read as the first content is known before
+        anything is sent: it fails this attempt (another account may take over)."""
         held: list[Event] = []
         timeout = self._options.first_event_timeout_s
         try:
@@ -184,21 +194,36 @@ class KiroBackend:
                     if any(isinstance(ev, _CONTENT) for ev in batch):
                         break
         except TimeoutError:
-            raise GatewayError(
-                ErrorKind.UPSTREAM_TIMEOUT,
-                f"Kiro sent no content for {timeout:g} s (KI2API_FIRST_EVENT_TIMEOUT_S).",
-                retryable=True,
+            raise state.mark(
+                GatewayError(
+                    ErrorKind.UPSTREAM_TIMEOUT,
+                    f"Kiro sent no content for {timeout:g} s (KI2API_FIRST_EVENT_TIMEOUT_S).",
+                    retryable=True,
+                )
             ) from None
+        if state.error is not None:
+            raise state.error
         if whole:  # the rest, without the first-event deadline (the read timeout applies)
             async for batch in source:
                 held.extend(batch)
         return held
 
     async def _attempt(
-        self, conv: Conversation, account: PoolAccount, input_tokens: int, context_window: int
+        self,
+        conv: Conversation,
+        account: PoolAccount,
+        input_tokens: int,
+        context_window: int,
+        state: _AttemptState,
     ) -> AsyncGenerator[list[Event], None]:
-        """One account's answer, as batches of events (one per upstream network read)."""
-        response, request = await self._open(conv, account.credentials)
+        """One account's answer, as batches of events (one per upstream network read). Every
+        failure of the upstream is noted in `state` before it is raised (or, when it came in
+        the same read as events, before those events are handed on)."""
+        try:
+            response, request = await self._open(conv, account.credentials)
+        except GatewayError as err:
+            state.mark(err)
+            raise
         try:
             translator = KiroStreamTranslator(
                 input_tokens=input_tokens,
@@ -210,11 +235,16 @@ class KiroBackend:
             decoder = EventStreamDecoder()
             async for chunk in response.chunks():
                 batch, failure = _translate(decoder, translator, chunk)
+                if failure is not None:
+                    state.mark(failure)
                 if batch:
                     yield batch  # what came before a failure in the same read still goes out
                 if failure is not None:
                     raise failure
             yield _finish(decoder, translator)
+        except GatewayError as err:
+            state.mark(err)
+            raise
         finally:
             await response.aclose()
 
@@ -323,6 +353,85 @@ def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> li
             "the Kiro response ended without its closing events (it was cut off upstream)"
         )
     return tail
+
+
+class _AttemptState:
+    """What one attempt's upstream reported: its failure, known as soon as it was read."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: GatewayError | None = None
+
+    def mark(self, err: GatewayError) -> GatewayError:
+        if self.error is None:
+            self.error = err
+        return err
+
+    def upstream(self, err: GatewayError) -> bool:
+        """Did `err` come from Kiro (rather than from a check of the gateway's own)?"""
+        return err is self.error
+
+
+_Opened = tuple[PoolAccount, AsyncIterator[list[Event]], list[Event], float]
+
+
+class _Run:
+    """The attempts of one request across the pool.
+
+    Accounts are tried each once; then those that failed for nobody's fault may be tried
+    again (a pool of one still gets a second try after a 5xx). A passing failure strikes its
+    account only when the request is over (`settle`): if the same answer came twice, the
+    request was at fault and no account is struck."""
+
+    def __init__(self, pool: AccountPool) -> None:
+        self._pool = pool
+        self.tried: set[str] = set()
+        self.barred: set[str] = set()  # failed for their own fault: not again in this request
+        self.last: GatewayError | None = None
+        self._passing: list[tuple[PoolAccount, GatewayError, float]] = []
+
+    async def next_account(self, key: str | None, attempt: int) -> PoolAccount | None:
+        account = await self._pool.acquire(key, self.tried)
+        again = account is None
+        if again and self.tried - self.barred:
+            account = await self._pool.acquire(key, self.barred)
+        if account is None:
+            return None
+        delay = retry_delay(attempt, self._pool.policy)
+        if again:
+            delay = max(delay, self._pool.policy.retry_delay_base_s)
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:
+                self._pool.release(account)
+                raise
+        self.tried.add(account.id)
+        return account
+
+    async def failed(
+        self, account: PoolAccount, err: GatewayError, started_at: float, *, ours: bool
+    ) -> bool:
+        """Record a failed attempt; True when another attempt may follow."""
+        self.last = err
+        if ours:  # a check of the gateway's own (response_format): the request's fault
+            return False
+        if blame(err) is Blame.NOBODY:
+            if any(same_answer(err, seen) for _, seen, _ in self._passing):
+                self._passing = [p for p in self._passing if not same_answer(err, p[1])]
+                return False
+            self._passing.append((account, err, started_at))
+            return True
+        action = await self._pool.failed(account, err, started_at=started_at)
+        if action.failover:
+            self.barred.add(account.id)
+        return action.failover
+
+    async def settle(self) -> None:
+        passing, self._passing = self._passing, []
+        for account, err, started_at in passing:
+            await self._pool.failed(account, err, started_at=started_at)
 
 
 def _observe(trace: RequestTrace | None, batch: list[Event]) -> None:

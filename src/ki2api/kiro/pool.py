@@ -10,6 +10,7 @@ the same way.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -22,8 +23,11 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.credentials import KiroCredentials
 from ki2api.kiro.pool_policy import (
     Action,
+    Blame,
     Candidate,
+    Failure,
     PolicyConfig,
+    Strikes,
     availability,
     choose,
     failure_action,
@@ -40,6 +44,7 @@ _MAX_ERROR_CHARS = 300
 _RELOGIN_CHECK_S = 2.0
 _STORE_CHECK_S = 0.05
 _RELOGIN_REASONS = frozenset({"invalid_grant"})
+_LIFTED_BY_SUCCESS = frozenset({"quota", "limited"})
 
 
 @dataclass(eq=False)
@@ -50,6 +55,7 @@ class PoolAccount:
     inflight: int = 0
     served: int = 0
     disabled_mtime: int | None = None  # its token file's version when it was disabled
+    quota_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @property
     def id(self) -> str:
@@ -159,7 +165,9 @@ class AccountPool:
             account.record = dataclasses.replace(account.record, enabled=True, disabled_reason=None)
             account.credentials = self._credentials_for(account.record)  # no stale failure state
             account.disabled_mtime = None
-            account.health = dataclasses.replace(account.health, cooldown_until=0.0, strikes=0)
+            account.health = dataclasses.replace(
+                account.health, cooldown_until=0.0, reason=None, strikes=0, strike_reason=None
+            )
             await self._store.put_health(account.health)
         _log.info("account %s enabled again: %s", account_id, why)
 
@@ -188,44 +196,103 @@ class AccountPool:
         while len(self._sticky) > self._sticky_limit:
             self._sticky.popitem(last=False)
 
-    async def failed(self, account: PoolAccount, err: GatewayError) -> Action:
-        """Apply what `err` says about `account` (cooldown, disable) and return the action."""
+    def now(self) -> float:
+        """The pool's clock (epoch seconds): attempts note when they began with it."""
+        return self._clock()
+
+    def others_usable(self, account: PoolAccount) -> bool:
+        """Could another account serve right now?"""
         now = self._clock()
+        return any(a is not account and a.candidate().healthy(now) for a in self._accounts.values())
+
+    async def failed(
+        self,
+        account: PoolAccount,
+        err: GatewayError,
+        *,
+        started_at: float | None = None,
+        request_fault: bool = False,
+    ) -> Action:
+        """Apply what `err` says about `account` (cooldown, disable) and return the action.
+
+        `started_at`: when the failed attempt began (failures of attempts that began before the
+        account's last strike are that strike again). `request_fault`: the backend found the
+        request itself at fault (a check of the gateway's own, the same answer twice): nothing
+        happens to the account."""
+        now = self._clock()
+        if request_fault:
+            return Action(False, None, None, blame=Blame.REQUEST)
+        started = now if started_at is None else started_at
+        quota_left: float | None = None
         if err.kind is ErrorKind.QUOTA_EXHAUSTED:
-            await self._learn_reset(account, now)
+            quota_left = await self._quota_left(account, started)
+            now = self._clock()
         health = account.health
         action = failure_action(
             err,
-            strikes=health.strikes,
             now=now,
-            quota_reset_at=health.quota_reset_at,
+            strikes=_strikes(health),
+            failure=Failure(
+                started_at=started,
+                others_usable=self.others_usable(account),
+                quota_left=quota_left,
+                quota_reset_at=health.quota_reset_at,
+            ),
             config=self.policy,
         )
         if action.disable:
             await self._disable(account, action.reason or err.kind.value, err)
-        if action.cooldown_until is not None or action.disable or action.strike:
-            account.health = dataclasses.replace(
-                health,
-                cooldown_until=action.cooldown_until or health.cooldown_until,
-                reason=action.reason if action.cooldown_until or action.disable else health.reason,
-                strikes=health.strikes + 1 if action.strike else health.strikes,
-                last_error=err.message[:_MAX_ERROR_CHARS],
+        if action.cooldown_until is None and action.strikes is None:
+            return action  # the request's fault, or a parallel failure already counted
+        self._apply(account, action, err, now)
+        await self._store.put_health(account.health)
+        if action.cooldown_until is not None and action.cooldown_until > now:
+            _log.info(
+                "account %s: %s, resting %.0f s",
+                account.id,
+                action.reason,
+                action.cooldown_until - now,
             )
-            await self._store.put_health(account.health)
-            if action.cooldown_until is not None:
-                _log.info(
-                    "account %s: %s, resting %.0f s",
-                    account.id,
-                    action.reason,
-                    max(0.0, action.cooldown_until - now),
-                )
         return action
 
-    async def _learn_reset(self, account: PoolAccount, now: float) -> None:
-        """An account ran dry: ask Kiro when its quota resets, unless that is known already."""
-        known = account.health.quota_reset_at
-        if self._quota_lookup is None or (known is not None and known > now):
-            return
+    @staticmethod
+    def _apply(account: PoolAccount, action: Action, err: GatewayError, now: float) -> None:
+        """The account's health after `action`: the later of its rests wins, and the reason
+        shown is always the reason of the rest in force."""
+        health = account.health
+        until = health.cooldown_until
+        reason = health.reason if until > now else None
+        if action.cooldown_until is not None and action.cooldown_until >= until:
+            until, reason = action.cooldown_until, action.reason
+        series = action.strikes or _strikes(health)
+        account.health = dataclasses.replace(
+            health,
+            cooldown_until=until,
+            reason=reason,
+            strikes=series.count,
+            strike_reason=series.family,
+            struck_at=series.at,
+            last_error=err.message[:_MAX_ERROR_CHARS],
+        )
+
+    async def _quota_left(self, account: PoolAccount, since: float) -> float | None:
+        """Requests left on `account` per a getUsageLimits answer got after `since` (when the
+        failed attempt began), asked one question at a time per account; None when unknown.
+        A quota answer while requests are left is a passing limit, not a month on the bench."""
+
+        def fresh() -> bool:
+            checked = account.health.quota_checked_at
+            return checked is not None and checked >= since
+
+        if not fresh() and self._quota_lookup is not None:
+            async with account.quota_lock:
+                if not fresh():
+                    await self._learn_quota(account)
+        return account.health.quota_remaining if fresh() else None
+
+    async def _learn_quota(self, account: PoolAccount) -> None:
+        assert self._quota_lookup is not None
+        now = self._clock()
         quota = await self._quota_lookup(account)
         if quota is None:
             return
@@ -250,18 +317,39 @@ class AccountPool:
             account.id,
         )
 
-    async def succeeded(self, account: PoolAccount) -> None:
-        """A served request: forget past strikes (written only when there were some)."""
-        health = account.health
-        if health.strikes == 0 and health.reason is None and health.last_error is None:
+    async def succeeded(self, account: PoolAccount, *, started_at: float | None = None) -> None:
+        """An answer came: the strike series ends; a quota bench lifts (the account served, so
+        it has requests left); another rest lifts when this attempt began after the strike that
+        caused it (newer news). Written only when something changed."""
+        now = self._clock()
+        h = account.health
+        resting = h.cooldown_until > now
+        newer = started_at is None or h.struck_at is None or started_at > h.struck_at
+        lift = resting and (h.reason in _LIFTED_BY_SUCCESS or newer)
+        if resting and not lift:
+            if h.strikes == 0:
+                return
+            account.health = dataclasses.replace(h, strikes=0, strike_reason=None, struck_at=None)
+        elif h.strikes or h.reason is not None or h.last_error is not None or lift:
+            account.health = dataclasses.replace(
+                h,
+                cooldown_until=0.0 if lift else h.cooldown_until,
+                reason=None,
+                strikes=0,
+                strike_reason=None,
+                struck_at=None,
+                last_error=None,
+                last_ok_at=now,
+            )
+            if lift:
+                _log.info("account %s answered again: its %s rest is lifted", account.id, h.reason)
+        else:
             return
-        account.health = dataclasses.replace(
-            health, strikes=0, reason=None, last_error=None, last_ok_at=self._clock()
-        )
         await self._store.put_health(account.health)
 
     async def note_quota(self, account_id: str, health: Health) -> None:
-        """Quota figures fetched from getUsageLimits (keeps cooldown fields as they are)."""
+        """Quota figures fetched from getUsageLimits (keeps cooldown fields as they are, except
+        that a quota bench lifts when the figures show requests left)."""
         account = self._accounts.get(account_id)
         base = account.health if account is not None else health
         merged = dataclasses.replace(
@@ -271,6 +359,10 @@ class AccountPool:
             quota_reset_at=health.quota_reset_at,
             quota_checked_at=health.quota_checked_at,
         )
+        left = health.quota_remaining
+        if merged.reason == "quota" and left is not None and left > 0:
+            merged = dataclasses.replace(merged, cooldown_until=0.0, reason=None)
+            _log.info("account %s has %g requests left: back from its quota rest", account_id, left)
         if account is not None:
             account.health = merged
         await self._store.put_health(merged)
@@ -305,6 +397,10 @@ class AccountPool:
             }
             out.append(item)
         return out
+
+
+def _strikes(h: Health) -> Strikes:
+    return Strikes(h.strikes, h.strike_reason, h.struck_at, h.cooldown_until)
 
 
 def _same_login(old: AccountRecord, new: AccountRecord) -> bool:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import orjson
 
@@ -21,17 +22,23 @@ from ki2api.core.messages import Conversation, ImagePart, TextPart
 
 __all__ = [
     "ACCOUNT_LEVEL",
+    "THROTTLE_REASONS",
     "Action",
     "Availability",
+    "Blame",
     "Candidate",
+    "Failure",
     "PolicyConfig",
+    "Strikes",
     "availability",
+    "blame",
     "choose",
     "conversation_key",
     "failure_action",
     "next_month_start",
     "no_account_error",
     "retry_delay",
+    "same_answer",
 ]
 
 _MAX_EXPONENT = 30  # 2**30 times any base is far past every cap; keeps floats finite
@@ -120,12 +127,43 @@ def availability(candidates: Sequence[Candidate], now: float) -> Availability:
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    throttle_base_s: float = 5.0
+    throttle_base_s: float = 1.0  # the rest after a second 429 in a row (doubles per repeat)
     throttle_max_s: float = 300.0
     error_base_s: float = 2.0
     error_max_s: float = 60.0
+    strike_memory_s: float = 10.0  # a strike series lapses this long after its last strike/rest
+    passing_strikes_to_rest: int = 3  # passing faults in a row before an account rests
     retry_delay_base_s: float = 0.1
     retry_delay_max_s: float = 1.0
+
+
+class Blame(StrEnum):
+    """Whose fault a failure is, which decides everything the pool does about it."""
+
+    ACCOUNT = "account"  # throttled, out of quota, suspended, its login: the account rests
+    NOBODY = "nobody"  # a passing fault (5xx, a cut or dropped stream, a timeout): fail over
+    REQUEST = "request"  # the request itself: any account would fail it; never fail over
+
+
+@dataclass(frozen=True, slots=True)
+class Strikes:
+    """An account's current series of failures of one family (see `failure_action`)."""
+
+    count: int = 0
+    family: str | None = None  # "throttle", "passing" or "account"
+    at: float | None = None  # when the last strike was counted
+    rest_until: float = 0.0  # the account's cooldown: a series lapses after it, not during it
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What the pool knows of one failed attempt besides its error."""
+
+    started_at: float  # when the attempt began: one that began before the last strike is the
+    # same event as that strike (failures of requests running in parallel count once)
+    others_usable: bool = True  # another account could serve right now
+    quota_left: float | None = None  # requests left per a fresh getUsageLimits (None: unknown)
+    quota_reset_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,28 +171,28 @@ class Action:
     """What to do after a failure on one account.
 
     `failover`: try another account for this request. `cooldown_until`: None leaves the
-    account's cooldown alone. `strike`: count a consecutive failure (the caller resets strikes
-    after a success).
+    account's cooldown alone. `strikes`: the account's new strike series (None: unchanged).
     """
 
     failover: bool
     cooldown_until: float | None
     reason: str | None
     disable: bool = False
-    strike: bool = False
+    strikes: Strikes | None = None
+    blame: Blame = Blame.ACCOUNT
 
 
 def _backoff(base: float, cap: float, strikes: int) -> float:
     return min(base * 2.0 ** min(max(strikes, 0), _MAX_EXPONENT), cap)
 
 
-_TRANSIENT: dict[ErrorKind, str] = {
+# The account's own faults that are not throttling, quota or fatal: they rest it from the first.
+_ACCOUNT_REASONS: dict[ErrorKind, str] = {
     ErrorKind.PERMISSION: "forbidden",
     ErrorKind.UPSTREAM_AUTH: "auth",
     ErrorKind.NO_CREDENTIALS: "credentials",
 }
-# Failures of one call rather than of the account (5xx, network, timeouts, cut streams): the
-# request fails over at once, but the account rests only when it fails twice in a row.
+# Faults of one call rather than of the account or the request.
 _PASSING: dict[ErrorKind, str] = {
     ErrorKind.UPSTREAM_UNAVAILABLE: "unavailable",
     ErrorKind.UPSTREAM_TIMEOUT: "timeout",
@@ -174,41 +212,111 @@ _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
     (ErrorKind.PERMISSION, "account_suspended"): "suspended",
     (ErrorKind.UPSTREAM_AUTH, "invalid_grant"): "invalid_grant",
 }
+# Reasons of a rest that a 429 (rate limit) answer describes.
+THROTTLE_REASONS = frozenset({"throttled", "limited"})
+
+
+def blame(err: GatewayError) -> Blame:
+    """Whose fault an upstream failure is, by its kind alone (the backend knows more: a check
+    of the gateway's own, or the same answer from two accounts, makes it the request's)."""
+    if err.kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA_EXHAUSTED) or (
+        err.kind in _ACCOUNT_REASONS
+    ):
+        return Blame.ACCOUNT
+    if err.kind in _PASSING:
+        return Blame.NOBODY
+    return Blame.REQUEST
+
+
+def same_answer(a: GatewayError, b: GatewayError) -> bool:
+    """Two passing failures that are the same answer from Kiro (an HTTP error with the same
+    status and text): the request is what fails, not the accounts. Cut or dropped streams and
+    timeouts never match: they say nothing about the request."""
+    return (
+        a.upstream_status is not None
+        and (a.kind, a.upstream_status, a.message) == (b.kind, b.upstream_status, b.message)
+        and blame(a) is Blame.NOBODY
+    )
+
+
+def _series(
+    strikes: Strikes, family: str, now: float, started_at: float, cfg: PolicyConfig
+) -> tuple[int, bool]:
+    """(strikes already in the series of `family`, whether this failure adds one)."""
+    if strikes.family != family or strikes.at is None or strikes.count <= 0:
+        return 0, True
+    if now - max(strikes.at, strikes.rest_until) > cfg.strike_memory_s:
+        return 0, True  # lapsed: the account has been fine for a while
+    return strikes.count, started_at > strikes.at
+
+
+def _throttle(
+    err: GatewayError, reason: str, strikes: Strikes, now: float, f: Failure, cfg: PolicyConfig
+) -> Action:
+    """A 429 (or a quota answer while requests are left): the first of a series fails over
+    without a rest (one may be a blip: Kiro's capacity answers are not the account's), the
+    next rests 1 s, doubling; Kiro's own Retry-After always counts."""
+    n, counts = _series(strikes, "throttle", now, f.started_at, cfg)
+    pause = _backoff(cfg.throttle_base_s, cfg.throttle_max_s, n - 1) if counts and n else 0.0
+    pause = max(err.retry_after or 0.0, pause)
+    series = Strikes(n + 1, "throttle", now, now + pause) if counts else None
+    return Action(True, now + pause if pause > 0 else None, reason, strikes=series)
 
 
 def failure_action(
     err: GatewayError,
     *,
-    strikes: int,
     now: float,
-    quota_reset_at: float | None,
+    strikes: Strikes,
+    failure: Failure,
     config: PolicyConfig,
 ) -> Action:
-    """The table of KIRO_PROTOCOL.md §6: cool down, disable, or leave the account alone."""
-    kind = err.kind
-    if kind is ErrorKind.RATE_LIMITED:
-        pause = _backoff(config.throttle_base_s, config.throttle_max_s, strikes)
-        pause = max(err.retry_after or 0.0, pause)
-        return Action(True, now + pause, "throttled", strike=True)
-    if kind is ErrorKind.QUOTA_EXHAUSTED:
-        until = quota_reset_at
-        if until is None or until <= now:
-            until = next_month_start(now)
-        return Action(True, until, "quota")
-    fatal = _FATAL_CODES.get((kind, err.code or ""))
+    """What a failure does to its account and its request (docs/accounts.md, "What a failure
+    does"). Only the account's own faults rest it; a passing fault rests it only after
+    `passing_strikes_to_rest` in a row, and never when no other account could serve."""
+    who = blame(err)
+    if who is Blame.REQUEST:
+        return Action(False, None, None, blame=Blame.REQUEST)
+    fatal = _FATAL_CODES.get((err.kind, err.code or ""))
     if fatal is not None:
         return Action(True, None, fatal, disable=True)
-    passing = _PASSING.get(kind)
-    if passing is not None:
-        if strikes == 0:
-            return Action(True, None, passing, strike=True)
-        pause = _backoff(config.error_base_s, config.error_max_s, strikes - 1)
-        return Action(True, now + pause, passing, strike=True)
-    reason = _TRANSIENT.get(kind)
-    if reason is None:  # the request itself is bad: another account would refuse it too
-        return Action(False, None, None)
-    pause = _backoff(config.error_base_s, config.error_max_s, strikes)
-    return Action(True, now + pause, reason, strike=True)
+    if err.kind is ErrorKind.RATE_LIMITED:
+        return _throttle(err, "throttled", strikes, now, failure, config)
+    if err.kind is ErrorKind.QUOTA_EXHAUSTED:
+        if failure.quota_left is not None and failure.quota_left > 0:
+            return _throttle(err, "limited", strikes, now, failure, config)
+        until = failure.quota_reset_at
+        if until is None or until <= now:
+            until = next_month_start(now)
+        return Action(True, until, "quota", strikes=Strikes())
+    if who is Blame.ACCOUNT:
+        n, counts = _series(strikes, "account", now, failure.started_at, config)
+        if not counts:
+            return Action(True, None, _ACCOUNT_REASONS[err.kind])
+        pause = _backoff(config.error_base_s, config.error_max_s, n)
+        return Action(
+            True,
+            now + pause,
+            _ACCOUNT_REASONS[err.kind],
+            strikes=Strikes(n + 1, "account", now, now + pause),
+        )
+    return _passing(err, strikes, now, failure, config)
+
+
+def _passing(
+    err: GatewayError, strikes: Strikes, now: float, f: Failure, cfg: PolicyConfig
+) -> Action:
+    reason = _PASSING[err.kind]
+    n, counts = _series(strikes, "passing", now, f.started_at, cfg)
+    if not counts:
+        return Action(True, None, reason, blame=Blame.NOBODY)
+    n += 1
+    rests = n >= cfg.passing_strikes_to_rest and f.others_usable
+    pause = _backoff(cfg.error_base_s, cfg.error_max_s, n - cfg.passing_strikes_to_rest)
+    until = now + pause if rests else None
+    return Action(
+        True, until, reason, strikes=Strikes(n, "passing", now, until or 0.0), blame=Blame.NOBODY
+    )
 
 
 def retry_delay(attempt: int, config: PolicyConfig) -> float:
@@ -269,7 +377,7 @@ def no_account_error(avail: Availability, last: GatewayError | None) -> GatewayE
             code=None,  # the dialect default: insufficient_quota
         )
     if wait is not None and wait > 0:
-        throttled = "throttled" in avail.reasons
+        throttled = any(r in THROTTLE_REASONS for r in avail.reasons)
         return GatewayError(
             ErrorKind.RATE_LIMITED if throttled else ErrorKind.UPSTREAM_UNAVAILABLE,
             f"No Kiro account can serve now: {_all(avail.total)} unavailable "

@@ -59,6 +59,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stream INTEGER NOT NULL, attempts INTEGER NOT NULL)""",
         "CREATE INDEX usage_at ON usage(at)",
     ),
+    (
+        "ALTER TABLE health ADD COLUMN strike_reason TEXT",
+        "ALTER TABLE health ADD COLUMN struck_at REAL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
