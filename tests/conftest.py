@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from ki2api.server.app import create_app
+from ki2api.server.connections import protocol_for
 from ki2api.settings import Settings
 from kiro_emulator import EmulatorConfig
 from kiro_emulator import create_app as create_emulator_app
@@ -150,7 +151,7 @@ def gateway_factory(emulator_url: str, tmp_path: Path) -> Iterator[Any]:
     def start(account: Account | None = None, **overrides: Any) -> Gateway:
         acct = account or make_account(emulator_url, tmp_path)
         settings = gateway_settings(emulator_url, acct, tmp_path, **overrides)
-        cm = serve_in_thread(create_app(settings))
+        cm = serve_in_thread(create_app(settings), http=protocol_for(settings))
         url = cm.__enter__()
         stack.append(cm)
         gateways.append(Gateway(url, settings, acct, emulator_url))

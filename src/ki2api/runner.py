@@ -14,6 +14,8 @@ import uvicorn
 from ki2api.kiro.credentials import discover
 from ki2api.kiro.registry import store_path, sync_discovered
 from ki2api.server.app import create_app
+from ki2api.server.connections import IMPORT_STRING as CONNECTIONS_PROTOCOL
+from ki2api.server.connections import protocol_for, raise_fd_limit
 from ki2api.settings import Settings
 from ki2api.state.sqlite import SQLiteStore
 from kiro_emulator import EmulatorConfig
@@ -49,11 +51,14 @@ def no_credentials_message(settings: Settings) -> str | None:
     return f"ki2api: no Kiro login found. Looked in:\n{places}\n{LOGIN_HELP}"
 
 
-def _uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _uvicorn_config(
+    app: object, host: str, port: int, log_level: str, *, http: type[asyncio.Protocol] | str
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
+        http=http,  # the bounded protocol: read deadlines and the connection cap
         log_level=log_level,
         access_log=True,  # one line per request at LOG_LEVEL=info; silent at warning
         timeout_graceful_shutdown=5,
@@ -67,18 +72,26 @@ def serve(settings: Settings, workers: int = 1) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    raise_fd_limit()  # before the workers start: they inherit it
     if workers > 1:
         uvicorn.run(
             "ki2api.server.app:create_app_from_env",
             factory=True,
             host=settings.host,
             port=settings.port,
+            http=CONNECTIONS_PROTOCOL,  # each worker reads its limits from the environment
             workers=workers,
             log_level=settings.log_level,
             timeout_graceful_shutdown=5,
         )
         return 0
-    config = _uvicorn_config(create_app(settings), settings.host, settings.port, settings.log_level)
+    config = _uvicorn_config(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        settings.log_level,
+        http=protocol_for(settings),
+    )
     uvicorn.Server(config).run()
     return 0
 
@@ -134,7 +147,10 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
         kiro_auth_base=em_base,
         kiro_oidc_base=em_base,
     )
-    em_server = uvicorn.Server(_uvicorn_config(emulator, "127.0.0.1", em_port, "warning"))
+    raise_fd_limit()
+    em_server = uvicorn.Server(
+        _uvicorn_config(emulator, "127.0.0.1", em_port, "warning", http="httptools")
+    )
     em_task = asyncio.create_task(_serve(em_server))
     if not await _started(em_server, em_task):
         print(f"ki2api demo: the emulator could not listen on {em_base}.", file=sys.stderr)
@@ -143,7 +159,11 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     # (another port) would only confuse the banner below.
     gw_server = uvicorn.Server(
         _uvicorn_config(
-            create_app(gateway_settings), settings.host, settings.port, settings.log_level
+            create_app(gateway_settings),
+            settings.host,
+            settings.port,
+            settings.log_level,
+            http=protocol_for(gateway_settings),
         )
     )
     gw_task = asyncio.create_task(_serve(gw_server))

@@ -51,7 +51,12 @@ class Settings:
     read_timeout_s: float = 300.0
     connect_timeout_s: float = 10.0
     refresh_ahead_s: float = 300.0
-    max_connections: int = 1024
+    max_connections: int = 1024  # upstream (Kiro) connection pool
+    # Client connections (server/connections.py): read deadlines and a cap
+    header_timeout_s: float = 10.0  # the whole request head, from its first byte
+    body_timeout_s: float = 60.0  # the body, plus 1 s per 64 KiB it declares
+    idle_timeout_s: float = 30.0  # silence after accept or between keep-alive requests
+    max_client_connections: int = 1024  # open client connections (below the fd limit)
     # Account pool (kiro/pool_policy.py)
     max_attempts: int = 4  # accounts tried for one request before giving up
     throttle_cooldown_s: float = 5.0  # first rest after a 429 (doubles per repeat, max 300 s)
@@ -117,6 +122,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0:
+        raise SettingsError(f"{name} must be greater than 0, got {env.get(name)!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {env.get(name)!r}")
+    return value
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -190,6 +209,10 @@ def load_settings(
         read_timeout_s=_float(env, "KI2API_READ_TIMEOUT_S", 300.0),
         refresh_ahead_s=_float(env, "KI2API_REFRESH_AHEAD_S", 300.0),
         max_connections=_int(env, "KI2API_MAX_UPSTREAM_CONNECTIONS", 1024),
+        header_timeout_s=_positive(env, "KI2API_HEADER_TIMEOUT_S", 10.0),
+        body_timeout_s=_positive(env, "KI2API_BODY_TIMEOUT_S", 60.0),
+        idle_timeout_s=_positive(env, "KI2API_IDLE_TIMEOUT_S", 30.0),
+        max_client_connections=_count(env, "KI2API_MAX_CONNECTIONS", 1024),
         max_attempts=max(1, _int(env, "KI2API_MAX_ATTEMPTS", 4)),
         throttle_cooldown_s=_float(env, "KI2API_THROTTLE_COOLDOWN_S", 5.0),
         error_cooldown_s=_float(env, "KI2API_ERROR_COOLDOWN_S", 2.0),

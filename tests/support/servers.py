@@ -19,11 +19,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1 and yield its base URL (no trailing slash)."""
+def serve_in_thread(app: Any, *, port: int | None = None, http: Any = "auto") -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 and yield its base URL (no trailing slash). `http`: uvicorn's
+    protocol, e.g. `ki2api.server.connections.protocol_for(settings)` as `ki2api serve` uses."""
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=http,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
