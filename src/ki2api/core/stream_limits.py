@@ -51,7 +51,13 @@ from ki2api.core.events import (
 )
 from ki2api.core.tokens import estimate_text_tokens
 
-__all__ = ["StopMatcher", "StreamLimiter", "TokenBudget"]
+__all__ = ["MAX_STOP_CHARS", "MAX_STOP_SEQUENCES", "StopMatcher", "StreamLimiter", "TokenBudget"]
+
+# Caps the frontends enforce on a request's stop strings (400 past them): OpenAI allows 4, the
+# Anthropic API documents no maximum; 32 of up to 1,000 characters each is far beyond any client
+# seen, and keeps the matcher's worst case (stops x length per delta) small.
+MAX_STOP_SEQUENCES = 32
+MAX_STOP_CHARS = 1_000
 
 # Counting is the costly part (a BPE tokenizer takes ~0.3 us per character), so text is only
 # counted once an upper bound of its count gets near the cap, and then in blocks of at least
@@ -59,6 +65,7 @@ __all__ = ["StopMatcher", "StreamLimiter", "TokenBudget"]
 # words, re-counting everything would be quadratic.
 _SETTLE_CHARS = 192
 _MAX_TOKENS_PER_BYTE = 2
+_GALLOP_START = 256
 
 
 class TokenBudget:
@@ -97,7 +104,7 @@ class TokenBudget:
         if self._settled + exact < self.limit:
             self._pieces, self._bound = [pending + text], exact
             return text, False
-        lo, hi = 0, len(text)  # the longest prefix with count <= limit
+        lo, hi = self._gallop(pending, text)  # the longest prefix with count <= limit
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if self._settled + self._count(pending + text[:mid]) <= self.limit:
@@ -107,12 +114,31 @@ class TokenBudget:
         self._pieces, self._bound = [pending + text[:lo]], exact
         return text[:lo], True
 
+    def _gallop(self, pending: str, text: str) -> tuple[int, int]:
+        """Bounds (a prefix length that fits, one that may not) found by doubling from a short
+        prefix: the work follows the length that fits, not the delta's (a huge delta with a
+        small budget is not counted whole ~20 times)."""
+        assert self.limit is not None
+        lo, step = 0, _GALLOP_START
+        while step < len(text) and self._settled + self._count(pending + text[:step]) <= self.limit:
+            lo, step = step, step * 2
+        return lo, min(step, len(text)) - (1 if step < len(text) else 0)
+
 
 class StopMatcher:
-    """Finds stop strings in text arriving in pieces; holds back only a possible stop prefix."""
+    """Finds stop strings in text arriving in pieces; holds back only a possible stop prefix.
+
+    Linear time: a completed stop is found with `str.find` over the held text and the new text
+    (the held text is shorter than the longest stop), and the hold-back comes from one KMP
+    automaton per stop, advanced over the new text only (over at most its last len(stop) - 1
+    characters: the state depends on nothing older). So a delta costs O(stops x its length),
+    however long the stops, never a rescan of what was already seen.
+    """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = tuple(dict.fromkeys(s for s in stops if s))
+        self._fail = [_prefix_function(s) for s in self.stops]
+        self._states = [0] * len(self.stops)
         self.held = ""
 
     def feed(self, text: str) -> tuple[str, bool]:
@@ -123,12 +149,13 @@ class StopMatcher:
         if match is not None:
             self.held = ""
             return s[:match], True
-        keep = self._holdback(s)
+        keep = self._advance(text)
         self.held = s[len(s) - keep :]
         return s[: len(s) - keep], False
 
     def release(self) -> str:
         out, self.held = self.held, ""
+        self._states = [0] * len(self.stops)
         return out
 
     def _first_completed(self, s: str) -> int | None:
@@ -140,15 +167,42 @@ class StopMatcher:
                 best = (i + len(stop), i)
         return None if best is None else best[1]
 
-    def _holdback(self, s: str) -> int:
-        """Length of the longest end of `s` that is a proper prefix of some stop string."""
+    def _advance(self, text: str) -> int:
+        """Each stop's automaton over `text`; the longest end that is a proper stop prefix."""
         keep = 0
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(s)), keep, -1):
-                if s.endswith(stop[:k]):
-                    keep = k
-                    break
+        for j, stop in enumerate(self.stops):
+            state = _kmp(stop, self._fail[j], self._states[j], text)
+            self._states[j] = state
+            keep = max(keep, state)
         return keep
+
+
+def _prefix_function(stop: str) -> list[int]:
+    """KMP: fail[i] = length of the longest proper border of stop[: i + 1]."""
+    fail = [0] * len(stop)
+    k = 0
+    for i in range(1, len(stop)):
+        while k and stop[i] != stop[k]:
+            k = fail[k - 1]
+        if stop[i] == stop[k]:
+            k += 1
+        fail[i] = k
+    return fail
+
+
+def _kmp(stop: str, fail: list[int], state: int, text: str) -> int:
+    """The longest end of (what was seen) + `text` that is a proper prefix of `stop`, given
+    `state` for what was seen (no completed match in between: `find` saw to that)."""
+    if len(text) >= len(stop) - 1:  # the answer lies within the last len(stop) - 1 characters
+        state, text = 0, text[len(text) - (len(stop) - 1) :] if len(stop) > 1 else ""
+    for ch in text:
+        while state and stop[state] != ch:
+            state = fail[state - 1]
+        if stop[state] == ch:
+            state += 1
+            if state == len(stop):  # cannot happen after `find`; stay a proper prefix
+                state = fail[state - 1]
+    return state
 
 
 class StreamLimiter:

@@ -18,6 +18,16 @@ Used only when Kiro reports no usage of its own (see docs/usage.md for the order
 `TokenCounter` adds a bounded cache (agents resend the same history every turn, so only the
 new messages are tokenized) and the bias. `default_counter()` builds one lazily, on first use:
 importing this module does no I/O and loads no vocabulary.
+
+Bounded work. The BPE takes ~0.5 us per character and holds the GIL (a worker thread does not
+help), so a 15 MB text would stall every other request for seconds. Counting is therefore
+bounded (docs/usage.md, "Bounded counting"):
+
+* a text longer than `MAX_EXACT_CHARS` is never tokenized whole: `SAMPLE_SLICES` evenly spaced
+  slices of `SAMPLE_SLICE_CHARS` are, and their count is scaled to the whole length (+5 %);
+* a `TokenizeBudget` (one per request) caps the characters tokenized for one request; once it
+  is spent, texts get the crude bound of one token per `BYTES_PER_TOKEN` UTF-8 bytes (over the
+  script ratios for every script, so still an over-count) instead. Cached counts cost nothing.
 """
 
 from __future__ import annotations
@@ -32,14 +42,21 @@ from typing import Protocol
 
 __all__ = [
     "ASCII_CHARS_PER_TOKEN",
+    "BYTES_PER_TOKEN",
     "LEGACY_BIAS",
+    "MAX_EXACT_CHARS",
     "NEW_VOCABULARY_FACTOR",
     "OTHER_CHARS_PER_TOKEN",
+    "REQUEST_TOKENIZE_CHARS",
+    "SAMPLE_SLICES",
+    "SAMPLE_SLICE_CHARS",
     "SCRIPT_JSON_FACTOR",
     "ClaudeLegacyTokenizer",
     "ScriptEstimator",
     "TokenCounter",
+    "TokenizeBudget",
     "Tokenizer",
+    "crude_count",
     "default_counter",
     "load_tokenizer",
     "vocabulary_factor",
@@ -50,6 +67,16 @@ NEW_VOCABULARY_FACTOR = 1.32
 ASCII_CHARS_PER_TOKEN = 3.2
 OTHER_CHARS_PER_TOKEN = 2.0
 SCRIPT_JSON_FACTOR = 1.25
+# Bounded counting (see the module docstring). ~0.5 us per character for the BPE: a 32 K text
+# costs ~15 ms, a request's 96 K ~50 ms at most; a sample 8 x 2 K = 16 K characters.
+MAX_EXACT_CHARS = 32_768
+REQUEST_TOKENIZE_CHARS = 98_304
+SAMPLE_SLICES = 8
+SAMPLE_SLICE_CHARS = 2_048
+SAMPLE_MARGIN = 1.05
+# The crude bound: ASCII 3 bytes/token (script ratio 3.2 chars), CJK 3 bytes (ratio: 1 per
+# char), other 2-byte letters 1.5 tokens per 2 chars (ratio: 1), emoji 4 bytes 1.33 (ratio 0.5).
+BYTES_PER_TOKEN = 3.0
 
 # Code point ranges counted as one token per character (CJK, kana, hangul, full-width forms).
 _WIDE = re.compile(
@@ -138,51 +165,121 @@ def vocabulary_factor(model_id: str | None) -> float:
     return NEW_VOCABULARY_FACTOR if (major, minor) >= (4, 7) else 1.0
 
 
+class TokenizeBudget:
+    """How many more characters one request may have tokenized (see the module docstring)."""
+
+    def __init__(self, chars: int = REQUEST_TOKENIZE_CHARS) -> None:
+        self.left = chars
+
+    def take(self, chars: int) -> bool:
+        """Spend `chars` if that many are left."""
+        if chars > self.left:
+            return False
+        self.left -= chars
+        return True
+
+
+def crude_count(text: str) -> float:
+    """One token per `BYTES_PER_TOKEN` UTF-8 bytes: linear, C-speed, over the script ratios."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return size / BYTES_PER_TOKEN
+
+
 class TokenCounter:
     """A tokenizer with its upward bias and a bounded LRU cache of counts of long texts.
 
     The cache key is (length, hash) of the text, so no text is kept alive by the cache; a hash
-    collision could only make one usage estimate wrong. Safe to share between threads.
+    collision could only make one usage estimate wrong. Safe to share between threads. Texts
+    over `max_exact_chars` are sampled, never tokenized whole (see the module docstring).
     """
 
     def __init__(
-        self, tokenizer: Tokenizer, *, max_entries: int = 4096, min_cached_chars: int = 256
+        self,
+        tokenizer: Tokenizer,
+        *,
+        max_entries: int = 4096,
+        min_cached_chars: int = 256,
+        max_exact_chars: int = MAX_EXACT_CHARS,
     ) -> None:
         self.tokenizer = tokenizer
         self.bias = LEGACY_BIAS if isinstance(tokenizer, ClaudeLegacyTokenizer) else 1.0
+        self.max_exact_chars = max_exact_chars
         self._max_entries = max_entries
         self._min_cached = min_cached_chars
         self._cache: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._lock = threading.Lock()
         self.tokenized_chars = 0  # characters actually tokenized (not served from the cache)
 
-    def raw(self, text: str) -> int:
-        """The tokenizer's own count, from the cache when the text was seen recently."""
-        if len(text) < self._min_cached:
-            return self.tokenizer.count(text)
+    def cached(self, text: str) -> int | None:
+        """The tokenizer's count of `text` if it is in the cache."""
+        if len(text) < self._min_cached or len(text) > self.max_exact_chars:
+            return None
         key = (len(text), hash(text))
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
+            return hit
+
+    def raw(self, text: str) -> int:
+        """The tokenizer's own count, from the cache when the text was seen recently (a text
+        over `max_exact_chars`: the sampled estimate)."""
+        if len(text) > self.max_exact_chars:
+            return math.ceil(self._sampled(text))
+        if len(text) < self._min_cached:
+            return self.tokenizer.count(text)
+        hit = self.cached(text)
+        if hit is not None:
+            return hit
         value = self.tokenizer.count(text)
         with self._lock:
             self.tokenized_chars += len(text)
-            self._cache[key] = value
+            self._cache[(len(text), hash(text))] = value
             if len(self._cache) > self._max_entries:
                 self._cache.popitem(last=False)
         return value
 
-    def count(self, text: str, *, factor: float = 1.0) -> int:
-        """Biased count of `text`: 0 for "", else at least 1. `factor` scales it further."""
+    def _sampled(self, text: str) -> float:
+        """The count of `SAMPLE_SLICES` evenly spaced slices, scaled to the whole text."""
+        n, width = len(text), SAMPLE_SLICE_CHARS
+        step = (n - width) / (SAMPLE_SLICES - 1)
+        starts = [round(i * step) for i in range(SAMPLE_SLICES)]
+        counted = sum(self.tokenizer.count(text[s : s + width]) for s in starts)
+        with self._lock:
+            self.tokenized_chars += SAMPLE_SLICES * width
+        return counted * n / (SAMPLE_SLICES * width) * SAMPLE_MARGIN
+
+    def _bounded_raw(self, text: str, budget: TokenizeBudget | None, json: bool) -> float:
+        if budget is None:
+            return self.raw(text)
+        hit = self.cached(text)
+        if hit is not None:
+            return hit
+        cost = (
+            len(text) if len(text) <= self.max_exact_chars else SAMPLE_SLICES * SAMPLE_SLICE_CHARS
+        )
+        if budget.take(cost):
+            return self.raw(text)
+        if json:  # what count_json multiplies by, undone: the result is the crude bound x1.25
+            return crude_count(text) * SCRIPT_JSON_FACTOR / (self.bias * self.tokenizer.json_factor)
+        return crude_count(text) / self.bias
+
+    def count(self, text: str, *, factor: float = 1.0, budget: TokenizeBudget | None = None) -> int:
+        """Biased count of `text`: 0 for "", else at least 1. `factor` scales it further;
+        `budget` bounds the characters tokenized (past it: the crude bound)."""
         if not text:
             return 0
-        return max(1, math.ceil(self.raw(text) * self.bias * factor))
+        return max(1, math.ceil(self._bounded_raw(text, budget, False) * self.bias * factor))
 
-    def count_json(self, text: str, *, factor: float = 1.0) -> int:
+    def count_json(
+        self, text: str, *, factor: float = 1.0, budget: TokenizeBudget | None = None
+    ) -> int:
         """Biased count of serialised JSON (the script estimator needs its JSON factor)."""
-        return self.count(text, factor=factor * self.tokenizer.json_factor)
+        if not text:
+            return 0
+        jf = self.tokenizer.json_factor
+        raw = self._bounded_raw(text, budget, True)
+        return max(1, math.ceil(raw * self.bias * factor * jf))
 
 
 @functools.cache

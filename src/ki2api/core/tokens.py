@@ -20,7 +20,9 @@ width*height/750, about 1,600 for a 1,092x1,092 picture, which is the size image
 and, when tools are offered, ~350 tokens of tool-use system prompt (Anthropic documents 346 for
 `auto` tool choice on Claude 4 models) plus ~10 of framing per tool. Image data is never
 tokenized; each text is tokenized once per request at most, and long texts seen in recent
-requests (an agent's history) come from the counter's cache.
+requests (an agent's history) come from the counter's cache. The work is bounded: one request
+tokenizes at most `REQUEST_TOKENIZE_CHARS` new characters (texts past that get the crude
+bytes/3 bound), and a text over `MAX_EXACT_CHARS` is sampled (`core.tokenizer`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from ki2api.core.messages import (
 )
 from ki2api.core.tokenizer import (
     ASCII_CHARS_PER_TOKEN,
+    REQUEST_TOKENIZE_CHARS,
     TokenCounter,
+    TokenizeBudget,
     default_counter,
     vocabulary_factor,
 )
@@ -92,18 +96,19 @@ def _plain(value: Any) -> Any:
 
 
 class _Estimate:
-    """One conversation's estimate with one counter and one vocabulary factor."""
+    """One conversation's estimate with one counter, one vocabulary factor and one budget."""
 
-    def __init__(self, counter: TokenCounter, factor: float) -> None:
+    def __init__(self, counter: TokenCounter, factor: float, budget: TokenizeBudget) -> None:
         self.counter = counter
         self.factor = factor
+        self.budget = budget
 
     def text(self, text: str) -> int:
-        return self.counter.count(text, factor=self.factor)
+        return self.counter.count(text, factor=self.factor, budget=self.budget)
 
     def json(self, value: Any) -> int:
         text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), default=str)
-        return self.counter.count_json(text, factor=self.factor)
+        return self.counter.count_json(text, factor=self.factor, budget=self.budget)
 
     def tool_spec(self, tool: ToolSpec) -> int:
         return (
@@ -128,9 +133,17 @@ class _Estimate:
         return MESSAGE_OVERHEAD_TOKENS + sum(self.part(p) for p in message.parts)
 
 
-def estimate_conversation_tokens(conv: Conversation, *, counter: TokenCounter | None = None) -> int:
-    """Estimated input tokens of a whole request (system, messages, tools), biased up."""
-    est = _Estimate(counter or default_counter(), vocabulary_factor(conv.model_id))
+def estimate_conversation_tokens(
+    conv: Conversation,
+    *,
+    counter: TokenCounter | None = None,
+    tokenize_chars: int | None = None,
+) -> int:
+    """Estimated input tokens of a whole request (system, messages, tools), biased up. At most
+    `tokenize_chars` characters are tokenized (default `REQUEST_TOKENIZE_CHARS`; 0: none, the
+    crude bound for all, except texts already in the cache)."""
+    budget = TokenizeBudget(REQUEST_TOKENIZE_CHARS if tokenize_chars is None else tokenize_chars)
+    est = _Estimate(counter or default_counter(), vocabulary_factor(conv.model_id), budget)
     total = REQUEST_OVERHEAD_TOKENS
     total += sum(est.text(s) for s in conv.system)
     total += sum(est.message(m) for m in conv.messages)

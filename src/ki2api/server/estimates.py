@@ -1,8 +1,13 @@
-"""Per-request token figures both routes need, computed the same way for both surfaces."""
+"""Per-request token figures both routes need, computed the same way for both surfaces.
+
+The estimate runs on the event loop: the tokenizer holds the GIL, so a worker thread would not
+let other streams flow any better; instead its work is bounded (`core.tokenizer`: at most
+`REQUEST_TOKENIZE_CHARS` characters tokenized per request, long texts sampled), a few tens of
+milliseconds at worst. A request about to be refused is not tokenized at all (`refused=True`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 
 from ki2api.core.messages import Conversation
@@ -11,16 +16,11 @@ from ki2api.core.tokens import estimate_conversation_tokens, estimate_text_token
 
 __all__ = ["estimate_input_tokens", "stream_limiter"]
 
-_INLINE_ESTIMATE_CHARS = 50_000
 
-
-async def estimate_input_tokens(conv: Conversation) -> int:
-    """The tokenizer estimate (a fallback for when Kiro reports no usage). Large requests are
-    counted in a worker thread (the tokenizer releases the GIL) so other streams keep flowing."""
-    size = sum(len(s) for s in conv.system) + sum(len(m.text()) for m in conv.messages)
-    if size <= _INLINE_ESTIMATE_CHARS:
-        return estimate_conversation_tokens(conv)
-    return await asyncio.to_thread(estimate_conversation_tokens, conv)
+def estimate_input_tokens(conv: Conversation, *, refused: bool = False) -> int:
+    """The tokenizer estimate (a fallback for when Kiro reports no usage, and count_tokens);
+    `refused`: for an error message only, the crude bound without tokenizing anything."""
+    return estimate_conversation_tokens(conv, tokenize_chars=0 if refused else None)
 
 
 def stream_limiter(conv: Conversation, input_tokens: int) -> StreamLimiter | None:

@@ -66,7 +66,7 @@ async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conv
     except GatewayError as err:
         if err.kind is not ErrorKind.CONTEXT_TOO_LONG:
             raise
-        tokens = await estimate_input_tokens(conv)
+        tokens = estimate_input_tokens(conv, refused=True)  # never tokenize what is refused
         raise context_overflow(
             err, prompt_tokens=tokens, context_window=model.context_window
         ) from None
@@ -81,7 +81,7 @@ async def create_message(request: Request) -> Response:
         req = await resolve_remote_images(req, services.images)
     conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
     backend = services.require_backend()
-    input_tokens = await estimate_input_tokens(conv)
+    input_tokens = estimate_input_tokens(conv)
     trace = trace_of(request.scope)
     if trace is not None:
         trace.model, trace.stream, trace.input_tokens = req.model, bool(req.stream), input_tokens
@@ -171,7 +171,7 @@ async def count_tokens(request: Request) -> Response:
     model = _resolve_model(services, req.model)
     counted = await resolve_remote_images(req, UnfetchedImages())
     conv = apply_image_limits(to_conversation(counted, model.kiro_id))
-    return JSONResponse({"input_tokens": await estimate_input_tokens(conv)})
+    return JSONResponse({"input_tokens": estimate_input_tokens(conv)})
 
 
 @router.api_route("/api/hello", methods=["GET", "HEAD"])

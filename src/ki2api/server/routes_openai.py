@@ -24,7 +24,7 @@ from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
 from ki2api.images.limits import apply_image_limits
 from ki2api.server.accounting import trace_of
-from ki2api.server.auth import require_key
+from ki2api.server.auth import identify, require_key
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import answer_batches, shape
@@ -71,7 +71,7 @@ async def chat_completions(request: Request) -> Response:
         conv = dataclasses.replace(conv, system=(*conv.system, json_rule))
     backend = services.require_backend()
     conv = backend.fit(conv)  # too big for Kiro: 400 now, before any work (or trimmed)
-    input_tokens = await estimate_input_tokens(conv)
+    input_tokens = estimate_input_tokens(conv)
     trace = _trace(request, req.model, req.stream, input_tokens)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
@@ -147,7 +147,7 @@ def _model_object(info: ModelInfo) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models")
+@router.api_route("/v1/models", methods=["GET", "HEAD"])
 async def list_models(request: Request) -> Response:
     services = _authorize(request)
     data = [_model_object(m) for m in services.catalogue.all()]
@@ -162,18 +162,19 @@ async def list_models(request: Request) -> Response:
     )
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
 async def retrieve_model(request: Request, model_id: str) -> Response:
     services = _authorize(request)
     return JSONResponse(_model_object(_resolve_model(services, model_id)))
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> Response:
     """Gateway and pool state, never a token: "ok" while an account can serve now, "degraded"
     when every account is resting or disabled, "no_credentials" without any. Anyone may ask
-    (load balancers do); the per-account details (`pool`: ids, files, quota) only a client
-    presenting a valid API key."""
+    (load balancers do, with GET or HEAD) and sees the status and counts; what describes the
+    deployment (`pid`, `upstream`, the `problem` text with its file paths, and `pool`: ids,
+    files, quota) only a client presenting a valid API key."""
     services = _services(request)
     pool = services.pool
     await pool.sync()  # what other workers learnt (cooldowns, disabled accounts) counts too
@@ -186,14 +187,12 @@ async def health(request: Request) -> Response:
     body: dict[str, Any] = {
         "status": state,
         "version": __version__,
-        "pid": os.getpid(),  # which worker answered (`serve --workers N`)
-        "upstream": services.settings.kiro_api_base,
         "accounts": {"total": len(accounts), "usable": usable},
-        "problem": services.credentials_problem,
     }
-    try:
-        require_key(request.headers, services.settings.api_keys)
-    except GatewayError:
+    if identify(request.headers, services.settings.api_keys).index is None:
         return JSONResponse(body)
+    body["pid"] = os.getpid()  # which worker answered (`serve --workers N`)
+    body["upstream"] = services.settings.kiro_api_base
+    body["problem"] = services.credentials_problem
     body["pool"] = accounts
     return JSONResponse(body)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.stream_limits import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 from ki2api.frontends.jsonbody import parse_json_object
 from ki2api.frontends.openai.validation import describe_validation_error
 
@@ -241,7 +242,13 @@ class MessagesBase(WireModel):
 class MessagesRequest(MessagesBase):
     max_tokens: Annotated[int, Field(ge=0)]
     stream: bool | None = False
-    stop_sequences: list[str] | None = None
+    stop_sequences: (
+        Annotated[
+            list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]],
+            Field(max_length=MAX_STOP_SEQUENCES),
+        ]
+        | None
+    ) = None
     temperature: Annotated[float, Field(ge=0, le=1)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None

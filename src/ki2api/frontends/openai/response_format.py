@@ -5,7 +5,8 @@ code fence the model may wrap its JSON in, and (3) checks the answer when it is 
 
 * `instruction(rf)` is a text for the request's system texts (None for `text` or no format).
   It also checks the format itself: a missing `json_schema`, a schema that is not a valid JSON
-  Schema or one with a non-local `$ref` is a 400 with `param`.
+  Schema, one with a non-local `$ref`, and one `schema_safety` refuses (too big, a pattern RE2
+  cannot run, a `$ref` cycle that never ends) is a 400 with `param`.
 * `StreamJSONCheck(rf)` filters the response's events, streaming or not: answer text passes as
   it comes except a leading fence line and a closing fence, which are dropped. At a normal end
   (`MessageStop("end_turn")`, no tool calls) it parses and validates the whole answer and, if it
@@ -34,6 +35,7 @@ from jsonschema.exceptions import SchemaError, best_match
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, MessageStop, TextDelta, ToolCallStart
+from ki2api.frontends.openai.schema_safety import SchemaProblem, safe_validator
 from ki2api.frontends.openai.wire import ResponseFormat
 
 __all__ = ["JSONFormat", "StreamJSONCheck", "check_content", "instruction", "parse_format"]
@@ -101,12 +103,19 @@ def _validator(schema: dict[str, Any]) -> Any:
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)
+        return safe_validator(schema)
     except SchemaError as exc:
         detail = _short(exc.message)
         raise _invalid(
             f"Invalid '{_PARAM}.schema': not a valid JSON Schema: {detail}", f"{_PARAM}.schema"
         ) from None
-    return cls(schema)
+    except SchemaProblem as exc:
+        raise _invalid(f"Invalid '{_PARAM}.schema': {exc}.", f"{_PARAM}.schema") from None
+    except RecursionError:
+        raise _invalid(
+            f"Invalid '{_PARAM}.schema': it nests or refers to itself too deeply to check.",
+            f"{_PARAM}.schema",
+        ) from None
 
 
 def _remote_ref(node: Any) -> str | None:
@@ -170,11 +179,16 @@ def _problem(fmt: JSONFormat, text: str) -> str | None:
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         return f"it does not parse ({_short(str(exc))})."
+    except RecursionError:
+        return "it is nested too deeply to check."
     if fmt.validator is None:
         if not isinstance(value, dict):
             return f"it is {_json_kind(value)}, not an object."
         return None
-    error = best_match(fmt.validator.iter_errors(value))
+    try:
+        error = best_match(fmt.validator.iter_errors(value))
+    except RecursionError:
+        return "it is nested too deeply to check against the schema."
     if error is None:
         return None
     return f"at {error.json_path}: {_short(error.message)}."

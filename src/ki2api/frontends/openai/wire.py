@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.stream_limits import MAX_STOP_CHARS
 from ki2api.frontends.jsonbody import parse_json_object
 from ki2api.frontends.openai.validation import describe_validation_error
 
@@ -177,6 +178,9 @@ Probability: TypeAlias = Annotated[float, Field(ge=0, le=1)]
 PositiveInt: TypeAlias = Annotated[int, Field(ge=1)]
 
 
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+
+
 class ChatCompletionRequest(WireModel):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -187,7 +191,7 @@ class ChatCompletionRequest(WireModel):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
     n: PositiveInt | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
