@@ -12,6 +12,7 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from starlette.applications import Starlette
@@ -39,6 +40,8 @@ class ImageHost:
         self.seen.append(name)
         if name == "big.png":
             return Response(PNG + b"\0" * 4096, media_type="image/png")
+        if name.startswith("heavy"):  # 4.5 MB: under the per-image cap, four are over the total
+            return Response(PNG + b"\0" * 4_500_000, media_type="image/png")
         if name == "page.html":
             return Response(b"<html></html>", media_type="text/html")
         return Response(PNG, media_type="image/png")
@@ -160,4 +163,48 @@ def test_too_many_images_in_the_latest_message(gateway_factory: Any) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         gw.openai().chat.completions.create(model=MODEL, messages=[ask(*[DATA_PNG] * 11)])  # type: ignore[list-item]
     assert "latest message carries 11" in info.value.message
+    assert gw.emulator_requests() == []
+
+
+# --- bounded work before and during downloads (issue 9) ---------------------------------------
+
+
+def test_the_text_budget_is_checked_before_any_download(
+    gateway_factory: Any, host: ImageHost, base: str
+) -> None:
+    gw: Gateway = gateway_factory(image_fetch=True, image_allow_private=True)
+    messages: Any = [ask(*(f"{base}/cat{i}.png" for i in range(10)), text="x" * 700_000)]
+    with pytest.raises(openai.BadRequestError) as info:
+        gw.openai().chat.completions.create(model=MODEL, messages=messages)
+    body: Any = info.value.body
+    assert body["code"] == "context_length_exceeded"
+    assert host.seen == []  # refused before anything was fetched
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        gw.anthropic().messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=10,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "y" * 700_000},
+                        {"type": "image", "source": {"type": "url", "url": f"{base}/cat.png"}},
+                    ],
+                }
+            ],
+        )
+    assert "prompt is too long" in refused.value.message
+    assert host.seen == []
+
+
+def test_the_images_of_one_request_are_capped_in_all(
+    gateway_factory: Any, host: ImageHost, base: str
+) -> None:
+    gw: Gateway = gateway_factory(image_fetch=True, image_allow_private=True)
+    messages: Any = [ask(*(f"{base}/heavy{i}.png" for i in range(4)))]  # 4 x 4.5 MB > 16 MiB
+    with pytest.raises(openai.BadRequestError) as info:
+        gw.openai().chat.completions.create(model=MODEL, messages=messages)
+    body: Any = info.value.body
+    assert "larger than 16777216 bytes in all" in body["message"]
+    assert body["code"] == "invalid_image_url"
     assert gw.emulator_requests() == []

@@ -17,8 +17,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anthropic
 import httpx
+import openai
+import pytest
 
+from ki2api.core.stream_limits import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 from tests.conftest import API_KEY, Gateway
 
 MODEL = "claude-sonnet-4-20250514"
@@ -155,3 +159,49 @@ def test_a_stream_keeps_flowing_while_hostile_requests_run(gateway: Gateway) -> 
     status, body = answers["evil_stops"]
     assert status == 200 and body["stop_reason"] == "end_turn"
     assert body["content"][0]["text"] == "a" * 5000
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"),
+    [
+        ({"$ref": "#"}, "refers back"),
+        (
+            {"type": "object", "allOf": [{"$ref": "#/$defs/a"}], "$defs": {"a": {"$ref": "#"}}},
+            "back",
+        ),
+        ({"type": "string", "pattern": "^(a)\\1$"}, "feature the gateway does not run"),
+    ],
+    ids=["self-ref", "ref-cycle", "backreference"],
+)
+def test_schemas_that_cannot_run_are_a_400(
+    gateway: Gateway, schema: dict[str, Any], needle: str
+) -> None:
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    with pytest.raises(openai.BadRequestError) as info:
+        gateway.openai().chat.completions.create(
+            model=MODEL, response_format=fmt, messages=[{"role": "user", "content": "hi"}]
+        )
+    body: Any = info.value.body
+    assert body["param"] == "response_format.json_schema.schema"
+    assert needle in body["message"]
+    assert gateway.emulator_requests() == []
+
+
+def test_stop_lists_past_the_caps_are_a_400_in_each_dialect(gateway: Gateway) -> None:
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        gateway.anthropic().messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=10,
+            stop_sequences=[f"s{i}" for i in range(MAX_STOP_SEQUENCES + 1)],
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    assert "stop_sequences" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as info:
+        gateway.openai().chat.completions.create(
+            model=MODEL,
+            stop=["x" * (MAX_STOP_CHARS + 1)],
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    body: Any = info.value.body
+    assert body["param"] == "stop[0]" or "stop" in body["message"]
+    assert gateway.emulator_requests() == []

@@ -347,3 +347,27 @@ async def test_https_pins_the_ip_and_verifies_the_name(cert_name: str, ok: bool)
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --- host names the IDNA codec refuses: a 400, never a 500 (issue 9) --------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://" + "a" * 64 + ".example/a.png", "http://a..example/a.png"], ids=["64", "empty"]
+)
+async def test_host_labels_idna_refuses(url: str) -> None:
+    err = await refused(ImageFetcher(), url)  # the system resolver: no query is ever sent
+    assert "does not resolve" in err.message
+
+
+@pytest.mark.parametrize(
+    "to", ["http://xn--a/png", "http://" + "b" * 64 + ".example/png"], ids=["punycode", "64"]
+)
+async def test_redirects_to_host_names_idna_refuses(
+    images: ImageServer, port: int, to: str
+) -> None:
+    forwarder = LoopbackForwarder(port)
+    resolver = table({"images.example": [PUBLIC_IP]})
+    fetcher = ImageFetcher(resolver=resolver, transport=forwarder)
+    err = await refused(fetcher, f"http://images.example/redirect-to?to={to}")
+    assert "invalid host name" in err.message or "does not resolve" in err.message

@@ -117,6 +117,11 @@ class ImageFetcher:
             raise _invalid(
                 f"Could not fetch the image: the request failed ({type(exc).__name__}).", param
             ) from None
+        except (UnicodeError, httpx.InvalidURL):  # a host name IDNA refuses (label > 63...)
+            raise _invalid(
+                "Could not fetch the image: its URL (or a redirect's) has an invalid host name.",
+                param,
+            ) from None
 
     async def _fetch(self, url: httpx.URL, param: str | None) -> ImagePart:
         async with self._client() as client:
@@ -160,7 +165,7 @@ class ImageFetcher:
         else:
             try:
                 found = await self._resolve(host)
-            except OSError:
+            except (OSError, UnicodeError):  # UnicodeError: a label over 63 characters, or empty
                 found = []
             addresses = [ip for ip in map(_ip_or_none, found) if ip is not None]
             if not addresses:

@@ -78,6 +78,11 @@ async def create_message(request: Request) -> Response:
     req = parse_messages_request(await request.body())
     model = _resolve_model(services, req.model)
     if services.images is not None:
+        unfetched = await resolve_remote_images(req, UnfetchedImages())
+        if unfetched is not req:  # the text budget first: no download for a refused request
+            await _fit(
+                services, apply_image_limits(to_conversation(unfetched, model.kiro_id)), model
+            )
         req = await resolve_remote_images(req, services.images)
     conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
     backend = services.require_backend()

@@ -22,6 +22,7 @@ from ki2api.frontends.openai.images import resolve_remote_images
 from ki2api.frontends.openai.response_format import StreamJSONCheck, instruction
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
+from ki2api.frontends.remote_images import UnfetchedImages
 from ki2api.images.limits import apply_image_limits
 from ki2api.server.accounting import trace_of
 from ki2api.server.auth import identify, require_key
@@ -63,13 +64,16 @@ async def chat_completions(request: Request) -> Response:
     services = _authorize(request)
     req = parse_chat_request(await request.body())
     model = _resolve_model(services, req.model)
+    backend = services.require_backend()
     if services.images is not None:
+        unfetched = await resolve_remote_images(req, UnfetchedImages())
+        if unfetched is not req:  # the text budget first: no download for a refused request
+            backend.fit(apply_image_limits(to_conversation(unfetched, model)))
         req = await resolve_remote_images(req, services.images)
     conv = apply_image_limits(to_conversation(req, model))
     json_rule = instruction(req.response_format)
     if json_rule:
         conv = dataclasses.replace(conv, system=(*conv.system, json_rule))
-    backend = services.require_backend()
     conv = backend.fit(conv)  # too big for Kiro: 400 now, before any work (or trimmed)
     input_tokens = estimate_input_tokens(conv)
     trace = _trace(request, req.model, req.stream, input_tokens)

@@ -25,7 +25,7 @@ from ki2api.frontends.anthropic.wire import (
     ToolResultBlock,
     URLSource,
 )
-from ki2api.frontends.remote_images import RemoteImageFetcher, fetch_all
+from ki2api.frontends.remote_images import RemoteImageFetcher, UnfetchedImages, fetch_all
 from ki2api.images.limits import (
     DEFAULT_KEEP_RECENT_USER_TURNS,
     DEFAULT_MAX_PER_REQUEST,
@@ -40,14 +40,6 @@ __all__ = ["RemoteImageFetcher", "UnfetchedImages", "resolve_remote_images"]
 Where = tuple[int, int, int | None]  # message, block, block inside a tool_result (or None)
 Action = Literal["fetch", "earlier", "over"]
 R = TypeVar("R", bound=MessagesBase)
-
-
-class UnfetchedImages:
-    """A fetcher for counting only (count_tokens): every url image stands for an image
-    (counted as one) without being downloaded; its bytes are never sent anywhere."""
-
-    async def fetch(self, url: str, *, param: str | None = None) -> ImagePart:
-        return ImagePart(media_type="image/png", data_b64="AAAA")
 
 
 @dataclass(frozen=True, slots=True)
