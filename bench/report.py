@@ -118,6 +118,31 @@ def _decoder_rows(dec: Json | None) -> list[Row]:
     ]
 
 
+def _loop_rows(loop: Json | None) -> list[Row]:
+    if not loop:
+        return []
+    alone, hostile = loop["alone"], loop["with_hostile"]
+    return [
+        _row(
+            f"max inter-chunk gap of a stream (chunks every {loop['delay_ms']} ms) while "
+            "hostile requests run; baseline: the stream alone (ms)",
+            hostile["max_ms"],
+            alone["max_ms"],
+            loop["max_gap_difference_ms"],
+            "< 100 ms",
+            hostile["max_ms"] < 100,
+        ),
+        _row(
+            "p99 inter-chunk gap, same streams (ms)",
+            hostile["p99_ms"],
+            alone["p99_ms"],
+            hostile["p99_ms"] - alone["p99_ms"],
+            "–",
+            None,
+        ),
+    ]
+
+
 def _ratio(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}x"
 
@@ -128,6 +153,7 @@ def goal_rows(results: Json) -> list[Row]:
         _ttft_rows(sections.get("ttft"))
         + _cpu_rows(sections.get("cpu"))
         + _hold_rows(sections.get("hold"))
+        + _loop_rows(sections.get("loop"))
         + _decoder_rows(sections.get("decoder"))
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 import botocore
 
 from bench.decoder import measure_decoders
+from bench.loop import loop_section
 from bench.proc import raise_nofile_limit
 from bench.report import goal_rows, markdown
 from bench.sections import cpu_section, hold_section, ttft_section, warmup_section
@@ -95,6 +96,7 @@ def _stack_sections(results: dict[str, Any], root: Path, logs: Path, load: LoadD
             _guarded(results, "warmup", lambda: warmup_section(stack, load))
             _guarded(results, "ttft", lambda: ttft_section(stack, load))
             _guarded(results, "cpu", lambda: cpu_section(stack, load))
+            _guarded(results, "loop", lambda: loop_section(stack))
         finally:
             stack.stop()
     _guarded(results, "hold", lambda: hold_section(new_stack, load))
