@@ -131,6 +131,7 @@ def _start_gateway(
             "KIRO_AUTH_BASE": emulator_url,
             "KIRO_OIDC_BASE": emulator_url,
             "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
+            "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
             "LOG_LEVEL": "warning",
         },
     )

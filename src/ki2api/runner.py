@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import socket
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from ki2api.kiro.registry import store_path, sync_discovered
 from ki2api.server.app import create_app
 from ki2api.server.connections import IMPORT_STRING as CONNECTIONS_PROTOCOL
 from ki2api.server.connections import protocol_for, raise_fd_limit
-from ki2api.settings import Settings
+from ki2api.server.hosts import is_loopback_host
+from ki2api.settings import DEFAULT_API_KEY, Settings
 from ki2api.state.sqlite import SQLiteStore
 from kiro_emulator import EmulatorConfig
 from kiro_emulator import create_app as create_emulator_app
@@ -51,6 +53,23 @@ def no_credentials_message(settings: Settings) -> str | None:
     return f"ki2api: no Kiro login found. Looked in:\n{places}\n{LOGIN_HELP}"
 
 
+EXPOSURE_HELP = (
+    "How to fix it: set API_KEY to a secret of your own (e.g. API_KEY=$(openssl rand -hex 24)),\n"
+    "  or listen on loopback only (HOST=127.0.0.1, the default),\n"
+    "  or set KI2API_ALLOW_DEFAULT_KEY=1 if something else guards this address."
+)
+
+
+def default_key_exposure(settings: Settings) -> str | None:
+    """What is wrong when the published default key would be served beyond this machine."""
+    if DEFAULT_API_KEY not in settings.api_keys or is_loopback_host(settings.host):
+        return None
+    return (
+        f"listening on {settings.host}, which other machines can reach, with the default "
+        "API key that anyone can read in the README"
+    )
+
+
 def _uvicorn_config(
     app: object, host: str, port: int, log_level: str, *, http: type[asyncio.Protocol] | str
 ) -> uvicorn.Config:
@@ -68,12 +87,21 @@ def _uvicorn_config(
 def serve(settings: Settings, workers: int = 1) -> int:
     """Serve until stopped. With `workers` > 1, that many processes share the port and the
     state store (each reads its settings from the environment and `.env`, as this one did)."""
+    exposed = default_key_exposure(settings)
+    if exposed is not None and not settings.allow_default_key:
+        print(f"ki2api: {exposed}\n{EXPOSURE_HELP}", file=sys.stderr)
+        return 2
     problem = no_credentials_message(settings)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
+    if exposed is not None:
+        print(f"ki2api: WARNING: {exposed} (KI2API_ALLOW_DEFAULT_KEY is on)", file=sys.stderr)
     raise_fd_limit()  # before the workers start: they inherit it
     if workers > 1:
+        # Workers build their settings from the environment: the bind address from the
+        # command line must reach them too (it decides whether Host is checked).
+        os.environ["HOST"] = settings.host
         uvicorn.run(
             "ki2api.server.app:create_app_from_env",
             factory=True,
@@ -130,6 +158,14 @@ async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
 
 
 async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
+    exposed = default_key_exposure(settings)
+    if exposed is not None:  # it only reaches the emulator: allowed, but said loudly
+        print(
+            f"ki2api demo: WARNING: {exposed}. The demo talks to the built-in emulator only, "
+            "but set API_KEY before exposing anything else.",
+            file=sys.stderr,
+            flush=True,
+        )
     em_port = emulator_port or _free_port()
     em_base = f"http://127.0.0.1:{em_port}"
     creds_dir = Path(settings.data_dir) / "demo"

@@ -72,6 +72,9 @@ class Settings:
     image_allow_private: bool = False
     log_level: str = "info"
     workers: int = 1  # `serve` processes sharing the state store
+    # Network safety (runner.py, server/hosts.py)
+    allow_default_key: bool = False  # serve on a non-loopback address with DEFAULT_API_KEY
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names accepted on a loopback bind ("*": any)
 
     def redacted(self) -> dict[str, object]:
         """Settings safe to print: secrets replaced by whether they are set."""
@@ -151,6 +154,31 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be on or off (true/false, 1/0), got {raw!r}")
 
 
+def _check_keys(keys: tuple[str, ...]) -> None:
+    """HTTP headers carry ASCII: a key with any other character could never be presented."""
+    for n, key in enumerate(keys, 1):
+        if not (key.isascii() and key.isprintable()):
+            raise SettingsError(
+                f"API_KEY: key #{n} contains a non-ASCII or control character; client keys "
+                "travel in HTTP headers, so use printable ASCII only (e.g. letters, digits, -_)"
+            )
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    """KI2API_ALLOWED_HOSTS: comma-separated host names (a port, if given, is ignored)."""
+    hosts = []
+    for item in raw.split(","):
+        host = item.strip().lower()
+        if not host:
+            continue
+        if host.startswith("["):  # [::1]:8989 -> ::1
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        hosts.append(host)
+    return tuple(hosts)
+
+
 def _model_map(env: Mapping[str, str]) -> dict[str, str]:
     raw = env.get("KI2API_MODEL_MAP", "").strip()
     if not raw:
@@ -180,6 +208,7 @@ def load_settings(
     keys = tuple(k.strip() for k in env.get("API_KEY", DEFAULT_API_KEY).split(",") if k.strip())
     if not keys:
         raise SettingsError("API_KEY is empty; set at least one client key")
+    _check_keys(keys)
     home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     creds = env.get("KIRO_CREDS_FILE")
     creds_dir = env.get("KIRO_CREDS_DIR")
@@ -225,4 +254,6 @@ def load_settings(
         image_allow_private=_bool(env, "KI2API_IMAGE_ALLOW_PRIVATE", False),
         log_level=env.get("LOG_LEVEL", "info").lower(),
         workers=_int(env, "KI2API_WORKERS", 1),
+        allow_default_key=_bool(env, "KI2API_ALLOW_DEFAULT_KEY", False),
+        allowed_hosts=_hosts(env.get("KI2API_ALLOWED_HOSTS", "")),
     )

@@ -284,7 +284,7 @@ def test_a_disconnect_mid_upload_is_quiet_and_cancelled(gateway_factory: Any) ->
     assert loud == [], [r.getMessage() for r in loud]
 
 
-def _usage_rows(gw: Gateway) -> list[UsageRow]:
+def usage_rows(gw: Gateway) -> list[UsageRow]:
     async def rows() -> list[UsageRow]:
         store = SQLiteStore.open(store_path(gw.settings))
         try:
@@ -299,7 +299,7 @@ def wait_for_outcome(gw: Gateway, endpoint: str, timeout: float = 10.0) -> str |
     """The outcome of the first usage row for `endpoint`, once the batched log wrote it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [r.outcome for r in _usage_rows(gw) if r.endpoint == endpoint]
+        found = [r.outcome for r in usage_rows(gw) if r.endpoint == endpoint]
         if found:
             return found[0]
         time.sleep(0.1)

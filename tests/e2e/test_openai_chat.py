@@ -175,14 +175,15 @@ def test_health_shows_state_without_secrets(gateway: Gateway) -> None:
     assert r.status_code == 200
     data = r.json()
     assert data["status"] == "ok" and data["version"]
-    assert data["upstream"] == gateway.emulator_url
     token = json.loads(gateway.account.token_file.read_text())
     assert token["accessToken"] not in r.text and token["refreshToken"] not in r.text
     # without a key: counts only; with one: each account's state (still no secret)
     assert data["accounts"] == {"total": 1, "usable": 1} and "pool" not in data
+    assert not {"pid", "upstream", "problem"} & set(data)  # nothing about the deployment
     assert str(gateway.account.token_file) not in r.text
     detailed = httpx.get(f"{gateway.url}/health", headers={"x-api-key": API_KEY})
     pool = detailed.json()["pool"]
+    assert detailed.json()["upstream"] == gateway.emulator_url and detailed.json()["pid"]
     assert [a["id"] for a in pool] == ["default"] and pool[0]["enabled"] is True
     assert token["accessToken"] not in detailed.text and token["refreshToken"] not in detailed.text
 

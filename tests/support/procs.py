@@ -77,6 +77,7 @@ class GatewayProc:
     proc: subprocess.Popen[bytes]
     logs: Path
     url: str
+    api_key: str = "ki2api-key-2024"  # /health names the worker (pid) only to a client with it
 
     @classmethod
     def start(cls, home: Path, cwd: Path, port: int, *args: str, **extra: str) -> GatewayProc:
@@ -91,7 +92,8 @@ class GatewayProc:
                 stderr=err,
                 start_new_session=True,
             )
-        return cls(proc, logs, f"http://127.0.0.1:{port}")
+        key = extra.get("API_KEY", "ki2api-key-2024").split(",")[0].strip()
+        return cls(proc, logs, f"http://127.0.0.1:{port}", key)
 
     def output(self) -> str:
         out = (self.logs / "stdout").read_text(errors="replace")
@@ -115,7 +117,7 @@ class GatewayProc:
 
     def _healthy_pid(self) -> int | None:
         try:
-            r = httpx.get(f"{self.url}/health", timeout=2)
+            r = httpx.get(f"{self.url}/health", timeout=2, headers={"x-api-key": self.api_key})
         except httpx.TransportError:
             return None
         return int(r.json()["pid"]) if r.status_code == 200 else None

@@ -18,7 +18,7 @@ from ki2api.frontends.anthropic.errors import (
 EXPECTED: dict[ErrorKind, tuple[int, str, dict[str, str]]] = {
     ErrorKind.INVALID_REQUEST: (400, "invalid_request_error", {}),
     ErrorKind.REQUEST_TOO_LARGE: (413, "request_too_large", {}),
-    ErrorKind.AUTHENTICATION: (401, "authentication_error", {}),
+    ErrorKind.AUTHENTICATION: (401, "authentication_error", {"x-should-retry": "false"}),
     ErrorKind.NOT_FOUND: (404, "not_found_error", {}),
     ErrorKind.MODEL_NOT_FOUND: (404, "not_found_error", {}),
     ErrorKind.CONTEXT_TOO_LONG: (400, "invalid_request_error", {}),

@@ -76,6 +76,7 @@ def test_internal_never_shows_its_message() -> None:
         (K.RATE_LIMITED, None, {"retry-after": "1", "retry-after-ms": "1000"}),
         (K.RATE_LIMITED, float("inf"), {}),
         (K.QUOTA_EXHAUSTED, None, {"x-should-retry": "false"}),
+        (K.AUTHENTICATION, None, {"x-should-retry": "false"}),
         (  # all accounts dry: when the first one resets, and "do not retry now"
             K.QUOTA_EXHAUSTED,
             30.0,
@@ -93,6 +94,7 @@ def test_internal_never_shows_its_message() -> None:
         "rate-unknown-default",
         "rate-infinite-ignored",
         "quota",
+        "wrong-client-key",
         "quota-with-retry-after",
         "unavailable-known",
         "unavailable-unknown",

@@ -9,15 +9,15 @@ request path.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from collections.abc import Callable
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
+from ki2api.server.auth import identify
 from ki2api.state.base import UsageRow
 from ki2api.state.usage import UsageLog
 
@@ -35,18 +35,10 @@ _STATUS_OUTCOME = {
 
 
 def client_key_fingerprint(scope: Scope, keys: tuple[str, ...]) -> str:
-    """`key-N` for the N-th configured key (N from 1), "invalid" or "none"; never the key."""
-    headers = dict(scope.get("headers") or [])
-    raw = headers.get(b"x-api-key") or b""
-    auth = headers.get(b"authorization") or b""
-    if not raw and auth[:7].lower() == b"bearer ":
-        raw = auth[7:].strip()
-    if not raw:
-        return "none"
-    for i, key in enumerate(keys, 1):
-        if hmac.compare_digest(raw, key.encode()):
-            return f"key-{i}"
-    return "invalid:" + hashlib.sha256(raw).hexdigest()[:8]
+    """`key-N` for the N-th configured key (N from 1), `invalid:<hash>` or `none`; never the
+    key. The same parser as authentication (`auth.identify`): the row names the key that
+    authenticated the request."""
+    return identify(Headers(scope=scope), keys).fingerprint
 
 
 def trace_of(scope: Scope) -> RequestTrace | None:

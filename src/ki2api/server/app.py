@@ -20,6 +20,7 @@ from ki2api.core.tokenizer import default_counter
 from ki2api.frontends.anthropic.errors import error_response as anthropic_error_response
 from ki2api.frontends.openai.errors import error_response
 from ki2api.server.accounting import AccountingMiddleware, trace_of
+from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_openai import router as openai_router
@@ -97,6 +98,10 @@ def create_app(
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=limit_error)
     app.add_middleware(AccountingMiddleware, usage=usage_log, keys=settings.api_keys)
+    if is_loopback_host(settings.host):  # DNS rebinding defence (server/hosts.py)
+        app.add_middleware(
+            HostCheckMiddleware, allowed=settings.allowed_hosts, on_error=limit_error
+        )
     app.add_middleware(RequestIdMiddleware)
     return app
 

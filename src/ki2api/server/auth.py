@@ -1,40 +1,86 @@
-"""Client key check: constant-time, accepts `Authorization: Bearer` and `x-api-key`."""
+"""Client keys: which key a request presents, checked in constant time. The one parser that both
+authentication (the routes) and accounting (the usage row's `client_key`) use.
+
+A request may carry a key in `Authorization: Bearer <key>` (OpenAI clients, Anthropic's
+`auth_token`) and in `x-api-key` (Anthropic clients). It is authenticated when either of them
+is a configured key; Bearer is looked at first. A client that sends both (Claude Code with both
+ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN set) is served when one of them is the gateway's
+key, and the usage row names that key (`key-N`), never the other. A request with no valid key
+is logged as `invalid:<hash>` of the first key it presented, or `none`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["presented_key", "require_key"]
+__all__ = ["ClientKey", "identify", "presented_keys", "require_key"]
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """Which configured key (1-based `index`) a request presented; `first` is the first key it
+    presented at all (for the fingerprint of an invalid one). Never printed: `repr` hides it."""
+
+    index: int | None
+    first: bytes | None
+
+    def __repr__(self) -> str:
+        return f"ClientKey(index={self.index})"
+
+    @property
+    def fingerprint(self) -> str:
+        """`key-N`, `invalid:<8 hex of sha256>` or `none`: what the usage log records."""
+        if self.index is not None:
+            return f"key-{self.index}"
+        if self.first is None:
+            return "none"
+        return "invalid:" + hashlib.sha256(self.first).hexdigest()[:8]
+
+
+def presented_keys(headers: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The keys a request presents, Bearer first, as the bytes that arrived (latin-1)."""
+    found: list[bytes] = []
     auth = headers.get("authorization")
     if auth:
-        scheme, _, value = auth.partition(" ")
+        scheme, _, value = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+            found.append(value.strip().encode("latin-1"))
     key = headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+    if key and key.strip():
+        found.append(key.strip().encode("latin-1"))
+    return tuple(found)
+
+
+def identify(headers: Mapping[str, str], keys: Sequence[str]) -> ClientKey:
+    """Which configured key the request presents. Every candidate is compared with every key
+    in constant time (the time does not tell which key, or how much of one, matched)."""
+    candidates = presented_keys(headers)
+    index: int | None = None
+    for given in candidates:
+        for i, key in enumerate(keys, 1):
+            if hmac.compare_digest(given, key.encode("latin-1", "replace")) and index is None:
+                index = i
+    return ClientKey(index, candidates[0] if candidates else None)
 
 
 def require_key(headers: Mapping[str, str], keys: Sequence[str]) -> None:
-    """Raise AUTHENTICATION unless a configured key was presented (every key is compared)."""
-    given = presented_key(headers)
-    if given is None:
+    """Raise AUTHENTICATION unless a configured key was presented."""
+    client = identify(headers, keys)
+    if client.index is not None:
+        return
+    if client.first is None:
         raise GatewayError(
             ErrorKind.AUTHENTICATION,
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
+            "or 'x-api-key: <key>'.",
         )
-    raw = given.encode()
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(raw, key.encode())
-    if not ok:
-        raise GatewayError(
-            ErrorKind.AUTHENTICATION,
-            "Incorrect API key provided. Use the key configured in API_KEY.",
-            code="invalid_api_key",
-        )
+    raise GatewayError(
+        ErrorKind.AUTHENTICATION,
+        "Incorrect API key provided. Use the key configured in API_KEY.",
+        code="invalid_api_key",
+    )

@@ -45,7 +45,8 @@ _API = "api_error"
 ERROR_TABLE: dict[ErrorKind, ErrorRow] = {
     ErrorKind.INVALID_REQUEST: ErrorRow(400, _INVALID),
     ErrorKind.REQUEST_TOO_LARGE: ErrorRow(413, "request_too_large"),
-    ErrorKind.AUTHENTICATION: ErrorRow(401, "authentication_error"),
+    # A wrong client key stays wrong: `x-should-retry: false` stops Claude Code retrying it.
+    ErrorKind.AUTHENTICATION: ErrorRow(401, "authentication_error", should_retry=False),
     ErrorKind.NOT_FOUND: ErrorRow(404, "not_found_error"),
     ErrorKind.MODEL_NOT_FOUND: ErrorRow(404, "not_found_error"),
     ErrorKind.CONTEXT_TOO_LONG: ErrorRow(400, _INVALID),

@@ -34,7 +34,8 @@ _SERVER = "server_error"
 ERROR_TABLE: dict[ErrorKind, ErrorRow] = {
     ErrorKind.INVALID_REQUEST: ErrorRow(400, _INVALID),
     ErrorKind.REQUEST_TOO_LARGE: ErrorRow(413, _INVALID, "request_too_large"),
-    ErrorKind.AUTHENTICATION: ErrorRow(401, _INVALID, "invalid_api_key"),
+    # A wrong client key stays wrong: `x-should-retry: false` stops SDKs retrying it.
+    ErrorKind.AUTHENTICATION: ErrorRow(401, _INVALID, "invalid_api_key", should_retry=False),
     ErrorKind.NOT_FOUND: ErrorRow(404, _INVALID),
     ErrorKind.MODEL_NOT_FOUND: ErrorRow(404, _INVALID, "model_not_found", "model"),
     ErrorKind.CONTEXT_TOO_LONG: ErrorRow(400, _INVALID, "context_length_exceeded", "messages"),
