@@ -59,8 +59,9 @@ class Settings:
     max_client_connections: int = 1024  # open client connections (below the fd limit)
     # Account pool (kiro/pool_policy.py)
     max_attempts: int = 4  # accounts tried for one request before giving up
-    throttle_cooldown_s: float = 5.0  # first rest after a 429 (doubles per repeat, max 300 s)
+    throttle_cooldown_s: float = 1.0  # rest after a 2nd 429 in a row (doubling, max 300 s)
     error_cooldown_s: float = 2.0  # first rest after a 5xx / network error (max 60 s)
+    pool_wait_s: float = 5.0  # a request waits this long at most for a resting account
     quota_poll_s: float = 1800.0  # how often to ask getUsageLimits per account (0: never)
     # Upstream size budget (kiro/budget.py)
     max_upstream_bytes: int = 600_000
@@ -243,8 +244,9 @@ def load_settings(
         idle_timeout_s=_positive(env, "KI2API_IDLE_TIMEOUT_S", 30.0),
         max_client_connections=_count(env, "KI2API_MAX_CONNECTIONS", 1024),
         max_attempts=max(1, _int(env, "KI2API_MAX_ATTEMPTS", 4)),
-        throttle_cooldown_s=_float(env, "KI2API_THROTTLE_COOLDOWN_S", 5.0),
+        throttle_cooldown_s=_float(env, "KI2API_THROTTLE_COOLDOWN_S", 1.0),
         error_cooldown_s=_float(env, "KI2API_ERROR_COOLDOWN_S", 2.0),
+        pool_wait_s=_float(env, "KI2API_POOL_WAIT_S", 5.0),
         quota_poll_s=_float(env, "KI2API_QUOTA_POLL_S", 1800.0),
         max_upstream_bytes=_int(env, "KI2API_MAX_UPSTREAM_BYTES", 600_000),
         trim_history=_bool(env, "KI2API_TRIM_HISTORY", False),

@@ -16,7 +16,8 @@ Extensions beyond EMULATOR.md (the contract's forms all still work):
   `server_error`, `unavailable`, `high_load`, `drop_connection`, `empty_stream`,
   `end_without_closing`, `truncate_after_events`, `first_event_delay_ms`, `stall_after_events`,
   seeded random injection (`fault_rate`, `faults`, `fault_seed`, `fault_delay_ms`),
-  `retry_after_s`, `quota_reset_at`; stats count `faults`, log entries name the `fault`;
+  `retry_after_s`, `quota_reset_at`, `usage_limit`; stats count `faults`, log entries name
+  the `fault`;
   `ki2api emulator --behaviour JSON` for the start-up accounts.
 - `GET /ListAvailableModels` pages with `maxResults` / `nextToken`.
 - thinking mode: a current message carrying `<thinking_mode>enabled|adaptive</thinking_mode>`

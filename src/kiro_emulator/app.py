@@ -135,6 +135,7 @@ async def get_usage_limits(request: Request) -> Response:
         state.clock(),
         f"{account.id}@example.com",
         account.behaviour.quota_reset_at,
+        account.behaviour.usage_limit,
     )
     return json_response(body, headers=request_id_headers(state))
 

@@ -60,6 +60,7 @@ class Behaviour:
     fault_delay_ms: float = 2000.0  # how long a random first_event_delay / stall waits
     retry_after_s: int | None = None  # a 429 carries `Retry-After` when set
     quota_reset_at: float | None = None  # getUsageLimits nextDateReset when set
+    usage_limit: int | None = None  # getUsageLimits usageLimit (default: the free tier's 50)
 
     def updated(self, changes: Mapping[str, Any]) -> Behaviour:
         """A copy with `changes` applied; ValueError names an unknown key or a bad value."""
@@ -143,6 +144,7 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "truncate_after_events": _optional_count,
     "retry_after_s": _optional_count,
     "quota_reset_at": _optional_non_negative,
+    "usage_limit": _optional_count,
     "stall_after_events": _stall,
     "fault_rate": _rate,
     "faults": _fault_names,

@@ -87,11 +87,18 @@ def next_month_start(now: float) -> int:
 
 
 def usage_limits(
-    used: float, exhausted: bool, now: float, email: str, reset_at: float | None = None
+    used: float,
+    exhausted: bool,
+    now: float,
+    email: str,
+    reset_at: float | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """getUsageLimits for a free-tier account that has spent `used` requests (credits); the
-    quota resets at `reset_at` (epoch seconds), by default at the start of next month."""
-    current = float(FREE_LIMIT) if exhausted else float(used)
+    """getUsageLimits for an account with `limit` requests (credits) a month (the free tier's
+    50 by default) that has spent `used`; the quota resets at `reset_at` (epoch seconds), by
+    default at the start of next month."""
+    limit = FREE_LIMIT if limit is None else limit
+    current = float(limit) if exhausted else float(used)
     reset = next_month_start(now) if reset_at is None else int(reset_at)
     return {
         "usageBreakdownList": [
@@ -102,8 +109,8 @@ def usage_limits(
                 "displayNamePlural": "Credits",
                 "currentUsage": int(current),
                 "currentUsageWithPrecision": current,
-                "usageLimit": FREE_LIMIT,
-                "usageLimitWithPrecision": float(FREE_LIMIT),
+                "usageLimit": limit,
+                "usageLimitWithPrecision": float(limit),
                 "nextDateReset": reset,
                 "overageCharges": 0,
                 "overageRate": 0.04,

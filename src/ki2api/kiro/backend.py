@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -50,6 +51,7 @@ Shaper = Callable[[AsyncGenerator[list[Event], None]], AsyncIterator[list[Event]
 _log = logging.getLogger(__name__)
 _MAX_ERROR_BODY = 64 * 1024
 _CONTENT = (TextDelta, ThinkingDelta, ToolCallStart)
+_WAIT_MARGIN_S = 0.05  # waiters wake spread over this much after the rest ends
 # Stand-ins of typical length for sizing a request before the real values are known.
 _PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
 _PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHOLDER00"
@@ -63,6 +65,7 @@ class BackendOptions:
     trim_history: bool = False
     max_attempts: int = 4  # accounts tried for one request before giving up
     first_event_timeout_s: float = 120.0  # per attempt: no content by then -> next account
+    pool_wait_s: float = 5.0  # how long a request may wait for a resting account to come back
 
 
 class KiroBackend:
@@ -101,7 +104,7 @@ class KiroBackend:
         middle of the stream for exception frames, corruption, truncation or a missing end.
         """
         key = conversation_key(conv) if len(self._pool) > 1 else None  # sticky needs a choice
-        run = _Run(self._pool)
+        run = _Run(self._pool, self._options.pool_wait_s)
         # the retry budget: at most max_attempts attempts, and no new attempt once two
         # first-event timeouts have passed since the request came in (so an account that
         # stalled still leaves time for another)
@@ -233,14 +236,24 @@ class KiroBackend:
                 single_tool_call=request.single_tool_call,
             )
             decoder = EventStreamDecoder()
+            ended = False
             async for chunk in response.chunks():
                 batch, failure = _translate(decoder, translator, chunk)
+                if failure is None and state.first and translator.content_events:
+                    # the first content: take what already arrived behind it too, so that a
+                    # failure in the same burst is known while the answer is still held
+                    state.first = False
+                    batch, failure, ended = await _with_arrived(
+                        response, decoder, translator, batch
+                    )
                 if failure is not None:
                     state.mark(failure)
                 if batch:
                     yield batch  # what came before a failure in the same read still goes out
                 if failure is not None:
                     raise failure
+                if ended:
+                    return
             yield _finish(decoder, translator)
         except GatewayError as err:
             state.mark(err)
@@ -339,6 +352,25 @@ def _translate(
     return out, None
 
 
+async def _with_arrived(
+    response: ChatResponse,
+    decoder: EventStreamDecoder,
+    translator: KiroStreamTranslator,
+    batch: list[Event],
+) -> tuple[list[Event], GatewayError | None, bool]:
+    """`batch` plus the events of the bytes that already arrived behind it; the failure among
+    them; whether the answer is complete (its closing checks done)."""
+    data, eof = await response.arrived()
+    more, failure = _translate(decoder, translator, data) if data else ([], None)
+    batch = batch + more if more else batch
+    if failure is not None or not eof:
+        return batch, failure, False
+    try:
+        return batch + _finish(decoder, translator), None, True
+    except GatewayError as err:
+        return batch, err, True
+
+
 def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> list[Event]:
     try:
         decoder.finish()
@@ -358,10 +390,11 @@ def _finish(decoder: EventStreamDecoder, translator: KiroStreamTranslator) -> li
 class _AttemptState:
     """What one attempt's upstream reported: its failure, known as soon as it was read."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "first")
 
     def __init__(self) -> None:
         self.error: GatewayError | None = None
+        self.first = True  # no content has come yet
 
     def mark(self, err: GatewayError) -> GatewayError:
         if self.error is None:
@@ -384,31 +417,37 @@ class _Run:
     account only when the request is over (`settle`): if the same answer came twice, the
     request was at fault and no account is struck."""
 
-    def __init__(self, pool: AccountPool) -> None:
+    def __init__(self, pool: AccountPool, max_wait_s: float) -> None:
         self._pool = pool
+        self._wait_left = max_wait_s
         self.tried: set[str] = set()
         self.barred: set[str] = set()  # failed for their own fault: not again in this request
         self.last: GatewayError | None = None
         self._passing: list[tuple[PoolAccount, GatewayError, float]] = []
 
     async def next_account(self, key: str | None, attempt: int) -> PoolAccount | None:
-        account = await self._pool.acquire(key, self.tried)
-        again = account is None
-        if again and self.tried - self.barred:
-            account = await self._pool.acquire(key, self.barred)
-        if account is None:
-            return None
-        delay = retry_delay(attempt, self._pool.policy)
-        if again:
-            delay = max(delay, self._pool.policy.retry_delay_base_s)
+        """The account for this attempt (counted in flight), or None. When every account
+        rests and one is back within the request's waiting allowance (KI2API_POOL_WAIT_S), the
+        request waits for it rather than failing: a short rest never reaches the client."""
+        policy = self._pool.policy
+        delay = retry_delay(attempt, policy)
         if delay > 0:
-            try:
-                await asyncio.sleep(delay)
-            except BaseException:
-                self._pool.release(account)
-                raise
-        self.tried.add(account.id)
-        return account
+            await asyncio.sleep(delay)
+        while True:
+            account = await self._pool.acquire(key, self.tried)
+            if account is None and self.tried - self.barred:
+                # every account was tried: one that failed for nobody's fault may be tried again
+                await asyncio.sleep(max(0.0, policy.retry_delay_base_s - delay))
+                delay = policy.retry_delay_base_s
+                account = await self._pool.acquire(key, self.barred)
+            if account is not None:
+                self.tried.add(account.id)
+                return account
+            wait = self._pool.back_in(self.barred)
+            if wait is None or wait > self._wait_left:
+                return None
+            self._wait_left -= wait
+            await asyncio.sleep(wait + _WAIT_MARGIN_S * random.random())
 
     async def failed(
         self, account: PoolAccount, err: GatewayError, started_at: float, *, ours: bool

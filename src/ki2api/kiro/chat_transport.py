@@ -67,6 +67,17 @@ class ChatResponse:
                     return
                 yield data
 
+    async def arrived(self) -> tuple[bytes, bool]:
+        """The bytes that have already arrived behind the last read (the event loop first
+        gets two turns to read the socket), and whether the body is complete. Never waits
+        for the network."""
+        for _ in range(2):
+            await asyncio.sleep(0)
+        content = self._response.content
+        with map_aiohttp_errors():
+            data = content.read_nowait()
+        return data, content.at_eof()
+
     async def read_limited(self, limit: int) -> bytes:
         with map_aiohttp_errors():
             return await self._response.content.read(limit)

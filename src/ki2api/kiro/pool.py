@@ -205,6 +205,20 @@ class AccountPool:
         now = self._clock()
         return any(a is not account and a.candidate().healthy(now) for a in self._accounts.values())
 
+    def back_in(self, exclude: Collection[str]) -> float | None:
+        """Seconds until the first enabled account not in `exclude` is back from a short rest
+        (not a quota bench); None when there is none to wait for."""
+        now = self._clock()
+        backs = [
+            a.health.cooldown_until - now
+            for a in self._accounts.values()
+            if a.record.enabled
+            and a.id not in exclude
+            and a.health.cooldown_until > now
+            and a.health.reason != "quota"
+        ]
+        return min(backs, default=None)
+
     async def failed(
         self,
         account: PoolAccount,

@@ -116,6 +116,7 @@ async def build_services(
             trim_history=settings.trim_history,
             max_attempts=settings.max_attempts,
             first_event_timeout_s=settings.first_event_timeout_s,
+            pool_wait_s=settings.pool_wait_s,
         ),
     )
     web_search = KiroWebSearch(
