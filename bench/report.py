@@ -143,6 +143,30 @@ def _loop_rows(loop: Json | None) -> list[Row]:
     ]
 
 
+def _faults_rows(faults: Json | None) -> list[Row]:
+    if not faults:
+        return []
+    rows: list[Row] = []
+    goal_rate, goal_success = faults["goal"]["fault_rate"], faults["goal"]["success_rate"]
+    for stage in faults["stages"].values():
+        rate, success = stage["fault_rate_set"], stage["success_rate"]
+        upstream, baseline = stage["upstream_fault_rate"], stage["baseline_success_rate"]
+        is_goal = abs(rate - goal_rate) < 1e-9
+        rows.append(
+            _row(
+                f"client success rate, {faults['clients']} clients, upstream faults at "
+                f"{rate:.0%} (measured {(upstream or 0):.1%}); baseline: 1 − the measured "
+                "upstream fault rate (%)",
+                f"{success * 100:.2f}",  # 99.96 must not print as 100.0
+                None if baseline is None else f"{baseline * 100:.2f}",
+                None if baseline is None else f"{(success - baseline) * 100:+.1f} pp",
+                f">= {goal_success:.1%}" if is_goal else "(reported)",
+                success >= goal_success if is_goal else None,
+            )
+        )
+    return rows
+
+
 def _ratio(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}x"
 
@@ -154,6 +178,7 @@ def goal_rows(results: Json) -> list[Row]:
         + _cpu_rows(sections.get("cpu"))
         + _hold_rows(sections.get("hold"))
         + _loop_rows(sections.get("loop"))
+        + _faults_rows(sections.get("faults"))
         + _decoder_rows(sections.get("decoder"))
     )
 
@@ -243,6 +268,7 @@ def _notes(results: Json) -> list[str]:
                 f"(gateway CPU {gw['gateway_cpu_ms_per_request']:.2f} ms per request)."
                 + (_QUEUEING if plan.get("workers", 1) > 1 else "")
             )
+    notes += _faults_notes(_get(sections, "faults"))
     for level in _get(sections, "hold", "levels") or []:
         gw = level.get("gateway")
         if gw and gw.get("ok") and gw.get("upstream_drained_s") is None:
@@ -253,3 +279,25 @@ def _notes(results: Json) -> list[str]:
             )
             break
     return notes
+
+
+def _faults_notes(faults: Json | None) -> list[str]:
+    if not faults:
+        return []
+    parts = []
+    for stage in faults["stages"].values():
+        failed = ", ".join(f"{n} x {s}" for s, n in stage["failures_by_status"].items())
+        upstream = stage["upstream_fault_rate"]
+        parts.append(
+            f"at {stage['fault_rate_set']:.0%}: {stage['requests']} requests, "
+            f"{stage['requests_per_s']:.0f} req/s, upstream "
+            f"{stage['upstream_faults']}/{stage['upstream_calls']} calls failed "
+            f"({(upstream or 0):.1%}), failures by status {{{failed or 'none'}}}, "
+            f"{stage['broken_contracts']} broken contracts"
+        )
+    return [
+        f"Faults: {faults['accounts']} accounts, {faults['clients']} clients back to back for "
+        f"{faults['stage_s']:.0f} s per rate, a fresh gateway (empty store) per rate; "
+        + "; ".join(parts)
+        + ". Status 0 = no HTTP answer; 200 = a stream cut by a fault after its first content."
+    ]

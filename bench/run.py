@@ -1,5 +1,8 @@
 """`make bench`: run every section, write bench/results/{latest,<UTC time>}.{json,md}.
 
+`python -m bench.run --only faults` (or `decoder`) runs one section that needs no shared
+stack, prints its table and raw figures, and writes nothing.
+
 Processes: this driver, the emulator, the gateway and the load generator, all on 127.0.0.1, each
 in its own process group and always stopped at the end. Sections that fail are recorded in the
 results (with the tail of the servers' logs) and the run goes on with the next one.
@@ -7,6 +10,7 @@ results (with the tail of the servers' logs) and the run goes on with the next o
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -25,6 +29,7 @@ from typing import Any
 import botocore
 
 from bench.decoder import measure_decoders
+from bench.faults import faults_section
 from bench.loop import loop_section
 from bench.proc import raise_nofile_limit
 from bench.report import goal_rows, markdown
@@ -100,6 +105,8 @@ def _stack_sections(results: dict[str, Any], root: Path, logs: Path, load: LoadD
         finally:
             stack.stop()
     _guarded(results, "hold", lambda: hold_section(new_stack, load))
+    # Its own emulator (three accounts) and a fresh gateway per fault rate.
+    _guarded(results, "faults", lambda: faults_section(root / "faults", logs))
 
 
 def _log_tails(logs: Path) -> dict[str, str]:
@@ -111,15 +118,46 @@ def _log_tails(logs: Path) -> dict[str, str]:
     return tails
 
 
-def run_all() -> dict[str, Any]:
-    started = datetime.now(UTC)
-    t0 = time.monotonic()
-    results: dict[str, Any] = {
-        "date": started.isoformat(timespec="seconds"),
+def _new_results() -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_facts(),
         "sections": {},
         "errors": {},
     }
+
+
+def _finish(results: dict[str, Any], t0: float) -> dict[str, Any]:
+    results["duration_s"] = time.monotonic() - t0
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
+    results["goals"] = goal_rows(results)
+    return results
+
+
+# Sections that start what they need themselves: `--only NAME` runs one of them alone.
+STANDALONE: dict[str, Callable[[Path, Path], Any]] = {
+    "decoder": lambda root, logs: measure_decoders(),
+    "faults": lambda root, logs: faults_section(root / "faults", logs),
+}
+
+
+def run_only(name: str) -> dict[str, Any]:
+    t0 = time.monotonic()
+    results = _new_results()
+    with tempfile.TemporaryDirectory(prefix="ki2api-bench-") as tmp:
+        root, logs = Path(tmp), Path(tmp) / "logs"
+        logs.mkdir()
+        _guarded(results, name, lambda: STANDALONE[name](root, logs))
+        if results["errors"]:
+            results["log_tails"] = _log_tails(logs)
+    _finish(results, t0)
+    results["goals"] = [row for row in results["goals"] if row["measured"] is not None]
+    return results
+
+
+def run_all() -> dict[str, Any]:
+    t0 = time.monotonic()
+    results = _new_results()
     # Pure CPU first, while nothing else of ours is running.
     _guarded(results, "decoder", measure_decoders)
     with tempfile.TemporaryDirectory(prefix="ki2api-bench-") as tmp:
@@ -132,10 +170,7 @@ def run_all() -> dict[str, Any]:
             load.stop()
             if results["errors"]:
                 results["log_tails"] = _log_tails(logs)
-    results["duration_s"] = time.monotonic() - t0
-    results["machine"]["loadavg_at_end"] = os.getloadavg()
-    results["goals"] = goal_rows(results)
-    return results
+    return _finish(results, t0)
 
 
 def write_results(results: dict[str, Any]) -> list[Path]:
@@ -153,9 +188,19 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through every `finally`: children are stopped
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument(
+        "--only", choices=sorted(STANDALONE), help="run one section alone; write no file"
+    )
+    args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     raise_nofile_limit(32768)
+    if args.only:
+        results = run_only(args.only)
+        print(markdown(results))
+        print(json.dumps(results["sections"], indent=2))
+        return 1 if results["errors"] else 0
     results = run_all()
     paths = write_results(results)
     print(markdown(results))
