@@ -103,6 +103,7 @@ def test_mid_stream_error_is_one_error_event(gateway: Gateway) -> None:
     content = "x" + emu(
         text="a b c d e f g h",
         chunks=8,
+        delay_ms=30,  # the exception comes after the first content has been sent
         exception={"type": "ThrottlingException", "message": "Too many", "after_events": 3},
     )
     with httpx.stream(

@@ -269,6 +269,7 @@ def test_mid_stream_exception_ends_with_error_not_finish(gateway: Gateway) -> No
     content = "tell me" + emu(
         text="a b c d e f g h",
         chunks=8,
+        delay_ms=30,  # the exception comes after the first content has been sent
         exception={
             "type": "ThrottlingException",
             "message": "Too many requests",

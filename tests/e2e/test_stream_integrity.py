@@ -26,11 +26,14 @@ ANTHROPIC_MODEL = "claude-sonnet-4-6"
 OPENAI_AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ANTHROPIC_AUTH = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
 
-# (id, account behaviour, directive in the message, gateway settings)
+# (id, account behaviour, directive in the message, gateway settings). The events come 30 ms
+# apart, so the break reaches the gateway after the first content (a break that arrives with
+# it is retried before anything is sent: see test_pool_failover / test_fault_soak).
+PACED = {"delay_ms": 30}
 BREAKS: list[tuple[str, dict[str, Any], dict[str, Any] | None, dict[str, Any]]] = [
-    ("cut mid-frame (directive)", {}, {"truncate_after_events": 3}, {}),
-    ("cut mid-frame (account)", {"truncate_after_events": 3}, None, {}),
-    ("no closing events", {"end_without_closing": True}, None, {}),
+    ("cut mid-frame (directive)", {}, {"truncate_after_events": 3, **PACED}, {}),
+    ("cut mid-frame (account)", {"truncate_after_events": 3}, PACED, {}),
+    ("no closing events", {"end_without_closing": True}, PACED, {}),
     (
         "idle stall past read timeout",
         {"stall_after_events": {"events": 2, "ms": 4000}},
@@ -54,9 +57,9 @@ def broken_gateway(
     return gw
 
 
-def served_once(gw: Gateway) -> None:
+def served_once(gw: Gateway, times: int = 1) -> None:
     stats = gw.emulator_stats()
-    assert stats["chat_requests"] == 1 and stats["served"] == 1, stats
+    assert stats["chat_requests"] == times and stats["served"] == times, stats
 
 
 def sse_events(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -214,4 +217,4 @@ def test_non_streaming_request_on_a_broken_stream_is_an_error(
             )
         status = a_info.value.status_code
     assert status >= 500
-    served_once(gw)
+    served_once(gw, 2)  # read whole before anything is sent: a pool of one tries twice

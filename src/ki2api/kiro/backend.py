@@ -413,7 +413,7 @@ class _Run:
     """The attempts of one request across the pool.
 
     Accounts are tried each once; then those that failed for nobody's fault may be tried
-    again (a pool of one still gets a second try after a 5xx). A passing failure strikes its
+    once more (a pool of one still gets a second try after a 5xx). A passing failure strikes its
     account only when the request is over (`settle`): if the same answer came twice, the
     request was at fault and no account is struck."""
 
@@ -422,6 +422,7 @@ class _Run:
         self._wait_left = max_wait_s
         self.tried: set[str] = set()
         self.barred: set[str] = set()  # failed for their own fault: not again in this request
+        self.done: set[str] = set()  # barred, or tried twice already
         self.last: GatewayError | None = None
         self._passing: list[tuple[PoolAccount, GatewayError, float]] = []
 
@@ -435,15 +436,17 @@ class _Run:
             await asyncio.sleep(delay)
         while True:
             account = await self._pool.acquire(key, self.tried)
-            if account is None and self.tried - self.barred:
+            if account is None and self.tried - self.done:
                 # every account was tried: one that failed for nobody's fault may be tried again
                 await asyncio.sleep(max(0.0, policy.retry_delay_base_s - delay))
                 delay = policy.retry_delay_base_s
-                account = await self._pool.acquire(key, self.barred)
+                account = await self._pool.acquire(key, self.done)
             if account is not None:
+                if account.id in self.tried:
+                    self.done.add(account.id)  # its second try in this request: the last
                 self.tried.add(account.id)
                 return account
-            wait = self._pool.back_in(self.barred)
+            wait = self._pool.back_in(self.done)
             if wait is None or wait > self._wait_left:
                 return None
             self._wait_left -= wait
@@ -465,6 +468,7 @@ class _Run:
         action = await self._pool.failed(account, err, started_at=started_at)
         if action.failover:
             self.barred.add(account.id)
+            self.done.add(account.id)
         return action.failover
 
     async def settle(self) -> None:

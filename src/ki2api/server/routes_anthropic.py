@@ -36,6 +36,7 @@ from ki2api.images.limits import apply_image_limits
 from ki2api.kiro.websearch import web_search_request_query
 from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
+from ki2api.server.disconnect import unless_gone
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import answer_batches, shape
@@ -116,7 +117,7 @@ async def create_message(request: Request) -> Response:
     )
     try:
         if not req.stream:
-            events = await collect(batches)
+            events = await unless_gone(request, collect(batches))
             body = message_response(
                 events,
                 message_id=message_id,
@@ -125,7 +126,7 @@ async def create_message(request: Request) -> Response:
                 stop_sequence=finders[-1],
             )
             return JSONResponse(body)
-        stream = await open_stream(batches)
+        stream = await unless_gone(request, open_stream(batches))
     except GatewayError as err:
         raise overflow(err) from None
     encoder = MessageEncoder(

@@ -26,6 +26,7 @@ from ki2api.frontends.remote_images import UnfetchedImages
 from ki2api.images.limits import apply_image_limits
 from ki2api.server.accounting import trace_of
 from ki2api.server.auth import identify, require_key
+from ki2api.server.disconnect import unless_gone
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import answer_batches, shape
@@ -95,7 +96,7 @@ async def chat_completions(request: Request) -> Response:
         shaped=shaped,
     )
     if not req.stream:
-        completion = aggregate(await collect(batches))
+        completion = aggregate(await unless_gone(request, collect(batches)))
         body = completion_response(
             completion,
             completion_id=completion_id,
@@ -114,7 +115,7 @@ async def chat_completions(request: Request) -> Response:
         prompt_tokens_fallback=input_tokens,
         include_reasoning=conv.params.thinking is not None,
     )
-    stream = await open_stream(batches)
+    stream = await unless_gone(request, open_stream(batches))
     return sse_response(
         stream,
         encoder,
