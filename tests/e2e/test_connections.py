@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,9 @@ import pytest
 from ki2api.kiro.registry import store_path
 from ki2api.state.base import UsageRow
 from ki2api.state.sqlite import SQLiteStore
-from tests.conftest import API_KEY, Gateway
+from tests.conftest import API_KEY, Gateway, make_account
+from tests.e2e.test_cli import Sandbox, emulator_env, get_ok, running
+from tests.support.servers import free_port
 
 SLACK_S = 5.0  # generous: a loaded CI machine is slow, a missing deadline is for ever
 
@@ -163,6 +166,10 @@ def test_slowloris_heads_get_408_within_the_header_deadline(gateway_factory: Any
                 answers[n] = read_until_closed(s, SLACK_S)
                 del still_open[n]
         elapsed = time.monotonic() - started
+    print(
+        f"\nslowloris: 20 connections closed {elapsed:.1f} s after their first byte "
+        f"(deadline 2 s); /health meanwhile max {max(timings) * 1000:.0f} ms"
+    )
     assert not still_open, f"{len(still_open)} slowloris connections still open"
     assert elapsed < 2.0 + SLACK_S
     assert sum(a.startswith(b"HTTP/1.1 408") for a in answers.values()) >= 15, answers
@@ -304,3 +311,27 @@ def wait_for_outcome(gw: Gateway, endpoint: str, timeout: float = 10.0) -> str |
             return found[0]
         time.sleep(0.1)
     return None
+
+
+# The real command line: `serve --workers 2` names the protocol by import string ---------------
+
+
+def test_serve_with_workers_applies_the_deadlines(tmp_path: Path, emulator_url: str) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    sandbox = Sandbox(home.resolve(), cwd.resolve())
+    account = make_account(emulator_url, tmp_path / "login")
+    port = free_port()
+    env = emulator_env(emulator_url, account) | {"KI2API_IDLE_TIMEOUT_S": "1"}
+    with running(sandbox, "serve", "--port", str(port), "--workers", "2", **env) as proc:
+        proc.wait_for("/health", lambda: get_ok(f"http://127.0.0.1:{port}/health"))
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(4):  # the kernel spreads them over both workers
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            for s in socks:
+                assert read_until_closed(s, 1.0 + SLACK_S) == b""
+        finally:
+            for s in socks:
+                s.close()
