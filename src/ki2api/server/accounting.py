@@ -79,13 +79,20 @@ class AccountingMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        usage = self._usage()
+        if usage is not None:
+            usage.begin()  # closing the log waits for this row
         try:
             await self.app(scope, receive, send_and_note)
         except BaseException:
             trace.fail(ErrorKind.INTERNAL.value if status == 0 else ErrorKind.CANCELLED.value)
             raise
         finally:
-            self._log(trace, status, started)
+            try:
+                self._log(trace, status, started)
+            finally:
+                if usage is not None:
+                    usage.end()
 
     def _log(self, trace: RequestTrace, status: int, started: float) -> None:
         usage = self._usage()

@@ -5,6 +5,11 @@ task writes what is waiting every `flush_interval_s`, or sooner once `max_batch`
 Each row is written exactly once: a batch leaves the queue when its write starts and comes
 back (at the front) only if the write failed, and a write that has started is never
 abandoned half-way (cancelling a flush leaves the write running; `aclose` waits for it).
+
+`begin` / `end` bracket a request whose row is still to come. `aclose` waits (at most
+`drain_s`) until none is open before its last write: uvicorn cancels the requests that outlive
+its graceful shutdown and closes the app right away, while they are still unwinding towards
+the `add` of their row.
 """
 
 from __future__ import annotations
@@ -31,11 +36,16 @@ class UsageLog:
         flush_interval_s: float = 0.2,
         max_batch: int = 500,
         max_pending: int = 100_000,
+        drain_s: float = 2.0,
     ) -> None:
         self._store = store
         self._interval = flush_interval_s
         self._max_batch = max(1, max_batch)
         self._max_pending = max(1, max_pending)
+        self._drain_s = drain_s
+        self._open = 0
+        self._none_open = asyncio.Event()
+        self._none_open.set()
         self._rows: deque[UsageRow] = deque()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
@@ -69,6 +79,17 @@ class UsageLog:
         except Exception:  # the request path must not fail on bookkeeping
             _log.debug("usage log: could not queue a row", exc_info=True)
 
+    def begin(self) -> None:
+        """A request whose row will come later has started (`aclose` waits for it)."""
+        self._open += 1
+        self._none_open.clear()
+
+    def end(self) -> None:
+        """That request is over (its row added, or none to add)."""
+        self._open = max(0, self._open - 1)
+        if self._open == 0:
+            self._none_open.set()
+
     def start(self) -> None:
         """Start the background flusher (needs a running event loop; idempotent)."""
         if self._task is None or self._task.done():
@@ -88,7 +109,11 @@ class UsageLog:
             return await asyncio.shield(write)
 
     async def aclose(self) -> None:
-        """Stop the background task and write what is left. Idempotent."""
+        """Wait (at most `drain_s`) for the rows of requests still open, stop the background
+        task and write what is left. Idempotent."""
+        if self._open:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_open.wait(), self._drain_s)
         task, self._task = self._task, None
         if task is not None:
             self._stopping = True
