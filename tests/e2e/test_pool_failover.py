@@ -346,13 +346,21 @@ def test_end_without_closing_fails_over_when_nothing_was_sent(
         assert _non_stream_survives(gw)  # nothing was sent yet: retried on the other account
         assert emulator_counters(emulator_url, good)["served"] == 1
         return
-    # Streaming: the missing end shows only after the text went out, so no failover is
+    # Streaming, the whole answer in one burst: the missing end is known before anything was
+    # sent (the first content is held with whatever arrived behind it): the other account serves.
+    assert ask(gw, "in one burst", stream=True, dialect="openai") == "Echo: in one burst"
+    assert chat_requests(emulator_url, bad) == 1
+    assert emulator_counters(emulator_url, good)["served"] == 1
+    # Paced events: the missing end shows only after the text went out, so no failover is
     # possible; the client must get an error (see test_stream_integrity.py), not a finish.
-    body = {"model": OPENAI_MODEL, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    paced = 'x<emu>{"delay_ms": 30}</emu>'
+    body = {"model": OPENAI_MODEL, "stream": True, "messages": [{"role": "user", "content": paced}]}
+    before = (chat_requests(emulator_url, bad), chat_requests(emulator_url, good))
     with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, headers=OPENAI_AUTH) as r:
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert lines and lines[-1] != "data: [DONE]" and '"error"' in lines[-1], lines[-3:]
-    assert chat_requests(emulator_url, bad) == 1 and chat_requests(emulator_url, good) == 0
+    after = (chat_requests(emulator_url, bad), chat_requests(emulator_url, good))
+    assert sum(after) == sum(before) + 1  # one call: not retried once text had gone out
 
 
 def _non_stream_survives(gw: Gateway) -> bool:
