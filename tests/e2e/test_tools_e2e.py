@@ -189,11 +189,17 @@ def test_truncated_tool_input_is_a_502_with_advice(gateway: Gateway) -> None:
 
 
 def test_truncated_tool_input_in_a_stream_is_an_error_event(gateway: Gateway) -> None:
+    """The cut reaches the gateway after the call's start went out (paced fragments): the
+    stream ends with the advice as an error event."""
+    paced = emu(
+        tool_calls=[{"name": "get_weather", "raw_input": '{"city": "Par', "fragments": 2}],
+        delay_ms=40,
+    )
     body = {
         "model": MODEL,
         "stream": True,
         "tools": TOOLS,
-        "messages": [user("go " + TRUNCATED)],
+        "messages": [user("go " + paced)],
     }
     headers = {"Authorization": f"Bearer {API_KEY}"}
     url = f"{gateway.url}/v1/chat/completions"
@@ -209,6 +215,20 @@ def test_truncated_tool_input_in_a_stream_is_an_error_event(gateway: Gateway) ->
             model=MODEL, tools=TOOLS, messages=body["messages"], stream=True
         ):
             pass
+
+
+def test_truncated_tool_input_in_one_burst_is_a_502_without_retries(gateway: Gateway) -> None:
+    """The cut arrives with the call's start, before anything went out: a 502 with the advice,
+    and not generated again (another account, or a second try, would be cut the same way)."""
+    before = gateway.emulator_stats()["chat_requests"]
+    with pytest.raises(openai.APIStatusError) as info:
+        for _ in gateway.openai().chat.completions.create(
+            model=MODEL, tools=TOOLS, messages=[user("go " + TRUNCATED)], stream=True
+        ):
+            pass
+    assert info.value.status_code == 502
+    assert "smaller pieces" in str(info.value)
+    assert gateway.emulator_stats()["chat_requests"] == before + 1
 
 
 @pytest.mark.parametrize("name", ["get_weather", LONG, SHORT], ids=["plain", "long", "short"])

@@ -459,6 +459,7 @@ def test_same_answer(a: GatewayError, b: GatewayError, want: bool) -> None:
         (err(K.UPSTREAM_PROTOCOL), B.NOBODY),
         (err(K.UPSTREAM_UNAVAILABLE), B.NOBODY),
         (err(K.UPSTREAM_REJECTED), B.REQUEST),
+        (err(K.UPSTREAM_PROTOCOL, "tool_input_truncated"), B.REQUEST),  # any account would
         (err(K.CONTEXT_TOO_LONG), B.REQUEST),
     ],
     ids=lambda v: getattr(v, "kind", v),

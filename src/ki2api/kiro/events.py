@@ -65,7 +65,7 @@ from ki2api.kiro.classify import classify_exception_frame
 from ki2api.kiro.codec import Frame
 from ki2api.kiro.thinking import ThinkingSplitter
 
-__all__ = ["KiroStreamTranslator", "truncated_arguments_message"]
+__all__ = ["TOOL_INPUT_CUT", "KiroStreamTranslator", "truncated_arguments_message"]
 
 _HANDLED = frozenset(
     {
@@ -86,6 +86,11 @@ _IGNORED = frozenset(
     }
 )
 _CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta)
+
+
+# The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
+# another account would fail the same way (kiro/pool_policy.py blames the request).
+TOOL_INPUT_CUT = "tool_input_truncated"
 
 
 def _protocol(message: str) -> GatewayError:
@@ -381,7 +386,11 @@ class KiroStreamTranslator:
         except ValueError:
             args = None
         if not isinstance(args, dict):
-            raise _protocol(truncated_arguments_message(call.client_name, len(received)))
+            raise GatewayError(
+                ErrorKind.UPSTREAM_PROTOCOL,
+                truncated_arguments_message(call.client_name, len(received)),
+                code=TOOL_INPUT_CUT,
+            )
         call.closed = True
         if self._open is call:
             self._open = None

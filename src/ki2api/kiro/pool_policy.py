@@ -212,6 +212,9 @@ _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
     (ErrorKind.PERMISSION, "account_suspended"): "suspended",
     (ErrorKind.UPSTREAM_AUTH, "invalid_grant"): "invalid_grant",
 }
+# Upstream failures that any account would repeat for this request: Kiro cuts a tool input that
+# is too large (KIRO_PROTOCOL.md 10.1), whichever account asks.
+_REQUEST_CODES = frozenset({"tool_input_truncated"})
 # Reasons of a rest that a 429 (rate limit) answer describes.
 THROTTLE_REASONS = frozenset({"throttled", "limited"})
 
@@ -223,7 +226,7 @@ def blame(err: GatewayError) -> Blame:
         err.kind in _ACCOUNT_REASONS
     ):
         return Blame.ACCOUNT
-    if err.kind in _PASSING:
+    if err.kind in _PASSING and err.code not in _REQUEST_CODES:
         return Blame.NOBODY
     return Blame.REQUEST
 
