@@ -29,7 +29,7 @@ from typing import Any
 from tests.support.faultload import SOAK_FAULTS, FaultRun, drive
 
 from bench.proc import Child, free_port, wait_http
-from bench.stack import _REPO, HOST, _child_env, _wait_file
+from bench.stack import _REPO, HOST, _child_env, _wait_file, start_gateway
 
 __all__ = ["ACCOUNTS", "CLIENTS", "RATES", "faults_section"]
 
@@ -74,31 +74,13 @@ def _start_gateway(
     root: Path, logs: Path, emulator_url: str, creds: Path, n: int
 ) -> tuple[Child, str]:
     """A fresh gateway (its own data directory: an empty state store) over the three logins."""
-    port = free_port()
-    env = _child_env(
-        root,
-        {
-            "API_KEY": API_KEY,
-            "KIRO_CREDS_DIR": str(creds),
-            "KIRO_API_BASE": emulator_url,
-            "KIRO_AUTH_BASE": emulator_url,
-            "KIRO_OIDC_BASE": emulator_url,
-            "KI2API_DATA_DIR": str(root / f"data-{n}"),
-            "KI2API_QUOTA_POLL_S": "0",
-            "LOG_LEVEL": "warning",
-        },
-    )
-    argv = [_PY, "-m", "ki2api.cli", "serve", "--host", HOST, "--port", str(port)]
-    child = Child(f"faults-gateway-{n}", argv, log_dir=logs, env=env, cwd=_REPO)
-    url = f"http://{HOST}:{port}"
-    try:
-        body = json.loads(wait_http(url + "/health", 30, child))
-        if body.get("status") != "ok":
-            raise RuntimeError(f"gateway health: {body}")
-    except BaseException:
-        child.stop()
-        raise
-    return child, url
+    login = {
+        "API_KEY": API_KEY,
+        "KIRO_CREDS_DIR": str(creds),
+        "KI2API_DATA_DIR": str(root / f"data-{n}"),
+        "KI2API_QUOTA_POLL_S": "0",
+    }
+    return start_gateway(root, logs, emulator_url, login, name=f"faults-gateway-{n}")
 
 
 def _set_fault_rate(emulator_url: str, rate: float, seed: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.proc import Child, cpu_seconds, free_port, rss_kb, status_kb, wait_http
 
-__all__ = ["API_KEY", "LoadDriver", "Stack", "start_stack"]
+__all__ = ["API_KEY", "LoadDriver", "Stack", "start_gateway", "start_stack"]
 
 HOST = "127.0.0.1"
 API_KEY = "ki2api-bench-key"
@@ -118,25 +118,25 @@ def _start_emulator(root: Path, logs: Path) -> tuple[Child, str, dict[str, Any]]
     return child, url, token
 
 
-def _start_gateway(
-    root: Path, logs: Path, emulator_url: str, token_file: Path
+def start_gateway(
+    root: Path, logs: Path, emulator_url: str, login: dict[str, str], *, name: str = "gateway"
 ) -> tuple[Child, str]:
+    """`ki2api serve` on a free port over the emulator; `login` adds the variables that say
+    where the accounts are (KIRO_CREDS_FILE or KIRO_CREDS_DIR) and any other settings."""
     port = free_port()
     env = _child_env(
         root,
         {
             "API_KEY": API_KEY,
-            "KIRO_CREDS_FILE": str(token_file),
             "KIRO_API_BASE": emulator_url,
             "KIRO_AUTH_BASE": emulator_url,
             "KIRO_OIDC_BASE": emulator_url,
-            "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
-            "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
             "LOG_LEVEL": "warning",
+            **login,
         },
     )
     argv = [_PY, "-m", "ki2api.cli", "serve", "--host", HOST, "--port", str(port)]
-    child = Child("gateway", argv, log_dir=logs, env=env, cwd=_REPO)
+    child = Child(name, argv, log_dir=logs, env=env, cwd=_REPO)
     url = f"http://{HOST}:{port}"
     try:
         body = json.loads(wait_http(url + "/health", 30, child))
@@ -154,7 +154,16 @@ def start_stack(root: Path, logs: Path) -> Stack:
     emulator, em_url, token = _start_emulator(root, logs)
     try:
         token_file = root / "creds" / "acct-1" / "kiro-auth-token.json"
-        gateway, gw_url = _start_gateway(root, logs, em_url, token_file)
+        gateway, gw_url = start_gateway(
+            root,
+            logs,
+            em_url,
+            {
+                "KIRO_CREDS_FILE": str(token_file),
+                "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
+                "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
+            },
+        )
     except BaseException:
         emulator.stop()
         raise
