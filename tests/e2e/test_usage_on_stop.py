@@ -176,6 +176,17 @@ def test_sigterm_loses_no_usage_row(
     assert tally.cut > 0, tally.summary(rows)  # streams cut by the graceful-shutdown timeout
     assert rows >= tally.reached, f"rows lost: {tally.summary(rows)}"
     assert rows <= tally.reached + tally.unanswered, f"too many rows: {tally.summary(rows)}"
+    # a request the shutdown cut before its status line is cancelled, not a bug of ours
+    assert _outcomes(tmp_path / "data").get("internal", 0) == 0, _outcomes(tmp_path / "data")
+
+
+def _outcomes(data_dir: Path) -> dict[str, int]:
+    conn = sqlite3.connect(data_dir / "ki2api.sqlite3")
+    try:
+        found = conn.execute("SELECT outcome, COUNT(*) FROM usage GROUP BY outcome").fetchall()
+        return {str(o): int(n) for o, n in found}
+    finally:
+        conn.close()
 
 
 def test_sigkill_loses_at_most_the_last_flush_interval(

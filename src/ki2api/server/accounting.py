@@ -9,6 +9,7 @@ request path.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -84,6 +85,9 @@ class AccountingMiddleware:
             usage.begin()  # closing the log waits for this row
         try:
             await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:  # the server stopping, or the client gone
+            trace.fail(ErrorKind.CANCELLED.value)
+            raise
         except BaseException:
             trace.fail(ErrorKind.INTERNAL.value if status == 0 else ErrorKind.CANCELLED.value)
             raise
