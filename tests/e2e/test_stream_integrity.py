@@ -2,10 +2,12 @@
 error event in the client's dialect, never with a normal finish.
 
 One account per test (nothing to fail over to, and once text went out nothing may be retried):
-a stream cut in the middle of a frame, one that ends cleanly without its closing events, and
-one that stalls longer than the idle read timeout. Raw httpx checks the wire; the official SDKs
-(strict) must raise rather than return a normal completion. Each test checks that the emulator
-served exactly one stream for it: the gateway did not quietly retry after sending text.
+a stream cut in the middle of a frame, one whose tool call never got its stop frame, and one
+that stalls longer than the idle read timeout. A stream that ends cleanly without its closing
+events is, on the contrary, a complete answer (real 2025 answers had none): see the end. Raw
+httpx checks the wire; the official SDKs (strict) must raise rather than return a normal
+completion. Each test checks that the emulator served exactly one stream for it: the gateway
+did not quietly retry after sending text.
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ PACED = {"delay_ms": 30}
 BREAKS: list[tuple[str, dict[str, Any], dict[str, Any] | None, dict[str, Any]]] = [
     ("cut mid-frame (directive)", {}, {"truncate_after_events": 3, **PACED}, {}),
     ("cut mid-frame (account)", {"truncate_after_events": 3}, PACED, {}),
-    ("no closing events", {"end_without_closing": True}, PACED, {}),
+    (
+        "tool call without its stop frame",
+        {},
+        {
+            "text": "Looking it up.",
+            "tool_calls": [{"name": "lookup", "input": {"q": "x"}, "no_stop": True}],
+            **PACED,
+        },
+        {},
+    ),
     (
         "idle stall past read timeout",
         {"stall_after_events": {"events": 2, "ms": 4000}},
@@ -217,4 +228,45 @@ def test_non_streaming_request_on_a_broken_stream_is_an_error(
             )
         status = a_info.value.status_code
     assert status >= 500
-    served_once(gw, 2)  # read whole before anything is sent: a pool of one tries twice
+    # read whole before anything is sent: a pool of one tries a passing fault twice; a tool
+    # input cut off is the request's fault (any try would be cut): once
+    served_once(gw, 1 if "tool call" in name else 2)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_a_clean_end_without_closing_events_is_a_normal_finish(
+    emulator_url: str, tmp_path: Path, gateway_factory: Any, stream: bool, dialect: str
+) -> None:
+    """Real 2025 answers carried no metering / context-usage events: a body that ended cleanly
+    is complete, in both dialects, streamed or not (the SDKs return a normal completion)."""
+    gw = broken_gateway(emulator_url, tmp_path, gateway_factory, {"end_without_closing": True})
+    messages: Any = [{"role": "user", "content": content(PACED)}]
+    if dialect == "openai":
+        if stream:
+            chunks = list(
+                gw.openai(timeout=30).chat.completions.create(
+                    model=OPENAI_MODEL, messages=messages, stream=True
+                )
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        else:
+            reply = gw.openai(timeout=30).chat.completions.create(
+                model=OPENAI_MODEL, messages=messages
+            )
+            text, finish = reply.choices[0].message.content or "", reply.choices[0].finish_reason
+        assert finish == "stop"
+    else:
+        client = gw.anthropic(timeout=30)
+        if stream:
+            with client.messages.stream(
+                model=ANTHROPIC_MODEL, max_tokens=500, messages=messages
+            ) as events:
+                final = events.get_final_message()
+        else:
+            final = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=500, messages=messages)
+        text = "".join(b.text for b in final.content if b.type == "text")
+        assert final.stop_reason == "end_turn"
+    assert text == "Echo: tell me a long story"
+    served_once(gw)

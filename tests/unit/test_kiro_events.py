@@ -228,16 +228,6 @@ CASES: list[tuple[str, list[Frame], list[Event]]] = [
         ],
     ),
     (
-        "open-call-closed-at-finish",
-        tool("t1", "a", '{"q":1}', stop=False),
-        [
-            ToolCallStart(0, "t1", "a"),
-            ToolArgsDelta(0, '{"q":1}'),
-            ToolCallEnd(0),
-            MessageStop("tool_use"),
-        ],
-    ),
-    (
         "open-call-closed-by-next-call",
         [*tool("t1", "a", "{}", stop=False), *tool("t2", "b", "{}")],
         [

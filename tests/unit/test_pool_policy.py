@@ -436,6 +436,12 @@ SAME = [
     ("other-text", U500, err(K.UPSTREAM_UNAVAILABLE, status=500, message="other"), False),
     ("other-status", U500, err(K.UPSTREAM_UNAVAILABLE, status=503, message=U500.message), False),
     ("cut-streams", err(K.UPSTREAM_PROTOCOL), err(K.UPSTREAM_PROTOCOL), False),
+    (  # exception frames carry the 200 of the stream that brought them
+        "same-exception-frame",
+        err(K.UPSTREAM_ERROR, status=200, message="Kiro reported an error in the stream [error]"),
+        err(K.UPSTREAM_ERROR, status=200, message="Kiro reported an error in the stream [error]"),
+        True,
+    ),
     ("timeouts", err(K.UPSTREAM_TIMEOUT), err(K.UPSTREAM_TIMEOUT), False),
     ("same-429", err(K.RATE_LIMITED, status=429), err(K.RATE_LIMITED, status=429), False),
 ]

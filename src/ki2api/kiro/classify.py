@@ -229,4 +229,9 @@ def classify_exception_frame(frame: Frame) -> GatewayError | Literal["max_tokens
         return "max_tokens"
     kind, text = _frame_kind(exc_type, d)
     label = f" [{d.type}]" if d.type else ""
-    return GatewayError(kind, text + label + d.suffix(), retryable=kind in _RETRYABLE)
+    # status 200: the HTTP status of the stream that carried it. An exception frame is an
+    # answer Kiro chose to give (like an HTTP error), so the same one from two accounts makes
+    # the request the cause (kiro/pool_policy.same_answer).
+    return GatewayError(
+        kind, text + label + d.suffix(), retryable=kind in _RETRYABLE, upstream_status=200
+    )

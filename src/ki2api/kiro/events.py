@@ -185,12 +185,6 @@ class KiroStreamTranslator:
         self._content_events = 0
 
     @property
-    def saw_closing(self) -> bool:
-        """Did the stream's closing events arrive (metering, context usage or token usage)?
-        Kiro ends every complete answer with them; a stream without them was cut off."""
-        return self._credits is not None or self._percent is not None or self._metadata is not None
-
-    @property
     def content_events(self) -> int:
         """How many content-bearing events (text, thinking, tool call parts) were produced."""
         return self._content_events
@@ -219,6 +213,15 @@ class KiroStreamTranslator:
             raise RuntimeError("finish() called twice")
         self._finished = True
         out = self._release_text()
+        if self._open is not None and not self._open.dropped:
+            # the stream ended before the tool call's stop frame: Kiro cut its input off (it
+            # does so with large inputs); never pass on `{}` or half an input as a call
+            call = self._open
+            raise GatewayError(
+                ErrorKind.UPSTREAM_PROTOCOL,
+                truncated_arguments_message(call.client_name, len("".join(call.parts))),
+                code=TOOL_INPUT_CUT,
+            )
         out += self._close_open()
         out.append(self._usage())
         out.append(MessageStop(self._stop_reason()))
