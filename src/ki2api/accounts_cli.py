@@ -26,6 +26,7 @@ from ki2api.kiro.importers import (
     read_kiro_cli_db,
     scan_token_dir,
 )
+from ki2api.kiro.pool_policy import STUCK_THROTTLE
 from ki2api.kiro.pool_refresh import refresh_account
 from ki2api.kiro.quota import check_quotas
 from ki2api.kiro.registry import (
@@ -141,6 +142,11 @@ def _state(record: AccountRecord, health: Health | None, now: float) -> str:
         if health.reason == "quota":
             return f"out of quota until {_date(health.cooldown_until)}"
         seconds = int(health.cooldown_until - now) + 1
+        if health.reason == STUCK_THROTTLE:
+            return (
+                f"resting {seconds}s: {health.strikes} 429s in a row did not lift "
+                "(likely out of quota or flagged; check the account in Kiro)"
+            )
         return f"cooling down {seconds}s ({health.reason or 'unknown'})"
     return "ok"
 

@@ -1,6 +1,6 @@
 """kiro.classify: upstream HTTP errors and exception frames -> the error taxonomy.
 
-Bodies are the real ones quoted in KIRO_PROTOCOL.md sections 6.1 and 6.2.
+Bodies are the real ones quoted in docs/kiro-protocol.md §6.1 and §6.2.
 """
 
 from __future__ import annotations
@@ -153,6 +153,37 @@ HTTP_CASES: list[tuple[str, int, bytes, dict[str, str], ErrorKind, bool, tuple[s
         ErrorKind.RATE_LIMITED,
         True,
         ("high traffic",),
+    ),
+    (  # a size error that arrives as a 429 (docs/kiro-protocol.md): not a throttle
+        "429-input-too-long",
+        429,
+        b'{"message":"Input is too long."}',
+        {},
+        ErrorKind.CONTEXT_TOO_LONG,
+        False,
+        ("too long",),
+    ),
+    (  # real 400s: `__type` with the service namespace, no x-amzn-errortype header
+        "400-image-to-text-only-model",
+        400,
+        b'{"__type":"com.amazon.kiro.runtimeservice#ValidationException",'
+        b'"message":"Bedrock error message: This model doesn\'t support the image content '
+        b'block that you provided. Try again with a model that supports image input.",'
+        b'"reason":"IMAGE_FORMAT_UNSUPPORTED"}',
+        {},
+        ErrorKind.INVALID_REQUEST,
+        False,
+        ("does not accept images", "IMAGE_FORMAT_UNSUPPORTED"),
+    ),
+    (
+        "400-namespaced-validation",
+        400,
+        b'{"__type":"com.amazon.kiro.runtimeservice#ValidationException",'
+        b'"message":"Improperly formed request.","reason":null}',
+        {},
+        ErrorKind.UPSTREAM_REJECTED,
+        False,
+        ("rejected", "Improperly formed request."),
     ),
     (
         "429-suspicious",

@@ -200,11 +200,25 @@ FAIL = [
         A(NOW + 4, "throttled", S(4, "throttle", NOW, NOW + 4)),
     ),
     (
-        "throttled-cap",
+        "throttled-seventh",
+        err(K.RATE_LIMITED),
+        S(6, "throttle"),
+        F(),
+        A(NOW + 32, "throttled", S(7, "throttle", NOW, NOW + 32)),
+    ),
+    (  # 429s that do not lift after several rests: likely out of quota or flagged
+        "throttled-eighth-is-stuck",
+        err(K.RATE_LIMITED),
+        S(7, "throttle"),
+        F(),
+        A(NOW + 1800, "throttled_persistently", S(8, "throttle", NOW, NOW + 1800)),
+    ),
+    (
+        "throttled-stuck-huge-strikes",
         err(K.RATE_LIMITED),
         S(5000, "throttle"),
         F(),
-        A(NOW + 300, "throttled", S(5001, "throttle", NOW, NOW + 300)),
+        A(NOW + 1800, "throttled_persistently", S(5001, "throttle", NOW, NOW + 1800)),
     ),
     (
         "throttled-retry-after",
@@ -422,6 +436,14 @@ def test_failure_action(
 ) -> None:
     got = failure_action(error, now=NOW, strikes=strikes, failure=failure, config=CFG)
     assert got == want
+
+
+def test_throttle_rests_are_capped_below_the_stuck_threshold() -> None:
+    cfg = PolicyConfig(stuck_throttles=10_000)
+    got = failure_action(
+        err(K.RATE_LIMITED), now=NOW, strikes=S(50, "throttle"), failure=F(), config=cfg
+    )
+    assert got.cooldown_until == NOW + 300 and got.reason == "throttled"
 
 
 def test_every_error_kind_has_a_policy() -> None:

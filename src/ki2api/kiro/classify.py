@@ -1,6 +1,6 @@
 """Upstream failures -> `GatewayError`: a pure table, no I/O.
 
-Two inputs reach here (KIRO_PROTOCOL.md section 6):
+Two inputs reach here (docs/kiro-protocol.md §6, §5.9):
 
 * an HTTP error answer before the stream starts: `classify_http_error(status, body, headers)`;
   bodies are JSON (`{"message", "reason", "__type"}`), plain text or empty, and any bytes are
@@ -125,6 +125,8 @@ def _has(detail: _Detail, markers: tuple[str, ...]) -> bool:
 def _classify_400(d: _Detail) -> tuple[ErrorKind, str]:
     if _has(d, _TOO_LONG_MARKERS):
         return ErrorKind.CONTEXT_TOO_LONG, "The conversation is too long for the model's context"
+    if "image_format_unsupported" in d.raw:
+        return ErrorKind.INVALID_REQUEST, "The model does not accept images; send text only"
     if "invalid_model_id" in d.raw:
         return (
             ErrorKind.MODEL_NOT_FOUND,
@@ -134,8 +136,8 @@ def _classify_400(d: _Detail) -> tuple[ErrorKind, str]:
 
 
 def _classify_4xx(status: int, d: _Detail, bearer_invalid: bool) -> tuple[ErrorKind, str] | None:
-    if status == 400:
-        return _classify_400(d)
+    if status == 400 or (status == 429 and _has(d, _TOO_LONG_MARKERS)):
+        return _classify_400(d)  # a 429 saying "Input is too long." is a size error
     if status == 401 or bearer_invalid:
         return ErrorKind.UPSTREAM_AUTH, "Kiro refused the access token"
     if status == 403:

@@ -22,6 +22,7 @@ from pathlib import Path
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.credentials import KiroCredentials
 from ki2api.kiro.pool_policy import (
+    STUCK_THROTTLE,
     Action,
     Blame,
     Candidate,
@@ -260,7 +261,15 @@ class AccountPool:
             return action  # the request's fault, or a parallel failure already counted
         self._apply(account, action, err, now)
         await self._store.put_health(account.health)
-        if action.cooldown_until is not None and action.cooldown_until > now:
+        if action.reason == STUCK_THROTTLE and action.strikes is not None:
+            _log.warning(
+                "account %s: %d 429s in a row did not lift: likely out of quota or flagged "
+                "(check it in Kiro); resting %.0f s",
+                account.id,
+                action.strikes.count,
+                (action.cooldown_until or now) - now,
+            )
+        elif action.cooldown_until is not None and action.cooldown_until > now:
             _log.info(
                 "account %s: %s, resting %.0f s",
                 account.id,
@@ -409,6 +418,10 @@ class AccountPool:
                 "quota_remaining": h.quota_remaining,
                 "login": account.credentials.status(),
             }
+            if h.reason == STUCK_THROTTLE and h.cooldown_until > now:
+                item["warning"] = (
+                    f"{h.strikes} 429s in a row did not lift: likely out of quota or flagged"
+                )
             out.append(item)
         return out
 

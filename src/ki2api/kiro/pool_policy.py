@@ -22,6 +22,7 @@ from ki2api.core.messages import Conversation, ImagePart, TextPart
 
 __all__ = [
     "ACCOUNT_LEVEL",
+    "STUCK_THROTTLE",
     "THROTTLE_REASONS",
     "Action",
     "Availability",
@@ -129,6 +130,10 @@ def availability(candidates: Sequence[Candidate], now: float) -> Availability:
 class PolicyConfig:
     throttle_base_s: float = 1.0  # the rest after a second 429 in a row (doubles per repeat)
     throttle_max_s: float = 300.0
+    # 429s in a row, with no answer between, after which the account is likely out of quota or
+    # flagged rather than busy (docs/kiro-protocol.md): it rests `stuck_rest_s` and says so
+    stuck_throttles: int = 8
+    stuck_rest_s: float = 1800.0
     error_base_s: float = 2.0
     error_max_s: float = 60.0
     strike_memory_s: float = 10.0  # a strike series lapses this long after its last strike/rest
@@ -215,8 +220,10 @@ _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
 # Upstream failures that any account would repeat for this request: Kiro cuts a tool input that
 # is too large (KIRO_PROTOCOL.md 10.1), whichever account asks.
 _REQUEST_CODES = frozenset({"tool_input_truncated"})
+# The reason shown for an account whose 429s do not lift after several rests.
+STUCK_THROTTLE = "throttled_persistently"
 # Reasons of a rest that a 429 (rate limit) answer describes.
-THROTTLE_REASONS = frozenset({"throttled", "limited"})
+THROTTLE_REASONS = frozenset({"throttled", "limited", STUCK_THROTTLE})
 
 
 def blame(err: GatewayError) -> Blame:
@@ -261,6 +268,8 @@ def _throttle(
     next rests 1 s, doubling; Kiro's own Retry-After always counts."""
     n, counts = _series(strikes, "throttle", now, f.started_at, cfg)
     pause = _backoff(cfg.throttle_base_s, cfg.throttle_max_s, n - 1) if counts and n else 0.0
+    if counts and n + 1 >= cfg.stuck_throttles:  # it does not lift: likely spent or flagged
+        pause, reason = max(pause, cfg.stuck_rest_s), STUCK_THROTTLE
     pause = max(err.retry_after or 0.0, pause)
     series = Strikes(n + 1, "throttle", now, now + pause) if counts else None
     return Action(True, now + pause if pause > 0 else None, reason, strikes=series)
