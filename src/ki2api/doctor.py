@@ -11,7 +11,7 @@ from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials, discover
-from ki2api.kiro.headers import chat_headers, machine_id
+from ki2api.kiro.headers import chat_headers, machine_id, set_client_version
 from ki2api.settings import Settings
 from ki2api.transport import create_upstream_client, map_transport_errors
 
@@ -26,6 +26,7 @@ def _say(mark: str, text: str) -> None:
 
 
 async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> int:
+    set_client_version(settings.kiro_client_version)
     found = discover(settings)
     _say(INFO, "looked for a Kiro login in:")
     for place in found.searched:

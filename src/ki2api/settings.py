@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,12 @@ class Settings:
     pool_wait_s: float = 5.0  # a request waits this long at most for a resting account
     quota_poll_s: float = 1800.0  # how often to ask getUsageLimits per account (0: never)
     # Upstream size budget (kiro/budget.py)
-    max_upstream_bytes: int = 600_000
+    max_upstream_bytes: int = 600_000  # the text of the body: image bytes do not count
+    max_image_bytes_per_request: int = 5 * 1024 * 1024  # images of one request, base64
+    max_tools: int = 119  # Kiro refuses about 120 tools and more (docs/kiro-protocol.md §3.6)
     trim_history: bool = False
+    # Client version in the user agent headers (kiro/headers.py): keep it current
+    kiro_client_version: str = "1.1.14"
     # Remote images (images/fetch.py)
     image_fetch: bool = True
     image_max_bytes: int = 5 * 1024 * 1024
@@ -153,6 +158,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in _TRUE | _FALSE:
         return raw in _TRUE
     raise SettingsError(f"{name} must be on or off (true/false, 1/0), got {raw!r}")
+
+
+def _client_version(env: Mapping[str, str]) -> str:
+    raw = env.get("KIRO_CLIENT_VERSION", "").strip()
+    if not raw:
+        return "1.1.14"  # Kiro IDE build, docs/kiro-protocol.md §3.2 (kiro/headers.py KIRO_VERSION)
+    if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}", raw):
+        raise SettingsError(f"KIRO_CLIENT_VERSION must look like 1.1.14, not {raw!r}")
+    return raw
 
 
 def _check_keys(keys: tuple[str, ...]) -> None:
@@ -249,7 +263,12 @@ def load_settings(
         pool_wait_s=_float(env, "KI2API_POOL_WAIT_S", 5.0),
         quota_poll_s=_float(env, "KI2API_QUOTA_POLL_S", 1800.0),
         max_upstream_bytes=_int(env, "KI2API_MAX_UPSTREAM_BYTES", 600_000),
+        max_image_bytes_per_request=_int(
+            env, "KI2API_MAX_IMAGE_BYTES_PER_REQUEST", 5 * 1024 * 1024
+        ),
+        max_tools=_int(env, "KI2API_MAX_TOOLS", 119),
         trim_history=_bool(env, "KI2API_TRIM_HISTORY", False),
+        kiro_client_version=_client_version(env),
         image_fetch=_bool(env, "KI2API_IMAGE_FETCH", True),
         image_max_bytes=_int(env, "KI2API_IMAGE_MAX_BYTES", 5 * 1024 * 1024),
         image_timeout_s=_float(env, "KI2API_IMAGE_TIMEOUT_S", 10.0),

@@ -1,10 +1,16 @@
 """Keep a request within the size Kiro accepts, before it is sent. Pure.
 
 Kiro answers a body over ~615,000 bytes with a misleading 400 "Improperly formed request." and a
-current message over 600,000 characters with CONTENT_LENGTH_EXCEEDS_THRESHOLD (KIRO_PROTOCOL.md
-3.5 "Payload size", 6.2). We check first, with the real serialised size (`measure`, injected:
-the backend passes `len(orjson.dumps(build_request(conv, ...)))`), against a limit with a safe
-margin (`DEFAULT_MAX_UPSTREAM_BYTES`), and then either
+current message over 600,000 characters with CONTENT_LENGTH_EXCEEDS_THRESHOLD (docs/kiro-protocol.md
+§3.9, §6.2). Image bytes do not count against that limit: a real 883,531-byte
+request holding an 841 KB base64 PNG was accepted (§3.9), so the size measured
+is the body without its images' base64 (`text_bytes`), and images have a cap of their own
+(`DEFAULT_MAX_IMAGE_BYTES`, `check_image_bytes`). Tools too: Kiro answers "Improperly formed
+request." to more than about 120 (`DEFAULT_MAX_TOOLS`, `check_tools`).
+
+We check first, with the real serialised size (`measure`, injected: the backend passes
+`text_bytes(build_request(conv, ...).body)`), against a limit with a safe margin
+(`DEFAULT_MAX_UPSTREAM_BYTES`), and then either
 
 * refuse with OpenAI's 400 `context_length_exceeded` (the default), or
 * when trimming is on, drop the OLDEST history messages until the body fits.
@@ -27,9 +33,12 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import accumulate
+from typing import Any
+
+import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import (
@@ -44,18 +53,33 @@ from ki2api.core.messages import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_TOOLS",
     "DEFAULT_MAX_UPSTREAM_BYTES",
     "MAX_CURRENT_MESSAGE_CHARS",
+    "body_image_bytes",
     "check_budget",
     "check_current_message",
+    "check_image_bytes",
+    "check_tools",
+    "conversation_image_bytes",
     "current_message_chars",
     "cut_points",
     "fit_conversation",
     "protected_start",
+    "text_bytes",
 ]
 
 DEFAULT_MAX_UPSTREAM_BYTES = 600_000  # Kiro refuses ~615,000; the rest is margin
 MAX_CURRENT_MESSAGE_CHARS = 600_000  # Kiro's CONTENT_LENGTH_EXCEEDS_THRESHOLD
+# Images of one request, base64 as sent: one image at Bedrock's 3.75 MB cap (Kiro answers image
+# errors as "Bedrock error message: ..."), which is also Anthropic's 5 MB per-image cap. The
+# largest image seen accepted by real Kiro is 841 KB of base64 (docs/kiro-protocol.md §3.9).
+DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Kiro refuses more than about 120 tools with "Improperly formed request." (docs/kiro-protocol.md
+# §3.6: 137 failed, "bring your total tool count below 120" fixed it: decolua/9router #1184,
+# #1242), so 119 is the most that is known to pass.
+DEFAULT_MAX_TOOLS = 119
 _MESSAGE_OVERHEAD_BYTES = 120  # keys, modelId, origin... of one history entry (a rough guess)
 _CODE = "context_length_exceeded"
 
@@ -75,6 +99,65 @@ def check_budget(
     if body_bytes > max_body_bytes:
         what = "request size upstream" + (", with the oldest history dropped" if trimmed else "")
         raise _too_long(what, body_bytes, max_body_bytes, "bytes")
+
+
+def body_image_bytes(body: Mapping[str, Any]) -> int:
+    """Characters of image base64 in a Kiro request body (current message and history)."""
+    state = body.get("conversationState") or {}
+    current = (state.get("currentMessage") or {}).get("userInputMessage") or {}
+    entries = [current]
+    entries += [(h.get("userInputMessage") or {}) for h in state.get("history") or ()]
+    return sum(
+        len(image["source"]["bytes"]) for entry in entries for image in entry.get("images") or ()
+    )
+
+
+def text_bytes(body: Mapping[str, Any]) -> int:
+    """The serialised size of a Kiro body not counting its images' base64 (which serialises
+    one byte per character: base64 needs no JSON escape)."""
+    return len(orjson.dumps(body)) - body_image_bytes(body)
+
+
+def conversation_image_bytes(conv: Conversation) -> int:
+    """Characters of base64 of the images that go upstream as images (user messages)."""
+    total = 0
+    for message in conv.messages:
+        if message.role != "user":
+            continue
+        for part in message.parts:
+            if isinstance(part, ImagePart):
+                total += len(part.data_b64)
+            elif isinstance(part, ToolResultPart):
+                total += sum(len(p.data_b64) for p in part.content if isinstance(p, ImagePart))
+    return total
+
+
+def check_image_bytes(conv: Conversation, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+    """Raise INVALID_REQUEST (400) when the images sent upstream are over `max_bytes` base64."""
+    size = conversation_image_bytes(conv)
+    if size > max_bytes:
+        raise GatewayError(
+            ErrorKind.INVALID_REQUEST,
+            f"The images of this request are too large: {size:,} bytes (base64); at most "
+            f"{max_bytes:,} bytes of images can be sent in one request "
+            "(KI2API_MAX_IMAGE_BYTES_PER_REQUEST). Send fewer or smaller images.",
+            param="messages",
+            code="images_too_large",
+        )
+
+
+def check_tools(conv: Conversation, *, max_tools: int = DEFAULT_MAX_TOOLS) -> None:
+    """Raise INVALID_REQUEST (400) when the request offers more tools than Kiro takes."""
+    count = len(conv.tools)
+    if count > max_tools:
+        raise GatewayError(
+            ErrorKind.INVALID_REQUEST,
+            f"Too many tools: the request offers {count}; Kiro takes at most {max_tools} "
+            "tools in one request (KI2API_MAX_TOOLS). Offer fewer tools (disable some MCP "
+            "servers).",
+            param="tools",
+            code="too_many_tools",
+        )
 
 
 def protected_start(messages: Sequence[Message]) -> int:
@@ -203,12 +286,18 @@ def fit_conversation(
     max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BYTES,
     trim: bool = False,
     measure: Callable[[Conversation], int],
+    max_tools: int = DEFAULT_MAX_TOOLS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> Conversation:
     """`conv` itself when its body fits; with `trim`, `conv` without its oldest history
-    messages (the fewest that make it fit); else GatewayError(CONTEXT_TOO_LONG)."""
+    messages (the fewest that make it fit); else GatewayError(CONTEXT_TOO_LONG). `measure`
+    gives the size that counts (images left out: `text_bytes`). Too many tools, or images over
+    `max_image_bytes` in what would be sent, are a 400 (INVALID_REQUEST)."""
+    check_tools(conv, max_tools=max_tools)
     check_current_message(conv)
     size = measure(conv)
     if size <= max_body_bytes:
+        check_image_bytes(conv, max_bytes=max_image_bytes)
         return conv
     if not trim:
         hint = " (The gateway can drop the oldest turns instead: KI2API_TRIM_HISTORY.)"
@@ -229,4 +318,5 @@ def fit_conversation(
     best = _search([prefix[k] for k in cuts], size, max_body_bytes, size_at)
     trimmed = replace(conv, messages=conv.messages[cuts[best] :])
     check_current_message(trimmed)
+    check_image_bytes(trimmed, max_bytes=max_image_bytes)
     return trimmed
