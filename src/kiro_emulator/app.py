@@ -50,7 +50,11 @@ async def _counted(
 
 
 async def _answer_chat(
-    state: EmulatorState, raw: bytes, account: Account | None, entry: dict[str, Any]
+    state: EmulatorState,
+    raw: bytes,
+    account: Account | None,
+    entry: dict[str, Any],
+    cli_flavour: bool = False,
 ) -> Response:
     if account is None:
         raise BEARER_INVALID.because("missing, unknown or expired bearer token")
@@ -70,7 +74,14 @@ async def _answer_chat(
         kind = err.get("type") if isinstance(err.get("type"), str) else None
         raise Rejection(err["status"], err.get("body", {}), kind, "directive error")
     reply = plan_reply(content, req.tools, directives, state.new_tool_use_id)
-    plan = build_plan(reply, directives, req.model_id, req.body_chars, fault.stream)
+    plan = build_plan(
+        reply,
+        directives,
+        req.model_id,
+        req.body_chars,
+        fault.stream,
+        initial_response=cli_flavour,  # 2026 kiro-cli streams (POST /) begin with one
+    )
     _note_fault(account, entry, fault.name)
     account.counters.served += 1
     headers = request_id_headers(state)
@@ -85,7 +96,8 @@ async def chat(request: Request) -> Response:
     account = state.authenticate(bearer(request))
     entry = record(state, request, raw, account)
     try:
-        response = await _answer_chat(state, raw, account, entry)
+        cli_flavour = request.url.path == "/"
+        response = await _answer_chat(state, raw, account, entry, cli_flavour)
     except Rejection as r:
         entry["status"], entry["rejected"] = r.status, r.why or str(r)
         return r.response(request_id_headers(state))

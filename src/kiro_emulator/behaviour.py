@@ -43,7 +43,7 @@ class Behaviour:
     suspended: bool = False
     token_ttl_s: float | None = None
     refresh_fails: bool = False
-    rotate_refresh_token: bool = False
+    rotate_refresh_token: bool = True  # real refresh tokens rotate (docs/kiro-protocol.md §2.3)
     latency_ms: float = 0.0
     server_error: bool = False
     unavailable: bool = False

@@ -1,4 +1,9 @@
-"""Upstream error answers, with the real status, body and `x-amzn-errortype` (KIRO_PROTOCOL.md 6).
+"""Upstream error answers, with the real status, body and `x-amzn-errortype`
+(docs/kiro-protocol.md §6).
+
+Request validation errors (400) take the shape of real 2026 answers (docs/kiro-protocol.md §6.1):
+`{"__type": "com.amazon.kiro.runtimeservice#ValidationException", "message", "reason"}` and no
+`x-amzn-errortype` header.
 
 `Rejection` is raised by the validators and the account checks and turned into an HTTP response
 by `app.py`; nothing else in the emulator builds error responses.
@@ -24,6 +29,7 @@ __all__ = [
     "THROTTLED",
     "UNAVAILABLE",
     "UNKNOWN_OPERATION",
+    "VALIDATION_TYPE",
     "Rejection",
     "json_response",
 ]
@@ -72,27 +78,22 @@ BEARER_INVALID = Rejection(
     {"message": "The bearer token included in the request is invalid.", "reason": None},
     "AccessDeniedException",
 )
+VALIDATION_TYPE = "com.amazon.kiro.runtimeservice#ValidationException"
+
+
+def _validation(message: str, reason: str | None) -> Rejection:
+    """A 400 as real Kiro sends it (§6.1): `__type` in the body, no x-amzn-errortype header."""
+    return Rejection(400, {"__type": VALIDATION_TYPE, "message": message, "reason": reason})
+
+
 # 400 for schema / alternation / size problems (kiro-gw, kiro.rs).
-IMPROPER = Rejection(
-    400, {"message": "Improperly formed request.", "reason": None}, "ValidationException"
+IMPROPER = _validation("Improperly formed request.", None)
+INVALID_MODEL = _validation(
+    "Invalid model. Please select a different model to continue.", "INVALID_MODEL_ID"
 )
-INVALID_MODEL = Rejection(
-    400,
-    {
-        "message": "Invalid model. Please select a different model to continue.",
-        "reason": "INVALID_MODEL_ID",
-    },
-    "ValidationException",
-)
-CONTENT_TOO_LONG = Rejection(
-    400,
-    {"message": "Input is too long.", "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"},
-    "ValidationException",
-)
-# runtime.kiro.dev without profileArn (kiro-gw); we require it for social accounts.
-PROFILE_ARN_REQUIRED = Rejection(
-    400, {"message": "profileArn is required", "reason": None}, "ValidationException"
-)
+CONTENT_TOO_LONG = _validation("Input is too long.", "CONTENT_LENGTH_EXCEEDS_THRESHOLD")
+# runtime.kiro.dev without profileArn (kiro-gw, §1.3); we require it for social accounts.
+PROFILE_ARN_REQUIRED = _validation("profileArn is required for this request.", None)
 QUOTA_EXHAUSTED = Rejection(
     402,
     {"message": "You have reached the limit.", "reason": "MONTHLY_REQUEST_COUNT"},
@@ -117,7 +118,7 @@ SUSPENDED = Rejection(
     },
     "AccessDeniedException",
 )
-# 500 with the body kiro.rs and AIClient quote (KIRO_PROTOCOL.md 6.2).
+# 500 with the body kiro.rs and AIClient quote (docs/kiro-protocol.md §6.2).
 SERVER_ERROR = Rejection(
     500,
     {

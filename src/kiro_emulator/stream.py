@@ -1,10 +1,16 @@
-"""Turning a planned reply into AWS event-stream frames, sent incrementally (KIRO_PROTOCOL.md 5).
+"""Turning a planned reply into event-stream frames, sent incrementally (docs/kiro-protocol.md §5).
 
 `build_plan` is pure and lazy (a benchmark may ask for many events on many streams at once);
 `stream_body` is the async generator handed to Starlette: it sleeps for the scripted delays and
 applies the byte-level faults (mid-stream exception, truncated frame, re-chunking). `StreamFaults`
 carries an account's stream faults (docs/emulator.md): no frames, no closing events, a cut frame,
 a stall before the first frame or after some.
+
+The shape follows real 2026 streams (docs/kiro-protocol.md §5): `assistantResponseEvent` carries
+`modelId` beside `content`; the stream ends with `contextUsageEvent` then `meteringEvent`; on the
+kiro-cli flavour (`POST /` with `x-amz-target`) an `initial-response` frame comes first. That frame
+is a prelude: it goes out at once, and the scripted delays, stalls, cuts and exception positions
+count the answer's frames after it.
 """
 
 from __future__ import annotations
@@ -46,10 +52,14 @@ class StreamFaults:
 NO_FAULTS = StreamFaults()
 
 
+INITIAL_RESPONSE = "initial-response"
+
+
 @dataclass
 class StreamPlan:
-    total: int  # whole frames in the undisturbed stream
+    total: int  # whole frames in the undisturbed stream (the prelude included)
     frames: Iterator[bytes]
+    prelude: int = 0  # frames sent before the answer (the initial-response), not delayed
     first_delay_s: float = 0.0
     delay_s: float = 0.0
     exception_at: int | None = None
@@ -60,9 +70,13 @@ class StreamPlan:
     stall_s: float = 0.0
 
 
-def _text_frames(pieces: list[str], count: int) -> Iterator[bytes]:
+def _text_frames(pieces: list[str], count: int, model_id: str) -> Iterator[bytes]:
     for i in range(count):
-        yield _event("assistantResponseEvent", {"content": pieces[i % len(pieces)]})
+        yield _text_event(pieces[i % len(pieces)], model_id)
+
+
+def _text_event(content: str, model_id: str) -> bytes:
+    return _event("assistantResponseEvent", {"content": content, "modelId": model_id})
 
 
 def _tool_frames(call: ToolCall) -> Iterator[bytes]:
@@ -104,8 +118,8 @@ def _tail(d: Directives, model_id: str, in_chars: int, out_chars: int) -> list[b
         }
         tail.append(_event("metadataEvent", {"tokenUsage": usage}))
     metering = {"unit": "credit", "unitPlural": "credits", "usage": round(max(credits, 1e-4), 6)}
-    tail.append(_event("meteringEvent", metering))
     tail.append(_event("contextUsageEvent", {"contextUsagePercentage": pct}))
+    tail.append(_event("meteringEvent", metering))  # after contextUsageEvent, as real streams
     return tail
 
 
@@ -138,7 +152,11 @@ def build_plan(
     model_id: str,
     body_chars: int,
     faults: StreamFaults = NO_FAULTS,
+    *,
+    initial_response: bool = False,
 ) -> StreamPlan:
+    """The frames of one answer; `initial_response` (the `POST /` flavour) puts an
+    `initial-response` frame first."""
     if faults.empty:
         return StreamPlan(total=0, frames=iter(()))
     pieces, text_count, out_chars = _text_layout(reply.text, d)
@@ -151,26 +169,30 @@ def build_plan(
     out_chars += sum(len(r["text"]) for r in reply.reasoning)
     content_events = len(reply.reasoning) + text_count + len(reply.repeat) + tool_count
     tail = [] if faults.no_tail else _tail(d, model_id, body_chars, out_chars)
+    prelude = [_event(INITIAL_RESPONSE, {})] if initial_response else []
     frames = chain(
+        prelude,
         (_event("reasoningContentEvent", r) for r in reply.reasoning),
-        _text_frames(pieces, text_count),
-        (_event("assistantResponseEvent", {"content": r}) for r in reply.repeat),
+        _text_frames(pieces, text_count, model_id),
+        (_text_event(r, model_id) for r in reply.repeat),
         chain.from_iterable(_tool_frames(c) for c in reply.tool_calls),
         tail,
     )
-    total = content_events + len(tail)
+    answer = content_events + len(tail)
+    skip = len(prelude)
     exception_at, exception_frame = _exception(d, content_events)
     truncate_at = _first(d.truncate_after_events, faults.truncate_after)
     return StreamPlan(
-        total=total,
+        total=skip + answer,
         frames=frames,
+        prelude=skip,
         first_delay_s=max(d.first_delay_s, faults.first_delay_s),
         delay_s=d.delay_s,
-        exception_at=exception_at,
+        exception_at=None if exception_at is None else skip + exception_at,
         exception_frame=exception_frame,
-        truncate_at=None if truncate_at is None else min(truncate_at, total - 1),
+        truncate_at=None if truncate_at is None else skip + min(truncate_at, answer - 1),
         split_bytes=d.split_bytes,
-        stall_at=None if faults.stall_after is None else min(faults.stall_after, total),
+        stall_at=None if faults.stall_after is None else skip + min(faults.stall_after, answer),
         stall_s=faults.stall_s,
     )
 
@@ -214,7 +236,9 @@ class _Chunker:
 
 def _delay(plan: StreamPlan, i: int) -> float:
     """Seconds to wait before frame `i` (or, for i == the frame count, before the end)."""
-    delay = plan.first_delay_s if i == 0 else plan.delay_s
+    if i < plan.prelude:
+        return 0.0
+    delay = plan.first_delay_s if i == plan.prelude else plan.delay_s
     return delay + (plan.stall_s if i == plan.stall_at else 0.0)
 
 

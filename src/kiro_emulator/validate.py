@@ -1,45 +1,52 @@
 """Validation of a `generateAssistantResponse` body, rejecting what the real service rejects.
 
-Each rule, its answer, and its source (tags and sections of KIRO_PROTOCOL.md). "Improper" is
-400 `{"message":"Improperly formed request.","reason":null}`.
+Each rule, its answer, and its source (tags and sections of docs/kiro-protocol.md). "Improper" is
+400 `{"__type":"com.amazon.kiro.runtimeservice#ValidationException","message":"Improperly formed
+request.","reason":null}` without an `x-amzn-errortype` header (real 400s, §6.1).
 
-- body > 615,000 bytes -> Improper. kiro-gw (3.5 "Payload size").
-- body not a JSON object, no `conversationState` object -> Improper. q-cli Smithy (3.3).
+- body > 615,000 bytes, not counting images' base64 -> Improper. kiro-gw (§3.9); an
+  883,531-byte body holding an 841 KB base64 PNG was accepted (§3.9).
+- body not a JSON object, no `conversationState` object -> Improper. q-cli Smithy (§3.3).
 - `chatTriggerType` not MANUAL | DIAGNOSTIC | INLINE_CHAT (so `AUTO` fails) -> Improper.
-  Smithy enum; kiro2chat note (3.3, 9.9).
+  Smithy enum; kiro2chat note (§3.3, §9).
 - current `userInputMessage.content` missing, not a string, blank -> Improper. Smithy
-  "required"; IDE validator NON_EMPTY_USER_MESSAGE (3.5).
+  "required"; IDE validator NON_EMPTY_USER_MESSAGE (§3.5). Except: `""` (or blank) on a message
+  that carries `toolResults` is accepted: real clients send exactly that (§3.5).
 - current content > 600,000 characters -> 400 CONTENT_LENGTH_EXCEEDS_THRESHOLD. q-cli limits
-  (3.5), body from 6.2.
-- `modelId` present but unknown -> 400 INVALID_MODEL_ID. kiro-gw, 2ue (4.1, 6.2).
+  (§3.9), body from §6.2.
+- `modelId` present but unknown -> 400 INVALID_MODEL_ID. kiro-gw, 2ue (§4.1, §6.2).
 - history not a list, an entry not exactly one userInputMessage / assistantResponseMessage
-  -> Improper. Smithy (3.3).
+  -> Improper. Smithy (§3.3).
 - history not starting with user, not alternating, not ending with assistant -> Improper.
   IDE validator STARTS_WITH_USER_MESSAGE, ALTERNATING_MESSAGES, ENDS_WITH_USER_MESSAGE and
-  the proxies' repairs (3.5).
+  the proxies' repairs (§3.5).
 - history user message with blank content and no toolResults -> Improper. IDE validator
-  NON_EMPTY_USER_MESSAGE (3.5).
+  NON_EMPTY_USER_MESSAGE (§3.5).
 - assistant `content` not a string; a toolUse without string id / name, or whose `input` is
-  not an object -> Improper. Smithy: request `input` is a JSON object (3.3).
+  not an object -> Improper. Smithy: request `input` is a JSON object (§3.3).
 - a toolResult whose id is no toolUse of the immediately preceding assistant message
-  -> Improper. 3.5 "Tool results <-> uses"; IDE TOOL_RESULTS_AND_NO_USES.
+  -> Improper. §3.5; IDE TOOL_RESULTS_AND_NO_USES.
 - a toolUse not answered by a toolResult in the next user message -> Improper. IDE validator
-  TOOL_USES_AND_RESULTS (3.5).
-- the same toolUseId twice in one message -> Improper. Proxies dedupe (AIClient, kiro.rs; 3.5).
-- toolResults anywhere but no `tools` in the current message -> Improper. 3.5 "Tool results
-  w/o tools" (kiro-gw, AIClient).
+  TOOL_USES_AND_RESULTS (§3.5).
+- the same toolUseId twice in one message -> Improper. Proxies dedupe (AIClient, kiro.rs; §3.5).
+- toolResults anywhere but no `tools` in the current message -> Improper. §3.5
+  (kiro-gw, AIClient).
 - a history toolUse naming a tool absent from a non-empty `tools` -> Improper. kiro.rs adds
-  placeholder tool definitions "so the upstream accepts history" (3.5).
+  placeholder tool definitions "so the upstream accepts history" (§3.5).
+- more than 119 tools -> Improper. Reports of a limit under 120 tools (§3.6).
 - tool name not `^[a-zA-Z][a-zA-Z0-9_-]*$` or > 64 chars, duplicate names -> Improper.
-  q-cli consts, kiro-gw, AIClient (3.5; 64 chosen over kiro.rs' 63, 9.6).
+  q-cli consts, kiro-gw, AIClient (§3.6; 64 chosen over kiro.rs' 63, §9).
 - tool description empty or > 10,240 chars, `inputSchema.json` not an object -> Improper.
-  3.5 "Empty tool description" and the length caps; Smithy.
+  §3.6 (empty descriptions, the length caps); Smithy. The schema itself is not
+  inspected: `$schema`, `additionalProperties: false`, nested `anyOf` / `not` were accepted by
+  real Kiro (§3.6).
 - image format not gif | jpeg | png | webp, bytes not base64, > 10 images, > 10 MB decoded
-  -> Improper. Smithy enum; q-cli service limits (3.3, 3.5).
+  -> Improper. Smithy enum; q-cli service limits (§3.7).
 - `profileArn` present but not `arn:aws:codewhisperer:<region>:<12 digits>:profile/<ID>`
-  -> Improper. Shape from 1.4.
-- no `profileArn` from a social account -> 400 `profileArn is required`. kiro-gw (3.1, 6.2);
-  IdC may omit it on the q / codewhisperer hosts (3.3 notes, 9.2).
+  -> Improper. Shape from §1.3.
+- no `profileArn` from a social account -> 400 `profileArn is required for this request.`
+  kiro-gw (§1.3, §6.2);
+  IdC may omit it on the q / codewhisperer hosts (§1.3, §9).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ MAX_CONTENT_CHARS = 600_000
 MAX_IMAGES = 10
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_TOOL_NAME = 64
+MAX_TOOLS = 119  # "under 120 tools" (§3.6: decolua/9router #1184, #1242)
 MAX_TOOL_DESCRIPTION = 10_240
 TRIGGERS = frozenset({"MANUAL", "DIAGNOSTIC", "INLINE_CHAT"})
 IMAGE_FORMATS = frozenset({"gif", "jpeg", "png", "webp"})
@@ -102,13 +110,13 @@ def _list(value: Any, where: str) -> list[Any]:
 
 def parse_chat(raw: bytes, auth_method: str) -> ChatRequest:
     """Validate a request body; raise `Rejection` with the real answer when it is invalid."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise _bad(f"body is {len(raw)} bytes, over {MAX_BODY_BYTES}")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise _bad("body is not JSON") from None
     body = _obj(body, "body")
+    if len(raw) > MAX_BODY_BYTES and len(raw) - _image_chars(body) > MAX_BODY_BYTES:
+        raise _bad(f"body is {len(raw)} bytes, over {MAX_BODY_BYTES} without its images")
     _check_profile_arn(body, auth_method)
     state = _obj(body.get("conversationState"), "conversationState")
     if state.get("chatTriggerType") not in TRIGGERS:
@@ -139,8 +147,10 @@ def _check_profile_arn(body: dict[str, Any], auth_method: str) -> None:
 
 def _current_content(current: dict[str, Any]) -> str:
     content = current.get("content")
-    if not isinstance(content, str) or not content.strip():
-        raise _bad("current message content must be a non-empty string")
+    if not isinstance(content, str):
+        raise _bad("current message content must be a string")
+    if not content.strip() and not _carries_tool_results(current):
+        raise _bad("current message content is empty and carries no toolResults")
     if len(content) > MAX_CONTENT_CHARS:
         raise CONTENT_TOO_LONG.because(f"content is {len(content)} chars")
     return content
@@ -174,14 +184,45 @@ def _history(history: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _carries_tool_results(msg: dict[str, Any]) -> bool:
+    ctx = msg.get("userInputMessageContext")
+    return (
+        isinstance(ctx, dict)
+        and isinstance(ctx.get("toolResults"), list)
+        and bool(ctx["toolResults"])
+    )
+
+
 def _context(msg: dict[str, Any], where: str) -> dict[str, Any]:
     ctx = msg.get("userInputMessageContext")
     return {} if ctx is None else _obj(ctx, f"{where}.userInputMessageContext")
 
 
+def _image_chars(body: dict[str, Any]) -> int:
+    """Characters of image base64 in the body (0 for whatever is malformed: checked later)."""
+    state = body.get("conversationState")
+    if not isinstance(state, dict):
+        return 0
+    history = state.get("history")
+    entries: list[Any] = [state.get("currentMessage")]
+    entries += history if isinstance(history, list) else []
+    total = 0
+    for entry in entries:
+        msg = entry.get("userInputMessage") if isinstance(entry, dict) else None
+        images = msg.get("images") if isinstance(msg, dict) else None
+        for image in images if isinstance(images, list) else ():
+            source = image.get("source") if isinstance(image, dict) else None
+            data = source.get("bytes") if isinstance(source, dict) else None
+            total += len(data) if isinstance(data, str) else 0
+    return total
+
+
 def _tools(current: dict[str, Any]) -> dict[str, dict[str, Any]]:
     tools: dict[str, dict[str, Any]] = {}
-    for i, item in enumerate(_list(_context(current, "current").get("tools"), "tools")):
+    offered = _list(_context(current, "current").get("tools"), "tools")
+    if len(offered) > MAX_TOOLS:
+        raise _bad(f"{len(offered)} tools, over {MAX_TOOLS}")
+    for i, item in enumerate(offered):
         entry = _obj(item, f"tools[{i}]")
         if "toolSpecification" not in entry and "cachePoint" in entry:
             continue

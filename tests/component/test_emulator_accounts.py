@@ -101,7 +101,7 @@ def test_social_refresh_issues_a_new_token_and_keeps_the_old_one_valid() -> None
         body = r.json()
         assert set(body) == {"accessToken", "expiresIn", "profileArn", "refreshToken"}
         assert body["accessToken"].startswith("aoa") and body["accessToken"] != old_access
-        assert body["refreshToken"] == refresh  # not rotated by default
+        assert body["refreshToken"] != refresh  # rotated by default, as real Kiro
         assert body["expiresIn"] == 1000
         assert body["profileArn"] == acct.profile_arn
         assert chat_as(e, old_access).status_code == 200  # still valid until its own expiry
@@ -112,15 +112,22 @@ def test_social_refresh_issues_a_new_token_and_keeps_the_old_one_valid() -> None
 
 
 def test_rotation_revokes_the_old_refresh_token() -> None:
-    with running() as e:
+    with running() as e:  # on by default (docs/kiro-protocol.md §2.3)
         old = e.state.accounts["acct-1"].refresh_token
-        assert patch(e, "acct-1", rotate_refresh_token=True).status_code == 200
         new = social_refresh(e, old).json()["refreshToken"]
         assert new.startswith("aor") and new != old
         r = social_refresh(e, old)
         assert r.status_code == 400
         assert "invalid_grant" in r.text and "Invalid refresh token provided" in r.text
         assert social_refresh(e, new).status_code == 200
+
+
+def test_without_rotation_the_refresh_token_stays_valid() -> None:
+    with running() as e:
+        old = e.state.accounts["acct-1"].refresh_token
+        assert patch(e, "acct-1", rotate_refresh_token=False).status_code == 200
+        assert social_refresh(e, old).json()["refreshToken"] == old
+        assert social_refresh(e, old).status_code == 200
 
 
 @pytest.mark.parametrize(

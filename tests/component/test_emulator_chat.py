@@ -62,7 +62,7 @@ def ok_events(em: Emu, content: str, **kw: Any) -> list[tuple[str, dict[str, Any
     return events(r.content)
 
 
-def test_default_reply_echoes_in_eight_chunks_then_metering_and_context(em: Emu) -> None:
+def test_default_reply_echoes_in_eight_chunks_then_context_and_metering(em: Emu) -> None:
     r = em.chat("Hello there, emulator")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/vnd.amazon.eventstream"
@@ -73,9 +73,10 @@ def test_default_reply_echoes_in_eight_chunks_then_metering_and_context(em: Emu)
     assert r.headers["x-amzn-requestid"]
     evts = events(r.content)
     kinds = [k for k, _ in evts]
-    assert kinds == ["assistantResponseEvent"] * 8 + ["meteringEvent", "contextUsageEvent"]
+    # real 2026 streams end with contextUsageEvent, then meteringEvent (docs/kiro-protocol.md §5.8)
+    assert kinds == ["assistantResponseEvent"] * 8 + ["contextUsageEvent", "meteringEvent"]
     assert text_of(evts) == "Echo: Hello there, emulator"
-    metering, context = evts[-2][1], evts[-1][1]
+    context, metering = evts[-2][1], evts[-1][1]
     assert metering["unit"] == "credit" and metering["unitPlural"] == "credits"
     assert isinstance(metering["usage"], float) and metering["usage"] > 0
     assert 0 < context["contextUsagePercentage"] < 100
@@ -141,16 +142,16 @@ def test_repeat_text_sends_identical_consecutive_events(em: Emu) -> None:
 def test_metadata_usage_and_context_usage_directives(em: Emu) -> None:
     evts = ok_events(em, emu({"metadata_usage": True, "context_usage": 42.5}, "hi"))
     kinds = [k for k, _ in evts]
-    assert kinds[-3:] == ["metadataEvent", "meteringEvent", "contextUsageEvent"]
+    assert kinds[-3:] == ["metadataEvent", "contextUsageEvent", "meteringEvent"]
     usage = evts[-3][1]["tokenUsage"]
     assert usage["totalTokens"] == usage["uncachedInputTokens"] + usage["outputTokens"]
     assert usage["outputTokens"] >= 1 and usage["uncachedInputTokens"] >= 1
-    assert evts[-1][1] == {"contextUsagePercentage": 42.5}
+    assert evts[-2][1] == {"contextUsagePercentage": 42.5}
 
 
 def test_default_context_usage_grows_with_request_and_shrinks_with_window(em: Emu) -> None:
     def pct(content: str, model: str) -> float:
-        return float(ok_events(em, content, model=model)[-1][1]["contextUsagePercentage"])
+        return float(ok_events(em, content, model=model)[-2][1]["contextUsagePercentage"])
 
     small, large = pct("x", "claude-sonnet-4.5"), pct("x" * 40_000, "claude-sonnet-4.5")
     assert 0 < small < large
@@ -265,6 +266,40 @@ def test_post_root_with_target_header_is_chat(em: Emu) -> None:
     assert text_of(events(r.content)) == "Echo: via root"
 
 
+def test_assistant_response_events_carry_the_model_id(em: Emu) -> None:
+    """Real assistantResponseEvents have `modelId` beside `content` (docs/kiro-protocol.md §5.5)."""
+    evts = ok_events(em, emu({"repeat_text": ["ab", "ab"]}, "hi"), model="claude-haiku-4.5")
+    texts = [p for k, p in evts if k == "assistantResponseEvent"]
+    assert texts and all(p["modelId"] == "claude-haiku-4.5" for p in texts)
+    assert all(set(p) == {"content", "modelId"} for p in texts)
+
+
+def test_the_cli_flavour_begins_with_an_initial_response_frame(em: Emu) -> None:
+    """2026 kiro-cli streams (`POST /` + x-amz-target) start with `initial-response`; the IDE
+    path does not (its recorded streams never had one), docs/kiro-protocol.md §5.5."""
+    root = events(em.chat("hi", path="/", headers={"x-amz-target": CHAT_TARGET}).content)
+    ide = events(em.chat("hi").content)
+    assert root[0] == ("initial-response", {})
+    assert root[1:] == ide
+    assert "initial-response" not in [k for k, _ in ide]
+
+
+def test_on_the_cli_flavour_faults_and_delays_count_answer_frames() -> None:
+    """The initial-response goes out at once; delays, cuts and exceptions count the frames
+    after it, as on the IDE path."""
+    sleep = GatedSleep()
+    root = {"x-amz-target": CHAT_TARGET}
+    directive = {"first_delay_ms": 300, "chunks": 2, "text": "ab"}
+    with running(sleep=sleep) as e:
+        e.chat(emu(directive), path="/", headers=root)
+        assert sleep.calls == [0.3]
+        cut = e.chat(emu({"truncate_after_events": 1}, "x"), path="/", headers=root).content
+        assert [k for k, _ in events(cut)] == ["initial-response", "assistantResponseEvent"]
+        exc = {"exception": {"type": "ThrottlingException", "after_events": 0}}
+        failed = events(e.chat(emu(exc, "x"), path="/", headers=root).content)
+        assert [k for k, _ in failed] == ["initial-response", "!ThrottlingException"]
+
+
 @pytest.mark.parametrize("target", [None, "AmazonCodeWhispererService.Nope"], ids=["none", "other"])
 def test_post_root_without_chat_target_is_unknown_operation(em: Emu, target: str | None) -> None:
     headers = {"x-amz-target": target} if target else {}
@@ -293,8 +328,8 @@ def test_frames_are_streamed_incrementally_and_streams_are_counted() -> None:
         ):
             it1, it2 = r1.iter_raw(), r2.iter_raw()  # keep them: dropping one closes the socket
             first1, first2 = next(it1), next(it2)
-            assert [p for _, p in events(first1)] == [{"content": "a"}]
-            assert events(first2)[0][1] == {"content": "a"}
+            assert [p["content"] for _, p in events(first1)] == ["a"]
+            assert events(first2)[0][1]["content"] == "a"
             stats = e.client.get(e.base + "/_emulator/stats").json()["accounts"]["acct-1"]
             assert stats["streams_now"] == 2
             sleep.gate.set()

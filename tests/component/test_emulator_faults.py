@@ -179,7 +179,7 @@ def test_end_without_closing_ends_on_a_frame_boundary_without_the_tail() -> None
         assert CLOSING <= set(kinds(whole))
         assert kinds(raw) == [k for k in kinds(whole) if k not in CLOSING]
         assert raw == whole[: len(raw)]  # the content frames, whole, and nothing after them
-        assert kinds(whole[len(raw) :]) == ["meteringEvent", "contextUsageEvent"]
+        assert kinds(whole[len(raw) :]) == ["contextUsageEvent", "meteringEvent"]
         assert text_of(events(raw)) == "Echo: hello there"
 
 

@@ -24,7 +24,8 @@ from tests.support.servers import serve_in_thread
 SOCIAL_ARN = "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK"
 CHAT_TARGET = "AmazonCodeWhispererStreamingService.GenerateAssistantResponse"
 BEARER_BODY = {"message": "The bearer token included in the request is invalid.", "reason": None}
-IMPROPER_BODY = {"message": "Improperly formed request.", "reason": None}
+VALIDATION_TYPE = "com.amazon.kiro.runtimeservice#ValidationException"  # real 400s, 10.2
+IMPROPER_BODY = {"__type": VALIDATION_TYPE, "message": "Improperly formed request.", "reason": None}
 
 
 class Clock:
@@ -155,7 +156,7 @@ def text_of(evts: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def test_kit_decodes_the_documented_example_frame() -> None:
-    """KIRO_PROTOCOL.md 5.4's verified frame, so the kit's decoding is itself checked."""
+    """docs/kiro-protocol.md §5.4's verified frame, so the kit's decoding is itself checked."""
     raw = bytes.fromhex(
         "0000007c0000005c3bddcf780b3a6576656e742d74797065070016617373697374616e74526573706f6e7365"
         "4576656e740d3a636f6e74656e742d747970650700106170706c69636174696f6e2f6a736f6e0d3a6d657373"

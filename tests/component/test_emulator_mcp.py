@@ -107,7 +107,9 @@ def test_auth_and_profile_are_checked(em: Emu) -> None:
     assert (r.status_code, r.json()) == (403, BEARER_BODY)
     assert r.headers["x-amzn-errortype"] == "AccessDeniedException"
     r = em.client.post(em.base + "/mcp", content=orjson.dumps(call("q")), headers=em.auth())
-    assert r.status_code == 400 and r.json()["message"] == "profileArn is required"
+    assert (
+        r.status_code == 400 and r.json()["message"] == "profileArn is required for this request."
+    )
 
 
 def test_request_log_records_the_call_without_the_token(em: Emu) -> None:

@@ -11,6 +11,7 @@ import pytest
 from kiro_emulator import EmulatorConfig
 from tests.component.test_emulator_kit import (
     IMPROPER_BODY,
+    VALIDATION_TYPE,
     Emu,
     chat_body,
     events,
@@ -22,10 +23,31 @@ from tests.component.test_emulator_kit import (
 Body = dict[str, Any]
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
 INVALID_MODEL_BODY = {
+    "__type": VALIDATION_TYPE,
     "message": "Invalid model. Please select a different model to continue.",
     "reason": "INVALID_MODEL_ID",
 }
-TOO_LONG_BODY = {"message": "Input is too long.", "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD"}
+TOO_LONG_BODY = {
+    "__type": VALIDATION_TYPE,
+    "message": "Input is too long.",
+    "reason": "CONTENT_LENGTH_EXCEEDS_THRESHOLD",
+}
+# Tool schema features real Kiro accepted (docs/kiro-protocol.md §3.6).
+RICH_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "path": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "mode": {"not": {"const": "forbidden"}},
+        "opts": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"depth": {"anyOf": [{"type": "integer"}, {"type": "null"}]}},
+        },
+    },
+    "required": ["path"],
+}
 
 
 def user(content: str, results: list[Body] | None = None, **extra: Any) -> Body:
@@ -277,7 +299,21 @@ REJECTIONS: dict[str, tuple[Mutation, int, Body]] = {
     "profileArn-missing-social": (
         lambda b: b.pop("profileArn"),
         400,
-        {"message": "profileArn is required", "reason": None},
+        {
+            "__type": VALIDATION_TYPE,
+            "message": "profileArn is required for this request.",
+            "reason": None,
+        },
+    ),
+    "current-empty-with-empty-toolResults-list": (
+        lambda b: (setitem(cur(b), "content", ""), setitem(ctx(b), "toolResults", [])),
+        400,
+        IMPROPER_BODY,
+    ),
+    "history-user-empty-without-toolResults": (
+        lambda b: hist(b)[2]["userInputMessage"].pop("userInputMessageContext"),
+        400,
+        IMPROPER_BODY,
     ),
     "profileArn-malformed": (
         lambda b: setitem(b, "profileArn", "arn:aws:codewhisperer:us-east-1:123:profile/X"),
@@ -310,6 +346,18 @@ ACCEPTED: dict[str, Mutation] = {
         "error",
     ),
     "unknown-extra-fields": lambda b: cs(b).update(agentTaskType="vibe", workspaceId="w"),
+    # real clients send "" on a turn that only carries tool results (docs/kiro-protocol.md §3.5)
+    "current-empty-content-with-toolResults": lambda b: (
+        hist(b).__setitem__(3, assistant("Checking again.", [use("tooluse_C")])),
+        ctx(b).update(toolResults=[result("tooluse_C")]),
+        setitem(cur(b), "content", ""),
+    ),
+    "history-empty-content-with-toolResults": lambda b: setitem(
+        hist(b)[2]["userInputMessage"], "content", ""
+    ),
+    "tool-schema-with-$schema-additionalProperties-anyOf-not": lambda b: setitem(
+        spec(b), "inputSchema", {"json": RICH_SCHEMA}
+    ),
 }
 
 
@@ -327,7 +375,7 @@ def test_invalid_request_is_rejected_like_kiro(
     mutate(body)
     r = em.chat(body=body)
     assert (r.status_code, r.json()) == (status, expected)
-    assert r.headers["x-amzn-errortype"] == "ValidationException"
+    assert "x-amzn-errortype" not in r.headers  # real JSON 400s carry none (10.2)
     log = em.client.get(em.base + "/_emulator/requests?limit=1").json()["requests"][-1]
     assert log["status"] == status and log["rejected"]
 
