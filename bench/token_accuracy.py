@@ -5,8 +5,8 @@
 1. For English, code, JSON and Chinese samples: the legacy Claude tokenizer's own count
    (`anthropic-tokenizer`), what we report with it (x LEGACY_BIAS), what the script-ratio
    fallback reports, and chars/4, each as a ratio to the tokenizer; then what we report against
-   modern Claude, using the legacy tokenizer's measured ratios to Claude 3 - 4.6 (API_COMPAT.md
-   section D: 0.86x code, 0.95x English, 0.91x JSON, 0.93x Chinese).
+   modern Claude, using the legacy tokenizer's measured ratios to Claude 3 - 4.6 (docs/usage.md,
+   Accuracy: 0.86x code, 0.95x English, 0.91x JSON, 0.93x Chinese).
 2. The cost of `estimate_conversation_tokens` on agent-sized conversations, first seen and
    seen again (the cache), with the tokenizer and with the fallback.
 
@@ -38,7 +38,7 @@ from ki2api.core.tokens import estimate_conversation_tokens
 
 __all__ = ["main", "samples"]
 
-# Legacy tokenizer count / Claude 3 - 4.6 count, API_COMPAT.md section D.
+# Legacy tokenizer count / Claude 3 - 4.6 count, docs/usage.md "Accuracy".
 LEGACY_TO_CLAUDE = {"English": 0.95, "Code": 0.86, "JSON": 0.91, "Chinese": 0.93}
 
 CHINESE = textwrap.dedent(

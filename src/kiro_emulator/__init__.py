@@ -1,10 +1,10 @@
-"""A local, protocol-faithful emulator of the Kiro backend (contract: docs EMULATOR.md).
+"""A local, protocol-faithful emulator of the Kiro backend (contract: docs/emulator.md).
 
 `create_app(config, *, clock=None, sleep=None)` builds a fresh ASGI app (state on
 `app.state.emulator`); `main(argv)` is `ki2api emulator`; `write_credentials(dir, accounts)`
 writes Kiro token files. Validation rules and their sources: `validate.py`'s docstring.
 
-Extensions beyond EMULATOR.md (the contract's forms all still work):
+Extensions beyond the first contract (its forms all still work; docs/emulator.md has all):
 - directives `events` (exactly n text frames) and `metadata_usage` (a metadataEvent);
   `error.type` sets `x-amzn-errortype`; `exception.reason`; per tool call `fragments` and
   `toolUseId`; `exception.after_events` defaults to after the content events.
@@ -21,7 +21,7 @@ Extensions beyond EMULATOR.md (the contract's forms all still work):
   `ki2api emulator --behaviour JSON` for the start-up accounts.
 - `GET /ListAvailableModels` pages with `maxResults` / `nextToken`.
 - thinking mode: a current message carrying `<thinking_mode>enabled|adaptive</thinking_mode>`
-  (the tags gateways inject, KIRO_PROTOCOL.md 3.6) is answered with
+  (the tags gateways inject, docs/kiro-protocol.md §3.8) is answered with
   `<thinking>Thinking about: {message}</thinking>\n\n` first (the tags are not echoed); the
   directive `reasoning` (a string or `{"text", "signature"}`) sends native
   `reasoningContentEvent` frames (the signature on the last) before the text instead.

@@ -1,4 +1,4 @@
-"""The `/_emulator` control surface (EMULATOR.md "Accounts and faults", "Introspection")."""
+"""The `/_emulator` control surface (docs/emulator.md: Endpoints; Account behaviour and faults)."""
 
 from __future__ import annotations
 

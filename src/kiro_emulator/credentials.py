@@ -1,4 +1,5 @@
-"""Kiro token files as the IDE writes them (KIRO_PROTOCOL.md 1.1, 1.2) and `write_credentials`."""
+"""Kiro token files as the IDE writes them (docs/kiro-protocol.md §1.1, §1.2) and
+`write_credentials`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`POST /mcp`: Kiro's web search, JSON-RPC 2.0 `tools/call` of `web_search` (KIRO_PROTOCOL 3.1).
+"""`POST /mcp`: Kiro's web search, JSON-RPC 2.0 `tools/call` of `web_search`
+(docs/kiro-protocol.md §3.11).
 
 Auth and account faults are the chat call's (403 bearer invalid, suspended, quota, throttled),
 and social accounts must send `x-amzn-kiro-profile-arn`. Then:

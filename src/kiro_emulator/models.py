@@ -1,5 +1,5 @@
-"""The model ids the emulated upstream knows (KIRO_PROTOCOL.md 4.1) and the ListAvailableModels
-and getUsageLimits answers built from them (4.3, 4.4)."""
+"""The model ids the emulated upstream knows (docs/kiro-protocol.md §4.1) and the
+ListAvailableModels and getUsageLimits answers built from them (§4.3, §4.4)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""`<emu>{json}</emu>` directives in the user's text, and planning the reply (EMULATOR.md).
+"""`<emu>{json}</emu>` directives in the user's text, and planning the reply (docs/emulator.md).
 
 Pure functions: `parse_directives(content)` finds the directives (a block whose JSON does not
 parse to an object stays in the text as it is) and `plan_reply(...)` decides what the "model"
 says: native reasoning, text, repeated content events, and tool calls.
 
-Thinking mode (KIRO_PROTOCOL.md 3.6): a message carrying `<thinking_mode>enabled</thinking_mode>`
+Thinking mode (docs/kiro-protocol.md §3.8): a message with `<thinking_mode>enabled</thinking_mode>`
 (with `<max_thinking_length>`) or `<thinking_mode>adaptive</thinking_mode>` (with
 `<thinking_effort>`) is answered with `<thinking>Thinking about: {message}</thinking>\n\n` before
 the reply, as the real models do; the tags are not part of the echoed message. A `thinking`

@@ -1,5 +1,5 @@
-"""Token refresh endpoints: social `POST /refreshToken` (KIRO_PROTOCOL.md 2.1) and the IdC /
-Builder ID SSO-OIDC CreateToken `POST /token` with camelCase JSON (2.2)."""
+"""Token refresh endpoints: social `POST /refreshToken` (docs/kiro-protocol.md §2.1) and the IdC /
+Builder ID SSO-OIDC CreateToken `POST /token` with camelCase JSON (§2.2)."""
 
 from __future__ import annotations
 

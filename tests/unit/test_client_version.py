@@ -1,5 +1,5 @@
-"""The client version in the Kiro headers is current (KIRO_PROTOCOL.md 10.2: IDE builds were
-1.0.309 / 1.1.14 by Aug-Sep 2026) and configurable in one place (`KIRO_CLIENT_VERSION`); the
+"""The client version in the Kiro headers is current (docs/kiro-protocol.md §3.2: IDE builds
+were 1.0.309 / 1.1.14 by Aug-Sep 2026) and configurable in one place (`KIRO_CLIENT_VERSION`); the
 request limits' settings (`KI2API_MAX_TOOLS`, `KI2API_MAX_IMAGE_BYTES_PER_REQUEST`)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ki2api.kiro.codec: the event-stream decoder (and the encoder, checked byte for byte).
 
 Oracles, in order of independence: the fixture built with botocore (tests/fixtures), the hex
-vector of KIRO_PROTOCOL.md 5.4, frames hand-assembled with zlib in `codec_cases`, botocore's
+vector of docs/kiro-protocol.md §5.4, frames hand-assembled with zlib in `codec_cases`, botocore's
 own decoder reading what our encoder writes, and finally our encoder for round trips.
 """
 
@@ -65,7 +65,7 @@ NEGATIVE_ERRORS: dict[str, type[CodecError]] = {
     "declared length 64 MiB (over any sane bound)": FrameTooLargeError,
 }
 
-# KIRO_PROTOCOL.md 5.4, copied from the document.
+# docs/kiro-protocol.md §5.4, copied from the document.
 DOC_HEX = (
     "0000007c0000005c3bddcf780b3a6576656e742d74797065070016617373697374616e74526573706f6e7365"
     "4576656e740d3a636f6e74656e742d747970650700106170706c69636174696f6e2f6a736f6e0d3a6d657373"
@@ -155,7 +155,7 @@ def test_negative_vector_refused_in_one_byte_pieces(case: dict[str, Any]) -> Non
         decode_pieces(data[i : i + 1] for i in range(len(data)))
 
 
-# --------------------------------------------------------------------------- KIRO_PROTOCOL 5.4
+# ---------------------------------------------------------------- docs/kiro-protocol.md §5.4
 
 
 def test_doc_vector_decodes() -> None:

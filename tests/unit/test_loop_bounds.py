@@ -88,7 +88,7 @@ def test_the_crude_bound_is_near_or_over_the_biased_tokenizer() -> None:
         pytest.skip("anthropic-tokenizer not installed")
     counter = TokenCounter(legacy)
     # prose: well over; Chinese: the script ratio (1 per character), ~4 % under BPE x 1.17,
-    # which is itself ~8 % over Claude's real count (API_COMPAT.md section D)
+    # which is itself ~8 % over Claude's real count (docs/usage.md, Accuracy)
     for text, least in ((PROSE * 50, 1.0), (CHINESE * 50, 0.95)):
         assert counter.count(text, budget=TokenizeBudget(0)) >= least * counter.count(text)
 

@@ -1,4 +1,4 @@
-"""`parse_usage_limits`: getUsageLimits answers (KIRO_PROTOCOL.md 4.4) -> quota figures."""
+"""`parse_usage_limits`: getUsageLimits answers (docs/kiro-protocol.md §4.4) -> quota figures."""
 
 from __future__ import annotations
 

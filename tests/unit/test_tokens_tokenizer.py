@@ -26,7 +26,7 @@ SAMPLES = {
     "chinese": "网关把请求翻译成上游协议，并把流式事件转换回客户端格式。" * 30,
 }
 
-# The lowest ratio legacy-count / Claude-count measured in API_COMPAT.md section D (code).
+# The lowest ratio legacy-count / Claude-count measured (code; docs/usage.md, Accuracy).
 WORST_LEGACY_RATIO = 0.86
 
 

@@ -7,7 +7,7 @@ Used only when Kiro reports no usage of its own (see docs/usage.md for the order
   BPE vocabulary Anthropic shipped for its older models, the same counts as the `tokenizer.json`
   of `anthropic` < 0.39. It is the closest to Claude of what installs offline: against a
   reconstruction of the tokenizer of Claude 3 to Claude 4.6 it counts 0.86x (code), 0.95x
-  (English), 0.91x (JSON) and 0.93x (Chinese) of the real figure (API_COMPAT.md section D), so
+  (English), 0.91x (JSON) and 0.93x (Chinese) of the real figure (docs/usage.md, Accuracy), so
   its counts are multiplied by `LEGACY_BIAS` = 1.17 (1 / 0.86, rounded up): never under the
   truth on those samples, at most ~10 % over for prose.
 * `ScriptEstimator` is the fallback when that package is missing: per-script ratios of

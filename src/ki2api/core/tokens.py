@@ -7,7 +7,7 @@ Claude Code size their context compaction from the usage we report, so under-cou
 harmful error and every figure here errs upward.
 
 The script ratios of the fallback (chars/4 measured 0.88x of the real count for English prose,
-0.82x for code, 0.67x for JSON and 0.48x for Chinese, API_COMPAT.md section D):
+0.82x for code, 0.67x for JSON and 0.48x for Chinese, docs/usage.md, Accuracy):
 
 * ASCII: 1 token per 3.2 chars, ~10 % above prose.
 * CJK ideographs, kana, hangul and full-width forms: 1 token per char.

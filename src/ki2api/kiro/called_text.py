@@ -1,7 +1,7 @@
 """Recognising `[Called NAME with args: {...}]` in streamed text. Sans-I/O.
 
 When a conversation's earlier tool calls reached the model as text (other clients and proxies,
-the original ki2api among them, flatten them so: KIRO_PROTOCOL.md 3.4, 5.7), the model may
+the original ki2api among them, flatten them so: docs/kiro-protocol.md §3.10, §5.7), the model may
 answer with the same text instead of a real tool use. `CalledTextFilter` turns such text into
 `TextCall`s and lets everything else through unchanged:
 

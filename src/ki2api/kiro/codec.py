@@ -1,7 +1,7 @@
 """AWS event-stream codec (application/vnd.amazon.eventstream).
 
-Frame layout (KIRO_PROTOCOL.md 5.2): total_length u32 | headers_length u32 | prelude_crc u32 |
-headers | payload | message_crc u32, big-endian, CRC-32 (zlib). Header value types 0..9 (5.3).
+Frame layout (docs/kiro-protocol.md §5.2): total_length u32 | headers_length u32 | prelude_crc u32 |
+headers | payload | message_crc u32, big-endian, CRC-32 (zlib). Header value types 0..9 (§5.3).
 
 Encoder: `encode_frame`, `encode_event`, `encode_exception`.
 Decoder: `EventStreamDecoder` (feed bytes in any pieces, get whole `Frame`s; `finish()` at end of

@@ -4,7 +4,7 @@ Each frame's events are returned by the `feed` call that receives it; only the f
 that may be the beginning of a `<thinking>` / `</thinking>` tag (or of the blank line after
 it) are held back until the next text arrives.
 
-Mapping (KIRO_PROTOCOL.md 5.5-5.8, 7):
+Mapping (docs/kiro-protocol.md §5.5-§5.9, §7):
 
 * `assistantResponseEvent {content}` -> `TextDelta`. Empty content is skipped; identical
   consecutive chunks are NOT dropped (repeats are legitimate text). With `split_thinking`, a

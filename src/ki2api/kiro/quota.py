@@ -1,4 +1,4 @@
-"""An account's remaining quota, from Kiro's `getUsageLimits` (KIRO_PROTOCOL.md 4.4).
+"""An account's remaining quota, from Kiro's `getUsageLimits` (docs/kiro-protocol.md §4.4).
 
 `parse_usage_limits` is pure and never raises: a missing or odd field only makes the figure it
 feeds unknown (None). Remaining = limit - used of the main breakdown (the `CREDIT` resource when

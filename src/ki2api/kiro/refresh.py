@@ -1,8 +1,8 @@
 """The two Kiro token-refresh calls and how their failures map onto `GatewayError`.
 
-Social (KIRO_PROTOCOL.md 2.1): `POST {auth_base}/refreshToken` `{"refreshToken"}` ->
+Social (docs/kiro-protocol.md §2.1): `POST {auth_base}/refreshToken` `{"refreshToken"}` ->
 `{accessToken, expiresIn, profileArn?, refreshToken?}`.
-IdC / Builder ID (2.2, SSO-OIDC CreateToken): `POST {oidc_base}/token` camelCase
+IdC / Builder ID (§2.2, SSO-OIDC CreateToken): `POST {oidc_base}/token` camelCase
 `{clientId, clientSecret, grantType: "refresh_token", refreshToken}` ->
 `{accessToken, expiresIn, refreshToken?}`.
 

@@ -1,7 +1,7 @@
 """Splitting a leading `<thinking>...</thinking>` block off a text stream. Sans-I/O.
 
 Kiro's models answer a thinking-mode prompt with `<thinking>…</thinking>` at the very start of
-the text, then a blank line (KIRO_PROTOCOL.md 3.6). The tags may arrive split across events, so
+the text, then a blank line (docs/kiro-protocol.md §3.8). Tags may arrive split across events, so
 the few characters that could begin a tag are held back until the next text arrives. Tags later
 in the text are ordinary text.
 """

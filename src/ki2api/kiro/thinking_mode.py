@@ -1,4 +1,4 @@
-"""Kiro's thinking mode: the tags that turn it on (KIRO_PROTOCOL.md 3.6). Pure.
+"""Kiro's thinking mode: the tags that turn it on (docs/kiro-protocol.md §3.8). Pure.
 
 Kiro has no request field for extended thinking that every model takes; the Kiro proxies turn it
 on by text: `<thinking_mode>enabled</thinking_mode><max_thinking_length>N</max_thinking_length>`,

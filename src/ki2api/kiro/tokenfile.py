@@ -1,6 +1,6 @@
 """The Kiro token file on disk: `expiresAt` formats, reading, companion lookup, atomic write-back.
 
-`kiro-auth-token.json` (KIRO_PROTOCOL.md 1.1) is written by the Kiro IDE with a JavaScript
+`kiro-auth-token.json` (docs/kiro-protocol.md §1.1) is written by the Kiro IDE with a JavaScript
 `toISOString()` timestamp; other tools write `+00:00` offsets, RFC 3339 with or without a
 fraction, micro- or nanoseconds. We parse all of them and write back in the style we found, so
 the IDE and every other tool sharing the file keep working.

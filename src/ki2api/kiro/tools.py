@@ -1,8 +1,8 @@
 """Client tools -> what Kiro accepts, invisibly to the client. Pure and deterministic.
 
-Every rule, with its source (KIRO_PROTOCOL.md sections, proxy tags as used there):
+Every rule, with its source (docs/kiro-protocol.md sections, proxy tags as used there):
 
-* Names. Kiro takes `^[a-zA-Z][a-zA-Z0-9_-]*$`, at most 64 characters (3.5 "Tool name": q-cli
+* Names. Kiro takes `^[a-zA-Z][a-zA-Z0-9_-]*$`, at most 64 characters (§3.6: q-cli
   consts, kiro-gw, AIClient; our emulator enforces exactly this). A name that fits is sent as
   is. Any other name becomes `{sanitised prefix}_{first 10 hex of sha256(name)}`, at most 64
   characters (AIClient shortens with a sha256 prefix too): characters outside the alphabet become
@@ -12,12 +12,12 @@ Every rule, with its source (KIRO_PROTOCOL.md sections, proxy tags as used there
   from `sha256(name + "#k")`, k = 1, 2, ... in sorted-name order: distinct names never collide.
   The same mapping applies to offered tools, to history `toolUses` and to placeholder specs, and
   `KiroRequest.tool_names` maps the short names back for the response.
-* Descriptions. Blank -> `Tool: NAME` (Kiro refuses empty ones; 3.5, kiro-gw). Over 10,000
-  characters (the cap of caidaoli, kiro.rs, zzb; 3.5 "Tool description length") -> the full
+* Descriptions. Blank -> `Tool: NAME` (Kiro refuses empty ones; §3.6, kiro-gw). Over 10,000
+  characters (the cap of caidaoli, kiro.rs, zzb; §3.6) -> the full
   text moves into a "Tool documentation" section appended to the system text, and the spec keeps
   the first 200 characters plus a reference to that section (what kiro-gw does; truncating, as
   the others do, loses documentation the model needs).
-* Schemas (3.5 "Schema sanitisation", kiro-gw): the top level must be an object schema: a
+* Schemas (§3.6, kiro-gw): the top level must be an object schema: a
   missing, non-mapping or empty schema becomes `{"type": "object", "properties": {}}`, a schema
   of another `type` is replaced by that (OpenAI itself only takes object parameters); a schema
   without `type` gets `"type": "object"`, and a `type` list holding "object" becomes "object".
@@ -26,7 +26,7 @@ Every rule, with its source (KIRO_PROTOCOL.md sections, proxy tags as used there
   included (kiro-gw removes it, kiro.rs sends it: conflicting reports, and dropping it changes
   what the model may send).
 * `tool_choice` and `parallel_tool_calls`: Kiro has no such fields, and `chatTriggerType: AUTO`
-  (caidaoli's idea) is rejected (3.3). So: `auto` sends the tools; `none` sends no offered tools
+  (caidaoli's idea) is rejected (§3.3). So: `auto` sends the tools; `none` sends no offered tools
   (only placeholder specs for tools used in history, which Kiro needs) and asks for a text
   answer; `required` and a named tool send the tools and ask for a call (of that tool); parallel
   off asks for at most one call (the translator also drops any later call, see

@@ -1,5 +1,5 @@
 """Kiro's web search: `POST {api_base}/mcp`, a JSON-RPC 2.0 `tools/call` of `web_search`
-(KIRO_PROTOCOL.md 3.1).
+(docs/kiro-protocol.md §3.11).
 
 Request: ``{"id", "jsonrpc": "2.0", "method": "tools/call", "params": {"name": "web_search",
 "arguments": {"query": …}}}`` with the IDE headers and ``x-amzn-kiro-profile-arn`` when the
