@@ -13,13 +13,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from . import admin, tokens
-from .common import bearer, emulator, request_id_headers
+from .common import bearer, emulator, json_object, request_id_headers
 from .config import EmulatorConfig
 from .credentials import write_credentials
 from .errors import BEARER_INVALID, UNKNOWN_OPERATION, Rejection, json_response
 from .faults import TRANSPORT_KEY, DropConnection, decide, transport_of
 from .mcp import mcp
 from .models import list_models_page, usage_limits
+from .profiles import LIST_PROFILES_TARGET, check_profile, list_profiles_page
 from .reqlog import record
 from .script import parse_directives, plan_reply
 from .state import Account, EmulatorState
@@ -68,6 +69,8 @@ async def _answer_chat(
             raise fault.rejection
         return DropConnection()
     req = parse_chat(raw, account.auth_method)
+    arn = (json_object(raw) or {}).get("profileArn")
+    check_profile(account, arn if isinstance(arn, str) else None, req.model_id)
     directives, content = parse_directives(req.content)
     if directives.error is not None:
         err = directives.error
@@ -107,8 +110,11 @@ async def chat(request: Request) -> Response:
 
 async def root(request: Request) -> Response:
     """`POST /` dispatches on `x-amz-target` like an AWS JSON-protocol service."""
-    if request.headers.get("x-amz-target", "") == CHAT_TARGET:
+    target = request.headers.get("x-amz-target", "")
+    if target == CHAT_TARGET:
         return await chat(request)
+    if target == LIST_PROFILES_TARGET:
+        return await list_profiles(request)
     state = emulator(request)
     entry = record(state, request, await request.body(), None)
     entry["status"], entry["rejected"] = 400, "unknown x-amz-target"
@@ -122,6 +128,16 @@ def _authorized(request: Request) -> Account:
     if account is None:
         raise BEARER_INVALID
     return account
+
+
+async def list_profiles(request: Request) -> Response:
+    """`ListAvailableProfiles` (profiles.py): the bearer's own profile."""
+    state = emulator(request)
+    try:
+        account = _authorized(request)
+    except Rejection as r:
+        return r.response(request_id_headers(state))
+    return json_response(list_profiles_page(account), headers=request_id_headers(state))
 
 
 async def list_models(request: Request) -> Response:
@@ -139,6 +155,7 @@ async def get_usage_limits(request: Request) -> Response:
     state = emulator(request)
     try:
         account = _authorized(request)
+        check_profile(account, request.query_params.get("profileArn"))
     except Rejection as r:
         return r.response(request_id_headers(state))
     body = usage_limits(

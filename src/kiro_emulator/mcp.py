@@ -31,6 +31,7 @@ from .errors import (
     Rejection,
     json_response,
 )
+from .profiles import check_profile
 from .reqlog import record
 from .state import Account
 
@@ -80,6 +81,7 @@ def _check_account(request: Request, account: Account | None) -> None:
         raise THROTTLED.because("behaviour throttled")
     if account.auth_method == "social" and not request.headers.get("x-amzn-kiro-profile-arn"):
         raise PROFILE_ARN_REQUIRED.because("social accounts must send x-amzn-kiro-profile-arn")
+    check_profile(account, request.headers.get("x-amzn-kiro-profile-arn"))
 
 
 def _query(body: dict[str, Any]) -> str:

@@ -61,6 +61,7 @@ class Account:
     refresh_token: str = field(default="", repr=False)
     counters: Counters = field(default_factory=Counters)
     fault_rng: random.Random = field(default_factory=random.Random, repr=False)
+    strict_profile_arn: bool = False  # 403 without its own profile ARN (profiles.py)
 
 
 def _norm_auth(method: str) -> str:
@@ -98,14 +99,20 @@ class EmulatorState:
     def new_tool_use_id(self) -> str:
         return "tooluse_" + self._b64(16)  # 16 bytes -> 22 base64url characters
 
-    def _profile_arn(self) -> str:
-        digits = "".join(self.rng.choice(string.digits) for _ in range(12))
-        ident = "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(12))
+    def _profile_arn(self, rng: random.Random | None = None) -> str:
+        rng = rng or self.rng
+        digits = "".join(rng.choice(string.digits) for _ in range(12))
+        ident = "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(12))
         return f"arn:aws:codewhisperer:us-east-1:{digits}:profile/{ident}"
 
     # accounts --------------------------------------------------------------------------------
     def add_accounts(
-        self, count: int, auth_method: str, behaviour: Mapping[str, Any] | None = None
+        self,
+        count: int,
+        auth_method: str,
+        behaviour: Mapping[str, Any] | None = None,
+        *,
+        strict_profile_arn: bool = False,
     ) -> list[Account]:
         method = _norm_auth(auth_method)
         base = Behaviour().updated(behaviour or {})
@@ -116,8 +123,12 @@ class EmulatorState:
             if method == "idc":
                 exp = self.clock() + _REGISTRATION_TTL_S
                 reg = Registration(self._b64(16), "sec" + self._b64(96), exp, cred.client_id_hash())
-            profile = self._profile_arn() if method == "social" else None
+            # IdC accounts have one too, not in their token file; drawn from their own
+            # generator so the emulator's other random values stay as they were
+            own = random.Random(f"{self.config.seed}/{acct_id}/profile")
+            profile = self._profile_arn() if method == "social" else self._profile_arn(own)
             acct = Account(acct_id, method, replace(base), profile, reg)
+            acct.strict_profile_arn = strict_profile_arn
             self.reseed_faults(acct)
             acct.refresh_token = self._new_refresh(acct_id)
             self.issue_access(acct)
@@ -212,6 +223,8 @@ class EmulatorState:
         return {
             "id": account.id,
             "auth_method": account.auth_method,
+            "profile_arn": account.profile_arn,
+            "strict_profile_arn": account.strict_profile_arn,
             "behaviour": asdict(account.behaviour),
             "token_file": self.token_file(account),
             "client_registration": self.client_registration(account),

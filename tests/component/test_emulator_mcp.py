@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,8 @@ async def test_web_search_with_a_dead_token(em: Emu, chat: ChatTransport) -> Non
 
 async def test_idc_login_needs_no_profile(chat: ChatTransport) -> None:
     with running(EmulatorConfig(accounts=1, auth_method="idc")) as e:
-        hits = await web_search(chat, e.base, snapshot(e), "idc query")
+        no_arn = replace(snapshot(e), profile_arn=None)  # its token file has none
+        hits = await web_search(chat, e.base, no_arn, "idc query")
         last = e.client.get(e.base + "/_emulator/requests?limit=1").json()["requests"][-1]
     assert len(hits) == 3
     assert "x-amzn-kiro-profile-arn" not in last["headers"]
