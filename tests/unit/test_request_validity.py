@@ -38,7 +38,8 @@ def check_valid(conv: Conversation) -> None:
 
     users = [h["userInputMessage"] for h in history[0::2]] + [current]
     assistants = [h["assistantResponseMessage"] for h in history[1::2]]
-    assert all(u["content"].strip() for u in users)
+    # text, or exactly "" on a turn that carries tool results (as real clients send it)
+    assert all(u["content"].strip() or (u["content"] == "" and _results(u)) for u in users)
     assert all(a["content"].strip() for a in assistants)
     for i, user in enumerate(users):
         results = user.get("userInputMessageContext", {}).get("toolResults", [])
@@ -55,6 +56,11 @@ def check_valid(conv: Conversation) -> None:
         texts = [u["content"] for u in users]
         assert sum(SYSTEM in t for t in texts) == 1
         assert texts[0].startswith(SYSTEM)
+
+
+def _results(user: dict[str, Any]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = user.get("userInputMessageContext", {}).get("toolResults", [])
+    return results
 
 
 def _tools(current: dict[str, Any]) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from ki2api.kiro.budget import DEFAULT_MAX_UPSTREAM_BYTES, fit_conversation
 from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.codec import CodecError, EventStreamDecoder
+from ki2api.kiro.conversation import kiro_conversation_id
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
@@ -306,7 +307,7 @@ class KiroBackend:
 
     def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
         """The request and its bytes, within the upstream size budget (see kiro/budget.py)."""
-        conversation_id = conv.conversation_id or self._new_id()
+        conversation_id = kiro_conversation_id(conv)  # one per conversation, as real clients
         profile_arn = auth.profile_arn or self._options.profile_arn
 
         def build(c: Conversation) -> tuple[KiroRequest, bytes]:

@@ -3,7 +3,7 @@
 Kiro answers "Improperly formed request." to anything but: history that starts with a user
 message, alternates user/assistant and ends with an assistant message; a current message from
 the user with non-empty content; and toolResults that each answer a toolUse of the assistant
-message right before them (KIRO_PROTOCOL.md 3.5, the Kiro IDE validator rules). `arrange`
+message right before them (docs/kiro-protocol.md §3.5, the Kiro IDE validator rules). `arrange`
 repairs a conversation into that shape, always the same way:
 
 1. Consecutive messages of the same role merge into one turn (texts joined with "\\n", other
@@ -16,9 +16,10 @@ repairs a conversation into that shape, always the same way:
    (`[Tool result for ID]: ...`) in the user content, never dropped; a toolUse left without a
    result gets a synthetic error result ("Tool execution failed: ..."). ToolUses are
    de-duplicated by id.
-4. Empty or blank texts: user -> "Continue" ("Tool results provided." when it carries tool
-   results); assistant -> "I understand.", also when it carries toolUses (the IDE validator
-   never sends an empty assistant message and neither do we).
+4. Empty or blank texts: user -> "Continue", or exactly "" when it carries tool results (as
+   real clients send such a turn, docs/kiro-protocol.md §3.5); assistant -> "I understand.",
+   also when it carries toolUses (the IDE validator never sends an empty assistant message and
+   neither do we).
 5. Parts in the wrong place: an assistant's thinking is kept as `<thinking>...</thinking>\\n\\n`
    before its text (as other Kiro proxies re-wrap it; the form the model itself answers in
    thinking mode, so it keeps thinking after tool rounds); signatures are dropped, Kiro has no
@@ -50,7 +51,6 @@ __all__ = [
     "ASSISTANT_PLACEHOLDER",
     "FIRST_USER_PLACEHOLDER",
     "MISSING_RESULT_TEXT",
-    "TOOL_RESULTS_PLACEHOLDER",
     "USER_PLACEHOLDER",
     "AssistantTurn",
     "Dialogue",
@@ -62,7 +62,6 @@ __all__ = [
 
 USER_PLACEHOLDER = "Continue"
 FIRST_USER_PLACEHOLDER = "Hello"
-TOOL_RESULTS_PLACEHOLDER = "Tool results provided."
 ASSISTANT_PLACEHOLDER = "I understand."
 MISSING_RESULT_TEXT = "Tool execution failed: no result was provided for this tool call."
 
@@ -189,7 +188,7 @@ def _pair(user: _Draft, uses: list[ToolUsePart]) -> UserTurn:
     results = [*kept.values(), *missing]
     text = "\n".join([*notes, *user.texts])
     if not text.strip():
-        text = TOOL_RESULTS_PLACEHOLDER if results else USER_PLACEHOLDER
+        text = "" if results else USER_PLACEHOLDER  # real clients send "" with tool results
     return UserTurn(text=text, images=list(user.images), tool_results=results)
 
 

@@ -7,7 +7,6 @@ KIRO_PROTOCOL.md §6 and issue 5 §3.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -15,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-import orjson
-
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.messages import Conversation, ImagePart, TextPart
+from ki2api.core.messages import Conversation
+from ki2api.kiro.conversation import start_digest
 
 __all__ = [
     "ACCOUNT_LEVEL",
@@ -354,12 +352,8 @@ def conversation_key(conv: Conversation) -> str:
     """
     if conv.conversation_id:
         return conv.conversation_id
-    first = next((m for m in conv.messages if m.role == "user"), None)
-    parts = first.parts if first is not None else ()
-    texts = [p.text for p in parts if isinstance(p, TextPart)]
-    images = [[p.media_type, len(p.data_b64)] for p in parts if isinstance(p, ImagePart)]
-    blob = orjson.dumps([conv.model_id, list(conv.system), texts, images])
-    return hashlib.sha256(blob).hexdigest()[:24]
+    # the same sources as the conversationId sent upstream (kiro/conversation.py), plus the model
+    return start_digest(conv, with_model=True)
 
 
 def _utc(at: float) -> str:

@@ -1,4 +1,4 @@
-"""Conversation -> the `generateAssistantResponse` JSON body (KIRO_PROTOCOL.md 3.3). Pure.
+"""Conversation -> the `generateAssistantResponse` JSON body (docs/kiro-protocol.md §3.3). Pure.
 
 The history repairs (merging, alternation, prefill, tool pairing, placeholders) live in
 `history.arrange`, the tool rules (names, descriptions, schemas, tool_choice) in `tools`; this
@@ -105,7 +105,7 @@ def _user_message(
         else:
             images.append(entry)
     msg: dict[str, Any] = {
-        "content": "\n".join([text, *notes]),
+        "content": "\n".join(t for t in (text, *notes) if t),
         "modelId": model_id,
         "origin": ORIGIN,
     }

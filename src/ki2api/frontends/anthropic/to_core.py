@@ -11,7 +11,9 @@
   blocks in the history become short text notes so the conversation stays readable.
 * `tool_choice`: `any` -> required; `disable_parallel_tool_use` -> `parallel=False`.
 * `thinking`: enabled (budget) / adaptive (effort from `output_config.effort`) / disabled.
-* `cache_control`, `metadata`, `top_k`, `service_tier` and unknown fields: accepted, ignored.
+* `metadata.user_id`: Claude Code's session in it names the conversation
+  (`Conversation.conversation_id`, see kiro/conversation.py); the rest of `metadata` is ignored.
+* `cache_control`, `top_k`, `service_tier` and unknown fields: accepted, ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import binascii
 import re
 from typing import Any
+
+import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import (
@@ -53,10 +57,12 @@ from ki2api.frontends.anthropic.wire import (
     ToolUseBlock,
 )
 
-__all__ = ["SUPPORTED_MEDIA_TYPES", "image_from_base64", "to_conversation"]
+__all__ = ["SUPPORTED_MEDIA_TYPES", "client_session_id", "image_from_base64", "to_conversation"]
 
 SUPPORTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _WHITESPACE = re.compile(r"\s+")
+# Claude Code's `metadata.user_id`: `user_<hash>_account_<uuid>_session_<uuid>`
+_SESSION = re.compile(r"_session_([0-9A-Za-z-]{8,})$")
 
 
 def to_conversation(req: MessagesRequest | CountTokensRequest, kiro_model_id: str) -> Conversation:
@@ -77,7 +83,30 @@ def to_conversation(req: MessagesRequest | CountTokensRequest, kiro_model_id: st
         tools=tools,
         tool_choice=_tool_choice(req, tools),
         params=_params(req),
+        conversation_id=client_session_id(getattr(req, "metadata", None)),
     )
+
+
+def client_session_id(metadata: Any) -> str | None:
+    """The session a client named in `metadata.user_id`, or None.
+
+    Claude Code sends `user_<hash>_account_<uuid>_session_<uuid>`: the session part names one
+    conversation. Newer builds may send a JSON object string with `session_id`. Any other
+    `user_id` names a user, not a conversation, and is not used."""
+    if not isinstance(metadata, dict):
+        return None
+    user_id = metadata.get("user_id")
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    if user_id.startswith("{"):
+        try:
+            obj = orjson.loads(user_id)
+        except orjson.JSONDecodeError:
+            return None
+        session = obj.get("session_id") if isinstance(obj, dict) else None
+        return session if isinstance(session, str) and session else None
+    match = _SESSION.search(user_id)
+    return match.group(1) if match else None
 
 
 def _texts(content: str | list[Any] | None) -> list[str]:
