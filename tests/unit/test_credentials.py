@@ -281,8 +281,10 @@ async def test_idc_refresh_uses_companion_and_oidc(
     (path.parent / f"{HASH}.json").write_text(json.dumps(reg))
     auth = await creds.current()
     assert (auth.access_token, auth.auth_method, auth.profile_arn) == ("aoa-1", "idc", None)
-    host, route, body = upstream.requests[-1]
+    host, route, body = upstream.requests[0]
     assert (host, route) == ("oidc.test", "/token")
+    # no profile ARN: then ListAvailableProfiles (refused by this fake, so none)
+    assert upstream.requests[1][:2] == ("q.us-east-1.amazonaws.com", "/")
     assert body == {
         "clientId": "cid-1",
         "clientSecret": "csec-1",
@@ -305,7 +307,8 @@ async def test_idc_default_oidc_host_comes_from_the_token_region(
         json.dumps({"clientId": "cid-1", "clientSecret": "csec-1"})
     )  # not the named companion: found by scanning
     await creds.refresh()
-    assert upstream.requests[-1][:2] == ("oidc.eu-central-1.amazonaws.com", "/token")
+    assert upstream.requests[0][:2] == ("oidc.eu-central-1.amazonaws.com", "/token")
+    assert upstream.requests[1][:2] == ("q.eu-central-1.amazonaws.com", "/")  # its profiles
 
 
 async def test_idc_without_registration_is_an_auth_error(

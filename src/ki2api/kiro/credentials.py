@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -33,6 +33,7 @@ from ki2api.kiro.credentials_discovery import (
     no_credentials_error,
 )
 from ki2api.kiro.credentials_store import TokenFileStore, TokenSet
+from ki2api.kiro.profiles import ide_profile_arn, list_available_profiles
 from ki2api.kiro.refresh import RELOGIN_HINT, RefreshedTokens, refresh_idc, refresh_social
 from ki2api.kiro.token_home import FileTokenHome, MemoryTokenHome, TokenHome
 from ki2api.settings import Settings
@@ -42,6 +43,7 @@ __all__ = ["AuthSnapshot", "CredentialSource", "Discovery", "KiroCredentials", "
 
 _log = logging.getLogger(__name__)
 REFRESH_TIMEOUT_S = 30.0
+PROFILE_RETRY = timedelta(minutes=5)  # an IdC login that found no profile looks again after
 LOCK_TTL_S = 10.0  # a killed holder's lock lapses this soon; a live one renews it
 _LOCK_RENEW_S = 3.0
 _LOCK_POLL_S = 0.05
@@ -106,6 +108,7 @@ class KiroCredentials:
         self._failed_at: datetime | None = None
         self._last_ok_at: datetime | None = None
         self._load_problem: str | None = None
+        self._profile_tried_at: datetime | None = None
 
     @classmethod
     def from_settings(
@@ -137,9 +140,9 @@ class KiroCredentials:
         """A token to use now; refreshes first if it is missing or about to expire."""
         await self._ensure_loaded()
         if not self._needs_refresh(self._clock()):
-            return self._snapshot()
+            return await self._with_profile(self._snapshot())
         try:
-            return await self._join_refresh()
+            return await self._with_profile(await self._join_refresh())
         except GatewayError as exc:
             if self._usable(self._clock()):
                 _log.debug(  # the failed attempt itself was logged once, as a warning
@@ -157,7 +160,7 @@ class KiroCredentials:
         mine = self._tokens.access_token
         if stale is not None and mine is not None and mine != stale:
             return self._snapshot()
-        return await self._join_refresh()
+        return await self._with_profile(await self._join_refresh())
 
     async def load(self) -> None:
         """Read the token home now, so `status()` shows it; a problem is reported there."""
@@ -203,6 +206,54 @@ class KiroCredentials:
 
     def _profile_arn(self) -> str | None:
         return self._settings.kiro_profile_arn or self._tokens.profile_arn
+
+    async def _with_profile(self, snap: AuthSnapshot) -> AuthSnapshot:
+        """An IdC login without a profile ARN finds one where the official clients do (the
+        IDE's profile.json for the IDE's own login, else ListAvailableProfiles) and keeps it
+        with its tokens (token file or store). Never raises: without one the call goes as is."""
+        if snap.profile_arn or snap.auth_method != "idc":
+            return snap
+        now = self._clock()
+        if self._profile_tried_at is not None and now - self._profile_tried_at < PROFILE_RETRY:
+            return snap
+        self._profile_tried_at = now
+        arn = await self._find_profile(snap.access_token)
+        if arn is None or self._tokens.access_token is None:
+            return snap
+        self._tokens = replace(self._tokens, profile_arn=arn)
+        await self._home.save(self._tokens)
+        _log.info("account %s: uses profile %s", self._account_id, arn)
+        return self._snapshot()
+
+    async def _find_profile(self, access_token: str) -> str | None:
+        settings = self._settings
+        ide_file = settings.home_dir / ".aws" / "sso" / "cache" / "kiro-auth-token.json"
+        if self._home.path is not None and self._home.path == ide_file:
+            arn = ide_profile_arn(settings.home_dir)
+            if arn is not None:
+                return arn
+        region = self._home.region if self._home.loaded else "us-east-1"
+        q_region = "eu-central-1" if region.startswith("eu-") else "us-east-1"
+        base = settings.kiro_api_base.replace("{region}", q_region)
+        try:
+            arns = await list_available_profiles(
+                self._http, api_base=base, access_token=access_token, timeout=REFRESH_TIMEOUT_S
+            )
+        except GatewayError as exc:
+            _log.warning(
+                "account %s: Identity Center login without a profile ARN, and "
+                "ListAvailableProfiles failed: %s",
+                self._account_id,
+                exc.message,
+            )
+            return None
+        if not arns:
+            _log.warning(
+                "account %s: Identity Center login without a profile ARN, and "
+                "ListAvailableProfiles listed none (set KIRO_PROFILE_ARN)",
+                self._account_id,
+            )
+        return arns[0] if arns else None
 
     def _snapshot(self) -> AuthSnapshot:
         token = self._tokens.access_token
