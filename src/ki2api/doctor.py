@@ -144,7 +144,7 @@ def mapping_lines(catalogue: ModelCatalogue, offered: set[str] | None) -> list[s
     rows = [(public, kiro, "") for public, kiro in catalogue.mapping()]
     if catalogue.family_fallback:
         rows += [
-            (f"other claude-{family}-*", kiro, "  (newer versions; see docs/models.md)")
+            (f"claude-{family}[-latest]", kiro, "  (no version: the newest; see docs/models.md)")
             for family, kiro in catalogue.family_targets()
         ]
     width = max((len(public) for public, _, _ in rows), default=0)

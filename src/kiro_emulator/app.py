@@ -16,7 +16,7 @@ from . import admin, tokens
 from .common import bearer, emulator, json_object, request_id_headers
 from .config import EmulatorConfig
 from .credentials import write_credentials
-from .errors import BEARER_INVALID, UNKNOWN_OPERATION, Rejection, json_response
+from .errors import BEARER_INVALID, INVALID_MODEL, UNKNOWN_OPERATION, Rejection, json_response
 from .faults import TRANSPORT_KEY, DropConnection, decide, transport_of
 from .mcp import mcp
 from .models import list_models_page, usage_limits
@@ -69,6 +69,9 @@ async def _answer_chat(
             raise fault.rejection
         return DropConnection()
     req = parse_chat(raw, account.auth_method)
+    offered = account.behaviour.models
+    if offered is not None and req.model_id not in offered:  # not in this account's list
+        raise INVALID_MODEL.because(f"modelId {req.model_id!r} is not offered to this account")
     arn = (json_object(raw) or {}).get("profileArn")
     check_profile(account, arn if isinstance(arn, str) else None, req.model_id)
     directives, content = parse_directives(req.content)
@@ -142,12 +145,13 @@ async def list_profiles(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     try:
-        _authorized(request)
+        account = _authorized(request)
     except Rejection as r:
         return r.response(request_id_headers(emulator(request)))
     raw_max = request.query_params.get("maxResults", "50")
     max_results = int(raw_max) if raw_max.isdigit() else 50
-    page = list_models_page(max_results, request.query_params.get("nextToken"))
+    token = request.query_params.get("nextToken")
+    page = list_models_page(max_results, token, account.behaviour.models)
     return json_response(page, headers=request_id_headers(emulator(request)))
 
 

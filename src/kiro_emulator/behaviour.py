@@ -61,6 +61,7 @@ class Behaviour:
     retry_after_s: int | None = None  # a 429 carries `Retry-After` when set
     quota_reset_at: float | None = None  # getUsageLimits nextDateReset when set
     usage_limit: int | None = None  # getUsageLimits usageLimit (default: the free tier's 50)
+    models: tuple[str, ...] | None = None  # the model ids it is offered (None: every listed one)
 
     def updated(self, changes: Mapping[str, Any]) -> Behaviour:
         """A copy with `changes` applied; ValueError names an unknown key or a bad value."""
@@ -124,6 +125,14 @@ def _seed(key: str, value: Any) -> int | None:
     return int(value)
 
 
+def _models(key: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{key} must be a list of model ids or null")
+    return tuple(value)
+
+
 def _stall(key: str, value: Any) -> Stall | None:
     if value is None:
         return None
@@ -145,6 +154,7 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "retry_after_s": _optional_count,
     "quota_reset_at": _optional_non_negative,
     "usage_limit": _optional_count,
+    "models": _models,
     "stall_after_events": _stall,
     "fault_rate": _rate,
     "faults": _fault_names,

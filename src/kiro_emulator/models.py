@@ -3,11 +3,39 @@ ListAvailableModels and getUsageLimits answers built from them (§4.3, §4.4).""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["KNOWN_MODELS", "ModelEntry", "context_window", "list_models_page", "usage_limits"]
+__all__ = [
+    "KNOWN_MODELS",
+    "NATIVE_SCHEMA",
+    "ModelEntry",
+    "context_window",
+    "list_models_page",
+    "usage_limits",
+]
+
+# additionalModelRequestFieldsSchema of the 4.6+ Claude models (§10.4: native thinking
+# adaptive/disabled, output_config.effort, max_tokens; kiro-cli sent
+# {"output_config": {"effort": "xhigh"}} for claude-opus-4.7, §10.2).
+NATIVE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "thinking": {
+            "type": "object",
+            "properties": {"type": {"type": "string", "enum": ["adaptive", "disabled"]}},
+        },
+        "output_config": {
+            "type": "object",
+            "properties": {
+                "effort": {"type": "string", "enum": ["low", "medium", "high", "xhigh", "max"]}
+            },
+        },
+        "max_tokens": {"type": "integer", "minimum": 1},
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,21 +46,33 @@ class ModelEntry:
     max_output: int = 64_000
     rate: float = 1.0
     images: bool = True
+    native: bool = False  # offers NATIVE_SCHEMA (thinking, effort, max_tokens)
+    listed: bool = True  # in ListAvailableModels (legacy ids are accepted, no longer listed)
 
 
+# The real 2026 list (§10.4): `auto` has a 1M window; sonnet-5 and opus-5 (1M) are new; the
+# legacy upper-case ids were accepted in 2025 and are absent from the 2026 list.
 KNOWN_MODELS: tuple[ModelEntry, ...] = (
-    ModelEntry("auto", "Auto", rate=1.0),
+    ModelEntry("auto", "Auto", 1_000_000, rate=1.0),
     ModelEntry("claude-sonnet-4", "Claude Sonnet 4", rate=1.3),
     ModelEntry("claude-sonnet-4.5", "Claude Sonnet 4.5", rate=1.3),
-    ModelEntry("claude-sonnet-4.6", "Claude Sonnet 4.6", 1_000_000, rate=1.3),
+    ModelEntry("claude-sonnet-4.6", "Claude Sonnet 4.6", 1_000_000, rate=1.3, native=True),
+    ModelEntry("claude-sonnet-5", "Claude Sonnet 5", 1_000_000, rate=1.3, native=True),
     ModelEntry("claude-haiku-4.5", "Claude Haiku 4.5", rate=0.4),
     ModelEntry("claude-opus-4.5", "Claude Opus 4.5", rate=2.2),
-    ModelEntry("claude-opus-4.6", "Claude Opus 4.6", 1_000_000, rate=2.2),
-    ModelEntry("claude-opus-4.7", "Claude Opus 4.7", 1_000_000, rate=2.2),
-    ModelEntry("claude-opus-4.8", "Claude Opus 4.8", 1_000_000, rate=2.2),
-    ModelEntry("CLAUDE_SONNET_4_20250514_V1_0", "Claude Sonnet 4 (legacy id)", rate=1.3),
-    ModelEntry("CLAUDE_3_7_SONNET_20250219_V1_0", "Claude 3.7 Sonnet (legacy id)", rate=1.3),
-    ModelEntry("CLAUDE_SONNET_4_5_20250929_V1_0", "Claude Sonnet 4.5 (legacy id)", rate=1.3),
+    ModelEntry("claude-opus-4.6", "Claude Opus 4.6", 1_000_000, rate=2.2, native=True),
+    ModelEntry("claude-opus-4.7", "Claude Opus 4.7", 1_000_000, rate=2.2, native=True),
+    ModelEntry("claude-opus-4.8", "Claude Opus 4.8", 1_000_000, rate=2.2, native=True),
+    ModelEntry("claude-opus-5", "Claude Opus 5", 1_000_000, 128_000, rate=2.2, native=True),
+    ModelEntry(
+        "CLAUDE_SONNET_4_20250514_V1_0", "Claude Sonnet 4 (legacy id)", rate=1.3, listed=False
+    ),
+    ModelEntry(
+        "CLAUDE_3_7_SONNET_20250219_V1_0", "Claude 3.7 Sonnet (legacy)", rate=1.3, listed=False
+    ),
+    ModelEntry(
+        "CLAUDE_SONNET_4_5_20250929_V1_0", "Claude Sonnet 4.5 (legacy)", rate=1.3, listed=False
+    ),
     ModelEntry("deepseek-3.2", "DeepSeek 3.2", 128_000, 8_192, 0.5, images=False),
     ModelEntry("glm-5", "GLM 5", 128_000, 8_192, 0.5, images=False),
     ModelEntry("minimax-m2.1", "MiniMax M2.1", 200_000, 8_192, 0.5, images=False),
@@ -61,21 +101,26 @@ def _model_json(m: ModelEntry) -> dict[str, Any]:
             "maximumCacheCheckpointsPerRequest": 4,
             "minimumTokensPerCacheCheckpoint": 1024,
         },
+        **({"additionalModelRequestFieldsSchema": NATIVE_SCHEMA} if m.native else {}),
         "rateMultiplier": m.rate,
         "rateUnit": "Credit",
     }
 
 
-def list_models_page(max_results: int, next_token: str | None) -> dict[str, Any]:
-    """One page of ListAvailableModels; `nextToken` is an opaque offset string."""
+def list_models_page(
+    max_results: int, next_token: str | None, offered: Collection[str] | None = None
+) -> dict[str, Any]:
+    """One page of ListAvailableModels; `nextToken` is an opaque offset string. `offered`
+    (an account's `models` behaviour) narrows the list to those ids."""
+    listed = [m for m in KNOWN_MODELS if m.listed and (offered is None or m.model_id in offered)]
     start = int(next_token) if next_token and next_token.isdigit() else 0
     size = max(1, min(max_results, 50))
-    page = KNOWN_MODELS[start : start + size]
+    page = listed[start : start + size]
     end = start + len(page)
     return {
         "defaultModel": {"modelId": "auto"},
         "models": [_model_json(m) for m in page],
-        "nextToken": str(end) if end < len(KNOWN_MODELS) else None,
+        "nextToken": str(end) if end < len(listed) else None,
     }
 
 

@@ -22,19 +22,20 @@ from tests.component.test_emulator_kit import (
 )
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+# the real 2026 list (docs/kiro-protocol.md §10.4): sonnet-5 and opus-5 are new, the legacy
+# upper-case ids are accepted but no longer listed
 MODEL_IDS = {
     "auto",
     "claude-sonnet-4",
     "claude-sonnet-4.5",
     "claude-sonnet-4.6",
+    "claude-sonnet-5",
     "claude-haiku-4.5",
     "claude-opus-4.5",
     "claude-opus-4.6",
     "claude-opus-4.7",
     "claude-opus-4.8",
-    "CLAUDE_SONNET_4_20250514_V1_0",
-    "CLAUDE_3_7_SONNET_20250219_V1_0",
-    "CLAUDE_SONNET_4_5_20250929_V1_0",
+    "claude-opus-5",
     "deepseek-3.2",
     "glm-5",
     "minimax-m2.1",
@@ -318,6 +319,12 @@ def test_list_available_models() -> None:
         assert {m["modelId"] for m in body["models"]} == MODEL_IDS
         for m in body["models"]:
             assert m["tokenLimits"]["maxInputTokens"] > 0 and m["modelName"]
+        by_id = {m["modelId"]: m for m in body["models"]}
+        assert by_id["auto"]["tokenLimits"]["maxInputTokens"] == 1_000_000
+        assert by_id["claude-opus-5"]["tokenLimits"]["maxInputTokens"] == 1_000_000
+        schema = by_id["claude-opus-4.7"]["additionalModelRequestFieldsSchema"]
+        assert set(schema["properties"]) == {"thinking", "output_config", "max_tokens"}
+        assert "additionalModelRequestFieldsSchema" not in by_id["claude-sonnet-4.5"]
         assert_bearer_invalid(e.client.get(e.base + "/ListAvailableModels"))
 
 

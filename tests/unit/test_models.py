@@ -1,10 +1,24 @@
-"""core.models: exact names, the family rule for Claude names, overrides, the fallback switch."""
+"""core.models: exact names, the family rule for Claude names, overrides, the fallback switch,
+the live catalogue built from what the accounts offer.
+
+Issue 10 §3 changed the family rule: a newer (or in-between) version is never served by an older
+model any more (`claude-opus-5-5` used to go to claude-opus-4.8); it is a 404 naming the closest
+offered models. Dates, `-latest`, `[1m]`, versionless and older names still resolve.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from ki2api.core.models import ModelCatalogue, ModelInfo, default_catalogue, family_version
+from ki2api.core.models import (
+    ModelCatalogue,
+    ModelInfo,
+    OfferedModel,
+    default_catalogue,
+    family_version,
+    not_offered_hint,
+    public_name,
+)
 
 PARSE_CASES = [
     pytest.param("claude-opus-4-5", ("opus", (4, 5)), id="dashed"),
@@ -44,11 +58,15 @@ RESOLVE_CASES = [
     pytest.param("claude-sonnet-4-5", "claude-sonnet-4-5", "claude-sonnet-4.5", id="exact"),
     pytest.param("CLAUDE-SONNET-4-5", "claude-sonnet-4-5", "claude-sonnet-4.5", id="exact, case"),
     pytest.param("auto", "auto", "auto", id="auto"),
-    # family rule: the requested id is echoed, the Kiro id is the closest of the family
-    pytest.param("claude-opus-5-5", "claude-opus-5-5", "claude-opus-4.8", id="future opus"),
-    pytest.param("claude-opus-5", "claude-opus-5", "claude-opus-4.8", id="future opus major"),
-    pytest.param("claude-sonnet-5-1", "claude-sonnet-5-1", "claude-sonnet-4.6", id="future sonnet"),
-    pytest.param("claude-haiku-5-0", "claude-haiku-5-0", "claude-haiku-4.5", id="future haiku"),
+    pytest.param("claude-opus-5", "claude-opus-5", "claude-opus-5", id="opus 5 is itself"),
+    pytest.param("claude-sonnet-5", "claude-sonnet-5", "claude-sonnet-5", id="sonnet 5 itself"),
+    pytest.param("claude-opus-5[1m]", "claude-opus-5[1m]", "claude-opus-5", id="opus 5 [1m]"),
+    # a newer name is never served by an older model (issue 10 §3): 404
+    pytest.param("claude-opus-5-5", None, None, id="future opus"),
+    pytest.param("claude-opus-6", None, None, id="future opus major"),
+    pytest.param("claude-sonnet-5-1", None, None, id="future sonnet"),
+    pytest.param("claude-haiku-5-0", None, None, id="future haiku"),
+    # family rule: the requested id is echoed, the Kiro id is the entry of that version
     pytest.param(
         "claude-sonnet-4-5-20250929[1m]",
         "claude-sonnet-4-5-20250929[1m]",
@@ -61,12 +79,10 @@ RESOLVE_CASES = [
     ),
     pytest.param("claude-opus-4.8", "claude-opus-4.8", "claude-opus-4.8", id="Kiro id as name"),
     pytest.param("claude-sonnet-4-latest", "claude-sonnet-4-latest", "claude-sonnet-4", id="4"),
-    pytest.param("claude-opus-latest", "claude-opus-latest", "claude-opus-4.8", id="opus latest"),
-    pytest.param("claude-sonnet", "claude-sonnet", "claude-sonnet-4.6", id="sonnet newest"),
+    pytest.param("claude-opus-latest", "claude-opus-latest", "claude-opus-5", id="opus latest"),
+    pytest.param("claude-sonnet", "claude-sonnet", "claude-sonnet-5", id="sonnet newest"),
     pytest.param("claude-haiku-4-5-latest", "claude-haiku-4-5-latest", "claude-haiku-4.5", id="h"),
-    pytest.param(
-        "claude-sonnet-4-7", "claude-sonnet-4-7", "claude-sonnet-4.6", id="gap: not newer"
-    ),
+    pytest.param("claude-sonnet-4-7", None, None, id="gap: not served by an older one"),
     pytest.param("claude-opus-4-1", "claude-opus-4-1", "claude-opus-4.5", id="older: oldest"),
     pytest.param(
         "claude-3-7-sonnet-latest", "claude-3-7-sonnet-latest", "claude-sonnet-4", id="claude 3.7"
@@ -74,7 +90,7 @@ RESOLVE_CASES = [
     pytest.param(
         "claude-3-5-haiku-20241022", "claude-3-5-haiku-20241022", "claude-haiku-4.5", id="3.5 haiku"
     ),
-    pytest.param(" claude-opus-5-5 ", "claude-opus-5-5", "claude-opus-4.8", id="blanks stripped"),
+    pytest.param(" claude-opus-4-8 ", "claude-opus-4-8", "claude-opus-4.8", id="blanks stripped"),
     # other names are unknown: 404
     pytest.param("gpt-4o", None, None, id="gpt"),
     pytest.param("claude-2.1", None, None, id="claude 2"),
@@ -94,9 +110,12 @@ def test_resolve(name: str, public_id: str | None, kiro_id: str | None) -> None:
 
 
 def test_family_match_keeps_the_entry_details() -> None:
-    info = default_catalogue().resolve("claude-opus-5-5[1m]")
+    info = default_catalogue().resolve("claude-opus-4-8-20260101[1m]")
     assert info == ModelInfo(
-        "claude-opus-5-5[1m]", "claude-opus-4.8", "Claude Opus 4.8", context_window=1_000_000
+        "claude-opus-4-8-20260101[1m]",
+        "claude-opus-4.8",
+        "Claude Opus 4.8",
+        context_window=1_000_000,
     )
 
 
@@ -104,14 +123,15 @@ def test_family_match_keeps_the_entry_details() -> None:
     "name",
     [
         pytest.param("claude-opus-5-5", id="future"),
-        pytest.param("claude-sonnet-4-5-20250929[1m]", id="suffixes"),
-        pytest.param("claude-haiku-latest", id="latest"),
+        pytest.param("claude-3-7-sonnet", id="older"),
+        pytest.param("claude-haiku-latest", id="versionless"),
     ],
 )
-def test_fallback_off_only_exact_names(name: str) -> None:
+def test_fallback_off_only_listed_versions(name: str) -> None:
     catalogue = default_catalogue(family_fallback=False)
     assert catalogue.resolve(name) is None
     assert catalogue.resolve("claude-opus-4-8") is not None
+    assert catalogue.resolve("claude-sonnet-4-5-20250929[1m]") is not None  # same version
     assert catalogue.with_overrides({"x": "auto"}).resolve(name) is None
 
 
@@ -124,15 +144,15 @@ def test_listing_unchanged_by_fallback() -> None:
 OVERRIDE_CASES = [
     pytest.param(
         {"claude-opus-4-8": "claude-sonnet-4.6"},
-        "claude-opus-5-5",
+        "claude-opus-4-8-20260101",
         "claude-sonnet-4.6",
-        id="overriding the newest opus redirects future opus names",
+        id="an overridden name's dated form follows the override",
     ),
     pytest.param(
         {"claude-opus-4-9": "claude-opus-4.9"},
-        "claude-opus-5-5",
+        "claude-opus-4-9-latest",
         "claude-opus-4.9",
-        id="an added newer opus becomes the target",
+        id="an added version resolves with its suffixes",
     ),
     pytest.param(
         {"claude-opus-4-9": "claude-opus-4.9"},
@@ -181,7 +201,8 @@ def test_override_keeps_the_fallback_setting() -> None:
 def test_a_catalogue_without_a_family() -> None:
     catalogue = ModelCatalogue((ModelInfo("claude-sonnet-4-5", "claude-sonnet-4.5", "S"),))
     assert catalogue.resolve("claude-opus-5-5") is None
-    info = catalogue.resolve("claude-sonnet-9")
+    assert catalogue.resolve("claude-sonnet-9") is None  # newer: never the older 4.5
+    info = catalogue.resolve("claude-3-5-sonnet")  # older: the oldest listed
     assert info is not None and info.kiro_id == "claude-sonnet-4.5"
 
 
@@ -190,13 +211,91 @@ def test_mapping_and_family_targets() -> None:
     assert catalogue.mapping()[0] == ("claude-sonnet-4-20250514", "claude-sonnet-4")
     assert ("auto", "auto") in catalogue.mapping()
     assert dict(catalogue.family_targets()) == {
-        "opus": "claude-opus-4.8",
-        "sonnet": "claude-sonnet-4.6",
+        "opus": "claude-opus-5",
+        "sonnet": "claude-sonnet-5",
         "haiku": "claude-haiku-4.5",
     }
 
 
 def test_description_names_the_kiro_model() -> None:
-    info = default_catalogue().resolve("claude-opus-5-5")
+    info = default_catalogue().resolve("claude-opus-4-8-20260101")
     assert info is not None
     assert info.description == "Claude Opus 4.8, served by the Kiro model claude-opus-4.8"
+
+
+SUGGEST_CASES = [
+    pytest.param("claude-opus-6", ["claude-opus-5", "claude-opus-4-8", "claude-opus-4-7"], id="6"),
+    pytest.param("claude-opus-5-5", ["claude-opus-5", "claude-opus-4-8", "claude-opus-4-7"]),
+    pytest.param("claude-sonnet-4-7", ["claude-sonnet-4-6", "claude-sonnet-4-5"], id="gap"),
+    pytest.param("claude-haiku-9", ["claude-haiku-4-5"], id="one of the family"),
+    pytest.param("gpt-4o", ["claude-opus-5", "claude-sonnet-5", "claude-haiku-4-5"], id="other"),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), SUGGEST_CASES)
+def test_suggestions_name_the_closest_offered(name: str, expected: list[str]) -> None:
+    catalogue = default_catalogue()
+    assert catalogue.resolve(name) is None
+    assert catalogue.suggestions(name)[: len(expected)] == expected
+
+
+def test_not_offered_hint() -> None:
+    hint = not_offered_hint(default_catalogue(), "claude-opus-6")
+    assert hint == " Closest offered models: claude-opus-5, claude-opus-4-8, claude-opus-4-7."
+
+
+@pytest.mark.parametrize(
+    ("kiro_id", "expected"),
+    [
+        ("claude-opus-5.1", "claude-opus-5-1"),
+        ("claude-sonnet-5", "claude-sonnet-5"),
+        ("deepseek-3.2", "deepseek-3.2"),
+        ("auto", "auto"),
+    ],
+)
+def test_public_name(kiro_id: str, expected: str) -> None:
+    assert public_name(kiro_id) == expected
+
+
+OFFERED = (
+    OfferedModel("auto", "Auto", 1_000_000, 64_000),
+    OfferedModel(
+        "claude-opus-4.8", "Claude Opus 4.8", 1_000_000, 128_000, native=frozenset({"effort"})
+    ),
+    OfferedModel("claude-opus-5.1", "Claude Opus 5.1", 1_000_000, 128_000),
+    OfferedModel("glm-5", "GLM 5", 128_000, 8_192, images=False),
+)
+
+
+def test_with_offered_lists_what_is_offered_with_its_limits() -> None:
+    live = default_catalogue().with_offered(OFFERED)
+    ids = [m.id for m in live.all()]
+    assert ids == ["claude-opus-4-8", "auto", "claude-opus-5-1", "glm-5"]
+    opus = live.resolve("claude-opus-4-8")
+    assert opus is not None
+    assert (opus.context_window, opus.max_output_tokens, opus.native) == (
+        1_000_000,
+        128_000,
+        frozenset({"effort"}),
+    )
+    glm = live.resolve("glm-5")
+    assert glm is not None and glm.images is False and glm.context_window == 128_000
+    auto = live.resolve("auto")
+    assert auto is not None and auto.context_window == 1_000_000
+    newer = live.resolve("claude-opus-5-1-20270101")
+    assert newer is not None and newer.kiro_id == "claude-opus-5.1"
+    assert live.resolve("claude-sonnet-4-5") is None  # not offered: 404
+    assert live.resolve("claude-opus-5-2") is None
+
+
+def test_with_offered_keeps_the_table_for_unknown_accounts() -> None:
+    live = default_catalogue().with_offered(OFFERED, keep_unoffered=True)
+    assert live.resolve("claude-sonnet-4-5") is not None
+    assert len(live.all()) == len(default_catalogue().all()) + 2  # opus 5.1 and glm-5
+
+
+def test_static_table_has_the_2026_models() -> None:
+    catalogue = default_catalogue()
+    for name in ("claude-opus-5", "claude-sonnet-5", "auto"):
+        info = catalogue.resolve(name)
+        assert info is not None and info.kiro_id == name and info.context_window == 1_000_000

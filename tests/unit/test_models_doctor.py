@@ -36,8 +36,9 @@ TABLE_CASES = [
     ),
     pytest.param(
         set(),
-        "other claude-opus-*",
-        "other claude-opus-* -> claude-opus-4.8 [NOT OFFERED] (newer versions; see docs/models.md)",
+        "claude-opus[-latest]",
+        "claude-opus[-latest] -> claude-opus-5 [NOT OFFERED]"
+        " (no version: the newest; see docs/models.md)",
         id="family row",
     ),
 ]
@@ -53,12 +54,12 @@ def test_mapping_lines_list_every_entry_once_and_in_order() -> None:
     lines = mapping_lines(catalogue, None)
     listed = [ln.split(" -> ")[0].strip() for ln in lines[: len(catalogue.all())]]
     assert listed == [m.id for m in catalogue.all()]
-    assert [ln for ln in lines if ln.startswith("other claude-")] == lines[len(listed) :]
+    assert [ln for ln in lines if "(no version: the newest" in ln] == lines[len(listed) :]
 
 
 def test_mapping_lines_without_fallback() -> None:
     lines = mapping_lines(default_catalogue(family_fallback=False), None)
-    assert not any(ln.startswith("other claude-") for ln in lines)
+    assert not any("(no version: the newest" in ln for ln in lines)
     assert lines[-1] == "other names: 404 model_not_found (KI2API_MODEL_FALLBACK is off)"
 
 
@@ -75,9 +76,7 @@ def test_doctor_shows_the_mapping_and_what_the_account_offers(
     assert "claude-sonnet-4-5 -> claude-sonnet-4.5 [offered]" in lines, out
     assert "claude-opus-4-8 -> claude-opus-9.9 [NOT OFFERED]" in lines, out
     assert "gpt-4o -> auto [offered]" in lines, out
-    assert any(
-        ln.startswith("other claude-opus-* -> claude-opus-9.9 [NOT OFFERED]") for ln in lines
-    )
+    assert any(ln.startswith("claude-opus[-latest] -> claude-opus-5 [offered]") for ln in lines)
     assert "this account is not offered: claude-opus-9.9" in out, out
 
 

@@ -29,7 +29,6 @@ from ki2api.kiro.budget import DEFAULT_MAX_UPSTREAM_BYTES, fit_conversation
 from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.codec import CodecError, EventStreamDecoder
-from ki2api.kiro.conversation import kiro_conversation_id
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
@@ -105,7 +104,7 @@ class KiroBackend:
         middle of the stream for exception frames, corruption, truncation or a missing end.
         """
         key = conversation_key(conv) if len(self._pool) > 1 else None  # sticky needs a choice
-        run = _Run(self._pool, self._options.pool_wait_s)
+        run = _Run(self._pool, self._options.pool_wait_s, conv.model_id)
         # the retry budget: at most max_attempts attempts, and no new attempt once two
         # first-event timeouts have passed since the request came in (so an account that
         # stalled still leaves time for another)
@@ -307,7 +306,7 @@ class KiroBackend:
 
     def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
         """The request and its bytes, within the upstream size budget (see kiro/budget.py)."""
-        conversation_id = kiro_conversation_id(conv)  # one per conversation, as real clients
+        conversation_id = conv.conversation_id or self._new_id()
         profile_arn = auth.profile_arn or self._options.profile_arn
 
         def build(c: Conversation) -> tuple[KiroRequest, bytes]:
@@ -417,8 +416,9 @@ class _Run:
     account only when the request is over (`settle`): if the same answer came twice, the
     request was at fault and no account is struck."""
 
-    def __init__(self, pool: AccountPool, max_wait_s: float) -> None:
+    def __init__(self, pool: AccountPool, max_wait_s: float, model: str | None = None) -> None:
         self._pool = pool
+        self._model = model  # only accounts whose catalogue offers it
         self._wait_left = max_wait_s
         self.tried: set[str] = set()
         self.barred: set[str] = set()  # failed for their own fault: not again in this request
@@ -435,12 +435,12 @@ class _Run:
         if delay > 0:
             await asyncio.sleep(delay)
         while True:
-            account = await self._pool.acquire(key, self.tried)
+            account = await self._pool.acquire(key, self.tried, model=self._model)
             if account is None and self.tried - self.done:
                 # every account was tried: one that failed for nobody's fault may be tried again
                 await asyncio.sleep(max(0.0, policy.retry_delay_base_s - delay))
                 delay = policy.retry_delay_base_s
-                account = await self._pool.acquire(key, self.done)
+                account = await self._pool.acquire(key, self.done, model=self._model)
             if account is not None:
                 if account.id in self.tried:
                     self.done.add(account.id)  # its second try in this request: the last

@@ -100,6 +100,8 @@ class AccountPool:
         self._relogin_checked = 0.0
         self._store_checked = -_STORE_CHECK_S
         self._quota_lookup = quota_lookup
+        # the Kiro model ids an account offers (kiro/catalogue.py sets it); None: any
+        self.offers: Callable[[str], frozenset[str] | None] = lambda _account_id: None
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -172,12 +174,18 @@ class AccountPool:
             await self._store.put_health(account.health)
         _log.info("account %s enabled again: %s", account_id, why)
 
-    async def acquire(self, key: str | None, exclude: Collection[str]) -> PoolAccount | None:
-        """An account for the next attempt (counted in flight until `release`), or None."""
+    async def acquire(
+        self, key: str | None, exclude: Collection[str], *, model: str | None = None
+    ) -> PoolAccount | None:
+        """An account for the next attempt (counted in flight until `release`), or None.
+        With `model` (a Kiro id), only an account whose catalogue offers it."""
         await self._sync()
         sticky = self._sticky.get(key) if key is not None else None
-        candidates = [a.candidate() for a in self._accounts.values()]
-        chosen = choose(candidates, self._clock(), sticky=sticky, exclude=exclude)
+        candidates = [
+            dataclasses.replace(a.candidate(), models=self.offers(a.id))
+            for a in self._accounts.values()
+        ]
+        chosen = choose(candidates, self._clock(), sticky=sticky, exclude=exclude, model=model)
         if chosen is None:
             return None
         account = self._accounts[chosen]

@@ -7,6 +7,7 @@ KIRO_PROTOCOL.md §6 and issue 5 §3.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import orjson
+
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.messages import Conversation
-from ki2api.kiro.conversation import start_digest
+from ki2api.core.messages import Conversation, ImagePart, TextPart
 
 __all__ = [
     "ACCOUNT_LEVEL",
@@ -55,9 +57,13 @@ class Candidate:
     enabled: bool = True
     cooldown_until: float = 0.0
     reason: str | None = None  # why cooling down / disabled
+    models: frozenset[str] | None = None  # the Kiro model ids it offers (None: any)
 
     def healthy(self, now: float) -> bool:
         return self.enabled and self.cooldown_until <= now
+
+    def offers(self, model: str | None) -> bool:
+        return model is None or self.models is None or model in self.models
 
 
 def _share(c: Candidate) -> float:
@@ -71,13 +77,15 @@ def choose(
     *,
     sticky: str | None = None,
     exclude: Collection[str] = (),
+    model: str | None = None,
 ) -> str | None:
     """The id of the account to use next, or None when no account is healthy.
 
+    Only accounts that offer `model` (a Kiro id; see `Candidate.models`) are considered.
     A healthy `sticky` account wins (one conversation stays on one account); otherwise the fewest
     in flight, then the higher priority, then the smallest served/weight, then the id.
     """
-    healthy = [c for c in candidates if c.healthy(now) and c.id not in exclude]
+    healthy = [c for c in candidates if c.healthy(now) and c.id not in exclude and c.offers(model)]
     if sticky is not None and any(c.id == sticky for c in healthy):
         return sticky
     if not healthy:
@@ -352,8 +360,12 @@ def conversation_key(conv: Conversation) -> str:
     """
     if conv.conversation_id:
         return conv.conversation_id
-    # the same sources as the conversationId sent upstream (kiro/conversation.py), plus the model
-    return start_digest(conv, with_model=True)
+    first = next((m for m in conv.messages if m.role == "user"), None)
+    parts = first.parts if first is not None else ()
+    texts = [p.text for p in parts if isinstance(p, TextPart)]
+    images = [[p.media_type, len(p.data_b64)] for p in parts if isinstance(p, ImagePart)]
+    blob = orjson.dumps([conv.model_id, list(conv.system), texts, images])
+    return hashlib.sha256(blob).hexdigest()[:24]
 
 
 def _utc(at: float) -> str:

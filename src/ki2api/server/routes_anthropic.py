@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event
 from ki2api.core.messages import Conversation
-from ki2api.core.models import ModelInfo
+from ki2api.core.models import ModelInfo, not_offered_hint
 from ki2api.core.websearch import (
     failed_answer,
     new_server_tool_use_id,
@@ -53,10 +53,12 @@ def _authorize(request: Request) -> Services:
     return services
 
 
-def _resolve_model(services: Services, name: str) -> ModelInfo:
-    info = services.catalogue.resolve(name)
+async def _resolve_model(services: Services, name: str) -> ModelInfo:
+    catalogue = await services.models()
+    info = catalogue.resolve(name)
     if info is None:
-        raise GatewayError(ErrorKind.MODEL_NOT_FOUND, f"model: {name}", param="model")
+        hint = not_offered_hint(catalogue, name)
+        raise GatewayError(ErrorKind.MODEL_NOT_FOUND, f"model: {name}{hint}", param="model")
     return info
 
 
@@ -77,7 +79,7 @@ async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conv
 async def create_message(request: Request) -> Response:
     services = _authorize(request)
     req = parse_messages_request(await request.body())
-    model = _resolve_model(services, req.model)
+    model = await _resolve_model(services, req.model)
     if services.images is not None:
         unfetched = await resolve_remote_images(req, UnfetchedImages())
         if unfetched is not req:  # the text budget first: no download for a refused request
@@ -174,7 +176,7 @@ async def _web_search(
 async def count_tokens(request: Request) -> Response:
     services = _authorize(request)
     req = parse_count_tokens_request(await request.body())
-    model = _resolve_model(services, req.model)
+    model = await _resolve_model(services, req.model)
     counted = await resolve_remote_images(req, UnfetchedImages())
     conv = apply_image_limits(to_conversation(counted, model.kiro_id))
     return JSONResponse({"input_tokens": estimate_input_tokens(conv)})

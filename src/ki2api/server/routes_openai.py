@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, aggregate
-from ki2api.core.models import ModelInfo
+from ki2api.core.models import ModelInfo, not_offered_hint
 from ki2api.core.trace import RequestTrace
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
 from ki2api.frontends.openai.images import resolve_remote_images
@@ -48,12 +48,14 @@ def _authorize(request: Request) -> Services:
     return services
 
 
-def _resolve_model(services: Services, name: str) -> ModelInfo:
-    info = services.catalogue.resolve(name)
+async def _resolve_model(services: Services, name: str) -> ModelInfo:
+    catalogue = await services.models()
+    info = catalogue.resolve(name)
     if info is None:
         raise GatewayError(
             ErrorKind.MODEL_NOT_FOUND,
-            f"The model `{name}` does not exist or you do not have access to it.",
+            f"The model `{name}` does not exist or you do not have access to it."
+            + not_offered_hint(catalogue, name),
             param="model",
             code="model_not_found",
         )
@@ -64,7 +66,7 @@ def _resolve_model(services: Services, name: str) -> ModelInfo:
 async def chat_completions(request: Request) -> Response:
     services = _authorize(request)
     req = parse_chat_request(await request.body())
-    model = _resolve_model(services, req.model)
+    model = await _resolve_model(services, req.model)
     backend = services.require_backend()
     if services.images is not None:
         unfetched = await resolve_remote_images(req, UnfetchedImages())
@@ -149,13 +151,15 @@ def _model_object(info: ModelInfo) -> dict[str, Any]:
         "max_tokens": info.max_output_tokens,
         "capabilities": None,
         "description": info.description,
+        # what the accounts' ListAvailableModels says the model accepts (supportedInputTypes)
+        "input_modalities": ["text", "image"] if info.images else ["text"],
     }
 
 
 @router.api_route("/v1/models", methods=["GET", "HEAD"])
 async def list_models(request: Request) -> Response:
     services = _authorize(request)
-    data = [_model_object(m) for m in services.catalogue.all()]
+    data = [_model_object(m) for m in (await services.models()).all()]
     return JSONResponse(
         {
             "object": "list",
@@ -170,7 +174,7 @@ async def list_models(request: Request) -> Response:
 @router.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
 async def retrieve_model(request: Request, model_id: str) -> Response:
     services = _authorize(request)
-    return JSONResponse(_model_object(_resolve_model(services, model_id)))
+    return JSONResponse(_model_object(await _resolve_model(services, model_id)))
 
 
 @router.api_route("/health", methods=["GET", "HEAD"])

@@ -11,6 +11,7 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.images.fetch import ImageFetcher
 from ki2api.kiro.backend import BackendOptions, KiroBackend
+from ki2api.kiro.catalogue import LiveCatalogue, live_catalogue
 from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.credentials_discovery import discover, no_credentials_error
 from ki2api.kiro.pool import AccountPool
@@ -44,6 +45,11 @@ class Services:
     quota: QuotaPoller
     credentials_problem: str | None = None
     images: ImageFetcher | None = None
+    live: LiveCatalogue | None = None  # what the accounts really offer (ListAvailableModels)
+
+    async def models(self) -> ModelCatalogue:
+        """The catalogue requests resolve against: the accounts' live one, else the static."""
+        return await self.live.catalogue() if self.live is not None else self.catalogue
 
     def require_web_search(self) -> KiroWebSearch:
         self._require_accounts()
@@ -139,6 +145,7 @@ async def build_services(
         quota,
         credentials_problem=problem,
         images=_image_fetcher(settings),
+        live=live_catalogue(settings, http, pool, catalogue),
     )
 
 
