@@ -19,7 +19,7 @@ from .credentials import write_credentials
 from .errors import BEARER_INVALID, INVALID_MODEL, UNKNOWN_OPERATION, Rejection, json_response
 from .faults import TRANSPORT_KEY, DropConnection, decide, transport_of
 from .mcp import mcp
-from .models import list_models_page, usage_limits
+from .models import list_models_page, native_thinking, usage_limits
 from .profiles import LIST_PROFILES_TARGET, check_profile, list_profiles_page
 from .reqlog import record
 from .script import parse_directives, plan_reply
@@ -79,7 +79,9 @@ async def _answer_chat(
         err = directives.error
         kind = err.get("type") if isinstance(err.get("type"), str) else None
         raise Rejection(err["status"], err.get("body", {}), kind, "directive error")
-    reply = plan_reply(content, req.tools, directives, state.new_tool_use_id)
+    native = native_thinking(json_object(raw) or {}, req.model_id)  # additionalModelRequestFields
+    new_id = state.new_tool_use_id
+    reply = plan_reply(content, req.tools, directives, new_id, native_thinking=native)
     plan = build_plan(
         reply,
         directives,

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import IMPROPER
+
 __all__ = [
     "KNOWN_MODELS",
     "NATIVE_SCHEMA",
     "ModelEntry",
     "context_window",
     "list_models_page",
+    "native_thinking",
     "usage_limits",
 ]
 
@@ -105,6 +108,35 @@ def _model_json(m: ModelEntry) -> dict[str, Any]:
         "rateMultiplier": m.rate,
         "rateUnit": "Credit",
     }
+
+
+def native_thinking(body: dict[str, Any], model_id: str) -> bool:
+    """Check a chat body's `additionalModelRequestFields` against the model's schema (only the
+    NATIVE_SCHEMA models take any: thinking.type adaptive|disabled, output_config.effort in its
+    enum, max_tokens >= 1; anything else is 400 "Improperly formed request."). True when it turns
+    native thinking on (the reply then carries reasoningContentEvent frames)."""
+    fields = body.get("additionalModelRequestFields")
+    if fields is None:
+        return False
+    entry = _BY_ID.get(model_id)
+    if not isinstance(fields, dict) or entry is None or not entry.native:
+        raise IMPROPER.because(f"{model_id} takes no additionalModelRequestFields")
+    props = NATIVE_SCHEMA["properties"]
+    unknown = set(fields) - set(props)
+    if unknown:
+        raise IMPROPER.because(f"additionalModelRequestFields: unknown {sorted(unknown)}")
+    thinking = fields.get("thinking", {"type": "disabled"})
+    kinds = props["thinking"]["properties"]["type"]["enum"]
+    if not isinstance(thinking, dict) or thinking.get("type") not in kinds:
+        raise IMPROPER.because("additionalModelRequestFields.thinking.type")
+    config = fields.get("output_config", {})
+    efforts = props["output_config"]["properties"]["effort"]["enum"]
+    if not isinstance(config, dict) or config.get("effort", "high") not in efforts:
+        raise IMPROPER.because("additionalModelRequestFields.output_config.effort")
+    max_tokens = fields.get("max_tokens", 1)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise IMPROPER.because("additionalModelRequestFields.max_tokens")
+    return bool(thinking.get("type") == "adaptive")
 
 
 def list_models_page(

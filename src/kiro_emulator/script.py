@@ -10,6 +10,8 @@ Thinking mode (docs/kiro-protocol.md §3.8): a message with `<thinking_mode>enab
 the reply, as the real models do; the tags are not part of the echoed message. A `thinking`
 directive replaces that text. The `reasoning` directive (a string, or `{"text", "signature"}`)
 sends the thinking natively instead, as `reasoningContentEvent` frames before the text.
+Native thinking (`additionalModelRequestFields.thinking.type: adaptive`, models.native_thinking)
+is answered the same way, with the text `Thinking about: {message}`, no tags in the text.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ THINKING_MODE = re.compile(
 )
 ECHO_LIMIT = 2_000
 THINKING_ECHO_LIMIT = 200
+NATIVE_SIGNATURE = "emulator-native-thinking"  # the signature of native-thinking replies
 DEFAULT_SIGNATURE = "emu-signature"
 REASONING_FRAMES = 3
 
@@ -287,7 +290,12 @@ def _reasoning_frames(reasoning: dict[str, str]) -> list[dict[str, str]]:
 
 
 def plan_reply(
-    content: str, tools: dict[str, dict[str, Any]], d: Directives, new_id: Callable[[], str]
+    content: str,
+    tools: dict[str, dict[str, Any]],
+    d: Directives,
+    new_id: Callable[[], str],
+    *,
+    native_thinking: bool = False,
 ) -> Reply:
     """What to answer to `content` (already stripped of directives)."""
     thinking_mode, content = split_thinking_mode(content)
@@ -304,4 +312,7 @@ def plan_reply(
     if thinking is not None:
         text = f"<thinking>{thinking}</thinking>\n\n{text}"
     reasoning = _reasoning_frames(d.reasoning) if d.reasoning is not None else []
+    if native_thinking and not reasoning and d.thinking is None:
+        thought = "Thinking about: " + content.strip()[:THINKING_ECHO_LIMIT]
+        reasoning = _reasoning_frames({"text": thought, "signature": NATIVE_SIGNATURE})
     return Reply(text, d.repeat_text, calls, reasoning)

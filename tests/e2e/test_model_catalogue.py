@@ -167,3 +167,51 @@ def test_emulator_refuses_a_model_the_account_is_not_offered(
     r = httpx.post(f"{emulator_url}/generateAssistantResponse", headers=headers, json=body)
     assert r.status_code == 400, r.text
     assert r.json()["reason"] == "INVALID_MODEL_ID"
+
+
+def _last_chat_body(gateway: Gateway) -> dict[str, Any]:
+    chats = [q for q in gateway.emulator_requests() if q["path"].endswith("Response")]
+    body: dict[str, Any] = chats[-1]["body"]
+    return body
+
+
+def test_native_thinking_fields_where_the_model_offers_them(gateway: Gateway) -> None:
+    msg = gateway.anthropic().messages.create(
+        model="claude-opus-4-8",
+        max_tokens=2000,
+        thinking={"type": "adaptive"},
+        output_config={"effort": "xhigh"},
+        messages=[{"role": "user", "content": "Why is the sky blue?"}],
+    )
+    body = _last_chat_body(gateway)
+    assert body["additionalModelRequestFields"] == {
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "xhigh"},
+        "max_tokens": 2000,
+    }
+    current = body["conversationState"]["currentMessage"]["userInputMessage"]["content"]
+    assert "<thinking_mode>" not in current
+    assert msg.content[0].type == "thinking"
+    assert msg.content[0].thinking == "Thinking about: Why is the sky blue?"
+
+    resp = gateway.openai().chat.completions.create(
+        model="claude-sonnet-5",
+        reasoning_effort="low",
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    body = _last_chat_body(gateway)
+    assert body["additionalModelRequestFields"] == {
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "low"},
+    }
+    assert _extra(resp.choices[0].message, "reasoning_content") == "Thinking about: hi"
+
+    gateway.openai().chat.completions.create(  # no native fields: the tags as before
+        model="claude-sonnet-4-5",
+        reasoning_effort="low",
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    body = _last_chat_body(gateway)
+    assert "additionalModelRequestFields" not in body
+    current = body["conversationState"]["currentMessage"]["userInputMessage"]["content"]
+    assert current.startswith("<thinking_mode>enabled</thinking_mode>")

@@ -130,3 +130,6 @@ class Conversation:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     params: GenParams = field(default_factory=GenParams)
     conversation_id: str | None = None
+    # the native fields the model takes ("thinking", "effort", "max_tokens": its
+    # additionalModelRequestFieldsSchema, core.models.ModelInfo.native); empty: none known
+    native: frozenset[str] = frozenset()

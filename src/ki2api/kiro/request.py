@@ -25,6 +25,9 @@ module renders the result and owns these choices:
   text sits in the first history entry, which a tool round pushes further back and the size
   budget may trim away, while the current message is always sent and is the turn the model
   answers. History user entries never carry the tags (the client's history has none).
+  A model whose catalogue entry offers native fields (`conv.native`, from ListAvailableModels)
+  gets them instead, in the top-level `additionalModelRequestFields`
+  (`thinking_mode.native_request_fields`: thinking, effort, max_tokens) and no tags.
 * Images: `format` is the media subtype (`jpg` -> `jpeg`); only Kiro's formats (gif, jpeg,
   png, webp) are sent; any other image becomes a text note rather than a request Kiro rejects.
 """
@@ -38,7 +41,7 @@ from typing import Any
 
 from ki2api.core.messages import Conversation, ImagePart, ToolResultPart
 from ki2api.kiro.history import AssistantTurn, UserTurn, arrange, plain_json, result_text
-from ki2api.kiro.thinking_mode import thinking_prefix
+from ki2api.kiro.thinking_mode import native_request_fields, thinking_prefix
 from ki2api.kiro.tools import ToolPlan, plan_tools
 
 __all__ = [
@@ -154,9 +157,9 @@ def build_kiro_request(
         else {"assistantResponseMessage": _assistant_message(t, plan.names)}
         for t in dialogue.history
     ]
-    current_text = _join(
-        thinking_prefix(conv.params.thinking), user_text(dialogue.current), plan.instruction
-    )
+    native = native_request_fields(conv.params.thinking, conv.params.max_tokens, conv.native)
+    tags = "" if "thinking" in native else thinking_prefix(conv.params.thinking)
+    current_text = _join(tags, user_text(dialogue.current), plan.instruction)
     current = _user_message(dialogue.current, conv.model_id, current_text, plan.specs)
     body: dict[str, Any] = {
         "conversationState": {
@@ -169,6 +172,8 @@ def build_kiro_request(
     }
     if profile_arn:
         body["profileArn"] = profile_arn
+    if native:
+        body["additionalModelRequestFields"] = native
     return KiroRequest(
         body=body,
         tool_names=MappingProxyType(_reverse(plan)),

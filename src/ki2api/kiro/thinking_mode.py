@@ -6,6 +6,12 @@ or for adaptive thinking
 `<thinking_mode>adaptive</thinking_mode><thinking_effort>E</thinking_effort>`.
 The model then starts its answer with `<thinking>…</thinking>` (split off by `kiro.thinking`).
 
+Models whose ListAvailableModels `additionalModelRequestFieldsSchema` offers them (the 4.6+
+models, docs/kiro-protocol.md §10.4) get the native fields instead (`native_request_fields`):
+`{"thinking": {"type": "adaptive"}, "output_config": {"effort": E}, "max_tokens": N}`, as kiro-cli
+sends them (§10.2). Native thinking has no budget: an `enabled` budget becomes an effort
+(up to 4096 tokens low, up to 16384 medium, more high). Efforts keep xhigh and max natively.
+
 * Budget (`enabled`): `ThinkingConfig.budget_tokens` clamped to [1024, 24576]; none given means
   20000. These are kiro.rs's and AIClient's numbers (kiro-gw uses 4000 capped at 10000); 1024 is
   also Anthropic's own minimum, and Claude Code's 31999 becomes 24576.
@@ -26,6 +32,8 @@ __all__ = [
     "MIN_BUDGET",
     "clamp_budget",
     "kiro_effort",
+    "native_effort",
+    "native_request_fields",
     "thinking_prefix",
 ]
 
@@ -53,6 +61,37 @@ def clamp_budget(budget_tokens: int | None) -> int:
 def kiro_effort(effort: str | None) -> str:
     """The `thinking_effort` Kiro gets for a requested effort (None or unknown: high)."""
     return _EFFORTS.get((effort or "").strip().lower(), DEFAULT_EFFORT)
+
+
+_NATIVE_EFFORTS: Final = ("low", "medium", "high", "xhigh", "max")
+
+
+def native_effort(config: ThinkingConfig) -> str:
+    """The `output_config.effort` for `config`: the asked effort (minimal -> low; unknown or
+    none -> high), or for a budget: <= 4096 low, <= 16384 medium, else high."""
+    if config.kind == "adaptive":
+        asked = (config.effort or "").strip().lower()
+        if asked == "minimal":
+            return "low"
+        return asked if asked in _NATIVE_EFFORTS else DEFAULT_EFFORT
+    budget = clamp_budget(config.budget_tokens)
+    return "low" if budget <= 4096 else "medium" if budget <= 16384 else "high"
+
+
+def native_request_fields(
+    config: ThinkingConfig | None, max_tokens: int | None, offered: frozenset[str]
+) -> dict[str, object]:
+    """The `additionalModelRequestFields` for a model that offers `offered` natively ("thinking",
+    "effort", "max_tokens"); empty when there is nothing to send. Thinking goes natively only when
+    the model offers the `thinking` field (else `thinking_prefix` carries it as text)."""
+    fields: dict[str, object] = {}
+    if config is not None and "thinking" in offered:
+        fields["thinking"] = {"type": "adaptive"}
+        if "effort" in offered:
+            fields["output_config"] = {"effort": native_effort(config)}
+    if max_tokens is not None and max_tokens > 0 and "max_tokens" in offered:
+        fields["max_tokens"] = max_tokens
+    return fields
 
 
 def thinking_prefix(config: ThinkingConfig | None) -> str:

@@ -7,6 +7,7 @@ routes are shared with the OpenAI surface (routes_openai.py serves a shape both 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -64,6 +65,7 @@ async def _resolve_model(services: Services, name: str) -> ModelInfo:
 
 async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conversation:
     """`conv` within Kiro's size budget, or 400 in Claude Code's compaction wording."""
+    conv = dataclasses.replace(conv, native=model.native)  # the model's native request fields
     try:
         return services.require_backend().fit(conv)
     except GatewayError as err:

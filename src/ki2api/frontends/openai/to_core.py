@@ -97,6 +97,7 @@ def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversatio
         tools=tools,
         tool_choice=_tool_choice(req, tools),
         params=_params(req),
+        native=model.native,
     )
 
 
