@@ -215,3 +215,13 @@ def test_native_thinking_fields_where_the_model_offers_them(gateway: Gateway) ->
     assert "additionalModelRequestFields" not in body
     current = body["conversationState"]["currentMessage"]["userInputMessage"]["content"]
     assert current.startswith("<thinking_mode>enabled</thinking_mode>")
+
+
+@pytest.mark.parametrize(("model", "window"), [("auto", 1_000_000), ("claude-sonnet-4-5", 200_000)])
+def test_usage_estimates_use_the_real_window(gateway: Gateway, model: str, window: int) -> None:
+    # Kiro reports only a context-usage percentage: 1% of the model's real window
+    resp = gateway.openai().chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": '<emu>{"context_usage": 1.0}</emu>hi'}],
+    )
+    assert resp.usage is not None and resp.usage.prompt_tokens == window // 100
