@@ -5,8 +5,9 @@ call runs sync and async (httpx2 and aiohttp transports) with "loose" and "stric
 (pydantic-validated) clients, through the plain, raw-response and streaming-response wrappers.
 They run in a subprocess from a cached venv (see conftest.py) against a gateway on 127.0.0.1
 whose upstream is the Kiro emulator. The tests send the key `my-anthropic-api-key` as
-`x-api-key` and the model `claude-opus-5-5`, which Ki2API's family rule maps to the newest
-Kiro Opus (docs/models.md); no mapping is configured for it here on purpose.
+`x-api-key` and the model `claude-opus-5-5`, a version no account offers: since issue 10 §3
+it is a 404 rather than an older Opus (docs/models.md), so it is mapped like every other name
+the catalogue does not resolve.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def test_anthropic_sdk_api_tests_pass(
     models = sdk_model_ids(src)
     assert models, f"found no model ids in the anthropic {sdk_version} test files"
 
-    # Names our catalogue resolves (claude-opus-5-5 by the family rule) stay as they are; only
-    # the others (the placeholder `model_id`) are mapped.
+    # Names our catalogue resolves stay as they are; the others (the placeholder `model_id`,
+    # the newer `claude-opus-5-5`) are mapped.
     catalogue = default_catalogue()
     unknown = {m for m in models if catalogue.resolve(m) is None}
     gw = gateway_factory(
