@@ -25,11 +25,20 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, MessageStop, TextDelta, ThinkingDelta, ToolCallStart, Usage
 from ki2api.core.messages import Conversation
 from ki2api.core.trace import RequestTrace
-from ki2api.kiro.budget import DEFAULT_MAX_UPSTREAM_BYTES, fit_conversation
+from ki2api.kiro.budget import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_TOOLS,
+    DEFAULT_MAX_UPSTREAM_BYTES,
+    body_image_bytes,
+    fit_conversation,
+    text_bytes,
+)
 from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.codec import CodecError, EventStreamDecoder
+from ki2api.kiro.conversation import kiro_conversation_id
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.endpoints import api_base, chat_region
 from ki2api.kiro.events import KiroStreamTranslator
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.pool import AccountPool, PoolAccount
@@ -59,9 +68,12 @@ _PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHO
 
 @dataclass(frozen=True, slots=True)
 class BackendOptions:
-    api_base: str
+    api_base: str  # may hold `{region}`: each account's Q region (kiro/endpoints.py)
     profile_arn: str | None = None  # used when the login carries none (e.g. IdC)
+    region: str | None = None  # KIRO_REGION: one Q region for every account
     max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BYTES  # refuse (or trim) bigger requests
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # images (base64) of one request: 400 above
+    max_tools: int = DEFAULT_MAX_TOOLS  # tools of one request: 400 above
     trim_history: bool = False
     max_attempts: int = 4  # accounts tried for one request before giving up
     first_event_timeout_s: float = 120.0  # per attempt: no content by then -> next account
@@ -81,7 +93,7 @@ class KiroBackend:
         self._pool = pool
         self._options = options
         self._new_id = id_factory
-        self._url = f"{options.api_base.rstrip('/')}/generateAssistantResponse"
+        self._urls: dict[str, str] = {}  # per Q region
 
     async def stream(
         self,
@@ -286,7 +298,20 @@ class KiroBackend:
             machine=auth.machine_id or machine_id(auth.account_id),
             invocation_id=self._new_id(),
         )
-        return await self._chat.post(self._url, payload, headers), request
+        return await self._chat.post(self._url_for(auth), payload, headers), request
+
+    def _url_for(self, auth: AuthSnapshot) -> str:
+        """The chat URL of the account's Q region (kiro/endpoints.py)."""
+        region = chat_region(
+            profile_arn=auth.profile_arn or self._options.profile_arn,
+            login_region=auth.region,
+            override=self._options.region,
+        )
+        url = self._urls.get(region)
+        if url is None:
+            url = f"{api_base(self._options.api_base, region)}/generateAssistantResponse"
+            self._urls[region] = url
+        return url
 
     def fit(self, conv: Conversation) -> Conversation:
         """`conv` within the upstream size budget (trimmed when configured), or
@@ -295,18 +320,20 @@ class KiroBackend:
 
         def measure(c: Conversation) -> int:
             body = build_kiro_request(c, conversation_id=_PLACEHOLDER_ID, profile_arn=arn).body
-            return len(orjson.dumps(body))
+            return text_bytes(body)  # image bytes do not count (docs/kiro-protocol.md §3.9)
 
         return fit_conversation(
             conv,
             max_body_bytes=self._options.max_body_bytes,
             trim=self._options.trim_history,
             measure=measure,
+            max_tools=self._options.max_tools,
+            max_image_bytes=self._options.max_image_bytes,
         )
 
     def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
         """The request and its bytes, within the upstream size budget (see kiro/budget.py)."""
-        conversation_id = conv.conversation_id or self._new_id()
+        conversation_id = kiro_conversation_id(conv)  # one per conversation, as real clients
         profile_arn = auth.profile_arn or self._options.profile_arn
 
         def build(c: Conversation) -> tuple[KiroRequest, bytes]:
@@ -317,12 +344,14 @@ class KiroBackend:
 
         request, payload = build(conv)
         limit = self._options.max_body_bytes
-        if len(payload) > limit:
+        if len(payload) - body_image_bytes(request.body) > limit:
             fitted = fit_conversation(
                 conv,
                 max_body_bytes=limit,
                 trim=self._options.trim_history,
-                measure=lambda c: len(build(c)[1]),
+                measure=lambda c: text_bytes(build(c)[0].body),
+                max_tools=self._options.max_tools,
+                max_image_bytes=self._options.max_image_bytes,
             )
             request, payload = build(fitted)
         return request, payload

@@ -2,12 +2,11 @@
 
 No I/O and no clock: callers pass `now` (epoch seconds) and the accounts' current state as
 `Candidate`s, and apply the returned `Action`s to the store themselves. The failure table follows
-KIRO_PROTOCOL.md §6 and issue 5 §3.
+docs/kiro-protocol.md §6 and issue 5 §3.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -15,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-import orjson
-
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.messages import Conversation, ImagePart, TextPart
+from ki2api.core.messages import Conversation
+from ki2api.kiro.conversation import start_digest
 
 __all__ = [
     "ACCOUNT_LEVEL",
@@ -224,7 +222,7 @@ _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
     (ErrorKind.UPSTREAM_AUTH, "invalid_grant"): "invalid_grant",
 }
 # Upstream failures that any account would repeat for this request: Kiro cuts a tool input that
-# is too large (KIRO_PROTOCOL.md 10.1), whichever account asks.
+# is too large (docs/kiro-protocol.md §5.6), whichever account asks.
 _REQUEST_CODES = frozenset({"tool_input_truncated"})
 # The reason shown for an account whose 429s do not lift after several rests.
 STUCK_THROTTLE = "throttled_persistently"
@@ -360,12 +358,8 @@ def conversation_key(conv: Conversation) -> str:
     """
     if conv.conversation_id:
         return conv.conversation_id
-    first = next((m for m in conv.messages if m.role == "user"), None)
-    parts = first.parts if first is not None else ()
-    texts = [p.text for p in parts if isinstance(p, TextPart)]
-    images = [[p.media_type, len(p.data_b64)] for p in parts if isinstance(p, ImagePart)]
-    blob = orjson.dumps([conv.model_id, list(conv.system), texts, images])
-    return hashlib.sha256(blob).hexdigest()[:24]
+    # the same sources as the conversationId sent upstream (kiro/conversation.py), plus the model
+    return start_digest(conv, with_model=True)
 
 
 def _utc(at: float) -> str:

@@ -14,6 +14,7 @@ from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.catalogue import LiveCatalogue, live_catalogue
 from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.credentials_discovery import discover, no_credentials_error
+from ki2api.kiro.headers import set_client_version
 from ki2api.kiro.pool import AccountPool
 from ki2api.kiro.pool_policy import PolicyConfig
 from ki2api.kiro.pool_refresh import credentials_factory
@@ -86,6 +87,7 @@ def policy_config(settings: Settings) -> PolicyConfig:
 async def build_services(
     settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
 ) -> Services:
+    set_client_version(settings.kiro_client_version)  # the user agent of every Kiro call
     http = create_upstream_client(settings, upstream_transport)
     catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
         settings.model_overrides
@@ -118,7 +120,10 @@ async def build_services(
         BackendOptions(
             api_base=settings.kiro_api_base,
             profile_arn=settings.kiro_profile_arn,
+            region=settings.kiro_region,
             max_body_bytes=settings.max_upstream_bytes,
+            max_image_bytes=settings.max_image_bytes_per_request,
+            max_tools=settings.max_tools,
             trim_history=settings.trim_history,
             max_attempts=settings.max_attempts,
             first_event_timeout_s=settings.first_event_timeout_s,
@@ -126,7 +131,11 @@ async def build_services(
         ),
     )
     web_search = KiroWebSearch(
-        chat, pool, api_base=settings.kiro_api_base, profile_arn=settings.kiro_profile_arn
+        chat,
+        pool,
+        api_base=settings.kiro_api_base,
+        profile_arn=settings.kiro_profile_arn,
+        region=settings.kiro_region,
     )
     usage = UsageLog(store)
     usage.start()
