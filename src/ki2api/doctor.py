@@ -11,6 +11,7 @@ from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials, discover
+from ki2api.kiro.endpoints import account_api_base
 from ki2api.kiro.headers import chat_headers, machine_id, set_client_version
 from ki2api.settings import Settings
 from ki2api.transport import create_upstream_client, map_transport_errors
@@ -52,7 +53,19 @@ async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> in
             _say(OK, "the token was refreshed successfully and written back")
         else:
             _say(OK, "the access token is still valid (no refresh needed)")
+        _report_profile(settings, auth)
         return await _probe_upstream(http, settings, auth)
+
+
+def _report_profile(settings: Settings, auth: AuthSnapshot) -> None:
+    """Which Q profile and region this login uses (docs/kiro-protocol.md §1.3, §3.1)."""
+    arn = settings.kiro_profile_arn or auth.profile_arn
+    where = account_api_base(settings, profile_arn=auth.profile_arn, login_region=auth.region)
+    if arn:
+        origin = "KIRO_PROFILE_ARN" if settings.kiro_profile_arn else "the login"
+        _say(INFO, f"profile: {arn} (from {origin}); Kiro host: {where}")
+    else:
+        _say(INFO, f"profile: none (the calls go without a profileArn); Kiro host: {where}")
 
 
 def _report_status(status: dict[str, object]) -> None:
@@ -93,7 +106,8 @@ async def _models_page(
     http: httpx.AsyncClient, settings: Settings, auth: AuthSnapshot, next_token: str | None
 ) -> tuple[list[str], str | None] | None:
     """One ListAvailableModels page: (model ids, next token); None (reported) on failure."""
-    url = f"{settings.kiro_api_base}/ListAvailableModels"
+    base = account_api_base(settings, profile_arn=auth.profile_arn, login_region=auth.region)
+    url = f"{base}/ListAvailableModels"
     params = {"origin": "AI_EDITOR"}
     if auth.profile_arn:
         params["profileArn"] = auth.profile_arn
@@ -106,7 +120,7 @@ async def _models_page(
         with map_transport_errors():
             response = await http.get(url, params=params, headers=headers)
     except GatewayError as exc:
-        _say(BAD, f"could not reach Kiro at {settings.kiro_api_base}: {exc.message}")
+        _say(BAD, f"could not reach Kiro at {base}: {exc.message}")
         return None
     if response.status_code != 200:
         err = classify_http_error(response.status_code, response.content, response.headers)

@@ -17,6 +17,8 @@ __all__ = ["Settings", "SettingsError", "load_settings", "parse_dotenv"]
 
 DEFAULT_API_KEY = "ki2api-key-2024"
 DEFAULT_PORT = 8989
+# The Q API host of each account's region (us-east-1 or eu-central-1: see kiro/endpoints.py).
+DEFAULT_API_BASE = "https://q.{region}.amazonaws.com"
 
 
 class SettingsError(ValueError):
@@ -34,9 +36,9 @@ class Settings:
     kiro_creds_file: Path | None = None
     kiro_creds_dir: Path | None = None  # a directory of token files: one pool account each
     kiro_profile_arn: str | None = None
-    kiro_region: str = "us-east-1"
+    kiro_region: str | None = None  # KIRO_REGION: one Q region for every account (override)
     # Upstream hosts (point all three at the emulator for a demo)
-    kiro_api_base: str = "https://q.us-east-1.amazonaws.com"
+    kiro_api_base: str = DEFAULT_API_BASE  # `{region}`: each account's Q region (kiro/endpoints)
     kiro_auth_base: str = "https://prod.us-east-1.auth.desktop.kiro.dev"
     kiro_oidc_base: str | None = None  # default: https://oidc.{token file region}.amazonaws.com
     # Where to look for token files (tests point these at temp dirs)
@@ -219,7 +221,7 @@ def load_settings(
     if env_file.is_file():
         env.update(parse_dotenv(env_file.read_text(encoding="utf-8")))
     env.update(base)
-    region = env.get("KIRO_REGION", "us-east-1")
+    region = (env.get("KIRO_REGION") or "").strip() or None
     keys = tuple(k.strip() for k in env.get("API_KEY", DEFAULT_API_KEY).split(",") if k.strip())
     if not keys:
         raise SettingsError("API_KEY is empty; set at least one client key")
@@ -237,9 +239,9 @@ def load_settings(
         kiro_creds_dir=Path(creds_dir).expanduser() if creds_dir else None,
         kiro_profile_arn=env.get("KIRO_PROFILE_ARN") or None,
         kiro_region=region,
-        kiro_api_base=env.get("KIRO_API_BASE", f"https://q.{region}.amazonaws.com").rstrip("/"),
+        kiro_api_base=(env.get("KIRO_API_BASE") or DEFAULT_API_BASE).rstrip("/"),
         kiro_auth_base=env.get(
-            "KIRO_AUTH_BASE", f"https://prod.{region}.auth.desktop.kiro.dev"
+            "KIRO_AUTH_BASE", f"https://prod.{region or 'us-east-1'}.auth.desktop.kiro.dev"
         ).rstrip("/"),
         kiro_oidc_base=(env.get("KIRO_OIDC_BASE") or "").rstrip("/") or None,
         home_dir=home,

@@ -21,6 +21,7 @@ from .faults import TRANSPORT_KEY, DropConnection, decide, transport_of
 from .mcp import mcp
 from .models import list_models_page, native_thinking, usage_limits
 from .profiles import LIST_PROFILES_TARGET, check_profile, list_profiles_page
+from .regions import strip_region
 from .reqlog import record
 from .script import parse_directives, plan_reply
 from .state import Account, EmulatorState
@@ -181,6 +182,7 @@ class EmulatorApp(Starlette):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             scope[TRANSPORT_KEY] = transport_of(send)
+            strip_region(scope)  # `/eu-central-1/...`: that region's host (regions.py)
         await super().__call__(scope, receive, send)
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -62,6 +63,7 @@ class Behaviour:
     quota_reset_at: float | None = None  # getUsageLimits nextDateReset when set
     usage_limit: int | None = None  # getUsageLimits usageLimit (default: the free tier's 50)
     models: tuple[str, ...] | None = None  # the model ids it is offered (None: every listed one)
+    region: str = "us-east-1"  # the login's region at creation (regions.py)
 
     def updated(self, changes: Mapping[str, Any]) -> Behaviour:
         """A copy with `changes` applied; ValueError names an unknown key or a bad value."""
@@ -144,6 +146,15 @@ def _stall(key: str, value: Any) -> Stall | None:
     return Stall(int(events), float(ms))
 
 
+def _region(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _REGION.fullmatch(value):
+        raise ValueError(f"{key} must be an AWS region name like eu-central-1")
+    return value
+
+
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
+
+
 # behaviour key -> converter (default: a boolean flag); each raises ValueError naming the key.
 _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "token_ttl_s": _optional_non_negative,
@@ -155,6 +166,7 @@ _CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "quota_reset_at": _optional_non_negative,
     "usage_limit": _optional_count,
     "models": _models,
+    "region": _region,
     "stall_after_events": _stall,
     "fault_rate": _rate,
     "faults": _fault_names,

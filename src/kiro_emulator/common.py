@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from .regions import REGION_KEY
 from .state import EmulatorState
 
 __all__ = ["bearer", "emulator", "json_object", "request_id_headers"]
@@ -18,8 +19,18 @@ def emulator(request: Request) -> EmulatorState:
 
 
 def bearer(request: Request) -> str | None:
+    """The bearer token; None also when it belongs to an account of another Q region than the
+    host called (real Kiro answers that with 403 "bearer token invalid": regions.py)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    if not token:
+        return None
+    region = request.scope.get(REGION_KEY)
+    if region is not None:
+        account = emulator(request).authenticate(token)
+        if account is not None and account.q_region != region:
+            return None
+    return token
 
 
 def request_id_headers(state: EmulatorState) -> dict[str, str]:

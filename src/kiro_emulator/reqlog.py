@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from .regions import REGION_KEY
 from .state import Account, EmulatorState
 
 __all__ = ["record"]
@@ -33,6 +34,7 @@ def record(
     entry: dict[str, Any] = {
         "method": request.method,
         "path": request.url.path,
+        "region": request.scope.get(REGION_KEY),  # the Q region host called (regions.py)
         "account": account.id if account else None,
         "headers": headers,
         "body": body,

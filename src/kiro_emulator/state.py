@@ -15,6 +15,7 @@ from . import credentials as cred
 from .behaviour import Behaviour
 from .config import EmulatorConfig
 from .errors import Rejection
+from .regions import q_region_of, q_region_of_login
 
 __all__ = ["Account", "Behaviour", "Counters", "EmulatorState", "Registration"]
 
@@ -63,6 +64,11 @@ class Account:
     fault_rng: random.Random = field(default_factory=random.Random, repr=False)
     strict_profile_arn: bool = False  # 403 without its own profile ARN (profiles.py)
 
+    @property
+    def q_region(self) -> str:
+        """The Q region this login must call (regions.py)."""
+        return q_region_of(self.profile_arn, self.behaviour.region)
+
 
 def _norm_auth(method: str) -> str:
     m = method.strip().lower()
@@ -99,11 +105,11 @@ class EmulatorState:
     def new_tool_use_id(self) -> str:
         return "tooluse_" + self._b64(16)  # 16 bytes -> 22 base64url characters
 
-    def _profile_arn(self, rng: random.Random | None = None) -> str:
+    def _profile_arn(self, rng: random.Random | None = None, region: str = "us-east-1") -> str:
         rng = rng or self.rng
         digits = "".join(rng.choice(string.digits) for _ in range(12))
         ident = "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(12))
-        return f"arn:aws:codewhisperer:us-east-1:{digits}:profile/{ident}"
+        return f"arn:aws:codewhisperer:{q_region_of_login(region)}:{digits}:profile/{ident}"
 
     # accounts --------------------------------------------------------------------------------
     def add_accounts(
@@ -126,7 +132,12 @@ class EmulatorState:
             # IdC accounts have one too, not in their token file; drawn from their own
             # generator so the emulator's other random values stay as they were
             own = random.Random(f"{self.config.seed}/{acct_id}/profile")
-            profile = self._profile_arn() if method == "social" else self._profile_arn(own)
+            where = base.region
+            profile = (
+                self._profile_arn(region=where)
+                if method == "social"
+                else self._profile_arn(own, region=where)
+            )
             acct = Account(acct_id, method, replace(base), profile, reg)
             acct.strict_profile_arn = strict_profile_arn
             self.reseed_faults(acct)
@@ -211,6 +222,7 @@ class EmulatorState:
             account.refresh_token,
             account.access_expires,
             account.registration.id_hash,
+            account.behaviour.region,
         )
 
     def client_registration(self, account: Account) -> dict[str, Any] | None:

@@ -32,7 +32,9 @@ def test_parse_dotenv(name: str, text: str, expected: dict[str, str]) -> None:
 def test_defaults_match_the_original(tmp_path: Path) -> None:
     s = load_settings({"HOME": str(tmp_path)}, dotenv=tmp_path / "none.env")
     assert (s.port, s.api_keys, s.host) == (8989, ("ki2api-key-2024",), "127.0.0.1")
-    assert s.kiro_api_base == "https://q.us-east-1.amazonaws.com"
+    # each account's own Q region fills `{region}` (kiro/endpoints.py); no region forced
+    assert s.kiro_api_base == "https://q.{region}.amazonaws.com" and s.kiro_region is None
+    assert s.kiro_auth_base == "https://prod.us-east-1.auth.desktop.kiro.dev"
 
 
 def test_environment_overrides_dotenv(tmp_path: Path) -> None:
@@ -40,7 +42,8 @@ def test_environment_overrides_dotenv(tmp_path: Path) -> None:
     env_file.write_text("PORT=9000\nAPI_KEY=a,b\nKIRO_REGION=eu-central-1\n")
     s = load_settings({"PORT": "9100", "HOME": str(tmp_path)}, dotenv=env_file)
     assert s.port == 9100 and s.api_keys == ("a", "b")
-    assert s.kiro_api_base == "https://q.eu-central-1.amazonaws.com"
+    assert s.kiro_region == "eu-central-1"  # the override: every account's Q region
+    assert s.kiro_auth_base == "https://prod.eu-central-1.auth.desktop.kiro.dev"
 
 
 @pytest.mark.parametrize(

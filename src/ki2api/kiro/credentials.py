@@ -61,6 +61,7 @@ class AuthSnapshot:
     auth_method: str  # "social" | "idc"
     expires_at: datetime | None
     machine_id: str | None = None  # the account's own stable machine id, when it has one
+    region: str | None = None  # the login's own region (an IdC token file's `region`)
 
 
 def _is_newer(disk: TokenSet, mine: TokenSet) -> bool:
@@ -266,6 +267,7 @@ class KiroCredentials:
             self._auth_method(),
             self._tokens.expires_at,
             self._machine_id,
+            self._home.region if self._home.loaded else None,
         )
 
     def _needs_refresh(self, now: datetime) -> bool:
@@ -447,7 +449,11 @@ class KiroCredentials:
 def _default_home(source: CredentialSource, settings: Settings, account_id: str) -> TokenHome:
     if source.kind == "file" and source.path is not None:
         return FileTokenHome(
-            TokenFileStore(source.path, default_region=settings.kiro_region, account_id=account_id)
+            TokenFileStore(
+                source.path,
+                default_region=settings.kiro_region or "us-east-1",
+                account_id=account_id,
+            )
         )
     return MemoryTokenHome(TokenSet(settings.kiro_access_token, settings.kiro_refresh_token))
 

@@ -12,7 +12,7 @@ from ki2api.kiro.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.credentials_store import TokenSet
 from ki2api.kiro.token_home import StoreTokenHome, TokenHome
 from ki2api.settings import Settings
-from ki2api.state.base import AccountRecord, StateStore
+from ki2api.state.base import FILE_SOURCES, AccountRecord, StateStore
 from ki2api.transport import create_upstream_client
 
 __all__ = ["credentials_factory", "refresh_account"]
@@ -26,14 +26,16 @@ def credentials_factory(
 
     def make(record: AccountRecord) -> KiroCredentials:
         home: TokenHome | None = None
-        if record.source == "file" and record.path:
+        if record.source in FILE_SOURCES and record.path:
             source = CredentialSource("file", Path(record.path), record.label)
         else:
             seed = None
             if record.source == "env":
                 seed = TokenSet(settings.kiro_access_token, settings.kiro_refresh_token)
             source = CredentialSource(record.source, None, record.label)
-            home = StoreTokenHome(store, record.id, default_region=settings.kiro_region, seed=seed)
+            home = StoreTokenHome(
+                store, record.id, default_region=settings.kiro_region or "us-east-1", seed=seed
+            )
         return KiroCredentials(
             source,
             settings,

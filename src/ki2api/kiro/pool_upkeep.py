@@ -19,6 +19,7 @@ import secrets
 import httpx
 
 from ki2api.core.errors import GatewayError
+from ki2api.kiro.endpoints import account_api_base
 from ki2api.kiro.headers import machine_id
 from ki2api.kiro.pool import AccountPool, PoolAccount, QuotaLookup
 from ki2api.kiro.quota import Quota, check_quotas, fetch_quota
@@ -29,7 +30,7 @@ __all__ = ["QuotaPoller", "quota_lookup", "retry_revoked_logins"]
 
 _log = logging.getLogger(__name__)
 _FIRST_POLL_S = 5.0
-_RETRY_SOURCES = frozenset({"file", "env"})
+_RETRY_SOURCES = frozenset({"file", "env", "linked"})
 
 
 async def retry_revoked_logins(store: StateStore) -> list[str]:
@@ -54,7 +55,9 @@ def quota_lookup(settings: Settings, http: httpx.AsyncClient) -> QuotaLookup:
             auth = await account.credentials.current()
             return await fetch_quota(
                 http,
-                api_base=settings.kiro_api_base,
+                api_base=account_api_base(
+                    settings, profile_arn=auth.profile_arn, login_region=auth.region
+                ),
                 access_token=auth.access_token,
                 profile_arn=auth.profile_arn or settings.kiro_profile_arn,
                 machine_id=auth.machine_id or machine_id(account.id),

@@ -22,11 +22,12 @@ import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.classify import classify_http_error
+from ki2api.kiro.endpoints import account_api_base
 from ki2api.kiro.headers import chat_headers
 from ki2api.kiro.importers import AccountSourceError, load_token_json
 from ki2api.kiro.tokenfile import parse_expires_at
 from ki2api.settings import Settings
-from ki2api.state.base import AccountRecord, Health, StateStore
+from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
 from ki2api.transport import create_upstream_client, map_transport_errors
 
 __all__ = ["Quota", "check_quotas", "fetch_quota", "parse_usage_limits"]
@@ -196,7 +197,7 @@ async def _token_candidates(
     stored = await store.load_tokens(record.id)
     if stored is not None:
         found.append(stored.data)
-    if record.source == "file" and record.path:
+    if record.source in FILE_SOURCES and record.path:
         try:
             found.append(load_token_json(Path(record.path)))
         except AccountSourceError:
@@ -221,7 +222,11 @@ async def _check_one(
         arn = data.get("profileArn")
         quota = await fetch_quota(
             http,
-            api_base=settings.kiro_api_base,
+            api_base=account_api_base(
+                settings,
+                profile_arn=arn if isinstance(arn, str) and arn else None,
+                login_region=data.get("region") if isinstance(data.get("region"), str) else None,
+            ),
             access_token=token,
             profile_arn=arn if isinstance(arn, str) and arn else settings.kiro_profile_arn,
             machine_id=record.machine_id,

@@ -36,6 +36,7 @@ from ki2api.core.websearch import WebSearchResult
 from ki2api.kiro.chat_transport import ChatTransport
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.endpoints import api_base, chat_region
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.pool import AccountPool
 
@@ -286,17 +287,25 @@ class KiroWebSearch:
         *,
         api_base: str,
         profile_arn: str | None = None,
+        region: str | None = None,
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._chat = chat
         self._pool = pool
-        self._url = f"{api_base.rstrip('/')}/mcp"
+        self._api_base = api_base  # may hold `{region}` (kiro/endpoints.py)
+        self._region = region
         self._profile_arn = profile_arn
         self._new_id = id_factory
 
     async def _attempt(self, auth: AuthSnapshot, payload: bytes) -> tuple[int, bytes, Any]:
         headers = mcp_headers(auth, invocation_id=self._new_id(), profile_arn=self._profile_arn)
-        return await _exchange(self._chat, self._url, payload, headers)
+        region = chat_region(
+            profile_arn=auth.profile_arn or self._profile_arn,
+            login_region=auth.region,
+            override=self._region,
+        )
+        url = f"{api_base(self._api_base, region)}/mcp"
+        return await _exchange(self._chat, url, payload, headers)
 
     async def search(self, query: str) -> list[WebSearchResult]:
         account = await self._pool.acquire(None, ())
