@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ki2api.core.errors import GatewayError
+from ki2api.kiro.endpoints import chat_region
 from ki2api.kiro.importers import (
     AccountSourceError,
     default_kiro_cli_db,
@@ -38,7 +39,7 @@ from ki2api.kiro.registry import (
     unique_id,
 )
 from ki2api.settings import Settings
-from ki2api.state.base import AccountRecord, Health, StateStore
+from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
 from ki2api.state.sqlite import SQLiteStore
 
 __all__ = ["add_accounts_parser", "positive_int", "run_accounts"]
@@ -64,8 +65,10 @@ def add_accounts_parser(sub: Any) -> None:
     add.add_argument("--id", dest="account_id", help="account id (default: acct-N)")
     add.add_argument("--priority", type=int, default=0, help="higher is preferred (default 0)")
     add.add_argument("--weight", type=positive_int, default=1, help="share among equals (>= 1)")
+    add.add_argument("--link", action="store_true", help=_LINK_HELP)
     imp = cmds.add_parser("import", help="add every token file under a directory")
     imp.add_argument("directory", type=Path)
+    imp.add_argument("--link", action="store_true", help=_LINK_HELP)
     cli = cmds.add_parser("import-kiro-cli", help="add the logins kept by kiro-cli")
     cli.add_argument("db", type=Path, nargs="?", help="kiro-cli's data.sqlite3 (default: found)")
     rm = cmds.add_parser("remove", help="forget an account")
@@ -166,10 +169,37 @@ def _quota_text(health: Health | None) -> str:
     return text
 
 
-def _row(record: AccountRecord, health: Health | None, now: float) -> dict[str, Any]:
+def _login_facts(record: AccountRecord, tokens: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The profile an account's calls carry and the Kiro region they go to (never a secret)."""
+    data: Mapping[str, Any] = tokens or {}
+    if not data and record.source in FILE_SOURCES and record.path:
+        try:
+            data = load_token_json(Path(record.path))
+        except AccountSourceError:
+            data = {}
+    arn = data.get("profileArn")
+    arn = arn if isinstance(arn, str) and arn else None
+    login = data.get("region")
+    return {"profile_arn": arn, "login_region": login if isinstance(login, str) else None}
+
+
+def _row(
+    record: AccountRecord,
+    health: Health | None,
+    now: float,
+    settings: Settings,
+    tokens: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     h = health or Health(record.id)
+    facts = _login_facts(record, tokens)
+    arn = settings.kiro_profile_arn or facts["profile_arn"]
+    region = chat_region(
+        profile_arn=arn, login_region=facts["login_region"], override=settings.kiro_region
+    )
     return {
         "id": record.id,
+        "profile_arn": arn,
+        "kiro_region": region,
         "source": record.source,
         "label": record.label,
         "auth_method": record.auth_method,
@@ -208,7 +238,8 @@ def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> N
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
         print("  ".join([*cells, line[-1]]).rstrip())
     for r in rows:
-        print(f"  {r['id']}: {r['label']}")
+        profile = r["profile_arn"] or "no profile yet (found at first use for IdC logins)"
+        print(f"  {r['id']}: {r['label']}; {profile}; Kiro {r['kiro_region']}")
 
 
 async def _list(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
@@ -218,7 +249,10 @@ async def _list(settings: Settings, store: StateStore, args: argparse.Namespace)
     records = await store.list_accounts()
     healths = await store.health()
     now = time.time()
-    rows = [_row(r, healths.get(r.id), now) for r in records]
+    rows = []
+    for r in records:
+        stored = await store.load_tokens(r.id)
+        rows.append(_row(r, healths.get(r.id), now, settings, stored.data if stored else None))
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -232,22 +266,46 @@ async def _list(settings: Settings, store: StateStore, args: argparse.Namespace)
 
 
 async def _add_one(
-    store: StateStore, data: Mapping[str, Any], label: str, account_id: str | None, **kw: int
+    store: StateStore,
+    data: Mapping[str, Any],
+    label: str,
+    account_id: str | None,
+    *,
+    link: Path | None = None,
+    **kw: int,
 ) -> bool:
     """Add one login and say what happened; False when it was already in the pool."""
     try:
-        record = await add_account(store, data, label=label, account_id=account_id, **kw)
+        record = await add_account(store, data, label=label, account_id=account_id, link=link, **kw)
     except AccountExists as exc:
         print(f"already in the pool as {exc.record.id} ({label}); nothing changed")
         return False
-    print(f"added {record.id} ({record.auth_method}, {label})")
+    how = "reading the file itself" if link is not None else "a copy in the store"
+    print(f"added {record.id} ({record.auth_method}, {label}; {how})")
     return True
+
+
+# Kiro rotates refresh tokens: the old one stops working at the next refresh (docs/kiro-protocol.md
+# §2.3), so a copied login and its source live only until one of them refreshes.
+_LINK_HELP = (
+    "keep reading the token file itself (shared with the Kiro IDE or kiro-cli that wrote it) "
+    "instead of copying its login into the store"
+)
+_DIVERGES = (
+    "note: the store now holds a copy of this login. Kiro rotates refresh tokens, so once this "
+    "gateway or the program that wrote {what} (the Kiro IDE, kiro-cli) refreshes, the other's "
+    "copy stops working. To share one login instead, run `ki2api accounts {cmd} --link` "
+    "(or remove it and point KIRO_CREDS_FILE / KIRO_CREDS_DIR at the file)."
+)
 
 
 async def _add(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
     data = load_token_json(args.file)
     kw = {"priority": args.priority, "weight": args.weight}
-    await _add_one(store, data, f"added from {args.file.absolute()}", args.account_id, **kw)
+    link = args.file if args.link else None
+    label = f"{'linked to' if link else 'added from'} {args.file.absolute()}"
+    if await _add_one(store, data, label, args.account_id, link=link, **kw) and link is None:
+        print(_DIVERGES.format(what=args.file, cmd=f"add {args.file}"), file=sys.stderr)
     return 0
 
 
@@ -259,16 +317,20 @@ async def _import_dir(settings: Settings, store: StateStore, args: argparse.Name
     found = scan_token_dir(args.directory)
     if not found:
         raise _Problem(f"no token file (with accessToken or refreshToken) under {args.directory}")
-    failed = 0
+    failed = copied = 0
     for name, path in found:
         try:
             data = load_token_json(path)
-            await _add_one(
-                store, data, f"imported from {path.absolute()}", await _free_id(store, name)
-            )
+            link = path if args.link else None
+            label = f"{'linked to' if link else 'imported from'} {path.absolute()}"
+            if await _add_one(store, data, label, await _free_id(store, name), link=link):
+                copied += link is None
         except AccountSourceError as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             failed += 1
+    if copied:
+        what = f"the files under {args.directory}"
+        print(_DIVERGES.format(what=what, cmd=f"import {args.directory}"), file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -280,10 +342,19 @@ async def _import_kiro_cli(settings: Settings, store: StateStore, args: argparse
         print(f"note: {note}", file=sys.stderr)
     if not tokens:
         raise _Problem(f"no usable login in the kiro-cli database {db} (run `kiro-cli login`)")
+    added = 0
     for data in tokens:
         kind = str(data.get("authMethod", "login")).lower()
         wanted = await _free_id(store, f"kiro-cli-{kind}")
-        await _add_one(store, data, f"imported from kiro-cli {db.absolute()} ({kind})", wanted)
+        label = f"imported from kiro-cli {db.absolute()} ({kind})"
+        added += await _add_one(store, data, label, wanted)
+    if added:  # kiro-cli's database cannot be shared: say that the copies diverge
+        print(
+            "note: the store now holds a copy of kiro-cli's login. Kiro rotates refresh tokens, "
+            "so once this gateway or kiro-cli refreshes, the other's copy stops working: use "
+            "the login in one of them, or sign kiro-cli in again afterwards.",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -411,3 +411,63 @@ async def test_fetch_quota_direct(emulator_url: str, tmp_path: Path) -> None:
                 machine_id="ab" * 32,
             )
         assert down.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE
+
+
+# a copied login diverges from its source; --link shares it ---------------------------------------
+
+
+def test_a_copied_login_says_it_will_diverge(cli: Cli) -> None:
+    acct = cli.account(cli.root / "src")
+    done = cli.run("accounts", "add", str(acct.token_file))
+    assert done.returncode == 0, done.stderr
+    assert "a copy in the store" in done.stdout
+    assert "copy stops working" in done.stderr and "--link" in done.stderr
+
+
+def test_a_linked_login_keeps_using_its_token_file(cli: Cli) -> None:
+    """`accounts add --link`: the store keeps no copy; a refresh (Kiro rotates the refresh
+    token) is written back to the file, so the program that owns it keeps working too."""
+    acct = cli.account(cli.root / "src", rotate_refresh_token=True)
+    out = cli.ok("accounts", "add", "--link", str(acct.token_file), "--id", "ide")
+    assert "added ide" in out and "reading the file itself" in out
+    row = cli.listed()["ide"]
+    assert row["source"] == "linked"
+    record, tokens = stored(cli)["ide"]
+    assert tokens is None and record.path == str(acct.token_file.resolve())
+    before = json.loads(acct.token_file.read_text())["refreshToken"]
+    cli.ok("accounts", "refresh", "ide")
+    after = json.loads(acct.token_file.read_text())
+    assert after["refreshToken"] != before  # rotated by Kiro, and written back to the file
+    cli.secrets.update({after["refreshToken"], after["accessToken"]})
+    assert stored(cli)["ide"][1] is None  # still no copy in the store
+    # the same file cannot be added twice, linked or copied
+    assert "already in the pool as ide" in cli.ok("accounts", "add", str(acct.token_file))
+
+
+def test_import_link(cli: Cli) -> None:
+    first = cli.account(cli.root / "a")
+    second = cli.account(cli.root / "b")
+    tree = cli.root / "tree"
+    for name, acct in (("one", first), ("two", second)):
+        (tree / name).mkdir(parents=True)
+        (tree / name / "kiro-auth-token.json").write_text(acct.token_file.read_text())
+    done = cli.run("accounts", "import", "--link", str(tree))
+    assert done.returncode == 0, done.stderr
+    assert "copy stops working" not in done.stderr
+    rows = cli.listed()
+    assert {r["source"] for r in rows.values()} == {"linked"} and len(rows) == 2
+
+
+def test_list_shows_each_accounts_profile_and_kiro_region(cli: Cli) -> None:
+    eu = cli.account(cli.root / "eu", region="eu-central-1")
+    us = cli.account(cli.root / "us")
+    cli.ok("accounts", "add", str(eu.token_file), "--id", "eu")
+    cli.ok("accounts", "add", "--link", str(us.token_file), "--id", "us")
+    rows = cli.listed()
+    assert rows["eu"]["profile_arn"] == eu.data["profile_arn"]
+    assert (rows["eu"]["kiro_region"], rows["us"]["kiro_region"]) == ("eu-central-1", "us-east-1")
+    assert rows["us"]["profile_arn"] == us.data["profile_arn"]  # read from the linked file
+    text = cli.ok("accounts", "list")
+    assert f"{eu.data['profile_arn']}; Kiro eu-central-1" in text
+    forced = cli.listed(KIRO_REGION="us-east-1")
+    assert forced["eu"]["kiro_region"] == "us-east-1"  # the override

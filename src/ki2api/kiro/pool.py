@@ -36,7 +36,7 @@ from ki2api.kiro.pool_policy import (
 )
 from ki2api.kiro.quota import Quota
 from ki2api.kiro.tokenfile import file_mtime_ns
-from ki2api.state.base import AccountRecord, Health, StateStore
+from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
 
 __all__ = ["AccountPool", "PoolAccount", "QuotaLookup"]
 
@@ -153,7 +153,7 @@ class AccountPool:
             record = account.record
             if record.enabled or record.disabled_reason not in _RELOGIN_REASONS:
                 continue
-            if record.source != "file" or not record.path:
+            if record.source not in FILE_SOURCES or not record.path:
                 continue
             mtime = file_mtime_ns(Path(record.path))
             if account.disabled_mtime is None:

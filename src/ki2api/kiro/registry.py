@@ -31,7 +31,7 @@ from ki2api.kiro.importers import (
 )
 from ki2api.kiro.tokenfile import TokenFileError, read_token_file
 from ki2api.settings import Settings
-from ki2api.state.base import AccountRecord, StateStore
+from ki2api.state.base import FILE_SOURCES, AccountRecord, StateStore
 
 __all__ = [
     "DISCOVERED_SOURCES",
@@ -244,7 +244,7 @@ async def _find_same_login(store: StateStore, refresh_token: str) -> AccountReco
         if record.source == "store":
             tokens = await store.load_tokens(record.id)
             data: Mapping[str, Any] = tokens.data if tokens is not None else {}
-        elif record.source == "file" and record.path:
+        elif record.source in FILE_SOURCES and record.path:
             try:
                 data = read_token_file(Path(record.path)).data
             except TokenFileError:
@@ -264,9 +264,13 @@ async def add_account(
     account_id: str | None = None,
     priority: int = 0,
     weight: int = 1,
+    link: Path | None = None,
 ) -> AccountRecord:
-    """Put a login into the store (source "store"). Raises `AccountExists` when the same
-    refresh token is already in the pool, `AccountSourceError` when it cannot be used."""
+    """Put a login into the store (source "store": a copy of its tokens), or with `link` the
+    token file itself (source "linked": read before each refresh and written back, so the
+    program that wrote it and the gateway keep sharing one login). Raises `AccountExists` when
+    the same refresh token is already in the pool, `AccountSourceError` when it cannot be
+    used."""
     method = login_method(token_json, where=label)
     refresh = token_json.get("refreshToken")
     if isinstance(refresh, str) and refresh:
@@ -283,15 +287,18 @@ async def add_account(
         account_id = _next_free_id(taken)
     record = AccountRecord(
         id=account_id,
-        source="store",
+        source="store" if link is None else "linked",
         label=label,
         auth_method=method,
         machine_id=new_machine_id(),
+        path=None if link is None else str(link.resolve()),
         priority=priority,
         weight=max(1, weight),
         created_at=time.time(),
     )
     await store.upsert_account(record)
+    if link is not None:
+        return record  # its tokens stay in the file
     if await store.save_tokens(account_id, dict(token_json), expected_version=None) is None:
         raise AccountSourceError(f"account {account_id!r}: tokens were already stored for it")
     return record

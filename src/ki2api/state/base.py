@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "FILE_SOURCES",
     "USAGE_GROUPS",
     "AccountRecord",
     "Health",
@@ -33,16 +34,22 @@ __all__ = [
 ]
 
 
+# Accounts whose tokens live in a token file (discovered, or added with `accounts add --link`):
+# the file is read before each refresh and written back, so the program that wrote it (the Kiro
+# IDE, kiro-cli) and the gateway share one login instead of two diverging copies.
+FILE_SOURCES = frozenset({"file", "linked"})
+
+
 @dataclass(frozen=True)
 class AccountRecord:
     """One Kiro account the pool may use. No secret in here (tokens live in `StoredTokens`)."""
 
     id: str  # stable, printable: "acct-1", "home", "k-3f9a2c1d"
-    source: str  # "store" (added/imported, tokens kept in the store) | "file" | "env"
+    source: str  # "store" (added/imported, tokens kept in the store) | "file" | "env" | "linked"
     label: str  # human description: "token file ~/.aws/sso/cache/kiro-auth-token.json"
     auth_method: str  # "social" | "idc"
     machine_id: str  # 64 hex, random at creation, kept for the account's lifetime
-    path: str | None = None  # the token file of a "file" account
+    path: str | None = None  # the token file of a "file" or "linked" account
     priority: int = 0  # higher is preferred
     weight: int = 1  # share among equals (>= 1)
     enabled: bool = True
