@@ -134,9 +134,18 @@ class Gateway:
             client.close()
         self.clients.clear()
 
-    def emulator_requests(self, limit: int = 50) -> list[dict[str, Any]]:
+    def emulator_requests(
+        self, limit: int = 50, *, catalogue: bool = False
+    ) -> list[dict[str, Any]]:
+        """This account's logged upstream calls, oldest first; the gateway's ListAvailableModels
+        calls (its model catalogue, docs/models.md) only with `catalogue`."""
         r = httpx.get(f"{self.emulator_url}/_emulator/requests", params={"limit": limit})
-        return [q for q in r.json()["requests"] if q.get("account") == self.account.id]
+        return [
+            q
+            for q in r.json()["requests"]
+            if q.get("account") == self.account.id
+            and (catalogue or not q["path"].endswith("/ListAvailableModels"))
+        ]
 
     def emulator_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = httpx.get(f"{self.emulator_url}/_emulator/stats").json()

@@ -1,4 +1,6 @@
-"""Thinking through the Anthropic surface: blocks, signatures, and across tool rounds."""
+"""Thinking through the Anthropic surface: blocks, signatures, and across tool rounds; as text
+tags for a model without native fields (claude-haiku-4-5), as `additionalModelRequestFields`
+for one whose catalogue schema offers them (claude-sonnet-4-6, docs/thinking.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 from tests.conftest import Gateway
 
 MODEL = "claude-sonnet-4-6"
+TAGS, NATIVE = "claude-haiku-4-5", "claude-sonnet-4-6"
 THINK: Any = {"type": "enabled", "budget_tokens": 4000}
 TOOLS: Any = [
     {
@@ -20,22 +23,42 @@ TOOLS: Any = [
 ]
 
 
-def create(gw: Gateway, stream: bool, **kwargs: Any) -> Any:
+def create(gw: Gateway, stream: bool, model: str = MODEL, **kwargs: Any) -> Any:
     client = gw.anthropic()
     if not stream:
-        return client.messages.create(model=MODEL, max_tokens=8000, **kwargs)
-    with client.messages.stream(model=MODEL, max_tokens=8000, **kwargs) as s:
+        return client.messages.create(model=model, max_tokens=8000, **kwargs)
+    with client.messages.stream(model=model, max_tokens=8000, **kwargs) as s:
         return s.get_final_message()
 
 
+def assert_thinking_sent(body: dict[str, Any], model: str) -> None:
+    """Thinking went upstream as tags (TAGS) or as native fields (NATIVE; budget 4000: low)."""
+    content = body["conversationState"]["currentMessage"]["userInputMessage"]["content"]
+    if model == TAGS:
+        assert "<thinking_mode>enabled</thinking_mode>" in content
+        assert "additionalModelRequestFields" not in body
+    else:
+        assert "<thinking_mode>" not in content
+        fields = body["additionalModelRequestFields"]
+        assert fields["thinking"] == {"type": "adaptive"}
+        assert fields["output_config"] == {"effort": "low"}
+
+
+MODELS = pytest.mark.parametrize("model", [TAGS, NATIVE], ids=["tags", "native"])
+
+
+@MODELS
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_thinking_comes_back_as_a_thinking_block(gateway: Gateway, stream: bool) -> None:
-    msg = create(gateway, stream, thinking=THINK, messages=[{"role": "user", "content": "hi"}])
+def test_thinking_comes_back_as_a_thinking_block(
+    gateway: Gateway, stream: bool, model: str
+) -> None:
+    msg = create(
+        gateway, stream, model, thinking=THINK, messages=[{"role": "user", "content": "hi"}]
+    )
     assert [b.type for b in msg.content] == ["thinking", "text"]
     assert msg.content[0].thinking.startswith("Thinking about:")
     assert "<thinking>" not in msg.content[1].text
-    sent = gateway.emulator_requests()[-1]["body"]["conversationState"]["currentMessage"]
-    assert "<thinking_mode>enabled</thinking_mode>" in sent["userInputMessage"]["content"]
+    assert_thinking_sent(gateway.emulator_requests()[-1]["body"], model)
 
 
 def test_no_thinking_requested_no_thinking_block(gateway: Gateway) -> None:
@@ -54,12 +77,16 @@ def test_native_reasoning_events_carry_their_signature(gateway: Gateway) -> None
     assert thinking[0].signature == "sig-123"
 
 
+@MODELS
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_thinking_keeps_working_after_a_tool_round(gateway: Gateway, stream: bool) -> None:
+def test_thinking_keeps_working_after_a_tool_round(
+    gateway: Gateway, stream: bool, model: str
+) -> None:
     call = {"tool_calls": [{"name": "get_weather", "input": {"city": "Oslo"}}]}
     first = create(
         gateway,
         stream,
+        model,
         thinking=THINK,
         tools=TOOLS,
         messages=[{"role": "user", "content": f"weather? <emu>{json.dumps(call)}</emu>"}],
@@ -75,9 +102,10 @@ def test_thinking_keeps_working_after_a_tool_round(gateway: Gateway, stream: boo
             "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "cold"}],
         },
     ]
-    second = create(gateway, stream, thinking=THINK, tools=TOOLS, messages=history)
+    second = create(gateway, stream, model, thinking=THINK, tools=TOOLS, messages=history)
     assert [b.type for b in second.content] == ["thinking", "text"]
-    state = gateway.emulator_requests()[-1]["body"]["conversationState"]
-    assert "<thinking_mode>enabled" in state["currentMessage"]["userInputMessage"]["content"]
+    body = gateway.emulator_requests()[-1]["body"]
+    assert_thinking_sent(body, model)
+    state = body["conversationState"]
     previous = state["history"][-1]["assistantResponseMessage"]
     assert previous["content"].startswith("<thinking>") and previous["toolUses"]

@@ -55,7 +55,8 @@ def test_models_list_the_live_catalogue_in_both_dialects(gateway: Gateway) -> No
     assert models["claude-opus-5"].max_input_tokens == 1_000_000
     assert models["auto"].max_input_tokens == 1_000_000
     assert models["claude-sonnet-5"].display_name == "Claude Sonnet 5"
-    asked = [q for q in gateway.emulator_requests() if "ListAvailableModels" in q["path"]]
+    calls = gateway.emulator_requests(catalogue=True)
+    asked = [q for q in calls if "ListAvailableModels" in q["path"]]
     assert asked, "the catalogue comes from ListAvailableModels"
 
 
