@@ -36,11 +36,12 @@ async def create_accounts(request: Request) -> Response:
         return _error(400, "count must be an integer 1..1000")
     if not isinstance(behaviour, dict):
         return _error(400, "behaviour must be an object")
-    strict = body.get("strict_profile_arn", False)
+    method = str(body.get("auth_method", "social"))
+    # IdC logins are strict by default, as real ones (docs/kiro-protocol.md §1.3)
+    strict = body.get("strict_profile_arn", method.strip().lower() == "idc")
     if not isinstance(strict, bool):
         return _error(400, "strict_profile_arn must be a boolean")
     try:
-        method = str(body.get("auth_method", "social"))
         made = state.add_accounts(count, method, behaviour, strict_profile_arn=strict)
     except ValueError as exc:
         return _error(400, str(exc))

@@ -304,9 +304,12 @@ def test_created_accounts_get_next_ids_and_working_token_files() -> None:
             assert re.fullmatch(r"[0-9a-f]{40}", tf["clientIdHash"])
             assert ISO_MS.match(tf["expiresAt"]) and ISO_MS.match(reg["expiresAt"])
             assert set(reg) == {"clientId", "clientSecret", "expiresAt"}
-            assert (
-                chat_as(e, tf["accessToken"], chat_body("hi", profile_arn=None)).status_code == 200
-            )
+            # an IdC login is strict by default, as real ones: its own profile ARN is needed
+            assert acct["strict_profile_arn"] is True
+            bare = chat_as(e, tf["accessToken"], chat_body("hi", profile_arn=None))
+            assert bare.status_code == 403, bare.text
+            own = chat_as(e, tf["accessToken"], chat_body("hi", profile_arn=acct["profile_arn"]))
+            assert own.status_code == 200, own.text
         listed = e.client.get(e.base + "/_emulator/accounts").json()["accounts"]
         assert [a["id"] for a in listed] == ["acct-1", "acct-2", "acct-3", "acct-4"]
 
