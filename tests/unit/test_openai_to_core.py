@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "thinking": None,
     },
     "conversation_id": None,
+    "native": frozenset(),  # the model's native fields (the static table knows none)
 }
 
 
