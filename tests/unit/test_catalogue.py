@@ -111,12 +111,20 @@ def _live(
     async def fetch(account_id: str) -> tuple[OfferedModel, ...]:
         asked.append(account_id)
         answer = answers[account_id]
+        if answer == "hang":
+            await asyncio.sleep(60)
         if isinstance(answer, Exception):
             raise answer
         return tuple(answer)
 
     live = LiveCatalogue(
-        default_catalogue(), lambda: accounts, fetch, refresh_s=100, retry_s=10, clock=clock
+        default_catalogue(),
+        lambda: accounts,
+        fetch,
+        refresh_s=100,
+        retry_s=10,
+        timeout_s=0.05,
+        clock=clock,
     )
     return live, asked
 
@@ -162,3 +170,13 @@ def test_live_catalogue_unions_accounts_and_keeps_the_table_for_unknown_ones() -
     assert mixed.resolve("claude-sonnet-4-5") is not None
     auto = mixed.resolve("auto")
     assert auto is not None and auto.context_window == 1_000_000
+
+
+def test_an_account_that_does_not_answer_is_not_waited_for() -> None:
+    clock = Clock()
+    live, asked = _live({"a": "hang", "b": [OPUS5]}, ["a", "b"], clock)
+    catalogue = asyncio.run(live.catalogue())
+    assert asked == ["a", "b"]
+    assert catalogue.resolve("claude-sonnet-4-5") is not None  # a unknown: the static table
+    assert live.offered_ids("a") == default_catalogue().kiro_ids()
+    assert live.offered_ids("b") == {"claude-opus-5"}

@@ -5,7 +5,8 @@
 limit falls back to the defaults. `fetch_offered` is the HTTP call (every page).
 `LiveCatalogue` keeps, in memory per process, what each account offers: it asks once per account
 when first needed (the first request or `/v1/models`, or at start), again every `refresh_s`
-(6 h), and after a failure retries no sooner than `retry_s`. An account whose catalogue is not
+(6 h), and after a failure (or no answer within `timeout_s`, 10 s: the first request waits for
+it) retries no sooner than `retry_s`. An account whose catalogue is not
 known (never fetched, or the call failed) is taken to offer the static table (core/models.py).
 Not kept in the state store: the call is cheap, each worker asks for itself (a few GETs per
 account every 6 h), and nothing is lost on restart.
@@ -44,6 +45,7 @@ _MAX_BODY_BYTES = 2 * 1024 * 1024
 _MAX_PAGES = 20
 REFRESH_S = 6 * 3600.0
 RETRY_S = 300.0
+TIMEOUT_S = 10.0
 
 OfferedFetch = Callable[[str], Awaitable[tuple[OfferedModel, ...]]]
 
@@ -171,6 +173,7 @@ class LiveCatalogue:
         *,
         refresh_s: float = REFRESH_S,
         retry_s: float = RETRY_S,
+        timeout_s: float = TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.static = static
@@ -178,6 +181,7 @@ class LiveCatalogue:
         self._fetch = fetch
         self._refresh_s = refresh_s
         self._retry_s = retry_s
+        self._timeout_s = timeout_s
         self._clock = clock
         self._offers: dict[str, tuple[OfferedModel, ...]] = {}
         self._offer_ids: dict[str, frozenset[str]] = {}
@@ -203,7 +207,10 @@ class LiveCatalogue:
                     continue
                 self._asked[account_id] = self._clock()
                 try:
-                    offered = await self._fetch(account_id)
+                    offered = await asyncio.wait_for(self._fetch(account_id), self._timeout_s)
+                except TimeoutError:
+                    _log.info("account %s: model list not known (no answer in time)", account_id)
+                    continue
                 except GatewayError as exc:
                     _log.info("account %s: model list not known (%s)", account_id, exc.message)
                     continue
