@@ -1,6 +1,6 @@
 """The Anthropic surface end to end: official anthropic SDK (strict) -> gateway -> emulator.
 
-Covers API_COMPAT B.10 AN-1..AN-14, AN-16, AN-20..AN-22 for the Messages surface.
+Covers docs/api-compat.md §B.10 AN-1..AN-14, AN-16, AN-20..AN-22 for the Messages surface.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""GatewayError -> Anthropic error responses (B.6) for every ErrorKind; the overflow wording."""
+"""GatewayError -> Anthropic error responses (docs/api-compat.md §B.6) for every ErrorKind; the
+overflow wording."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Core events -> the exact Anthropic SSE events (B.5), and the non-stream Message built from
-the same events (B.4)."""
+"""Core events -> the exact Anthropic SSE events (docs/api-compat.md §B.5), and the non-stream
+Message built from the same events (docs/api-compat.md §B.4)."""
 
 from __future__ import annotations
 

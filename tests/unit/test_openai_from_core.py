@@ -1,4 +1,5 @@
-"""completion_response: the exact `chat.completion` object (A.4, A.5), validated by the SDK."""
+"""completion_response: the exact `chat.completion` object (docs/api-compat.md §A.4, §A.5),
+validated by the SDK."""
 
 from __future__ import annotations
 

@@ -126,8 +126,8 @@ def test_sdk_accumulation_matches_non_stream(path: Path, include_usage: bool) ->
     )
     expected = ChatCompletion.model_validate(whole).model_dump(mode="json")
     got_msg, want_msg = streamed["choices"][0]["message"], expected["choices"][0]["message"]
-    # The role chunk carries content "" (A.6), so a tool-only stream accumulates "" where the
-    # non-stream message says null; both mean "no text".
+    # The role chunk carries content "" (docs/api-compat.md §A.6), so a tool-only stream
+    # accumulates "" where the non-stream message says null; both mean "no text".
     assert (got_msg.pop("content") or None) == (want_msg.pop("content") or None)
     got_msg.pop("parsed", None)
     for call in got_msg.get("tool_calls") or []:

@@ -1,4 +1,5 @@
-"""Anthropic Messages routes (API_COMPAT B): thin handlers over the frontend and the backend.
+"""Anthropic Messages routes (docs/api-compat.md §B): thin handlers over the frontend and the
+backend.
 
 `POST /v1/messages` (also `?beta=true`: routing ignores the query), streaming and not;
 `POST /v1/messages/count_tokens`; `HEAD /api/hello` (Claude Code's connection probe). The models

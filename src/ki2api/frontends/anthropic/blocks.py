@@ -1,4 +1,5 @@
-"""Core events -> Anthropic stream events (API_COMPAT B.5), as (name, payload) pairs. Pure.
+"""Core events -> Anthropic stream events (docs/api-compat.md §B.5), as (name, payload) pairs.
+Pure.
 
 `BlockMachine` is the one place that decides the content blocks of a response: the SSE encoder
 serialises its output and the non-streaming response folds the very same output (`fold`), so a
@@ -228,7 +229,7 @@ class BlockMachine:
 def usage_object(
     input_tokens: int, output_tokens: int, cache_creation: int, cache_read: int
 ) -> dict[str, Any]:
-    """Every usage key the spec marks required (B.4), nullable ones as null."""
+    """Every usage key the spec marks required (docs/api-compat.md §B.4), nullable ones as null."""
     return {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,

@@ -1,4 +1,4 @@
-"""GatewayError -> what an Anthropic client sees (API_COMPAT B.6). Pure.
+"""GatewayError -> what an Anthropic client sees (docs/api-compat.md §B.6). Pure.
 
 Body: `{"type": "error", "error": {"type", "message"}, "request_id"}`. The SDK picks its
 exception class and retry decision from the status (and `x-should-retry`); Claude Code reads

@@ -1,4 +1,5 @@
-"""Core events -> Anthropic responses: the SSE encoder and the non-streaming Message (B.4, B.5).
+"""Core events -> Anthropic responses: the SSE encoder and the non-streaming Message
+(docs/api-compat.md §B.4, §B.5).
 
 Both run `blocks.BlockMachine`; the non-streaming body is the fold of the same stream events a
 client would have received (what the SDK's `MessageStream` accumulates), so `stream()`'s final

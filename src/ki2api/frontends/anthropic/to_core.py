@@ -1,4 +1,4 @@
-"""Anthropic Messages request -> core `Conversation` (API_COMPAT B.2, B.3). Pure.
+"""Anthropic Messages request -> core `Conversation` (docs/api-compat.md §B.2, §B.3). Pure.
 
 * `system` (a string or text blocks) and every `role: "system"` message go to
   `Conversation.system`, in request order, one entry per non-empty text.

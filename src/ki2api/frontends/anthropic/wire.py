@@ -1,4 +1,5 @@
-"""Pydantic models of the Anthropic Messages request (API_COMPAT B.2, B.3) and the parsers.
+"""Pydantic models of the Anthropic Messages request (docs/api-compat.md §B.2, §B.3) and the
+parsers.
 
 Strict on JSON types (a string is never coerced to a number), lenient on shape: unknown fields
 are accepted everywhere and ignored (`cache_control`, `citations`, `metadata`, `output_config`,

@@ -1,4 +1,4 @@
-"""GatewayError -> what an OpenAI client sees (API_COMPAT A.7).
+"""GatewayError -> what an OpenAI client sees (docs/api-compat.md §A.7).
 
 The official SDK picks its exception class and its retry decision from the HTTP status (and
 `x-should-retry`), then reads `body["error"]` for message, type, param and code: all four keys

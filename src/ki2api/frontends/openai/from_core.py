@@ -1,4 +1,5 @@
-"""Core completions and stream events -> OpenAI Chat Completions responses (API_COMPAT A.4-A.7).
+"""Core completions and stream events -> OpenAI Chat Completions responses
+(docs/api-compat.md §A.4-§A.7).
 
 `completion_response` renders a whole `Completion`; `ChunkEncoder` is the sans-I/O streaming
 encoder: feed it core events, send the bytes it returns. Thinking text, which OpenAI has no field
@@ -78,7 +79,7 @@ def completion_response(
 
 
 class ChunkEncoder:
-    """Sans-I/O encoder of one `chat.completion.chunk` stream (A.6).
+    """Sans-I/O encoder of one `chat.completion.chunk` stream (docs/api-compat.md §A.6).
 
     The first output carries the role chunk (`role` is sent exactly once); a tool call's `id`,
     `type` and `name` go only in its first fragment (the SDK concatenates repeated strings).

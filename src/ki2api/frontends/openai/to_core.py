@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions request -> core `Conversation` (API_COMPAT A.2, A.3). Pure.
+"""OpenAI Chat Completions request -> core `Conversation` (docs/api-compat.md §A.2, §A.3). Pure.
 
 * `system` and `developer` messages, wherever they appear, go to `Conversation.system` in order
   (one entry per string or text part; empty ones dropped).

@@ -13,8 +13,8 @@ FinishReason: TypeAlias = Literal["stop", "length", "tool_calls"]
 
 
 def finish_reason(reason: StopReason, *, has_tool_calls: bool) -> FinishReason:
-    """API_COMPAT A.5. A response that made tool calls but ended "normally" reports `tool_calls`,
-    since OpenAI clients run their tool loop on that value."""
+    """docs/api-compat.md §A.5. A response that made tool calls but ended "normally" reports
+    `tool_calls`, since OpenAI clients run their tool loop on that value."""
     mapped: FinishReason
     match reason:
         case "end_turn" | "stop_sequence":
@@ -57,7 +57,8 @@ class OutputTally:
 def usage_object(
     usage: Usage | None, tally: OutputTally, *, prompt_tokens_fallback: int
 ) -> dict[str, Any]:
-    """The OpenAI `usage` object (A.4): prompt = input + cache read + cache creation."""
+    """The OpenAI `usage` object (docs/api-compat.md §A.4): prompt = input + cache read + cache
+    creation."""
     if usage is None:
         prompt, completion, cached = prompt_tokens_fallback, tally.output_tokens, 0
     else:
