@@ -226,3 +226,28 @@ def test_usage_estimates_use_the_real_window(gateway: Gateway, model: str, windo
         messages=[{"role": "user", "content": '<emu>{"context_usage": 1.0}</emu>hi'}],
     )
     assert resp.usage is not None and resp.usage.prompt_tokens == window // 100
+
+
+def test_each_account_is_asked_on_its_own_region(
+    emulator_url: str, tmp_path: Path, gateway_factory: Any
+) -> None:
+    eu, us = make_pool(
+        emulator_url, tmp_path, [{"region": "eu-central-1", "models": ["claude-opus-5"]}, {}]
+    )
+    gw = start_pool_gateway(
+        gateway_factory, [eu, us], tmp_path, kiro_api_base=f"{emulator_url}/{{region}}"
+    )
+    assert "claude-opus-5" in [m.id for m in gw.openai().models.list()]
+    log = httpx.get(f"{emulator_url}/_emulator/requests", params={"limit": 256}).json()
+    asked = {
+        (q["account"], q.get("region"), q["status"])
+        for q in log["requests"]
+        if q["path"].endswith("/ListAvailableModels")
+    }
+    assert (eu.emu_id, "eu-central-1", 200) in asked, asked
+    assert (us.emu_id, "us-east-1", 200) in asked, asked
+    for _ in range(3):  # p0 (eu) wins ties but offers only opus-5: sonnet goes to us
+        gw.openai().chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert chat_requests(emulator_url, eu) == 0 and chat_requests(emulator_url, us) == 3

@@ -27,6 +27,7 @@ import httpx
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import ModelCatalogue, OfferedModel
 from ki2api.kiro.classify import classify_http_error
+from ki2api.kiro.endpoints import account_api_base
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.pool import AccountPool
 from ki2api.settings import Settings
@@ -253,8 +254,8 @@ class LiveCatalogue:
 def live_catalogue(
     settings: Settings, http: httpx.AsyncClient, pool: AccountPool, static: ModelCatalogue
 ) -> LiveCatalogue:
-    """The pool's live catalogue: each enabled account asked with its current token; the pool
-    then sends a request only to accounts that offer its model."""
+    """The pool's live catalogue: each enabled account asked with its current token, on its own
+    region's Q host; the pool then sends a request only to accounts that offer its model."""
 
     async def fetch(account_id: str) -> tuple[OfferedModel, ...]:
         account = pool.get(account_id)
@@ -263,7 +264,9 @@ def live_catalogue(
         auth = await account.credentials.current()
         return await fetch_offered(
             http,
-            api_base=settings.kiro_api_base,
+            api_base=account_api_base(
+                settings, profile_arn=auth.profile_arn, login_region=auth.region
+            ),
             access_token=auth.access_token,
             profile_arn=auth.profile_arn or settings.kiro_profile_arn,
             machine_id=auth.machine_id or machine_id(account_id),
