@@ -14,6 +14,7 @@ from ki2api.kiro.classify import (
     classify_exception_frame,
     classify_http_error,
     is_bearer_invalid,
+    json_answer,
 )
 from ki2api.kiro.codec import Frame
 
@@ -435,3 +436,26 @@ def test_suspension_carries_the_code_the_pool_disables_on(
     status: int, body: bytes, code: str | None
 ) -> None:
     assert classify_http_error(status, body, {}).code == code
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (200, b'{"a": 1}', None),
+        (200, b"[1, 2]", ErrorKind.UPSTREAM_PROTOCOL),
+        (200, b"<html>", ErrorKind.UPSTREAM_PROTOCOL),
+        (200, b"", ErrorKind.UPSTREAM_PROTOCOL),
+        (429, b'{"message": "slow down"}', ErrorKind.RATE_LIMITED),
+        (403, b'{"message":"The bearer token included in the request is invalid."}', None),
+    ],
+    ids=["object", "list", "html", "empty", "429", "403-bearer"],
+)
+def test_json_answer(status: int, body: bytes, kind: ErrorKind | None) -> None:
+    if status == 200 and kind is None:
+        assert json_answer(status, body, {}, "Kiro X") == {"a": 1}
+        return
+    with pytest.raises(GatewayError) as info:
+        json_answer(status, body, {}, "Kiro X")
+    if kind is ErrorKind.UPSTREAM_PROTOCOL:
+        assert "Kiro X did not answer with a JSON object" in info.value.message
+    assert info.value.kind is (kind or ErrorKind.UPSTREAM_AUTH)

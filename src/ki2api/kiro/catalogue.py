@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 
-from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, OfferedModel
-from ki2api.kiro.classify import classify_http_error
+from ki2api.kiro.classify import json_answer
 from ki2api.kiro.endpoints import account_api_base
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.pool import AccountPool
@@ -140,18 +140,12 @@ async def fetch_offered(
         headers["amz-sdk-request"] = "attempt=1; max=1"
         with map_transport_errors("Kiro ListAvailableModels"):
             response = await http.get(url, params=params, headers=headers)
-        body = response.content[:_MAX_BODY_BYTES]
-        if response.status_code >= 400:
-            raise classify_http_error(response.status_code, body, dict(response.headers))
-        try:
-            parsed = response.json()
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, Mapping):
-            raise GatewayError(
-                ErrorKind.UPSTREAM_PROTOCOL,
-                "Kiro ListAvailableModels did not answer with a JSON object",
-            )
+        parsed = json_answer(
+            response.status_code,
+            response.content[:_MAX_BODY_BYTES],
+            dict(response.headers),
+            "Kiro ListAvailableModels",
+        )
         models, token = parse_models_page(parsed)
         for m in models:
             found.setdefault(m.kiro_id, m)

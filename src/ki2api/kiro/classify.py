@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.codec import Frame
 
 __all__ = [
     "SUSPENDED_CODE",
+    "json_answer",
     "classify_exception_frame",
     "classify_http_error",
     "is_bearer_invalid",
@@ -237,3 +238,19 @@ def classify_exception_frame(frame: Frame) -> GatewayError | Literal["max_tokens
     return GatewayError(
         kind, text + label + d.suffix(), retryable=kind in _RETRYABLE, upstream_status=200
     )
+
+
+def json_answer(
+    status: int, body: bytes, headers: Mapping[str, str], what: str
+) -> Mapping[str, Any]:
+    """The JSON object a Kiro service call answered (`what`: "Kiro getUsageLimits", ...); an
+    HTTP error as `classify_http_error` names it; anything else UPSTREAM_PROTOCOL."""
+    if status >= 400:
+        raise classify_http_error(status, body, headers)
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, Mapping):
+        raise GatewayError(ErrorKind.UPSTREAM_PROTOCOL, f"{what} did not answer with a JSON object")
+    return parsed

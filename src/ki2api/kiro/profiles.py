@@ -23,8 +23,7 @@ from typing import Any
 
 import httpx
 
-from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.classify import classify_http_error
+from ki2api.kiro.classify import json_answer
 from ki2api.transport import map_transport_errors
 
 __all__ = [
@@ -81,18 +80,12 @@ async def list_available_profiles(
             response = await http.post(
                 f"{api_base.rstrip('/')}/", json=body, headers=headers, timeout=timeout
             )
-        raw = response.content[:_MAX_BODY_BYTES]
-        if response.status_code >= 400:
-            raise classify_http_error(response.status_code, raw, dict(response.headers))
-        try:
-            parsed = response.json()
-        except ValueError:
-            parsed = None
-        if not isinstance(parsed, Mapping):
-            raise GatewayError(
-                ErrorKind.UPSTREAM_PROTOCOL,
-                "Kiro ListAvailableProfiles did not answer with a JSON object",
-            )
+        parsed = json_answer(
+            response.status_code,
+            response.content[:_MAX_BODY_BYTES],
+            dict(response.headers),
+            "Kiro ListAvailableProfiles",
+        )
         arns, token = parse_profiles(parsed)
         found.extend(a for a in arns if a not in found)
         if token is None:

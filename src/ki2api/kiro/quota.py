@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.classify import classify_http_error
+from ki2api.core.errors import GatewayError
+from ki2api.kiro.classify import json_answer
 from ki2api.kiro.endpoints import account_api_base
 from ki2api.kiro.headers import chat_headers
 from ki2api.kiro.importers import AccountSourceError, load_token_json
@@ -160,17 +160,12 @@ async def fetch_quota(
     url = f"{api_base.rstrip('/')}/getUsageLimits"
     with map_transport_errors("Kiro getUsageLimits"):
         response = await http.get(url, params=params, headers=_headers(access_token, machine_id))
-    body = response.content[:_MAX_BODY_BYTES]
-    if response.status_code >= 400:
-        raise classify_http_error(response.status_code, body, dict(response.headers))
-    try:
-        parsed = response.json()
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, Mapping):
-        raise GatewayError(
-            ErrorKind.UPSTREAM_PROTOCOL, "Kiro getUsageLimits did not answer with a JSON object"
-        )
+    parsed = json_answer(
+        response.status_code,
+        response.content[:_MAX_BODY_BYTES],
+        dict(response.headers),
+        "Kiro getUsageLimits",
+    )
     return parse_usage_limits(parsed)
 
 
