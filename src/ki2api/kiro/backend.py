@@ -3,17 +3,17 @@
 Everything it calls is pure: `request.build_kiro_request`, `codec.EventStreamDecoder`,
 `events.KiroStreamTranslator`, `classify`, `pool_policy`. Retries happen only before anything has
 been yielded: a forced token refresh on "bearer token invalid" (same account), and failover to
-another account of the pool on throttling, quota, suspension, network errors, 5xx, and streams
-that end empty, end without their closing events or stall before their first content. The
-answer is held until its first content event arrives, so every one of those is retried. After
-that, a failure ends the stream with an error (the caller sends it in the client's dialect).
+another account of the pool (`failover.FailoverRun`) on throttling, quota, suspension, network
+errors, 5xx, and streams that end empty, in the middle of a frame or stall before their first
+content. The answer is held until its first content event (and what arrived with it), so every
+one of those is retried. After that, a failure ends the stream with an error (the caller sends
+it in the client's dialect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -40,16 +40,10 @@ from ki2api.kiro.conversation import kiro_conversation_id
 from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.endpoints import api_base, chat_region
 from ki2api.kiro.events import KiroStreamTranslator
+from ki2api.kiro.failover import FailoverRun
 from ki2api.kiro.headers import chat_headers, machine_id
 from ki2api.kiro.pool import AccountPool, PoolAccount
-from ki2api.kiro.pool_policy import (
-    ACCOUNT_LEVEL,
-    Blame,
-    blame,
-    conversation_key,
-    retry_delay,
-    same_answer,
-)
+from ki2api.kiro.pool_policy import ACCOUNT_LEVEL, conversation_key
 from ki2api.kiro.request import KiroRequest, build_kiro_request
 
 __all__ = ["BackendOptions", "KiroBackend", "Shaper"]
@@ -60,7 +54,6 @@ Shaper = Callable[[AsyncGenerator[list[Event], None]], AsyncIterator[list[Event]
 _log = logging.getLogger(__name__)
 _MAX_ERROR_BODY = 64 * 1024
 _CONTENT = (TextDelta, ThinkingDelta, ToolCallStart)
-_WAIT_MARGIN_S = 0.05  # waiters wake spread over this much after the rest ends
 # Stand-ins of typical length for sizing a request before the real values are known.
 _PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
 _PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHOLDER00"
@@ -116,7 +109,7 @@ class KiroBackend:
         middle of the stream for exception frames, corruption, truncation or a missing end.
         """
         key = conversation_key(conv) if len(self._pool) > 1 else None  # sticky needs a choice
-        run = _Run(self._pool, self._options.pool_wait_s, conv.model_id)
+        run = FailoverRun(self._pool, self._options.pool_wait_s, conv.model_id)
         # the retry budget: at most max_attempts attempts, and no new attempt once two
         # first-event timeouts have passed since the request came in (so an account that
         # stalled still leaves time for another)
@@ -156,7 +149,7 @@ class KiroBackend:
         self,
         attempt: int,
         key: str | None,
-        run: _Run,
+        run: FailoverRun,
         conv: Conversation,
         trace: RequestTrace | None,
         whole: Shaper | None,
@@ -435,75 +428,6 @@ class _AttemptState:
 
 
 _Opened = tuple[PoolAccount, AsyncIterator[list[Event]], list[Event], float]
-
-
-class _Run:
-    """The attempts of one request across the pool.
-
-    Accounts are tried each once; then those that failed for nobody's fault may be tried
-    once more (a pool of one still gets a second try after a 5xx). A passing failure strikes its
-    account only when the request is over (`settle`): if the same answer came twice, the
-    request was at fault and no account is struck."""
-
-    def __init__(self, pool: AccountPool, max_wait_s: float, model: str | None = None) -> None:
-        self._pool = pool
-        self._model = model  # only accounts whose catalogue offers it
-        self._wait_left = max_wait_s
-        self.tried: set[str] = set()
-        self.barred: set[str] = set()  # failed for their own fault: not again in this request
-        self.done: set[str] = set()  # barred, or tried twice already
-        self.last: GatewayError | None = None
-        self._passing: list[tuple[PoolAccount, GatewayError, float]] = []
-
-    async def next_account(self, key: str | None, attempt: int) -> PoolAccount | None:
-        """The account for this attempt (counted in flight), or None. When every account
-        rests and one is back within the request's waiting allowance (KI2API_POOL_WAIT_S), the
-        request waits for it rather than failing: a short rest never reaches the client."""
-        policy = self._pool.policy
-        delay = retry_delay(attempt, policy)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        while True:
-            account = await self._pool.acquire(key, self.tried, model=self._model)
-            if account is None and self.tried - self.done:
-                # every account was tried: one that failed for nobody's fault may be tried again
-                await asyncio.sleep(max(0.0, policy.retry_delay_base_s - delay))
-                delay = policy.retry_delay_base_s
-                account = await self._pool.acquire(key, self.done, model=self._model)
-            if account is not None:
-                if account.id in self.tried:
-                    self.done.add(account.id)  # its second try in this request: the last
-                self.tried.add(account.id)
-                return account
-            wait = self._pool.back_in(self.done)
-            if wait is None or wait > self._wait_left:
-                return None
-            self._wait_left -= wait
-            await asyncio.sleep(wait + _WAIT_MARGIN_S * random.random())
-
-    async def failed(
-        self, account: PoolAccount, err: GatewayError, started_at: float, *, ours: bool
-    ) -> bool:
-        """Record a failed attempt; True when another attempt may follow."""
-        self.last = err
-        if ours:  # a check of the gateway's own (response_format): the request's fault
-            return False
-        if blame(err) is Blame.NOBODY:
-            if any(same_answer(err, seen) for _, seen, _ in self._passing):
-                self._passing = [p for p in self._passing if not same_answer(err, p[1])]
-                return False
-            self._passing.append((account, err, started_at))
-            return True
-        action = await self._pool.failed(account, err, started_at=started_at)
-        if action.failover:
-            self.barred.add(account.id)
-            self.done.add(account.id)
-        return action.failover
-
-    async def settle(self) -> None:
-        passing, self._passing = self._passing, []
-        for account, err, started_at in passing:
-            await self._pool.failed(account, err, started_at=started_at)
 
 
 def _observe(trace: RequestTrace | None, batch: list[Event]) -> None:
