@@ -193,29 +193,32 @@ class LiveCatalogue:
         return now - asked >= wait
 
     async def refresh(self) -> None:
-        """Ask Kiro for each account whose catalogue is due (one call at a time)."""
+        """Ask Kiro for each account whose catalogue is due, all at once (a request that finds
+        some due waits for the slowest answer, at most `timeout_s`, not for their sum)."""
         if not any(self._due(a, self._clock()) for a in self._account_ids()):
             return
         async with self._lock:
-            for account_id in self._account_ids():
-                if not self._due(account_id, self._clock()):
-                    continue
+            due = [a for a in self._account_ids() if self._due(a, self._clock())]
+            for account_id in due:
                 self._asked[account_id] = self._clock()
-                try:
-                    offered = await asyncio.wait_for(self._fetch(account_id), self._timeout_s)
-                except TimeoutError:
-                    _log.info("account %s: model list not known (no answer in time)", account_id)
-                    continue
-                except GatewayError as exc:
-                    _log.info("account %s: model list not known (%s)", account_id, exc.message)
-                    continue
-                except Exception:  # the static table serves meanwhile
-                    _log.warning("account %s: model list failed", account_id, exc_info=True)
-                    continue
-                if offered:
-                    self._offers[account_id] = offered
-                    self._offer_ids[account_id] = frozenset(m.kiro_id for m in offered)
-                    self._built = None
+            await asyncio.gather(*(self._ask(a) for a in due))
+
+    async def _ask(self, account_id: str) -> None:
+        try:
+            offered = await asyncio.wait_for(self._fetch(account_id), self._timeout_s)
+        except TimeoutError:
+            _log.info("account %s: model list not known (no answer in time)", account_id)
+            return
+        except GatewayError as exc:
+            _log.info("account %s: model list not known (%s)", account_id, exc.message)
+            return
+        except Exception:  # the static table serves meanwhile
+            _log.warning("account %s: model list failed", account_id, exc_info=True)
+            return
+        if offered:
+            self._offers[account_id] = offered
+            self._offer_ids[account_id] = frozenset(m.kiro_id for m in offered)
+            self._built = None
 
     def offered_ids(self, account_id: str) -> frozenset[str]:
         """The Kiro model ids `account_id` may be sent (the static table's when not known)."""
