@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from botocore.eventstream import EventStreamBuffer
 
-from ki2api.kiro.codec import EventStreamDecoder, encode_event
+from ki2api.kiro.stream.codec import EventStreamDecoder, encode_event
 
 __all__ = ["kiro_stream", "measure_decoders"]
 

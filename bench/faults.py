@@ -56,7 +56,7 @@ def _http_json(url: str, method: str = "GET", body: Json | None = None) -> Any:
 def _start_emulator(root: Path, logs: Path) -> tuple[Child, str, Path]:
     port = free_port()
     creds = root / "creds"
-    argv = [_PY, "-m", "ki2api.cli", "emulator", "--host", HOST, "--port", str(port)]
+    argv = [_PY, "-m", "ki2api.cli.main", "emulator", "--host", HOST, "--port", str(port)]
     argv += ["--accounts", str(ACCOUNTS), "--credentials-dir", str(creds)]
     child = Child("faults-emulator", argv, log_dir=logs, env=_child_env(root, {}), cwd=_REPO)
     url = f"http://{HOST}:{port}"

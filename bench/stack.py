@@ -105,7 +105,7 @@ def _wait_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any]:
 def _start_emulator(root: Path, logs: Path) -> tuple[Child, str, dict[str, Any]]:
     port = free_port()
     creds = root / "creds"
-    argv = [_PY, "-m", "ki2api.cli", "emulator", "--host", HOST, "--port", str(port)]
+    argv = [_PY, "-m", "ki2api.cli.main", "emulator", "--host", HOST, "--port", str(port)]
     argv += ["--accounts", "1", "--credentials-dir", str(creds)]
     child = Child("emulator", argv, log_dir=logs, env=_child_env(root, {}), cwd=_REPO)
     url = f"http://{HOST}:{port}"
@@ -135,7 +135,7 @@ def start_gateway(
             **login,
         },
     )
-    argv = [_PY, "-m", "ki2api.cli", "serve", "--host", HOST, "--port", str(port)]
+    argv = [_PY, "-m", "ki2api.cli.main", "serve", "--host", HOST, "--port", str(port)]
     child = Child(name, argv, log_dir=logs, env=env, cwd=_REPO)
     url = f"http://{HOST}:{port}"
     try:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from bench.client import Connection, HttpClientError
-from ki2api.kiro.codec import CodecError, EventStreamDecoder
+from ki2api.kiro.stream.codec import CodecError, EventStreamDecoder
 
 __all__ = [
     "DirectConsumer",

@@ -1,7 +1,7 @@
 """Configuration: the only module that reads the environment (and only when called).
 
 Sources, lowest to highest precedence: defaults, a `.env` file in the working directory,
-the process environment, CLI flags (applied by `cli.py` with `dataclasses.replace`).
+the process environment, CLI flags (applied by `cli/main.py` with `dataclasses.replace`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["Settings", "SettingsError", "load_settings", "parse_dotenv"]
 
 DEFAULT_API_KEY = "ki2api-key-2024"
 DEFAULT_PORT = 8989
-# The Q API host of each account's region (us-east-1 or eu-central-1: see kiro/endpoints.py).
+# The Q API host of each account's region (us-east-1 or eu-central-1: see kiro/endpoint.py).
 DEFAULT_API_BASE = "https://q.{region}.amazonaws.com"
 
 
@@ -60,18 +60,18 @@ class Settings:
     body_timeout_s: float = 60.0  # the body, plus 1 s per 64 KiB it declares
     idle_timeout_s: float = 30.0  # silence after accept or between keep-alive requests
     max_client_connections: int = 1024  # open client connections (below the fd limit)
-    # Account pool (kiro/pool_policy.py)
+    # Account pool (kiro/accounts/policy.py)
     max_attempts: int = 4  # accounts tried for one request before giving up
     throttle_cooldown_s: float = 1.0  # rest after a 2nd 429 in a row (doubling, max 300 s)
     error_cooldown_s: float = 2.0  # first rest after a 5xx / network error (max 60 s)
     pool_wait_s: float = 5.0  # a request waits this long at most for a resting account
     quota_poll_s: float = 1800.0  # how often to ask getUsageLimits per account (0: never)
-    # Upstream size budget (kiro/budget.py)
+    # Upstream size budget (kiro/request/budget.py)
     max_upstream_bytes: int = 600_000  # the text of the body: image bytes do not count
     max_image_bytes_per_request: int = 5 * 1024 * 1024  # images of one request, base64
     max_tools: int = 119  # Kiro refuses about 120 tools and more (docs/kiro-protocol.md §3.6)
     trim_history: bool = False
-    # Client version in the user agent headers (kiro/headers.py): keep it current
+    # Client version in the user agent headers (kiro/endpoint.py): keep it current
     kiro_client_version: str = "1.1.14"
     # Remote images (images/fetch.py)
     image_fetch: bool = True
@@ -80,7 +80,7 @@ class Settings:
     image_allow_private: bool = False
     log_level: str = "info"
     workers: int = 1  # `serve` processes sharing the state store
-    # Network safety (runner.py, server/hosts.py)
+    # Network safety (cli/runner.py, server/hosts.py)
     allow_default_key: bool = False  # serve on a non-loopback address with DEFAULT_API_KEY
     allowed_hosts: tuple[str, ...] = ()  # extra Host names accepted on a loopback bind ("*": any)
 
@@ -165,7 +165,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 def _client_version(env: Mapping[str, str]) -> str:
     raw = env.get("KIRO_CLIENT_VERSION", "").strip()
     if not raw:
-        return "1.1.14"  # Kiro IDE build, docs/kiro-protocol.md §3.2 (kiro/headers.py KIRO_VERSION)
+        return "1.1.14"  # Kiro IDE build, docs/kiro-protocol.md §3.2 (kiro/endpoint.py)
     if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}", raw):
         raise SettingsError(f"KIRO_CLIENT_VERSION must look like 1.1.14, not {raw!r}")
     return raw

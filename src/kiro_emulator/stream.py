@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ki2api.kiro.codec import encode_event, encode_exception
+from ki2api.kiro.stream.codec import encode_event, encode_exception
 
 from .models import KNOWN_MODELS, context_window
 from .script import Directives, Reply, ToolCall, split_text

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.credentials import KiroCredentials, discover
-from ki2api.kiro.tokenfile import parse_expires_at
+from ki2api.kiro.login.credentials import KiroCredentials, discover
+from ki2api.kiro.login.token_file import parse_expires_at
 from ki2api.settings import Settings
 from kiro_emulator import EmulatorConfig, create_app
 from tests.support.servers import serve_in_thread

@@ -14,9 +14,9 @@ import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.websearch import WebSearchResult
-from ki2api.kiro.chat_transport import ChatTransport
-from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
-from ki2api.kiro.websearch import KiroWebSearch, build_mcp_request, web_search
+from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.mcp import KiroWebSearch, build_mcp_request, web_search
+from ki2api.kiro.transport import ChatTransport
 from kiro_emulator import EmulatorConfig
 from tests.component.test_credentials_emulator import login, refreshes
 from tests.component.test_emulator_kit import BEARER_BODY, SOCIAL_ARN, Emu, running

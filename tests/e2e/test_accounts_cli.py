@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.quota import fetch_quota
+from ki2api.kiro.accounts.quota import fetch_quota
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import Account, make_account, make_expired_account
 

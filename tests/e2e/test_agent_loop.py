@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ki2api.kiro.tools import assign_tool_names
+from ki2api.kiro.request.tools import assign_tool_names
 from tests.conftest import Gateway
 from tests.support.payloads import PNG_1X1
 

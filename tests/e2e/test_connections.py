@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from ki2api.kiro.registry import store_path
+from ki2api.kiro.accounts.registry import store_path
 from ki2api.state.base import UsageRow
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import API_KEY, Gateway, make_account

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from ki2api.kiro.importers import scan_token_dir
+from ki2api.kiro.accounts.importers import scan_token_dir
 from ki2api.state.sqlite import SQLiteStore
 from tests.support.procs import (
     SCRIPT,

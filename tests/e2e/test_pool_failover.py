@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ki2api.kiro.quota import check_quotas
-from ki2api.kiro.registry import store_path, sync_discovered
+from ki2api.kiro.accounts.quota import check_quotas
+from ki2api.kiro.accounts.registry import store_path, sync_discovered
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import API_KEY, Gateway, gateway_settings
 from tests.support.pool_accounts import (

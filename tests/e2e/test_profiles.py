@@ -1,6 +1,6 @@
 """Identity Center logins without a profile ARN find one (ListAvailableProfiles, or the IDE's
 profile.json) and chat, through the real HTTP stack against an emulator account that refuses
-calls without its own ARN (kiro/profiles.py; docs/kiro-protocol.md §10.3)."""
+calls without its own ARN (kiro/login/profiles.py; docs/kiro-protocol.md §10.3)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ki2api.kiro.profiles import LIST_PROFILES_TARGET, ide_profile_paths
+from ki2api.kiro.login.profiles import LIST_PROFILES_TARGET, ide_profile_paths
 from tests.conftest import Account, Gateway
 
 MODEL = "claude-sonnet-4-20250514"

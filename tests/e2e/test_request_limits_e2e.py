@@ -11,8 +11,8 @@ import anthropic
 import openai
 import pytest
 
-from ki2api.kiro.budget import DEFAULT_MAX_TOOLS
-from ki2api.kiro.headers import KIRO_VERSION
+from ki2api.kiro.endpoint import KIRO_VERSION
+from ki2api.kiro.request.budget import DEFAULT_MAX_TOOLS
 from tests.conftest import Gateway
 from tests.unit.test_request_limits import BIG_PNG
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from ki2api.kiro.tools import INSTRUCTIONS, shorten_tool_name
+from ki2api.kiro.request.tools import INSTRUCTIONS, shorten_tool_name
 from tests.conftest import API_KEY, Gateway
 from tests.support.payloads import WEATHER_TOOL
 

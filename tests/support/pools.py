@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ki2api.kiro.credentials import KiroCredentials
-from ki2api.kiro.pool import AccountPool
+from ki2api.kiro.accounts.pool import AccountPool
+from ki2api.kiro.login.credentials import KiroCredentials
 from ki2api.state.base import AccountRecord
 from ki2api.state.sqlite import SQLiteStore
 

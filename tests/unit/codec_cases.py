@@ -1,7 +1,7 @@
 """Helpers for the codec tests: the vector fixture, hand-built frames, fragmentation.
 
 The hand-built frames here are assembled from raw bytes with `zlib.crc32`, independently of
-`ki2api.kiro.codec.encode_frame`, so the decoder is not only checked against its own encoder.
+`ki2api.kiro.stream.codec.encode_frame`, so the decoder is not only checked against its own encoder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ki2api.kiro.codec import EventStreamDecoder, Frame, HeaderType, HeaderValue
+from ki2api.kiro.stream.codec import EventStreamDecoder, Frame, HeaderType, HeaderValue
 
 __all__ = [
     "EPOCH",

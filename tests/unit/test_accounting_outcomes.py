@@ -14,7 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ki2api.server.accounting import AccountingMiddleware
 from ki2api.state.sqlite import SQLiteStore
-from ki2api.state.usage import UsageLog
+from ki2api.state.usage_log import UsageLog
 
 
 async def _cancelled_early(scope: Scope, receive: Receive, send: Send) -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.frontends.anthropic.errors import (
+from ki2api.frontends.anthropic.error_json import (
     ERROR_TABLE,
     context_overflow,
     error_response,

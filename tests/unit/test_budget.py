@@ -23,7 +23,7 @@ from ki2api.core.messages import (
     ToolSpec,
     ToolUsePart,
 )
-from ki2api.kiro.budget import (
+from ki2api.kiro.request.budget import (
     DEFAULT_MAX_UPSTREAM_BYTES,
     MAX_CURRENT_MESSAGE_CHARS,
     check_budget,
@@ -32,7 +32,7 @@ from ki2api.kiro.budget import (
     fit_conversation,
     protected_start,
 )
-from ki2api.kiro.request import build_request
+from ki2api.kiro.request.build import build_request
 from kiro_emulator.validate import parse_chat
 
 TOOL = ToolSpec("read_file", "Read a file.", {"type": "object", "properties": {}})

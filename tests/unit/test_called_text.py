@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from ki2api.kiro.called_text import CalledTextFilter, Piece, TextCall
+from ki2api.kiro.stream.called_text import CalledTextFilter, Piece, TextCall
 
 NAMES = {"get_weather": "get_weather", "run": "run", "short_ab12": "original.long.name"}
 

@@ -1,5 +1,5 @@
-"""kiro/catalogue.py: parsing ListAvailableModels answers, and the live catalogue's caching,
-refresh, fallback and per-account offers."""
+"""kiro/accounts/catalogue.py: parsing ListAvailableModels answers, and the live catalogue's
+caching, refresh, fallback and per-account offers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import OfferedModel, default_catalogue
-from ki2api.kiro.catalogue import LiveCatalogue, native_fields, parse_models_page
+from ki2api.kiro.accounts.catalogue import LiveCatalogue, native_fields, parse_models_page
 
 SCHEMA = {
     "type": "object",

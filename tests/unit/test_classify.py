@@ -16,7 +16,7 @@ from ki2api.kiro.classify import (
     is_bearer_invalid,
     json_answer,
 )
-from ki2api.kiro.codec import Frame
+from ki2api.kiro.stream.codec import Frame
 
 BEARER = b'{"message":"The bearer token included in the request is invalid.","reason":null}'
 

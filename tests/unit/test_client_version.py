@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ki2api.kiro import headers
-from ki2api.kiro.budget import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_TOOLS
+from ki2api.kiro import endpoint as headers
+from ki2api.kiro.request.budget import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_TOOLS
 from ki2api.settings import SettingsError, load_settings
 
 # --- settings and headers ------------------------------------------------------------------------

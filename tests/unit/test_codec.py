@@ -1,4 +1,4 @@
-"""ki2api.kiro.codec: the event-stream decoder (and the encoder, checked byte for byte).
+"""ki2api.kiro.stream.codec: the event-stream decoder (and the encoder, checked byte for byte).
 
 Oracles, in order of independence: the fixture built with botocore (tests/fixtures), the hex
 vector of docs/kiro-protocol.md §5.4, frames hand-assembled with zlib in `codec_cases`, botocore's
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ki2api.kiro.codec import (
+from ki2api.kiro.stream.codec import (
     CodecError,
     DecoderClosedError,
     EventStreamDecoder,

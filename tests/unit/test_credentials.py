@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro import tokenfile
-from ki2api.kiro.credentials import CredentialSource, KiroCredentials
+from ki2api.kiro.login import token_file as tokenfile
+from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
 from ki2api.settings import Settings
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)

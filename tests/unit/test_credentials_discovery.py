@@ -1,4 +1,4 @@
-"""ki2api.kiro.credentials_discovery: where the login comes from, and what kind it is."""
+"""ki2api.kiro.login.discovery: where the login comes from, and what kind it is."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.credentials import KiroCredentials, discover
-from ki2api.kiro.credentials_discovery import auth_method_of, token_region
+from ki2api.kiro.login.credentials import KiroCredentials, discover
+from ki2api.kiro.login.discovery import auth_method_of, token_region
 from ki2api.settings import Settings
 
 TOKEN = {"accessToken": "aoa-x", "refreshToken": "aor-x", "authMethod": "social"}

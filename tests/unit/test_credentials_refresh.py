@@ -1,4 +1,4 @@
-"""ki2api.kiro.refresh: refresh answers and failures mapped onto the error taxonomy."""
+"""ki2api.kiro.login.refresh: refresh answers and failures mapped onto the error taxonomy."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import httpx
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.refresh import (
+from ki2api.kiro.login.refresh import (
     classify_refresh_failure,
     parse_refresh_response,
     refresh_idc,
     refresh_social,
 )
-from ki2api.kiro.tokenfile import ClientRegistration
+from ki2api.kiro.login.token_file import ClientRegistration
 
 SECRET = "aor-SECRET-refresh-token"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ki2api.kiro.endpoints import api_base, chat_region, region_of_arn
+from ki2api.kiro.endpoint import api_base, chat_region, region_of_arn
 
 EU_ARN = "arn:aws:codewhisperer:eu-central-1:123456789012:profile/ABCDEFGHIJKL"
 US_ARN = "arn:aws:codewhisperer:us-east-1:123456789012:profile/ABCDEFGHIJKL"

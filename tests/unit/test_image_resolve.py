@@ -17,7 +17,7 @@ from starlette.routing import Route
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import ImagePart, TextPart
 from ki2api.core.models import default_catalogue
-from ki2api.frontends.openai.images import resolve_remote_images
+from ki2api.frontends.openai.image_parts import resolve_remote_images
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import ChatCompletionRequest, parse_chat_request
 from ki2api.images.fetch import ImageFetcher

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ki2api.kiro.importers import (
+from ki2api.kiro.accounts.importers import (
     AccountSourceError,
     default_kiro_cli_db,
     load_token_json,
@@ -19,7 +19,7 @@ from ki2api.kiro.importers import (
     safe_id,
     scan_token_dir,
 )
-from ki2api.kiro.registry import AccountExists, add_account, store_path, sync_discovered
+from ki2api.kiro.accounts.registry import AccountExists, add_account, store_path, sync_discovered
 from ki2api.settings import Settings
 from ki2api.state.sqlite import SQLiteStore
 

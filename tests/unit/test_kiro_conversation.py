@@ -12,8 +12,8 @@ import pytest
 
 from ki2api.core.messages import Conversation, ImagePart, Message, TextPart, ToolResultPart
 from ki2api.frontends.anthropic.to_core import client_session_id
-from ki2api.kiro.conversation import kiro_conversation_id, start_digest
-from ki2api.kiro.pool_policy import conversation_key
+from ki2api.kiro.accounts.policy import conversation_key
+from ki2api.kiro.request.conversation_id import kiro_conversation_id, start_digest
 
 
 def user(*parts: Any) -> Message:

@@ -21,8 +21,8 @@ from ki2api.core.events import (
     Usage,
     aggregate,
 )
-from ki2api.kiro.codec import EventStreamDecoder, Frame, encode_event
-from ki2api.kiro.events import KiroStreamTranslator
+from ki2api.kiro.stream.codec import EventStreamDecoder, Frame, encode_event
+from ki2api.kiro.stream.translate import KiroStreamTranslator
 
 TEXT = "assistantResponseEvent"
 TOOL = "toolUseEvent"

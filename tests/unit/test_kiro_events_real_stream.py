@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 from ki2api.core.events import Event, MessageStop, TextDelta, Usage
-from ki2api.kiro.codec import decode_all
-from ki2api.kiro.events import KiroStreamTranslator
+from ki2api.kiro.stream.codec import decode_all
+from ki2api.kiro.stream.translate import KiroStreamTranslator
 from kiro_emulator.script import Directives, parse_directives, plan_reply
 from kiro_emulator.stream import build_plan
 

@@ -17,7 +17,7 @@ from ki2api.core.events import (
     ToolCallStart,
     aggregate,
 )
-from ki2api.kiro.codec import Frame
+from ki2api.kiro.stream.codec import Frame
 from tests.unit.test_kiro_events import content, run, text, tool, translator
 
 LONG = "mcp__filesystem__" + "x" * 60

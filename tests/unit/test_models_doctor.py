@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ki2api.cli.doctor import mapping_lines, run_doctor
 from ki2api.core.models import default_catalogue
-from ki2api.doctor import mapping_lines, run_doctor
 from tests.conftest import Account, gateway_settings
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ki2api.runner import default_key_exposure
+from ki2api.cli.runner import default_key_exposure
 from ki2api.server.auth import identify, presented_keys
 from ki2api.server.hosts import host_allowed, host_name, is_loopback_host
 from ki2api.settings import DEFAULT_API_KEY, Settings, SettingsError, load_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.frontends.openai.errors import error_response, stream_error_body
+from ki2api.frontends.openai.error_json import error_response, stream_error_body
 
 K = ErrorKind
 # kind: (status, type, code when the error sets none, param when the error sets none)

@@ -21,7 +21,7 @@ from ki2api.core.messages import (
     ToolUsePart,
 )
 from ki2api.core.models import ModelInfo, default_catalogue
-from ki2api.frontends.openai.images import image_part
+from ki2api.frontends.openai.image_parts import image_part
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
 

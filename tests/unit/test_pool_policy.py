@@ -9,7 +9,7 @@ import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, ImagePart, Message, TextPart
-from ki2api.kiro.pool_policy import (
+from ki2api.kiro.accounts.policy import (
     Action,
     Availability,
     Blame,

@@ -1,4 +1,4 @@
-"""kiro/profiles.py: the ListAvailableProfiles parser and the IDE's profile.json."""
+"""kiro/login/profiles.py: the ListAvailableProfiles parser and the IDE's profile.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ki2api.kiro.profiles import ide_profile_arn, ide_profile_paths, parse_profiles
+from ki2api.kiro.login.profiles import ide_profile_arn, ide_profile_paths, parse_profiles
 
 ARN = "arn:aws:codewhisperer:us-east-1:123456789012:profile/ABCDEF123456"
 EU = "arn:aws:codewhisperer:eu-central-1:210987654321:profile/ZYX987"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ki2api.kiro.quota import Quota, parse_usage_limits
+from ki2api.kiro.accounts.quota import Quota, parse_usage_limits
 from kiro_emulator.models import usage_limits
 
 RESET = 1767225600

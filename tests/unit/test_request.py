@@ -30,7 +30,7 @@ from ki2api.core.messages import (
     ToolSpec,
     ToolUsePart,
 )
-from ki2api.kiro.request import build_request, image_entry
+from ki2api.kiro.request.build import build_request, image_entry
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "request"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))

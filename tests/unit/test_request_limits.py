@@ -21,7 +21,7 @@ from ki2api.core.messages import (
     ToolResultPart,
     ToolSpec,
 )
-from ki2api.kiro.budget import (
+from ki2api.kiro.request.budget import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_TOOLS,
     DEFAULT_MAX_UPSTREAM_BYTES,
@@ -32,7 +32,7 @@ from ki2api.kiro.budget import (
     fit_conversation,
     text_bytes,
 )
-from ki2api.kiro.request import build_request
+from ki2api.kiro.request.build import build_request
 from kiro_emulator.errors import Rejection
 from kiro_emulator.validate import MAX_TOOLS, parse_chat
 

@@ -23,8 +23,8 @@ from ki2api.core.messages import (
     ToolSpec,
     ToolUsePart,
 )
-from ki2api.kiro.request import build_kiro_request, build_request
-from ki2api.kiro.tools import MAX_DESCRIPTION, TOOL_DOCS_HEADING, shorten_tool_name
+from ki2api.kiro.request.build import build_kiro_request, build_request
+from ki2api.kiro.request.tools import MAX_DESCRIPTION, TOOL_DOCS_HEADING, shorten_tool_name
 from kiro_emulator.validate import parse_chat
 from tests.unit.test_request import FIXTURE_FILES, load_conversation
 

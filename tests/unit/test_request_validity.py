@@ -22,7 +22,7 @@ from ki2api.core.messages import (
     ToolSpec,
     ToolUsePart,
 )
-from ki2api.kiro.request import build_request
+from ki2api.kiro.request.build import build_request
 
 SYSTEM = "SYSTEM-PROMPT-MARKER"
 

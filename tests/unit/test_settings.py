@@ -32,7 +32,7 @@ def test_parse_dotenv(name: str, text: str, expected: dict[str, str]) -> None:
 def test_defaults_match_the_original(tmp_path: Path) -> None:
     s = load_settings({"HOME": str(tmp_path)}, dotenv=tmp_path / "none.env")
     assert (s.port, s.api_keys, s.host) == (8989, ("ki2api-key-2024",), "127.0.0.1")
-    # each account's own Q region fills `{region}` (kiro/endpoints.py); no region forced
+    # each account's own Q region fills `{region}` (kiro/endpoint.py); no region forced
     assert s.kiro_api_base == "https://q.{region}.amazonaws.com" and s.kiro_region is None
     assert s.kiro_auth_base == "https://prod.us-east-1.auth.desktop.kiro.dev"
 

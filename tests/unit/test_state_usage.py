@@ -12,7 +12,7 @@ import pytest
 
 from ki2api.state.base import UsageRow
 from ki2api.state.sqlite import SQLiteStore
-from ki2api.state.usage import UsageLog
+from ki2api.state.usage_log import UsageLog
 
 LONG = 3600.0  # a flush interval that never elapses within a test
 
@@ -158,7 +158,7 @@ async def test_failed_write_keeps_rows_and_warns_once(
     for i in range(3):
         log.add(row(i))
     break_usage_table(store.path, broken=True)
-    with caplog.at_level(logging.INFO, logger="ki2api.state.usage"):
+    with caplog.at_level(logging.INFO, logger="ki2api.state.usage_log"):
         assert not await log.flush()
         log.add(row(3))
         assert not await log.flush()
@@ -194,7 +194,7 @@ async def test_bounded_queue_drops_oldest(
 ) -> None:
     log = UsageLog(store, flush_interval_s=LONG, max_batch=1000, max_pending=5)
     break_usage_table(store.path, broken=True)
-    with caplog.at_level(logging.WARNING, logger="ki2api.state.usage"):
+    with caplog.at_level(logging.WARNING, logger="ki2api.state.usage_log"):
         for i in range(4):
             log.add(row(i))
         assert not await log.flush()

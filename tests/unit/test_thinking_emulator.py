@@ -12,9 +12,9 @@ import pytest
 
 from ki2api.core.events import TextDelta, ThinkingDelta, aggregate
 from ki2api.core.messages import ThinkingConfig
-from ki2api.kiro.codec import decode_all
-from ki2api.kiro.events import KiroStreamTranslator
-from ki2api.kiro.thinking_mode import thinking_prefix
+from ki2api.kiro.request.thinking_fields import thinking_prefix
+from ki2api.kiro.stream.codec import decode_all
+from ki2api.kiro.stream.translate import KiroStreamTranslator
 from kiro_emulator.script import parse_directives, plan_reply, split_thinking_mode
 from kiro_emulator.stream import build_plan
 

@@ -15,8 +15,8 @@ from ki2api.core.messages import (
     ToolSpec,
     ToolUsePart,
 )
-from ki2api.kiro.request import build_request
-from ki2api.kiro.thinking_mode import clamp_budget, kiro_effort, thinking_prefix
+from ki2api.kiro.request.build import build_request
+from ki2api.kiro.request.thinking_fields import clamp_budget, kiro_effort, thinking_prefix
 
 ENABLED = "<thinking_mode>enabled</thinking_mode><max_thinking_length>{}</max_thinking_length>"
 ADAPTIVE = "<thinking_mode>adaptive</thinking_mode><thinking_effort>{}</thinking_effort>"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from ki2api.core.messages import Conversation, GenParams, Message, TextPart, ThinkingConfig
-from ki2api.kiro.request import build_request
-from ki2api.kiro.thinking_mode import native_effort, native_request_fields
+from ki2api.kiro.request.build import build_request
+from ki2api.kiro.request.thinking_fields import native_effort, native_request_fields
 from kiro_emulator.errors import Rejection
 from kiro_emulator.models import native_thinking
 

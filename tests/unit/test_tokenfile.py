@@ -1,4 +1,4 @@
-"""ki2api.kiro.tokenfile: expiresAt formats, companion lookup, atomic write-back."""
+"""ki2api.kiro.login.token_file: expiresAt formats, companion lookup, atomic write-back."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ki2api.kiro import tokenfile
-from ki2api.kiro.tokenfile import (
+from ki2api.kiro.login import token_file as tokenfile
+from ki2api.kiro.login.token_file import (
     ExpiryFormat,
     TokenFileError,
     find_client_registration,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ki2api.core.messages import ToolChoice, ToolSpec
-from ki2api.kiro.tools import (
+from ki2api.kiro.request.tools import (
     INSTRUCTIONS,
     MAX_DESCRIPTION,
     MAX_TOOL_NAME,

@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.chat_transport import ChatTransport, map_aiohttp_errors
-from ki2api.transport import map_transport_errors
+from ki2api.http_client import map_transport_errors
+from ki2api.kiro.transport import ChatTransport, map_aiohttp_errors
 
 REQ = httpx.Request("POST", "https://example.invalid/")
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ki2api.server.accounting import AccountingMiddleware
 from ki2api.state.base import UsageRow
 from ki2api.state.sqlite import SQLiteStore
-from ki2api.state.usage import UsageLog
+from ki2api.state.usage_log import UsageLog
 
 SCOPE: Scope = {"type": "http", "path": "/v1/chat/completions", "headers": [], "method": "POST"}
 

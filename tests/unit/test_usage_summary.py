@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ki2api.cli.usage_commands import format_summary
 from ki2api.state.base import UsageRow, UsageSummary
 from ki2api.state.sqlite import SQLiteStore
-from ki2api.usage_cli import format_summary
 
 NOW = 1_800_000_000.0
 

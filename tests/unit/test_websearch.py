@@ -1,4 +1,4 @@
-"""kiro/websearch.py, the pure parts: detection, the JSON-RPC request, parsing the answer."""
+"""kiro/mcp.py, the pure parts: detection, the JSON-RPC request, parsing the answer."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, ImagePart, Message, TextPart, ToolResultPart
 from ki2api.core.websearch import WebSearchResult
-from ki2api.kiro.credentials import AuthSnapshot
-from ki2api.kiro.websearch import (
+from ki2api.kiro.login.credentials import AuthSnapshot
+from ki2api.kiro.mcp import (
     build_mcp_request,
     is_web_search_tool,
     mcp_headers,

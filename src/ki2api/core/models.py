@@ -10,7 +10,7 @@ every listed one the oldest. A newer or in-between version is never served by an
 it resolves to None (404), and `suggestions()` names the closest listed models.
 
 The static table is the fallback; `with_offered()` builds the catalogue of what the accounts
-really offer (ListAvailableModels, kiro/catalogue.py), with each model's real limits.
+really offer (ListAvailableModels, kiro/accounts/catalogue.py), with each model's real limits.
 docs/models.md explains the choice.
 """
 
@@ -58,7 +58,7 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True)
 class OfferedModel:
-    """One model of a ListAvailableModels answer (kiro/catalogue.py parses it)."""
+    """One model of a ListAvailableModels answer (kiro/accounts/catalogue.py parses it)."""
 
     kiro_id: str
     display_name: str

@@ -1,6 +1,6 @@
 """Web search answers: neutral result types and the reply a web-search request gets. Pure.
 
-Kiro's web-search endpoint (`kiro/websearch.py`) yields `WebSearchResult`s. A client's server
+Kiro's web-search endpoint (`kiro/mcp.py`) yields `WebSearchResult`s. A client's server
 tool call (Anthropic `web_search_20250305` and later) is answered without a model turn: one
 `server_tool_use` block with the query, one `web_search_tool_result` block with the results
 (or an error object) and one text block summarising them. `answer_blocks()` returns those three

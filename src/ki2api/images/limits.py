@@ -1,8 +1,8 @@
 """Kiro's image limits applied to a `Conversation`: pure, deterministic, no I/O.
 
 Kiro (like q-cli) takes at most 10 images in a message, at most 10 MB decoded each, and the
-images of a request have a cap of their own (`kiro/budget.py`), so images in a long history must
-go.
+images of a request have a cap of their own (`kiro/request/budget.py`), so images in a long
+history must go.
 `apply_image_limits` makes a conversation fit, always the same way:
 
 1. Only the most recent `keep_recent_user_turns` user turns carry images (a user turn is a run

@@ -25,7 +25,13 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, MessageStop, TextDelta, ThinkingDelta, ToolCallStart, Usage
 from ki2api.core.messages import Conversation
 from ki2api.core.trace import RequestTrace
-from ki2api.kiro.budget import (
+from ki2api.kiro.accounts.policy import ACCOUNT_LEVEL, conversation_key
+from ki2api.kiro.accounts.pool import AccountPool, PoolAccount
+from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
+from ki2api.kiro.endpoint import api_base, chat_headers, chat_region, machine_id
+from ki2api.kiro.failover import FailoverRun
+from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.request.budget import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_TOOLS,
     DEFAULT_MAX_UPSTREAM_BYTES,
@@ -33,18 +39,11 @@ from ki2api.kiro.budget import (
     fit_conversation,
     text_bytes,
 )
-from ki2api.kiro.chat_transport import ChatResponse, ChatTransport
-from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
-from ki2api.kiro.codec import CodecError, EventStreamDecoder
-from ki2api.kiro.conversation import kiro_conversation_id
-from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
-from ki2api.kiro.endpoints import api_base, chat_region
-from ki2api.kiro.events import KiroStreamTranslator
-from ki2api.kiro.failover import FailoverRun
-from ki2api.kiro.headers import chat_headers, machine_id
-from ki2api.kiro.pool import AccountPool, PoolAccount
-from ki2api.kiro.pool_policy import ACCOUNT_LEVEL, conversation_key
-from ki2api.kiro.request import KiroRequest, build_kiro_request
+from ki2api.kiro.request.build import KiroRequest, build_kiro_request
+from ki2api.kiro.request.conversation_id import kiro_conversation_id
+from ki2api.kiro.stream.codec import CodecError, EventStreamDecoder
+from ki2api.kiro.stream.translate import KiroStreamTranslator
+from ki2api.kiro.transport import ChatResponse, ChatTransport
 
 __all__ = ["BackendOptions", "KiroBackend", "Shaper"]
 
@@ -61,7 +60,7 @@ _PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHO
 
 @dataclass(frozen=True, slots=True)
 class BackendOptions:
-    api_base: str  # may hold `{region}`: each account's Q region (kiro/endpoints.py)
+    api_base: str  # may hold `{region}`: each account's Q region (kiro/endpoint.py)
     profile_arn: str | None = None  # used when the login carries none (e.g. IdC)
     region: str | None = None  # KIRO_REGION: one Q region for every account
     max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BYTES  # refuse (or trim) bigger requests
@@ -294,7 +293,7 @@ class KiroBackend:
         return await self._chat.post(self._url_for(auth), payload, headers), request
 
     def _url_for(self, auth: AuthSnapshot) -> str:
-        """The chat URL of the account's Q region (kiro/endpoints.py)."""
+        """The chat URL of the account's Q region (kiro/endpoint.py)."""
         region = chat_region(
             profile_arn=auth.profile_arn or self._options.profile_arn,
             login_region=auth.region,
@@ -325,7 +324,7 @@ class KiroBackend:
         )
 
     def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
-        """The request and its bytes, within the upstream size budget (see kiro/budget.py)."""
+        """The request and its bytes, within the upstream size budget (request/budget.py)."""
         conversation_id = kiro_conversation_id(conv)  # one per conversation, as real clients
         profile_arn = auth.profile_arn or self._options.profile_arn
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.codec import Frame
 
 __all__ = [
     "SUSPENDED_CODE",
@@ -198,6 +197,20 @@ _FRAME_TABLE: tuple[tuple[str, ErrorKind, str], ...] = (
     ("validation", ErrorKind.UPSTREAM_REJECTED, "Kiro rejected the request"),
     ("accessdenied", ErrorKind.PERMISSION, "Kiro denied access"),
 )
+
+
+class Frame(Protocol):
+    """What classification reads of a decoded frame (`kiro.stream.codec.Frame` has it), so this
+    module, which the stream layer uses, does not import the stream layer."""
+
+    @property
+    def headers(self) -> Mapping[str, object]: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def message_type(self) -> str: ...
+    @property
+    def exception_type(self) -> str | None: ...
 
 
 def _frame_detail(frame: Frame) -> _Detail:

@@ -13,8 +13,8 @@ import asyncio
 import random
 
 from ki2api.core.errors import GatewayError
-from ki2api.kiro.pool import AccountPool, PoolAccount
-from ki2api.kiro.pool_policy import Blame, blame, retry_delay, same_answer
+from ki2api.kiro.accounts.policy import Blame, blame, retry_delay, same_answer
+from ki2api.kiro.accounts.pool import AccountPool, PoolAccount
 
 __all__ = ["FailoverRun"]
 

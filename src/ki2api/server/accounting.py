@@ -20,7 +20,7 @@ from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
 from ki2api.server.auth import identify
 from ki2api.state.base import UsageRow
-from ki2api.state.usage import UsageLog
+from ki2api.state.usage_log import UsageLog
 
 __all__ = ["AccountingMiddleware", "client_key_fingerprint", "trace_of"]
 

@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Scope
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.tokenizer import default_counter
-from ki2api.frontends.anthropic.errors import error_response as anthropic_error_response
-from ki2api.frontends.openai.errors import error_response
+from ki2api.frontends.anthropic.error_json import error_response as anthropic_error_response
+from ki2api.frontends.openai.error_json import error_response
 from ki2api.server.accounting import AccountingMiddleware, trace_of
 from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -26,7 +26,7 @@ from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_openai import router as openai_router
 from ki2api.server.services import build_services
 from ki2api.settings import Settings, load_settings
-from ki2api.state.usage import UsageLog
+from ki2api.state.usage_log import UsageLog
 
 __all__ = ["create_app", "create_app_from_env", "is_anthropic_path", "render_error"]
 

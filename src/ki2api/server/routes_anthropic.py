@@ -26,16 +26,16 @@ from ki2api.core.websearch import (
     search_error_code,
     web_search_answer,
 )
-from ki2api.frontends.anthropic.errors import context_overflow
+from ki2api.frontends.anthropic.error_json import context_overflow
 from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, fold, message_response
-from ki2api.frontends.anthropic.images import UnfetchedImages, resolve_remote_images
+from ki2api.frontends.anthropic.image_parts import UnfetchedImages, resolve_remote_images
 from ki2api.frontends.anthropic.stops import StopSequenceFinder
 from ki2api.frontends.anthropic.to_core import to_conversation
 from ki2api.frontends.anthropic.websearch import web_search_message_events
 from ki2api.frontends.anthropic.wire import parse_count_tokens_request, parse_messages_request
 from ki2api.frontends.sse import sse_event
 from ki2api.images.limits import apply_image_limits
-from ki2api.kiro.websearch import web_search_request_query
+from ki2api.kiro.mcp import web_search_request_query
 from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
 from ki2api.server.disconnect import unless_gone

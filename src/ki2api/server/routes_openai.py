@@ -18,7 +18,7 @@ from ki2api.core.events import Event, aggregate
 from ki2api.core.models import ModelInfo, not_offered_hint
 from ki2api.core.trace import RequestTrace
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
-from ki2api.frontends.openai.images import resolve_remote_images
+from ki2api.frontends.openai.image_parts import resolve_remote_images
 from ki2api.frontends.openai.response_format import StreamJSONCheck, instruction
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request

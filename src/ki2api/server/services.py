@@ -9,23 +9,23 @@ import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
+from ki2api.http_client import create_upstream_client
 from ki2api.images.fetch import ImageFetcher
+from ki2api.kiro.accounts.catalogue import LiveCatalogue, live_catalogue
+from ki2api.kiro.accounts.logins import credentials_factory
+from ki2api.kiro.accounts.policy import PolicyConfig
+from ki2api.kiro.accounts.pool import AccountPool
+from ki2api.kiro.accounts.registry import store_path, sync_discovered
+from ki2api.kiro.accounts.upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
 from ki2api.kiro.backend import BackendOptions, KiroBackend
-from ki2api.kiro.catalogue import LiveCatalogue, live_catalogue
-from ki2api.kiro.chat_transport import ChatTransport
-from ki2api.kiro.credentials_discovery import discover, no_credentials_error
-from ki2api.kiro.headers import set_client_version
-from ki2api.kiro.pool import AccountPool
-from ki2api.kiro.pool_policy import PolicyConfig
-from ki2api.kiro.pool_refresh import credentials_factory
-from ki2api.kiro.pool_upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
-from ki2api.kiro.registry import store_path, sync_discovered
-from ki2api.kiro.websearch import KiroWebSearch
+from ki2api.kiro.endpoint import set_client_version
+from ki2api.kiro.login.discovery import discover, no_credentials_error
+from ki2api.kiro.mcp import KiroWebSearch
+from ki2api.kiro.transport import ChatTransport
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 from ki2api.state.sqlite import SQLiteStore
-from ki2api.state.usage import UsageLog
-from ki2api.transport import create_upstream_client
+from ki2api.state.usage_log import UsageLog
 
 __all__ = ["Services", "build_services"]
 

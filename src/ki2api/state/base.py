@@ -82,7 +82,7 @@ class Health:
     quota_checked_at: float | None = None
     last_error: str | None = None  # a safe, short message
     last_ok_at: float | None = None
-    # The strike series (kiro/pool_policy.py): what kind of failure `strikes` counts and when
+    # The strike series (kiro/accounts/policy.py): what kind of failure `strikes` counts and when
     # the last one was counted. Strikes of another kind, or older than a few seconds, lapse.
     strike_reason: str | None = None
     struck_at: float | None = None

@@ -16,7 +16,7 @@ from pydantic_core import from_json
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event
 from ki2api.frontends.anthropic.blocks import BlockMachine, StreamEvent
-from ki2api.frontends.anthropic.errors import stream_error_body
+from ki2api.frontends.anthropic.error_json import stream_error_body
 from ki2api.frontends.sse import sse_event
 
 __all__ = ["PING", "MessageEncoder", "fold", "message_response"]

@@ -12,7 +12,8 @@
 * `tool_choice`: `any` -> required; `disable_parallel_tool_use` -> `parallel=False`.
 * `thinking`: enabled (budget) / adaptive (effort from `output_config.effort`) / disabled.
 * `metadata.user_id`: Claude Code's session in it names the conversation
-  (`Conversation.conversation_id`, see kiro/conversation.py); the rest of `metadata` is ignored.
+  (`Conversation.conversation_id`, see kiro/request/conversation_id.py); the rest of
+  `metadata` is ignored.
 * `cache_control`, `top_k`, `service_tier` and unknown fields: accepted, ignored.
 """
 

@@ -27,7 +27,7 @@ from ki2api.core.events import (
     ToolCallStart,
     Usage,
 )
-from ki2api.frontends.openai.errors import stream_error_body
+from ki2api.frontends.openai.error_json import stream_error_body
 from ki2api.frontends.openai.usage import OutputTally, finish_reason, usage_object
 from ki2api.frontends.sse import sse_data, sse_done
 

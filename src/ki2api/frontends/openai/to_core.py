@@ -38,7 +38,7 @@ from ki2api.core.messages import (
     ToolUsePart,
 )
 from ki2api.core.models import ModelInfo
-from ki2api.frontends.openai.images import image_part
+from ki2api.frontends.openai.image_parts import image_part
 from ki2api.frontends.openai.wire import (
     AssistantMessage,
     ChatCompletionRequest,

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.tokenfile import ClientRegistration
+from ki2api.kiro.login.token_file import ClientRegistration
 
 __all__ = [
     "RELOGIN_HINT",

@@ -33,12 +33,11 @@ import orjson
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, Message, TextPart
 from ki2api.core.websearch import WebSearchResult
-from ki2api.kiro.chat_transport import ChatTransport
+from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
-from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials
-from ki2api.kiro.endpoints import api_base, chat_region
-from ki2api.kiro.headers import chat_headers, machine_id
-from ki2api.kiro.pool import AccountPool
+from ki2api.kiro.endpoint import api_base, chat_headers, chat_region, machine_id
+from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
+from ki2api.kiro.transport import ChatTransport
 
 __all__ = [
     "QUERY_PREFIX",
@@ -292,7 +291,7 @@ class KiroWebSearch:
     ) -> None:
         self._chat = chat
         self._pool = pool
-        self._api_base = api_base  # may hold `{region}` (kiro/endpoints.py)
+        self._api_base = api_base  # may hold `{region}` (kiro/endpoint.py)
         self._region = region
         self._profile_arn = profile_arn
         self._new_id = id_factory

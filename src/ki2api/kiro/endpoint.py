@@ -1,4 +1,6 @@
-"""Which Kiro host an account talks to: pure, no I/O (docs/kiro-protocol.md §3.1, §10.3).
+"""Where an account's calls go and how they present themselves: pure, no I/O.
+
+**The host** (docs/kiro-protocol.md §3.1, §10.3).
 
 The Q API lives in two regions only, us-east-1 and eu-central-1, and a login must call the one
 of its own region: a European login sent to us-east-1 (or the reverse) gets 403 "bearer token
@@ -12,21 +14,36 @@ invalid" or a 400. So the chat host is chosen per account:
 
 `KIRO_API_BASE` may hold `{region}` (the default `https://q.{region}.amazonaws.com` does); a base
 without it is used as it is for every account (a proxy, or the emulator of one region).
+
+**The headers** (docs/kiro-protocol.md §3.2) mimic the Kiro IDE's AWS SDK client.
+
+The client versions they name live here and only here. A stale IDE version in the user agent is
+a risk (docs/kiro-protocol.md §3.2: IDE builds 1.0.309 / 1.1.14 by Aug-Sep 2026; proxies with old
+versions were flagged), so the IDE version is a setting (`KIRO_CLIENT_VERSION`): the server sets
+it once at start with `set_client_version`; every header set built afterwards carries it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ki2api.settings import DEFAULT_API_BASE, Settings
 
 __all__ = [
     "DEFAULT_API_BASE",
+    "KIRO_VERSION",
+    "NODE_VERSION",
     "Q_REGIONS",
+    "SDK_VERSION",
     "account_api_base",
     "api_base",
+    "chat_headers",
     "chat_region",
+    "client_version",
+    "machine_id",
     "region_of_arn",
+    "set_client_version",
 ]
 
 Q_REGIONS = ("us-east-1", "eu-central-1")
@@ -70,3 +87,46 @@ def account_api_base(
         override=settings.kiro_region,
     )
     return api_base(settings.kiro_api_base, region)
+
+
+KIRO_VERSION = "1.1.14"  # the Kiro IDE build named in the user agent (default)
+SDK_VERSION = "1.0.34"  # aws-sdk-js codewhispererstreaming client
+NODE_VERSION = "22.22.0"
+
+_client_version = KIRO_VERSION
+
+
+def set_client_version(version: str) -> None:
+    """Name IDE build `version` in the headers from now on (from settings, at start)."""
+    global _client_version
+    version = version.strip()
+    if not version or any(c.isspace() or c in "/#" for c in version):
+        raise ValueError(f"not a client version: {version!r}")
+    _client_version = version
+
+
+def client_version() -> str:
+    return _client_version
+
+
+def machine_id(seed: str) -> str:
+    """A stable 64-hex machine id per account (never derived from a secret we would log)."""
+    return hashlib.sha256(f"ki2api-machine/{seed}".encode()).hexdigest()
+
+
+def chat_headers(access_token: str, *, machine: str, invocation_id: str) -> dict[str, str]:
+    ide = f"KiroIDE-{_client_version}-{machine}"
+    return {
+        "authorization": f"Bearer {access_token}",
+        "content-type": "application/json",
+        "accept": "application/json",
+        "x-amzn-codewhisperer-optout": "true",
+        "x-amzn-kiro-agent-mode": "vibe",
+        "x-amz-user-agent": f"aws-sdk-js/{SDK_VERSION} {ide}",
+        "user-agent": (
+            f"aws-sdk-js/{SDK_VERSION} ua/2.1 os/linux#6.1 lang/js md/nodejs#{NODE_VERSION} "
+            f"api/codewhispererstreaming#{SDK_VERSION} m/E {ide}"
+        ),
+        "amz-sdk-invocation-id": invocation_id,
+        "amz-sdk-request": "attempt=1; max=3",
+    }

@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
+from ki2api.http_client import map_transport_errors
 from ki2api.kiro.classify import json_answer
-from ki2api.transport import map_transport_errors
 
 __all__ = [
     "LIST_PROFILES_TARGET",

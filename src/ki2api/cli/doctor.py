@@ -9,12 +9,11 @@ import httpx
 
 from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
+from ki2api.http_client import create_upstream_client, map_transport_errors
 from ki2api.kiro.classify import classify_http_error
-from ki2api.kiro.credentials import AuthSnapshot, KiroCredentials, discover
-from ki2api.kiro.endpoints import account_api_base
-from ki2api.kiro.headers import chat_headers, machine_id, set_client_version
+from ki2api.kiro.endpoint import account_api_base, chat_headers, machine_id, set_client_version
+from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials, discover
 from ki2api.settings import Settings
-from ki2api.transport import create_upstream_client, map_transport_errors
 
 __all__ = ["mapping_lines", "run_doctor"]
 

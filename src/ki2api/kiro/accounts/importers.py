@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ki2api.core.errors import GatewayError
-from ki2api.kiro.credentials_discovery import TOKEN_FILE_NAME, auth_method_of
-from ki2api.kiro.tokenfile import (
+from ki2api.kiro.login.discovery import TOKEN_FILE_NAME, auth_method_of
+from ki2api.kiro.login.token_file import (
     TokenFileError,
     find_client_registration,
     format_expires_at,

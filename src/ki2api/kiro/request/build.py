@@ -40,9 +40,9 @@ from types import MappingProxyType
 from typing import Any
 
 from ki2api.core.messages import Conversation, ImagePart, ToolResultPart
-from ki2api.kiro.history import AssistantTurn, UserTurn, arrange, plain_json, result_text
-from ki2api.kiro.thinking_mode import native_request_fields, thinking_prefix
-from ki2api.kiro.tools import ToolPlan, plan_tools
+from ki2api.kiro.request.history import AssistantTurn, UserTurn, arrange, plain_json, result_text
+from ki2api.kiro.request.thinking_fields import native_request_fields, thinking_prefix
+from ki2api.kiro.request.tools import ToolPlan, plan_tools
 
 __all__ = [
     "AGENT_TASK_TYPE",

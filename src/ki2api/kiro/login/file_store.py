@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.credentials_discovery import auth_method_of, token_region
-from ki2api.kiro.tokenfile import (
+from ki2api.kiro.login.discovery import auth_method_of, token_region
+from ki2api.kiro.login.token_file import (
     JS_ISO_MS,
     ClientRegistration,
     TokenFile,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.tokenfile import TokenFileError, read_token_file
+from ki2api.kiro.login.token_file import TokenFileError, read_token_file
 from ki2api.settings import Settings
 
 __all__ = [

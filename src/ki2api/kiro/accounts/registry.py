@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from ki2api.core.errors import GatewayError
-from ki2api.kiro.credentials_discovery import auth_method_of, discover
-from ki2api.kiro.importers import (
+from ki2api.kiro.accounts.importers import (
     AccountSourceError,
     has_tokens,
     login_method,
     safe_id,
     scan_token_dir,
 )
-from ki2api.kiro.tokenfile import TokenFileError, read_token_file
+from ki2api.kiro.login.discovery import auth_method_of, discover
+from ki2api.kiro.login.token_file import TokenFileError, read_token_file
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, StateStore
 

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from ki2api import __version__
-from ki2api.accounts_cli import add_accounts_parser, positive_int, run_accounts
-from ki2api.doctor import run_doctor
-from ki2api.runner import demo, serve
+from ki2api.cli.accounts_commands import add_accounts_parser, positive_int, run_accounts
+from ki2api.cli.doctor import run_doctor
+from ki2api.cli.runner import demo, serve
+from ki2api.cli.usage_commands import add_usage_parser, run_usage
 from ki2api.settings import Settings, SettingsError, load_settings
-from ki2api.usage_cli import add_usage_parser, run_usage
 from kiro_emulator import main as emulator_main
 
 __all__ = ["build_parser", "main"]

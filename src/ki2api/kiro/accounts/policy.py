@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation
-from ki2api.kiro.conversation import start_digest
+from ki2api.kiro.request.conversation_id import start_digest
 
 __all__ = [
     "ACCOUNT_LEVEL",
@@ -358,7 +358,7 @@ def conversation_key(conv: Conversation) -> str:
     """
     if conv.conversation_id:
         return conv.conversation_id
-    # the same sources as the conversationId sent upstream (kiro/conversation.py), plus the model
+    # the sources of the conversationId sent upstream (request/conversation_id.py), and the model
     return start_digest(conv, with_model=True)
 
 

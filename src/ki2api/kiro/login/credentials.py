@@ -26,16 +26,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.credentials_discovery import (
+from ki2api.kiro.login.discovery import (
     CredentialSource,
     Discovery,
     discover,
     no_credentials_error,
 )
-from ki2api.kiro.credentials_store import TokenFileStore, TokenSet
-from ki2api.kiro.profiles import ide_profile_arn, list_available_profiles
-from ki2api.kiro.refresh import RELOGIN_HINT, RefreshedTokens, refresh_idc, refresh_social
-from ki2api.kiro.token_home import FileTokenHome, MemoryTokenHome, TokenHome
+from ki2api.kiro.login.file_store import TokenFileStore, TokenSet
+from ki2api.kiro.login.profiles import ide_profile_arn, list_available_profiles
+from ki2api.kiro.login.refresh import RELOGIN_HINT, RefreshedTokens, refresh_idc, refresh_social
+from ki2api.kiro.login.token_home import FileTokenHome, MemoryTokenHome, TokenHome
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 

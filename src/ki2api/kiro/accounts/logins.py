@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.credentials import CredentialSource, KiroCredentials
-from ki2api.kiro.credentials_store import TokenSet
-from ki2api.kiro.token_home import StoreTokenHome, TokenHome
+from ki2api.http_client import create_upstream_client
+from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
+from ki2api.kiro.login.file_store import TokenSet
+from ki2api.kiro.login.token_home import StoreTokenHome, TokenHome
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, StateStore
-from ki2api.transport import create_upstream_client
 
 __all__ = ["credentials_factory", "refresh_account"]
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.kiro.credentials import KiroCredentials
-from ki2api.kiro.pool_policy import (
+from ki2api.kiro.accounts.policy import (
     STUCK_THROTTLE,
     Action,
     Blame,
@@ -34,8 +33,9 @@ from ki2api.kiro.pool_policy import (
     failure_action,
     no_account_error,
 )
-from ki2api.kiro.quota import Quota
-from ki2api.kiro.tokenfile import file_mtime_ns
+from ki2api.kiro.accounts.quota import Quota
+from ki2api.kiro.login.credentials import KiroCredentials
+from ki2api.kiro.login.token_file import file_mtime_ns
 from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
 
 __all__ = ["AccountPool", "PoolAccount", "QuotaLookup"]
@@ -100,7 +100,7 @@ class AccountPool:
         self._relogin_checked = 0.0
         self._store_checked = -_STORE_CHECK_S
         self._quota_lookup = quota_lookup
-        # the Kiro model ids an account offers (kiro/catalogue.py sets it); None: any
+        # the Kiro model ids an account offers (kiro/accounts/catalogue.py sets it); None: any
         self.offers: Callable[[str], frozenset[str] | None] = lambda _account_id: None
 
     def __len__(self) -> int:

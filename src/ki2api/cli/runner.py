@@ -12,8 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
-from ki2api.kiro.credentials import discover
-from ki2api.kiro.registry import store_path, sync_discovered
+from ki2api.kiro.accounts.registry import store_path, sync_discovered
+from ki2api.kiro.login.credentials import discover
 from ki2api.server.app import create_app
 from ki2api.server.connections import IMPORT_STRING as CONNECTIONS_PROTOCOL
 from ki2api.server.connections import protocol_for, raise_fd_limit

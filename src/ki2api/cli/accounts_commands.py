@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from ki2api.core.errors import GatewayError
-from ki2api.kiro.endpoints import chat_region
-from ki2api.kiro.importers import (
+from ki2api.kiro.accounts.importers import (
     AccountSourceError,
     default_kiro_cli_db,
     load_token_json,
     read_kiro_cli_db,
     scan_token_dir,
 )
-from ki2api.kiro.pool_policy import STUCK_THROTTLE
-from ki2api.kiro.pool_refresh import refresh_account
-from ki2api.kiro.quota import check_quotas
-from ki2api.kiro.registry import (
+from ki2api.kiro.accounts.logins import refresh_account
+from ki2api.kiro.accounts.policy import STUCK_THROTTLE
+from ki2api.kiro.accounts.quota import check_quotas
+from ki2api.kiro.accounts.registry import (
     DISCOVERED_SOURCES,
     AccountExists,
     add_account,
@@ -38,6 +37,7 @@ from ki2api.kiro.registry import (
     sync_discovered,
     unique_id,
 )
+from ki2api.kiro.endpoint import chat_region
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
 from ki2api.state.sqlite import SQLiteStore

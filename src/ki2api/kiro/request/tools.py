@@ -44,7 +44,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ki2api.core.messages import ToolChoice, ToolSpec
-from ki2api.kiro.history import plain_json
+from ki2api.kiro.request.history import plain_json
 
 __all__ = [
     "DESCRIPTION_SUMMARY_CHARS",

@@ -60,10 +60,10 @@ from ki2api.core.events import (
     Usage,
 )
 from ki2api.core.tokens import estimate_text_tokens
-from ki2api.kiro.called_text import CalledTextFilter, TextCall
 from ki2api.kiro.classify import classify_exception_frame
-from ki2api.kiro.codec import Frame
-from ki2api.kiro.thinking import ThinkingSplitter
+from ki2api.kiro.stream.called_text import CalledTextFilter, TextCall
+from ki2api.kiro.stream.codec import Frame
+from ki2api.kiro.stream.thinking_split import ThinkingSplitter
 
 __all__ = ["TOOL_INPUT_CUT", "KiroStreamTranslator", "truncated_arguments_message"]
 
@@ -89,7 +89,7 @@ _CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta)
 
 
 # The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
-# another account would fail the same way (kiro/pool_policy.py blames the request).
+# another account would fail the same way (kiro/accounts/policy.py blames the request).
 TOOL_INPUT_CUT = "tool_input_truncated"
 
 

@@ -19,10 +19,9 @@ import secrets
 import httpx
 
 from ki2api.core.errors import GatewayError
-from ki2api.kiro.endpoints import account_api_base
-from ki2api.kiro.headers import machine_id
-from ki2api.kiro.pool import AccountPool, PoolAccount, QuotaLookup
-from ki2api.kiro.quota import Quota, check_quotas, fetch_quota
+from ki2api.kiro.accounts.pool import AccountPool, PoolAccount, QuotaLookup
+from ki2api.kiro.accounts.quota import Quota, check_quotas, fetch_quota
+from ki2api.kiro.endpoint import account_api_base, machine_id
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 

@@ -26,12 +26,11 @@ import httpx
 
 from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, OfferedModel
+from ki2api.http_client import map_transport_errors
+from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.classify import json_answer
-from ki2api.kiro.endpoints import account_api_base
-from ki2api.kiro.headers import chat_headers, machine_id
-from ki2api.kiro.pool import AccountPool
+from ki2api.kiro.endpoint import account_api_base, chat_headers, machine_id
 from ki2api.settings import Settings
-from ki2api.transport import map_transport_errors
 
 __all__ = [
     "LiveCatalogue",

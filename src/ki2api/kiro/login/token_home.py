@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ki2api.kiro.credentials_discovery import auth_method_of, token_region
-from ki2api.kiro.credentials_store import TokenFileStore, TokenSet
-from ki2api.kiro.tokenfile import (
+from ki2api.kiro.login.discovery import auth_method_of, token_region
+from ki2api.kiro.login.file_store import TokenFileStore, TokenSet
+from ki2api.kiro.login.token_file import (
     ClientRegistration,
     format_expires_at,
     parse_expires_at,

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from ki2api.kiro.registry import store_path
+from ki2api.kiro.accounts.registry import store_path
 from ki2api.settings import Settings
 from ki2api.state.base import USAGE_GROUPS, UsageSummary
 from ki2api.state.sqlite import SQLiteStore

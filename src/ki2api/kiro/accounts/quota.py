@@ -21,14 +21,13 @@ from typing import Any
 import httpx
 
 from ki2api.core.errors import GatewayError
+from ki2api.http_client import create_upstream_client, map_transport_errors
+from ki2api.kiro.accounts.importers import AccountSourceError, load_token_json
 from ki2api.kiro.classify import json_answer
-from ki2api.kiro.endpoints import account_api_base
-from ki2api.kiro.headers import chat_headers
-from ki2api.kiro.importers import AccountSourceError, load_token_json
-from ki2api.kiro.tokenfile import parse_expires_at
+from ki2api.kiro.endpoint import account_api_base, chat_headers
+from ki2api.kiro.login.token_file import parse_expires_at
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
-from ki2api.transport import create_upstream_client, map_transport_errors
 
 __all__ = ["Quota", "check_quotas", "fetch_quota", "parse_usage_limits"]
 
