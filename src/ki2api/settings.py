@@ -2,102 +2,46 @@
 
 Sources, lowest to highest precedence: defaults, a `.env` file in the working directory,
 the process environment, CLI flags (applied by `cli/main.py` with `dataclasses.replace`).
+
+Each setting is declared once, as a row of the `Settings` class: its field, the variable it is
+read from, the parser that reads it, its default and a one-line help (`setting(...)`).
+`load_settings` reads every row that names a variable; `settings_table()` lists them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeAlias, TypeVar
 
-__all__ = ["Settings", "SettingsError", "load_settings", "parse_dotenv"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "SettingSpec",
+    "load_settings",
+    "parse_dotenv",
+    "settings_table",
+]
 
 DEFAULT_API_KEY = "ki2api-key-2024"
 DEFAULT_PORT = 8989
 # The Q API host of each account's region (us-east-1 or eu-central-1: see kiro/endpoint.py).
 DEFAULT_API_BASE = "https://q.{region}.amazonaws.com"
+# The Kiro auth host; KIRO_REGION (when set) picks its region, us-east-1 otherwise.
+_AUTH_BASE = "https://prod.{region}.auth.desktop.kiro.dev"
+
+T = TypeVar("T")
+# A parser reads the variable `name` from the merged environment; `default()` when unset.
+Parser: TypeAlias = Callable[[Mapping[str, str], str, Callable[[], T]], T]
 
 
 class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    api_keys: tuple[str, ...] = field(default=(DEFAULT_API_KEY,), repr=False)
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    # Kiro login
-    kiro_access_token: str | None = field(default=None, repr=False)
-    kiro_refresh_token: str | None = field(default=None, repr=False)
-    kiro_creds_file: Path | None = None
-    kiro_creds_dir: Path | None = None  # a directory of token files: one pool account each
-    kiro_profile_arn: str | None = None
-    kiro_region: str | None = None  # KIRO_REGION: one Q region for every account (override)
-    # Upstream hosts (point all three at the emulator for a demo)
-    kiro_api_base: str = DEFAULT_API_BASE  # `{region}`: each account's Q region (kiro/endpoints)
-    kiro_auth_base: str = "https://prod.us-east-1.auth.desktop.kiro.dev"
-    kiro_oidc_base: str | None = None  # default: https://oidc.{token file region}.amazonaws.com
-    # Where to look for token files (tests point these at temp dirs)
-    home_dir: Path = field(default_factory=Path.home)
-    work_dir: Path = field(default_factory=Path.cwd)
-    data_dir: Path = Path("data")
-    # Behaviour
-    model_overrides: Mapping[str, str] = field(default_factory=dict)
-    model_fallback: bool = True  # unknown Claude names -> the closest Kiro model of the family
-    max_body_bytes: int = 16 * 1024 * 1024
-    keepalive_interval_s: float = 15.0
-    first_event_timeout_s: float = 120.0
-    read_timeout_s: float = 300.0
-    connect_timeout_s: float = 10.0
-    refresh_ahead_s: float = 300.0
-    max_connections: int = 1024  # upstream (Kiro) connection pool
-    # Client connections (server/connections.py): read deadlines and a cap
-    header_timeout_s: float = 10.0  # the whole request head, from its first byte
-    body_timeout_s: float = 60.0  # the body, plus 1 s per 64 KiB it declares
-    idle_timeout_s: float = 30.0  # silence after accept or between keep-alive requests
-    max_client_connections: int = 1024  # open client connections (below the fd limit)
-    # Account pool (kiro/accounts/policy.py)
-    max_attempts: int = 4  # accounts tried for one request before giving up
-    throttle_cooldown_s: float = 1.0  # rest after a 2nd 429 in a row (doubling, max 300 s)
-    error_cooldown_s: float = 2.0  # first rest after a 5xx / network error (max 60 s)
-    pool_wait_s: float = 5.0  # a request waits this long at most for a resting account
-    quota_poll_s: float = 1800.0  # how often to ask getUsageLimits per account (0: never)
-    # Upstream size budget (kiro/request/budget.py)
-    max_upstream_bytes: int = 600_000  # the text of the body: image bytes do not count
-    max_image_bytes_per_request: int = 5 * 1024 * 1024  # images of one request, base64
-    max_tools: int = 119  # Kiro refuses about 120 tools and more (docs/kiro-protocol.md §3.6)
-    trim_history: bool = False
-    # Client version in the user agent headers (kiro/endpoint.py): keep it current
-    kiro_client_version: str = "1.1.14"
-    # Remote images (images/fetch.py)
-    image_fetch: bool = True
-    image_max_bytes: int = 5 * 1024 * 1024
-    image_timeout_s: float = 10.0
-    image_allow_private: bool = False
-    log_level: str = "info"
-    workers: int = 1  # `serve` processes sharing the state store
-    # Network safety (cli/runner.py, server/hosts.py)
-    allow_default_key: bool = False  # serve on a non-loopback address with DEFAULT_API_KEY
-    allowed_hosts: tuple[str, ...] = ()  # extra Host names accepted on a loopback bind ("*": any)
-
-    def redacted(self) -> dict[str, object]:
-        """Settings safe to print: secrets replaced by whether they are set."""
-        return {
-            "api_keys": f"{len(self.api_keys)} key(s)",
-            "host": self.host,
-            "port": self.port,
-            "kiro_access_token": "set" if self.kiro_access_token else "unset",
-            "kiro_refresh_token": "set" if self.kiro_refresh_token else "unset",
-            "kiro_creds_file": str(self.kiro_creds_file) if self.kiro_creds_file else None,
-            "kiro_creds_dir": str(self.kiro_creds_dir) if self.kiro_creds_dir else None,
-            "kiro_api_base": self.kiro_api_base,
-            "kiro_auth_base": self.kiro_auth_base,
-            "kiro_oidc_base": self.kiro_oidc_base,
-        }
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
@@ -115,74 +59,155 @@ def parse_dotenv(text: str) -> dict[str, str]:
     return out
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+# --- parsers: (env, name, default) -> value; errors name the variable ----------------------------
+
+
+def _text(env: Mapping[str, str], name: str, default: Callable[[], str]) -> str:
+    """The value as given (an empty value stays empty)."""
+    raw = env.get(name)
+    return default() if raw is None else raw
+
+
+def _lower(env: Mapping[str, str], name: str, default: Callable[[], str]) -> str:
+    return _text(env, name, default).lower()
+
+
+def _optional(env: Mapping[str, str], name: str, default: Callable[[], str | None]) -> str | None:
+    """The value, or the default (None) when unset or empty."""
+    return env.get(name) or default()
+
+
+def _region(env: Mapping[str, str], name: str, default: Callable[[], str | None]) -> str | None:
+    return (env.get(name) or "").strip() or default()
+
+
+def _url(env: Mapping[str, str], name: str, default: Callable[[], str]) -> str:
+    """A base URL without its trailing slash; the default when unset or empty."""
+    return (env.get(name) or default()).rstrip("/")
+
+
+def _optional_url(
+    env: Mapping[str, str], name: str, default: Callable[[], str | None]
+) -> str | None:
+    return (env.get(name) or "").rstrip("/") or default()
+
+
+def _auth_url(env: Mapping[str, str], name: str, default: Callable[[], str]) -> str:
+    """The auth host: as given, else in KIRO_REGION's region, else the default (us-east-1)."""
+    raw = env.get(name)
+    if raw is None:
+        region = _region(env, "KIRO_REGION", lambda: None)
+        raw = _AUTH_BASE.format(region=region) if region else default()
+    return raw.rstrip("/")
+
+
+def _path(env: Mapping[str, str], name: str, default: Callable[[], Path]) -> Path:
+    """A path as given (an empty value is the working directory)."""
+    raw = env.get(name)
+    return default() if raw is None else Path(raw)
+
+
+def _dir(env: Mapping[str, str], name: str, default: Callable[[], Path]) -> Path:
+    """A path; the default when unset or empty."""
+    raw = env.get(name)
+    return Path(raw) if raw else default()
+
+
+def _user_path(
+    env: Mapping[str, str], name: str, default: Callable[[], Path | None]
+) -> Path | None:
+    """A path with `~` expanded; the default when unset or empty."""
+    raw = env.get(name)
+    return Path(raw).expanduser() if raw else default()
+
+
+def _int(env: Mapping[str, str], name: str, default: Callable[[], int]) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return default()
     try:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: Callable[[], float]) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return default()
     try:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+def _positive(env: Mapping[str, str], name: str, default: Callable[[], float]) -> float:
     value = _float(env, name, default)
     if not value > 0:
         raise SettingsError(f"{name} must be greater than 0, got {env.get(name)!r}")
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: Callable[[], int]) -> int:
     value = _int(env, name, default)
     if value < 1:
         raise SettingsError(f"{name} must be at least 1, got {env.get(name)!r}")
     return value
 
 
+def _at_least_one(env: Mapping[str, str], name: str, default: Callable[[], int]) -> int:
+    """A whole number; below 1 counts as 1."""
+    return max(1, _int(env, name, default))
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _bool(env: Mapping[str, str], name: str, default: Callable[[], bool]) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
-        return default
+        return default()
     if raw in _TRUE | _FALSE:
         return raw in _TRUE
     raise SettingsError(f"{name} must be on or off (true/false, 1/0), got {raw!r}")
 
 
-def _client_version(env: Mapping[str, str]) -> str:
-    raw = env.get("KIRO_CLIENT_VERSION", "").strip()
+def _client_version(env: Mapping[str, str], name: str, default: Callable[[], str]) -> str:
+    raw = env.get(name, "").strip()
     if not raw:
-        return "1.1.14"  # Kiro IDE build, docs/kiro-protocol.md §3.2 (kiro/endpoint.py)
+        return default()
     if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}", raw):
-        raise SettingsError(f"KIRO_CLIENT_VERSION must look like 1.1.14, not {raw!r}")
+        raise SettingsError(f"{name} must look like 1.1.14, not {raw!r}")
     return raw
 
 
-def _check_keys(keys: tuple[str, ...]) -> None:
-    """HTTP headers carry ASCII: a key with any other character could never be presented."""
+def _keys(
+    env: Mapping[str, str], name: str, default: Callable[[], tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Comma-separated client keys. HTTP headers carry ASCII: a key with any other character
+    could never be presented."""
+    raw = env.get(name)
+    text = ",".join(default()) if raw is None else raw
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not keys:
+        raise SettingsError(f"{name} is empty; set at least one client key")
     for n, key in enumerate(keys, 1):
         if not (key.isascii() and key.isprintable()):
             raise SettingsError(
-                f"API_KEY: key #{n} contains a non-ASCII or control character; client keys "
+                f"{name}: key #{n} contains a non-ASCII or control character; client keys "
                 "travel in HTTP headers, so use printable ASCII only (e.g. letters, digits, -_)"
             )
+    return keys
 
 
-def _hosts(raw: str) -> tuple[str, ...]:
-    """KI2API_ALLOWED_HOSTS: comma-separated host names (a port, if given, is ignored)."""
+def _hosts(
+    env: Mapping[str, str], name: str, default: Callable[[], tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Comma-separated host names (a port, if given, is ignored)."""
+    raw = env.get(name)
+    if raw is None:
+        return default()
     hosts = []
     for item in raw.split(","):
         host = item.strip().lower()
@@ -196,19 +221,189 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-def _model_map(env: Mapping[str, str]) -> dict[str, str]:
-    raw = env.get("KI2API_MODEL_MAP", "").strip()
+def _model_map(
+    env: Mapping[str, str], name: str, default: Callable[[], Mapping[str, str]]
+) -> Mapping[str, str]:
+    raw = env.get(name, "").strip()
     if not raw:
-        return {}
+        return default()
     try:
         parsed = json.loads(raw)
     except ValueError:
-        raise SettingsError("KI2API_MODEL_MAP must be a JSON object of name -> Kiro id") from None
+        raise SettingsError(f"{name} must be a JSON object of name -> Kiro id") from None
     if not isinstance(parsed, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
     ):
-        raise SettingsError("KI2API_MODEL_MAP must be a JSON object of name -> Kiro id")
+        raise SettingsError(f"{name} must be a JSON object of name -> Kiro id")
     return parsed
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec(Generic[T]):
+    """One row of the table: where a field comes from. `env` None: not read from the
+    environment (the field keeps its default)."""
+
+    env: str | None
+    parse: Parser[T] | None
+    help: str
+
+    def __post_init__(self) -> None:
+        if (self.env is None) != (self.parse is None):
+            raise TypeError("a setting read from the environment needs both a name and a parser")
+
+
+_SPEC = "ki2api.setting"
+
+
+def setting(
+    env: str | None, parse: Parser[T] | None, default: T, help: str, *, secret: bool = False
+) -> T:
+    """A field of `Settings` with its default; `secret` keeps it out of repr()."""
+    spec = SettingSpec(env, parse, help)
+    return field(default=default, repr=not secret, metadata={_SPEC: spec})
+
+
+def setting_made(env: str | None, parse: Parser[T] | None, make: Callable[[], T], help: str) -> T:
+    """A field of `Settings` whose default `make()` computes when the settings are built."""
+    return field(default_factory=make, metadata={_SPEC: SettingSpec(env, parse, help)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # fmt: off
+    api_keys: tuple[str, ...] = setting(
+        "API_KEY", _keys, (DEFAULT_API_KEY,), "client keys, comma-separated", secret=True)
+    host: str = setting("HOST", _text, "127.0.0.1", "address to listen on")
+    port: int = setting("PORT", _int, DEFAULT_PORT, "port to listen on")
+    # Kiro login
+    kiro_access_token: str | None = setting(
+        "KIRO_ACCESS_TOKEN", _optional, None, "a Kiro access token", secret=True)
+    kiro_refresh_token: str | None = setting(
+        "KIRO_REFRESH_TOKEN", _optional, None, "a Kiro refresh token", secret=True)
+    kiro_creds_file: Path | None = setting(
+        "KIRO_CREDS_FILE", _user_path, None, "a Kiro token file")
+    kiro_creds_dir: Path | None = setting(
+        "KIRO_CREDS_DIR", _user_path, None, "a directory of token files: one pool account each")
+    kiro_profile_arn: str | None = setting(
+        "KIRO_PROFILE_ARN", _optional, None, "the Kiro profile ARN")
+    kiro_region: str | None = setting(
+        "KIRO_REGION", _region, None, "one Q region for every account (override)")
+    # Upstream hosts (point all three at the emulator for a demo)
+    kiro_api_base: str = setting(
+        "KIRO_API_BASE", _url, DEFAULT_API_BASE, "Q API host; `{region}`: the account's region")
+    kiro_auth_base: str = setting(
+        "KIRO_AUTH_BASE", _auth_url, _AUTH_BASE.format(region="us-east-1"),
+        "Kiro auth host (in KIRO_REGION's region when that is set)")
+    kiro_oidc_base: str | None = setting(
+        "KIRO_OIDC_BASE", _optional_url, None,
+        "OIDC host (default: https://oidc.{token file region}.amazonaws.com)")
+    # Where to look for token files (tests point these at temp dirs)
+    home_dir: Path = setting_made("HOME", _dir, Path.home, "home directory searched for tokens")
+    work_dir: Path = setting_made(None, None, Path.cwd, "working directory searched for tokens")
+    data_dir: Path = setting(
+        "KI2API_DATA_DIR", _path, Path("data"), "state store and token files of ours")
+    # Behaviour
+    model_overrides: Mapping[str, str] = setting_made(
+        "KI2API_MODEL_MAP", _model_map, dict, "JSON object: model name -> Kiro model id")
+    model_fallback: bool = setting(
+        "KI2API_MODEL_FALLBACK", _bool, True,
+        "unknown Claude names -> the closest Kiro model of the family")
+    max_body_bytes: int = setting(
+        "KI2API_MAX_BODY_BYTES", _int, 16 * 1024 * 1024, "largest client request body")
+    keepalive_interval_s: float = setting(
+        "KI2API_KEEPALIVE_S", _float, 15.0, "keep-alive interval of a quiet stream")
+    first_event_timeout_s: float = setting(
+        "KI2API_FIRST_EVENT_TIMEOUT_S", _float, 120.0, "wait for Kiro's first event")
+    read_timeout_s: float = setting(
+        "KI2API_READ_TIMEOUT_S", _float, 300.0, "silence allowed between Kiro's events")
+    connect_timeout_s: float = setting(None, None, 10.0, "connecting to Kiro")
+    refresh_ahead_s: float = setting(
+        "KI2API_REFRESH_AHEAD_S", _float, 300.0, "refresh a token this long before it expires")
+    max_connections: int = setting(
+        "KI2API_MAX_UPSTREAM_CONNECTIONS", _int, 1024, "upstream (Kiro) connection pool")
+    # Client connections (server/connections.py): read deadlines and a cap
+    header_timeout_s: float = setting(
+        "KI2API_HEADER_TIMEOUT_S", _positive, 10.0, "the whole request head, from its first byte")
+    body_timeout_s: float = setting(
+        "KI2API_BODY_TIMEOUT_S", _positive, 60.0, "the body, plus 1 s per 64 KiB it declares")
+    idle_timeout_s: float = setting(
+        "KI2API_IDLE_TIMEOUT_S", _positive, 30.0,
+        "silence after accept or between keep-alive requests")
+    max_client_connections: int = setting(
+        "KI2API_MAX_CONNECTIONS", _count, 1024, "open client connections (below the fd limit)")
+    # Account pool (kiro/accounts/policy.py)
+    max_attempts: int = setting(
+        "KI2API_MAX_ATTEMPTS", _at_least_one, 4, "accounts tried for one request before giving up")
+    throttle_cooldown_s: float = setting(
+        "KI2API_THROTTLE_COOLDOWN_S", _float, 1.0,
+        "rest after a 2nd 429 in a row (doubling, max 300 s)")
+    error_cooldown_s: float = setting(
+        "KI2API_ERROR_COOLDOWN_S", _float, 2.0, "first rest after a 5xx / network error (max 60 s)")
+    pool_wait_s: float = setting(
+        "KI2API_POOL_WAIT_S", _float, 5.0, "longest wait of a request for a resting account")
+    quota_poll_s: float = setting(
+        "KI2API_QUOTA_POLL_S", _float, 1800.0, "how often to ask getUsageLimits (0: never)")
+    # Upstream size budget (kiro/request/budget.py)
+    max_upstream_bytes: int = setting(
+        "KI2API_MAX_UPSTREAM_BYTES", _int, 600_000, "the text of the body (images do not count)")
+    max_image_bytes_per_request: int = setting(
+        "KI2API_MAX_IMAGE_BYTES_PER_REQUEST", _int, 5 * 1024 * 1024,
+        "images of one request, base64")
+    max_tools: int = setting(  # Kiro refuses about 120 tools and more (docs/kiro-protocol.md §3.6)
+        "KI2API_MAX_TOOLS", _int, 119, "tools sent to Kiro at most")
+    trim_history: bool = setting(
+        "KI2API_TRIM_HISTORY", _bool, False, "drop the oldest turns of a body over the budget")
+    kiro_client_version: str = setting(  # Kiro IDE build, docs/kiro-protocol.md §3.2
+        "KIRO_CLIENT_VERSION", _client_version, "1.1.14",
+        "client version in the user agent headers (kiro/endpoint.py): keep it current")
+    # Remote images (images/fetch.py)
+    image_fetch: bool = setting("KI2API_IMAGE_FETCH", _bool, True, "fetch images given by URL")
+    image_max_bytes: int = setting(
+        "KI2API_IMAGE_MAX_BYTES", _int, 5 * 1024 * 1024, "largest image fetched")
+    image_timeout_s: float = setting(
+        "KI2API_IMAGE_TIMEOUT_S", _float, 10.0, "time allowed to fetch one image")
+    image_allow_private: bool = setting(
+        "KI2API_IMAGE_ALLOW_PRIVATE", _bool, False, "fetch images from private addresses")
+    log_level: str = setting("LOG_LEVEL", _lower, "info", "debug, info, warning or error")
+    workers: int = setting("KI2API_WORKERS", _int, 1, "`serve` processes sharing the state store")
+    # Network safety (cli/runner.py, server/hosts.py)
+    allow_default_key: bool = setting(
+        "KI2API_ALLOW_DEFAULT_KEY", _bool, False,
+        "serve on a non-loopback address with DEFAULT_API_KEY")
+    allowed_hosts: tuple[str, ...] = setting(
+        "KI2API_ALLOWED_HOSTS", _hosts, (),
+        "extra Host names accepted on a loopback bind (\"*\": any)")
+    # fmt: on
+
+    def redacted(self) -> dict[str, object]:
+        """Settings safe to print: secrets replaced by whether they are set."""
+        return {
+            "api_keys": f"{len(self.api_keys)} key(s)",
+            "host": self.host,
+            "port": self.port,
+            "kiro_access_token": "set" if self.kiro_access_token else "unset",
+            "kiro_refresh_token": "set" if self.kiro_refresh_token else "unset",
+            "kiro_creds_file": str(self.kiro_creds_file) if self.kiro_creds_file else None,
+            "kiro_creds_dir": str(self.kiro_creds_dir) if self.kiro_creds_dir else None,
+            "kiro_api_base": self.kiro_api_base,
+            "kiro_auth_base": self.kiro_auth_base,
+            "kiro_oidc_base": self.kiro_oidc_base,
+        }
+
+
+def settings_table() -> list[tuple[str, SettingSpec[object]]]:
+    """(field name, its row) for every field of `Settings`, in declaration order."""
+    return [(f.name, f.metadata[_SPEC]) for f in dataclasses.fields(Settings)]
+
+
+def _default(f: dataclasses.Field[Any]) -> Callable[[], Any]:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory
+    value = f.default
+    return lambda: value
 
 
 def load_settings(
@@ -221,62 +416,9 @@ def load_settings(
     if env_file.is_file():
         env.update(parse_dotenv(env_file.read_text(encoding="utf-8")))
     env.update(base)
-    region = (env.get("KIRO_REGION") or "").strip() or None
-    keys = tuple(k.strip() for k in env.get("API_KEY", DEFAULT_API_KEY).split(",") if k.strip())
-    if not keys:
-        raise SettingsError("API_KEY is empty; set at least one client key")
-    _check_keys(keys)
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    creds = env.get("KIRO_CREDS_FILE")
-    creds_dir = env.get("KIRO_CREDS_DIR")
-    return Settings(
-        api_keys=keys,
-        host=env.get("HOST", "127.0.0.1"),
-        port=_int(env, "PORT", DEFAULT_PORT),
-        kiro_access_token=env.get("KIRO_ACCESS_TOKEN") or None,
-        kiro_refresh_token=env.get("KIRO_REFRESH_TOKEN") or None,
-        kiro_creds_file=Path(creds).expanduser() if creds else None,
-        kiro_creds_dir=Path(creds_dir).expanduser() if creds_dir else None,
-        kiro_profile_arn=env.get("KIRO_PROFILE_ARN") or None,
-        kiro_region=region,
-        kiro_api_base=(env.get("KIRO_API_BASE") or DEFAULT_API_BASE).rstrip("/"),
-        kiro_auth_base=env.get(
-            "KIRO_AUTH_BASE", f"https://prod.{region or 'us-east-1'}.auth.desktop.kiro.dev"
-        ).rstrip("/"),
-        kiro_oidc_base=(env.get("KIRO_OIDC_BASE") or "").rstrip("/") or None,
-        home_dir=home,
-        work_dir=Path.cwd(),
-        data_dir=Path(env.get("KI2API_DATA_DIR", "data")),
-        model_overrides=_model_map(env),
-        model_fallback=_bool(env, "KI2API_MODEL_FALLBACK", True),
-        max_body_bytes=_int(env, "KI2API_MAX_BODY_BYTES", 16 * 1024 * 1024),
-        keepalive_interval_s=_float(env, "KI2API_KEEPALIVE_S", 15.0),
-        first_event_timeout_s=_float(env, "KI2API_FIRST_EVENT_TIMEOUT_S", 120.0),
-        read_timeout_s=_float(env, "KI2API_READ_TIMEOUT_S", 300.0),
-        refresh_ahead_s=_float(env, "KI2API_REFRESH_AHEAD_S", 300.0),
-        max_connections=_int(env, "KI2API_MAX_UPSTREAM_CONNECTIONS", 1024),
-        header_timeout_s=_positive(env, "KI2API_HEADER_TIMEOUT_S", 10.0),
-        body_timeout_s=_positive(env, "KI2API_BODY_TIMEOUT_S", 60.0),
-        idle_timeout_s=_positive(env, "KI2API_IDLE_TIMEOUT_S", 30.0),
-        max_client_connections=_count(env, "KI2API_MAX_CONNECTIONS", 1024),
-        max_attempts=max(1, _int(env, "KI2API_MAX_ATTEMPTS", 4)),
-        throttle_cooldown_s=_float(env, "KI2API_THROTTLE_COOLDOWN_S", 1.0),
-        error_cooldown_s=_float(env, "KI2API_ERROR_COOLDOWN_S", 2.0),
-        pool_wait_s=_float(env, "KI2API_POOL_WAIT_S", 5.0),
-        quota_poll_s=_float(env, "KI2API_QUOTA_POLL_S", 1800.0),
-        max_upstream_bytes=_int(env, "KI2API_MAX_UPSTREAM_BYTES", 600_000),
-        max_image_bytes_per_request=_int(
-            env, "KI2API_MAX_IMAGE_BYTES_PER_REQUEST", 5 * 1024 * 1024
-        ),
-        max_tools=_int(env, "KI2API_MAX_TOOLS", 119),
-        trim_history=_bool(env, "KI2API_TRIM_HISTORY", False),
-        kiro_client_version=_client_version(env),
-        image_fetch=_bool(env, "KI2API_IMAGE_FETCH", True),
-        image_max_bytes=_int(env, "KI2API_IMAGE_MAX_BYTES", 5 * 1024 * 1024),
-        image_timeout_s=_float(env, "KI2API_IMAGE_TIMEOUT_S", 10.0),
-        image_allow_private=_bool(env, "KI2API_IMAGE_ALLOW_PRIVATE", False),
-        log_level=env.get("LOG_LEVEL", "info").lower(),
-        workers=_int(env, "KI2API_WORKERS", 1),
-        allow_default_key=_bool(env, "KI2API_ALLOW_DEFAULT_KEY", False),
-        allowed_hosts=_hosts(env.get("KI2API_ALLOWED_HOSTS", "")),
-    )
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        spec: SettingSpec[Any] = f.metadata[_SPEC]
+        if spec.env is not None and spec.parse is not None:
+            values[f.name] = spec.parse(env, spec.env, _default(f))
+    return Settings(**values)

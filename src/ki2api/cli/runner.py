@@ -157,6 +157,21 @@ async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
     return bool(server.started)
 
 
+def _demo_gateway_settings(settings: Settings, em_base: str, creds_dir: Path) -> Settings:
+    """The gateway's settings for the demo: the emulator's hosts and its one account only."""
+    return dataclasses.replace(
+        settings,
+        kiro_access_token=None,
+        kiro_refresh_token=None,
+        kiro_creds_file=creds_dir / "acct-1" / "kiro-auth-token.json",
+        kiro_creds_dir=None,
+        data_dir=creds_dir,  # the demo's own store: real accounts never meet the emulator
+        kiro_api_base=em_base,
+        kiro_auth_base=em_base,
+        kiro_oidc_base=em_base,
+    )
+
+
 async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     exposed = default_key_exposure(settings)
     if exposed is not None:  # it only reaches the emulator: allowed, but said loudly
@@ -172,17 +187,7 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     emulator = create_emulator_app(
         EmulatorConfig(accounts=1, credentials_dir=creds_dir, base_url=em_base)
     )
-    gateway_settings = dataclasses.replace(
-        settings,
-        kiro_access_token=None,
-        kiro_refresh_token=None,
-        kiro_creds_file=creds_dir / "acct-1" / "kiro-auth-token.json",
-        kiro_creds_dir=None,
-        data_dir=creds_dir,  # the demo's own store: real accounts never meet the emulator
-        kiro_api_base=em_base,
-        kiro_auth_base=em_base,
-        kiro_oidc_base=em_base,
-    )
+    gateway_settings = _demo_gateway_settings(settings, em_base, creds_dir)
     raise_fd_limit()
     em_server = uvicorn.Server(
         _uvicorn_config(emulator, "127.0.0.1", em_port, "warning", http="httptools")
