@@ -35,19 +35,22 @@ def create_upstream_client(
 
 @contextmanager
 def map_transport_errors(what: str = "Kiro") -> Iterator[None]:
-    """Turn network failures into the taxonomy; the most specific httpx class wins."""
+    """The one place httpx exceptions become GatewayErrors; the most specific class wins.
+    The same table as `kiro.transport.map_aiohttp_errors` (aiohttp): no connection (refused,
+    or not made in time) is UPSTREAM_UNAVAILABLE, an answer that did not come in time
+    UPSTREAM_TIMEOUT, a connection that broke off UPSTREAM_PROTOCOL; all three are retryable.
+    `what` names the service in the message (never a URL, a token or the upstream body)."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        kind = ErrorKind.UPSTREAM_TIMEOUT
-        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-            kind = ErrorKind.UPSTREAM_UNAVAILABLE
-        raise GatewayError(kind, f"{what} did not answer in time", retryable=True) from None
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
         raise GatewayError(
             ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
         ) from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+    except httpx.TimeoutException:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_TIMEOUT, f"{what} did not answer in time", retryable=True
+        ) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         raise GatewayError(
             ErrorKind.UPSTREAM_PROTOCOL,
             f"the connection to {what} broke off ({type(exc).__name__})",

@@ -16,7 +16,7 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.websearch import WebSearchResult
 from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.mcp import KiroWebSearch, build_mcp_request, web_search
-from ki2api.kiro.transport import ChatTransport
+from ki2api.kiro.transport import AiohttpChatTransport, ChatTransport
 from kiro_emulator import EmulatorConfig
 from tests.component.test_credentials_emulator import login, refreshes
 from tests.component.test_emulator_kit import BEARER_BODY, SOCIAL_ARN, Emu, running
@@ -125,7 +125,7 @@ def test_request_log_records_the_call_without_the_token(em: Emu) -> None:
 # web_search() over the chat transport ---------------------------------------------------------
 @pytest.fixture
 async def chat() -> AsyncIterator[ChatTransport]:
-    transport = ChatTransport(max_connections=4, connect_timeout_s=5, read_timeout_s=10)
+    transport = AiohttpChatTransport(max_connections=4, connect_timeout_s=5, read_timeout_s=10)
     yield transport
     await transport.aclose()
 

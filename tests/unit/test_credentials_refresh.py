@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro.accounts.policy import Blame, blame
 from ki2api.kiro.login.refresh import (
     classify_refresh_failure,
     parse_refresh_response,
@@ -143,18 +144,29 @@ async def test_requests_have_the_documented_shapes() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("eof")],
-    ids=["connect", "timeout", "protocol"],
-)
-async def test_network_failures_are_retryable_unavailable(exc: Exception) -> None:
+NETWORK = [
+    ("connect", httpx.ConnectError("refused"), ErrorKind.UPSTREAM_UNAVAILABLE),
+    ("connect-timeout", httpx.ConnectTimeout("slow"), ErrorKind.UPSTREAM_UNAVAILABLE),
+    ("timeout", httpx.ReadTimeout("slow"), ErrorKind.UPSTREAM_TIMEOUT),
+    ("protocol", httpx.RemoteProtocolError("eof"), ErrorKind.UPSTREAM_PROTOCOL),
+]
+
+
+@pytest.mark.parametrize(("exc", "kind"), [c[1:] for c in NETWORK], ids=[c[0] for c in NETWORK])
+async def test_network_failures_are_retryable_and_nobody_s_fault(
+    exc: Exception, kind: ErrorKind
+) -> None:
+    """The shared httpx table (a timeout is UPSTREAM_TIMEOUT); every one is a passing fault,
+    so a refresh the network lost never rests or disables the account by itself."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         with pytest.raises(GatewayError) as caught:
             await refresh_social(http, auth_base="https://auth.test", refresh_token=SECRET)
-    assert caught.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE
+    assert caught.value.kind is kind
     assert caught.value.retryable
+    assert blame(caught.value) is Blame.NOBODY
+    assert "token refresh" in caught.value.message
     assert SECRET not in caught.value.message

@@ -8,7 +8,7 @@ import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.http_client import map_transport_errors
-from ki2api.kiro.transport import ChatTransport, map_aiohttp_errors
+from ki2api.kiro.transport import AiohttpChatTransport, map_aiohttp_errors
 
 REQ = httpx.Request("POST", "https://example.invalid/")
 
@@ -48,7 +48,7 @@ def test_aiohttp_errors(name: str, exc: Exception, kind: ErrorKind) -> None:
 
 
 async def test_connection_refused_is_unavailable() -> None:
-    chat = ChatTransport(max_connections=2, connect_timeout_s=2, read_timeout_s=2)
+    chat = AiohttpChatTransport(max_connections=2, connect_timeout_s=2, read_timeout_s=2)
     try:
         with pytest.raises(GatewayError) as info:
             await chat.post("http://127.0.0.1:9/generateAssistantResponse", b"{}", {})
@@ -94,5 +94,5 @@ def test_proxy_from_environment(
         monkeypatch.delenv(var, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    chat = ChatTransport(max_connections=1, connect_timeout_s=1, read_timeout_s=1)
+    chat = AiohttpChatTransport(max_connections=1, connect_timeout_s=1, read_timeout_s=1)
     assert chat._proxy_for(url) == expected

@@ -27,9 +27,10 @@ from ki2api.core.messages import Conversation
 from ki2api.core.trace import RequestTrace
 from ki2api.kiro.accounts.policy import ACCOUNT_LEVEL, conversation_key
 from ki2api.kiro.accounts.pool import AccountPool, PoolAccount
-from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
+from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.endpoint import api_base, chat_headers, chat_region, machine_id
 from ki2api.kiro.failover import FailoverRun
+from ki2api.kiro.fresh_token import call_with_fresh_token
 from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.request.budget import (
     DEFAULT_MAX_IMAGE_BYTES,
@@ -43,7 +44,7 @@ from ki2api.kiro.request.build import KiroRequest, build_kiro_request
 from ki2api.kiro.request.conversation_id import kiro_conversation_id
 from ki2api.kiro.stream.codec import CodecError, EventStreamDecoder
 from ki2api.kiro.stream.translate import KiroStreamTranslator
-from ki2api.kiro.transport import ChatResponse, ChatTransport
+from ki2api.kiro.transport import ChatResponse, ChatTransport, read_body
 
 __all__ = ["BackendOptions", "KiroBackend", "Shaper"]
 
@@ -268,18 +269,22 @@ class KiroBackend:
     async def _open(
         self, conv: Conversation, credentials: KiroCredentials
     ) -> tuple[ChatResponse, KiroRequest]:
-        auth = await credentials.current()
-        response, request = await self._post(conv, auth)
-        if response.status == 200:
-            return response, request
-        body = await _read_error_body(response)
-        if is_bearer_invalid(response.status, body):
-            auth = await credentials.refresh(stale=auth.access_token)
+        """The 200 answer (its body still to read); a refused token is renewed once
+        (kiro/fresh_token.py); any other answer is raised as its GatewayError."""
+
+        async def post(auth: AuthSnapshot) -> tuple[ChatResponse, KiroRequest, bytes]:
             response, request = await self._post(conv, auth)
             if response.status == 200:
-                return response, request
-            body = await _read_error_body(response)
-        raise classify_http_error(response.status, body, response.headers)
+                return response, request, b""
+            body, _ = await read_body(response, _MAX_ERROR_BODY)  # closes the response
+            return response, request, body
+
+        response, request, body = await call_with_fresh_token(
+            credentials, post, lambda posted: (posted[0].status, posted[2])
+        )
+        if response.status != 200:
+            raise classify_http_error(response.status, body, response.headers)
+        return response, request
 
     async def _post(
         self, conv: Conversation, auth: AuthSnapshot
@@ -347,13 +352,6 @@ class KiroBackend:
             )
             request, payload = build(fitted)
         return request, payload
-
-
-async def _read_error_body(response: ChatResponse) -> bytes:
-    try:
-        return await response.read_limited(_MAX_ERROR_BODY)
-    finally:
-        await response.aclose()
 
 
 def _translate(

@@ -14,8 +14,9 @@ Messages request whose only tool is the server tool ``{"type": "web_search_20250
 That request, and only that one, is answered by a search; anywhere else a web-search server
 tool is dropped (the frontend's job) and the model answers without searching.
 
-The call goes over the chat call's aiohttp session (`ChatTransport`): same host as the chat,
-so it reuses its warm keep-alive connections, proxy settings and error mapping.
+The call goes over the chat call's transport (`ChatTransport`, the aiohttp session in a running
+gateway): same host as the chat, so it reuses its warm keep-alive connections, proxy settings
+and error mapping.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, Message, TextPart
-from ki2api.core.websearch import WebSearchResult
+from ki2api.core.search_results import WebSearchResult
 from ki2api.kiro.accounts.pool import AccountPool
-from ki2api.kiro.classify import classify_http_error, is_bearer_invalid
+from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.endpoint import api_base, chat_headers, chat_region, machine_id
+from ki2api.kiro.fresh_token import call_with_fresh_token
 from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
-from ki2api.kiro.transport import ChatTransport
+from ki2api.kiro.transport import ChatTransport, read_body
 
 __all__ = [
     "QUERY_PREFIX",
@@ -236,17 +238,10 @@ async def _exchange(
 ) -> tuple[int, bytes, Mapping[str, str]]:
     """POST and read the whole (bounded) body."""
     response = await chat.post(url, payload, headers)
-    try:
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in response.chunks():
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise _protocol(f"with more than {_MAX_BODY} bytes")
-            parts.append(chunk)
-    finally:
-        await response.aclose()
-    return response.status, b"".join(parts), response.headers
+    body, more = await read_body(response, _MAX_BODY)
+    if more:
+        raise _protocol(f"with more than {_MAX_BODY} bytes")
+    return response.status, body, response.headers
 
 
 async def web_search(
@@ -276,8 +271,9 @@ async def web_search(
 
 class KiroWebSearch:
     """`search(query)` on an account of the pool, refreshing its token once (single-flight)
-    when Kiro calls it invalid, as the chat call does. A failure counts against the account
-    (cooldown, quota) but is not retried elsewhere: Claude Code reports a failed search itself."""
+    when Kiro calls it invalid, as the chat call does (kiro/fresh_token.py). A failure counts
+    against the account (cooldown, quota) but is not retried elsewhere: Claude Code reports a
+    failed search itself."""
 
     def __init__(
         self,
@@ -296,7 +292,9 @@ class KiroWebSearch:
         self._profile_arn = profile_arn
         self._new_id = id_factory
 
-    async def _attempt(self, auth: AuthSnapshot, payload: bytes) -> tuple[int, bytes, Any]:
+    async def _attempt(
+        self, auth: AuthSnapshot, payload: bytes
+    ) -> tuple[int, bytes, Mapping[str, str]]:
         headers = mcp_headers(auth, invocation_id=self._new_id(), profile_arn=self._profile_arn)
         region = chat_region(
             profile_arn=auth.profile_arn or self._profile_arn,
@@ -320,11 +318,11 @@ class KiroWebSearch:
 
     async def _search(self, credentials: KiroCredentials, query: str) -> list[WebSearchResult]:
         payload = orjson.dumps(build_mcp_request(query, request_id=new_mcp_request_id()))
-        auth = await credentials.current()
-        status, body, headers = await self._attempt(auth, payload)
-        if is_bearer_invalid(status, body):
-            auth = await credentials.refresh(stale=auth.access_token)
-            status, body, headers = await self._attempt(auth, payload)
+        status, body, headers = await call_with_fresh_token(
+            credentials,
+            lambda auth: self._attempt(auth, payload),
+            lambda answer: (answer[0], answer[1]),
+        )
         if status != 200:
             raise classify_http_error(status, body, headers)
         return parse_mcp_response(body)

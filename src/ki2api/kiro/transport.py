@@ -4,7 +4,12 @@ The streaming chat call is the hot path: every upstream event crosses it. httpx 
 chunks in pure Python (h11) and walks its whole pool on every request; aiohttp parses in C and
 hands over everything that arrived in one read. Measured on the benchmark (bench/README.md),
 this halves the gateway's CPU per event and per request. Refresh calls, which are rare, stay on
-httpx. aiohttp exceptions become GatewayErrors here and nowhere else.
+httpx. aiohttp exceptions become GatewayErrors here and nowhere else (`map_aiohttp_errors`).
+
+The backend and the web search see the chat call through two small protocols, `ChatTransport`
+and `ChatResponse` (the shape httpx gives its transports: post one request, read its answer as
+it arrives, close): `AiohttpChatTransport` is the real one, and the tests drive the backend
+through an in-process scripted one (tests/support/fake_transport.py) with no socket.
 """
 
 from __future__ import annotations
@@ -14,30 +19,95 @@ import io
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["ChatResponse", "ChatTransport", "map_aiohttp_errors"]
+__all__ = [
+    "AiohttpChatResponse",
+    "AiohttpChatTransport",
+    "ChatResponse",
+    "ChatTransport",
+    "map_aiohttp_errors",
+    "read_body",
+]
 
 _LARGE_BODY = 512 * 1024
 
 
+class ChatResponse(Protocol):
+    """An upstream answer whose body is read as it arrives."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Whatever bytes have arrived, as they arrive (not aligned to frames); GatewayError
+        when the connection breaks off."""
+        ...
+
+    async def arrived(self) -> tuple[bytes, bool]:
+        """The bytes that already arrived behind the last read, and whether the body is
+        complete; never waits for the network (the backend's first-content hold)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the answer; one abandoned half-way ends its upstream call."""
+        ...
+
+
+class ChatTransport(Protocol):
+    """Sends the chat call (and the web search, same host); GatewayError on network failure."""
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AiohttpChatResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def read_body(response: ChatResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the body, and whether there was more; closes the response."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.chunks():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(parts)[:limit], True
+    finally:
+        await response.aclose()
+    return b"".join(parts), False
+
+
 @contextmanager
 def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
+    """The one place aiohttp exceptions become GatewayErrors; the most specific class wins.
+    The same table as `http_client.map_transport_errors` (httpx): no connection (refused, or
+    not made in time) is UPSTREAM_UNAVAILABLE, an answer that did not come in time
+    UPSTREAM_TIMEOUT, a connection that broke off UPSTREAM_PROTOCOL; all three are retryable."""
     try:
         yield
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        raise GatewayError(
+            ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
+        ) from None
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise GatewayError(
             ErrorKind.UPSTREAM_TIMEOUT, f"{what} did not answer in time", retryable=True
         ) from None
-    except aiohttp.ClientConnectorError:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
-        ) from None
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+    except (
+        aiohttp.ClientPayloadError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ) as exc:
         raise GatewayError(
             ErrorKind.UPSTREAM_PROTOCOL,
             f"the connection to {what} broke off ({type(exc).__name__})",
@@ -49,8 +119,8 @@ def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
         ) from None
 
 
-class ChatResponse:
-    """An upstream response whose body is read incrementally."""
+class AiohttpChatResponse:
+    """An aiohttp response whose body is read incrementally."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
@@ -78,10 +148,6 @@ class ChatResponse:
             data = content.read_nowait()
         return data, content.at_eof()
 
-    async def read_limited(self, limit: int) -> bytes:
-        with map_aiohttp_errors():
-            return await self._response.content.read(limit)
-
     async def aclose(self) -> None:
         # release() keeps the connection only when the body was read to the end; a stream
         # abandoned half-way (client disconnect) closes its connection, ending the upstream call.
@@ -91,7 +157,7 @@ class ChatResponse:
             self._response.close()
 
 
-class ChatTransport:
+class AiohttpChatTransport:
     """One aiohttp session for every chat call; create and close it inside the event loop."""
 
     def __init__(
@@ -136,7 +202,7 @@ class ChatTransport:
             )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> ChatResponse:
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AiohttpChatResponse:
         session = self._open()
         # aiohttp streams a large body from a file-like object instead of one big write.
         data: bytes | io.BytesIO = body if len(body) < _LARGE_BODY else io.BytesIO(body)
@@ -144,7 +210,7 @@ class ChatTransport:
             response = await session.post(
                 url, data=data, headers=dict(headers), proxy=self._proxy_for(url)
             )
-        return ChatResponse(response)
+        return AiohttpChatResponse(response)
 
     async def aclose(self) -> None:
         if self._session is not None:

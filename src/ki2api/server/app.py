@@ -19,6 +19,7 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.tokenizer import default_counter
 from ki2api.frontends.anthropic.error_json import error_response as anthropic_error_response
 from ki2api.frontends.openai.error_json import error_response
+from ki2api.kiro.transport import ChatTransport
 from ki2api.server.accounting import AccountingMiddleware, trace_of
 from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -64,11 +65,18 @@ def render_error(err: GatewayError, scope: Scope | None = None) -> Response:
 
 
 def create_app(
-    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    chat_transport: ChatTransport | None = None,
 ) -> FastAPI:
+    """`upstream_transport` / `chat_transport`: test seams (see `build_services`)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await build_services(settings, upstream_transport=upstream_transport)
+        services = await build_services(
+            settings, upstream_transport=upstream_transport, chat_transport=chat_transport
+        )
         app.state.services = services
         # Load the tokenizer's vocabulary now (~0.2 s), not inside the first request.
         await asyncio.to_thread(default_counter().count, "warm-up")

@@ -21,7 +21,7 @@ from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.endpoint import set_client_version
 from ki2api.kiro.login.discovery import discover, no_credentials_error
 from ki2api.kiro.mcp import KiroWebSearch
-from ki2api.kiro.transport import ChatTransport
+from ki2api.kiro.transport import AiohttpChatTransport, ChatTransport
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 from ki2api.state.sqlite import SQLiteStore
@@ -85,8 +85,13 @@ def policy_config(settings: Settings) -> PolicyConfig:
 
 
 async def build_services(
-    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    chat_transport: ChatTransport | None = None,
 ) -> Services:
+    """`upstream_transport`: under the httpx client (refresh, models, quota); `chat_transport`:
+    the chat and web-search calls (an aiohttp session when None). Both are test seams."""
     set_client_version(settings.kiro_client_version)  # the user agent of every Kiro call
     http = create_upstream_client(settings, upstream_transport)
     catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
@@ -109,11 +114,13 @@ async def build_services(
     if len(pool) == 0:
         problem = problem or no_credentials_error(discover(settings)).message
         log.warning("no Kiro credentials: %s", problem)
-    chat = ChatTransport(
-        max_connections=settings.max_connections,
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-    )
+    chat = chat_transport
+    if chat is None:
+        chat = AiohttpChatTransport(
+            max_connections=settings.max_connections,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+        )
     backend = KiroBackend(
         chat,
         pool,

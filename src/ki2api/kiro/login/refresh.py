@@ -1,4 +1,5 @@
-"""The two Kiro token-refresh calls and how their failures map onto `GatewayError`.
+"""The two Kiro token-refresh calls and how their answers map onto `GatewayError` (network
+failures: `http_client.map_transport_errors`).
 
 Social (docs/kiro-protocol.md §2.1): `POST {auth_base}/refreshToken` `{"refreshToken"}` ->
 `{accessToken, expiresIn, profileArn?, refreshToken?}`.
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.http_client import map_transport_errors
 from ki2api.kiro.login.token_file import ClientRegistration
 
 __all__ = [
@@ -143,20 +145,10 @@ def parse_refresh_response(text: str, *, what: str) -> RefreshedTokens:
 async def _post(
     http: httpx.AsyncClient, url: str, body: dict[str, str], *, what: str, timeout: float
 ) -> RefreshedTokens:
-    try:
+    # network failures: the shared httpx table (a timeout is UPSTREAM_TIMEOUT); all of them
+    # are passing faults (kiro/accounts/policy.py `blame`), never the account's
+    with map_transport_errors(f"{what} (token refresh)"):
         response = await http.post(url, json=body, timeout=timeout)
-    except httpx.TimeoutException:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE,
-            f"{what} did not answer the token refresh within {timeout:g} s.",
-            retryable=True,
-        ) from None
-    except httpx.HTTPError as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE,
-            f"Could not reach {what} to refresh the Kiro token ({type(exc).__name__}).",
-            retryable=True,
-        ) from None
     if response.status_code != 200:
         raise classify_refresh_failure(response.status_code, response.text, what=what)
     return parse_refresh_response(response.text, what=what)
