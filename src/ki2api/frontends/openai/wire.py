@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.stream_limits import MAX_STOP_CHARS
 from ki2api.frontends.jsonbody import parse_json_object
-from ki2api.frontends.openai.validation import describe_validation_error
+from ki2api.frontends.validation import describe_validation_error
 
 __all__ = [
     "AssistantMessage",

@@ -1,4 +1,5 @@
-"""Turn a pydantic `ValidationError` into one OpenAI-style message and a dotted `param` path.
+"""Turn a pydantic `ValidationError` into one OpenAI-style message and a dotted `param` path
+(both frontends use it: it is shared here so that neither imports the other).
 
 Pydantic's error locations contain segments that are not in the request: union tags (`'user'`
 for a message discriminated by role) and union member names (`'str'`, `'list[...]'`). The path is
