@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.websearch import WebSearchResult
+from ki2api.core.search_results import WebSearchResult
 from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.mcp import KiroWebSearch, build_mcp_request, web_search
 from ki2api.kiro.transport import AiohttpChatTransport, ChatTransport

@@ -1,4 +1,5 @@
-"""kiro/mcp.py, the pure parts: detection, the JSON-RPC request, parsing the answer."""
+"""Web search, the pure parts: detecting Claude Code's sub-request
+(frontends/anthropic/websearch.py), the JSON-RPC request and parsing the answer (kiro/mcp.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation, ImagePart, Message, TextPart, ToolResultPart
-from ki2api.core.websearch import WebSearchResult
+from ki2api.core.search_results import WebSearchResult
+from ki2api.frontends.anthropic.websearch import (
+    is_web_search_tool,
+    search_query,
+    web_search_request_query,
+)
 from ki2api.kiro.login.credentials import AuthSnapshot
 from ki2api.kiro.mcp import (
     build_mcp_request,
-    is_web_search_tool,
     mcp_headers,
     new_mcp_request_id,
     parse_mcp_response,
-    search_query,
-    web_search_request_query,
 )
 
 WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}

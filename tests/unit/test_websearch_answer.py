@@ -1,6 +1,7 @@
-"""core/websearch.py: the summary text, the answer blocks and their streaming events, checked
-against the official anthropic SDK (strict validation; its own stream accumulator), served by an
-httpx2 mock transport (the HTTP library that SDK uses)."""
+"""core/search_results.py (the summary text) and frontends/anthropic/websearch.py (the answer
+blocks and their streaming events), checked against the official anthropic SDK (strict
+validation; its own stream accumulator), served by an httpx2 mock transport (the HTTP library
+that SDK uses)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ import orjson
 import pytest
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.websearch import (
+from ki2api.core.search_results import WebSearchResult, summary_text
+from ki2api.frontends.anthropic.websearch import (
     SearchErrorCode,
     WebSearchAnswer,
-    WebSearchResult,
     answer_block_events,
     answer_blocks,
     failed_answer,
     new_server_tool_use_id,
     search_error_code,
     server_tool_usage,
-    summary_text,
     web_search_answer,
 )
 from ki2api.frontends.sse import sse_event

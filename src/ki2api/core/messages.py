@@ -15,6 +15,7 @@ __all__ = [
     "ImagePart",
     "Message",
     "Part",
+    "RemoteImagePart",
     "Role",
     "TextPart",
     "ThinkingConfig",
@@ -40,6 +41,21 @@ class ImagePart:
 
     media_type: str
     data_b64: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteImagePart(ImagePart):
+    """An image the client gave by URL, not fetched yet. Until the gateway fetches it (one step
+    of the chat pipeline, `images/remote.py`) it stands for one image: a tiny placeholder in
+    `media_type`/`data_b64`, so sizes and token counts treat it as an image. `param` says where
+    the client put it (for an error about it)."""
+
+    url: str = ""
+    param: str | None = None
+
+    @classmethod
+    def placeholder(cls, url: str, *, param: str | None) -> RemoteImagePart:
+        return cls(media_type="image/png", data_b64="AAAA", url=url, param=param)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,8 @@ login has a profile. Answer: ``{"result": {"content": [{"type": "text", "text": 
 "publishedDate" (epoch ms), "id", "domain", …}], "totalResults", "query", "error"}``, or a
 JSON-RPC ``{"error": {"code", "message"}}``.
 
-Detection (`web_search_request_query`): Claude Code runs its WebSearch tool as a separate
-Messages request whose only tool is the server tool ``{"type": "web_search_20250305", "name":
-"web_search", …}`` and whose last user message is ``Perform a web search for the query: X``.
-That request, and only that one, is answered by a search; anywhere else a web-search server
-tool is dropped (the frontend's job) and the model answers without searching.
+Which client request is a web search is the frontend's to say (Claude Code's sub-request:
+`frontends/anthropic/websearch.py`); this module only runs the search.
 
 The call goes over the chat call's transport (`ChatTransport`, the aiohttp session in a running
 gateway): same host as the chat, so it reuses its warm keep-alive connections, proxy settings
@@ -25,14 +22,13 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.messages import Conversation, Message, TextPart
 from ki2api.core.search_results import WebSearchResult
 from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.classify import classify_http_error
@@ -42,64 +38,17 @@ from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials
 from ki2api.kiro.transport import ChatTransport, read_body
 
 __all__ = [
-    "QUERY_PREFIX",
     "KiroWebSearch",
     "build_mcp_request",
-    "is_web_search_tool",
     "mcp_headers",
     "new_mcp_request_id",
     "parse_mcp_response",
-    "search_query",
     "web_search",
-    "web_search_request_query",
 ]
 
-QUERY_PREFIX = "Perform a web search for the query: "
-_TOOL_TYPE_PREFIX = "web_search_"
 _MAX_BODY = 2 * 1024 * 1024
 _ALNUM = string.ascii_letters + string.digits
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
-
-
-# detection --------------------------------------------------------------------------------------
-def is_web_search_tool(tool: object) -> bool:
-    """An Anthropic web-search server tool (a mapping, or a wire model with a `type` attribute):
-    ``type`` is ``web_search_`` + a date version (``web_search_20250305`` and later). A custom
-    tool merely *named* web_search is not one."""
-    kind = tool.get("type") if isinstance(tool, Mapping) else getattr(tool, "type", None)
-    if not isinstance(kind, str) or not kind.startswith(_TOOL_TYPE_PREFIX):
-        return False
-    version = kind[len(_TOOL_TYPE_PREFIX) :]
-    return version.isascii() and version.isdigit()
-
-
-def search_query(conv: Conversation | Sequence[Message]) -> str | None:
-    """The query of Claude Code's web-search sub-request, else None.
-
-    Rule: the last message is from the user and one of its text parts starts (after leading
-    white space) with exactly ``Perform a web search for the query: ``; the query is the rest
-    of that part, stripped, and must not be empty.
-    """
-    messages = conv.messages if isinstance(conv, Conversation) else conv
-    if not messages or messages[-1].role != "user":
-        return None
-    for part in messages[-1].parts:
-        if isinstance(part, TextPart):
-            text = part.text.lstrip()
-            if text.startswith(QUERY_PREFIX):
-                query = text[len(QUERY_PREFIX) :].strip()
-                return query or None
-    return None
-
-
-def web_search_request_query(
-    tools: Sequence[object], conv: Conversation | Sequence[Message]
-) -> str | None:
-    """The query when the whole request is a web search: at least one tool is offered, every
-    offered tool is a web-search server tool, and `search_query` finds a query."""
-    if not tools or not all(is_web_search_tool(t) for t in tools):
-        return None
-    return search_query(conv)
 
 
 # request ----------------------------------------------------------------------------------------

@@ -1,158 +1,130 @@
-"""Anthropic Messages routes (docs/api-compat.md §B): thin handlers over the frontend and the
-backend.
+"""Anthropic Messages routes (docs/api-compat.md §B): the Anthropic dialect's adapter over the
+chat pipeline (`server/chat.py`), and count_tokens.
 
 `POST /v1/messages` (also `?beta=true`: routing ignores the query), streaming and not;
 `POST /v1/messages/count_tokens`; `HEAD /api/hello` (Claude Code's connection probe). The models
-routes are shared with the OpenAI surface (routes_openai.py serves a shape both SDKs accept).
+and health routes are shared with the OpenAI surface (`routes_shared.py`).
+
+What is Anthropic's here: the request model and its translation (`frontends/anthropic`), stop
+sequences found on the stream, the Message body and its event encoder with `ping` keep-alives,
+the 404 and context-overflow wordings, and Claude Code's web-search sub-request, answered by
+Kiro's search without the model.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.errors import GatewayError
 from ki2api.core.events import Event
 from ki2api.core.messages import Conversation
-from ki2api.core.models import ModelInfo, not_offered_hint
-from ki2api.core.websearch import (
+from ki2api.core.models import ModelInfo
+from ki2api.frontends.anthropic import error_json
+from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, fold, message_response
+from ki2api.frontends.anthropic.stops import StopSequenceFinder
+from ki2api.frontends.anthropic.to_core import to_conversation
+from ki2api.frontends.anthropic.websearch import (
     failed_answer,
     new_server_tool_use_id,
     search_error_code,
     web_search_answer,
+    web_search_message_events,
+    web_search_request_query,
 )
-from ki2api.frontends.anthropic.error_json import context_overflow
-from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, fold, message_response
-from ki2api.frontends.anthropic.image_parts import UnfetchedImages, resolve_remote_images
-from ki2api.frontends.anthropic.stops import StopSequenceFinder
-from ki2api.frontends.anthropic.to_core import to_conversation
-from ki2api.frontends.anthropic.websearch import web_search_message_events
-from ki2api.frontends.anthropic.wire import parse_count_tokens_request, parse_messages_request
+from ki2api.frontends.anthropic.wire import (
+    MessagesRequest,
+    parse_count_tokens_request,
+    parse_messages_request,
+)
 from ki2api.frontends.sse import sse_event
-from ki2api.images.limits import apply_image_limits
-from ki2api.kiro.mcp import web_search_request_query
-from ki2api.server.accounting import trace_of
-from ki2api.server.auth import require_key
-from ki2api.server.disconnect import unless_gone
+from ki2api.images.remote import resolve_images
+from ki2api.server.chat import Prepared, authorize, resolve_model, run_chat
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
-from ki2api.server.shaping import answer_batches, shape
-from ki2api.server.streaming import collect, open_stream, sse_response
+from ki2api.server.shaping import shape
+from ki2api.server.streaming import StreamEncoder
 
-__all__ = ["router"]
+__all__ = ["AnthropicChat", "router"]
 
 router = APIRouter()
 
 
-def _authorize(request: Request) -> Services:
-    services: Services = request.app.state.services
-    require_key(request.headers, services.settings.api_keys)
-    return services
-
-
-async def _resolve_model(services: Services, name: str) -> ModelInfo:
-    catalogue = await services.models()
-    info = catalogue.resolve(name)
-    if info is None:
-        hint = not_offered_hint(catalogue, name)
-        raise GatewayError(ErrorKind.MODEL_NOT_FOUND, f"model: {name}{hint}", param="model")
-    return info
-
-
-async def _fit(services: Services, conv: Conversation, model: ModelInfo) -> Conversation:
-    """`conv` within Kiro's size budget, or 400 in Claude Code's compaction wording."""
-    conv = dataclasses.replace(conv, native=model.native)  # the model's native request fields
-    try:
-        return services.require_backend().fit(conv)
-    except GatewayError as err:
-        if err.kind is not ErrorKind.CONTEXT_TOO_LONG:
-            raise
-        tokens = estimate_input_tokens(conv, refused=True)  # never tokenize what is refused
-        raise context_overflow(
-            err, prompt_tokens=tokens, context_window=model.context_window
-        ) from None
-
-
 @router.post("/v1/messages")
 async def create_message(request: Request) -> Response:
-    services = _authorize(request)
-    req = parse_messages_request(await request.body())
-    model = await _resolve_model(services, req.model)
-    if services.images is not None:
-        unfetched = await resolve_remote_images(req, UnfetchedImages())
-        if unfetched is not req:  # the text budget first: no download for a refused request
-            await _fit(
-                services, apply_image_limits(to_conversation(unfetched, model.kiro_id)), model
-            )
-        req = await resolve_remote_images(req, services.images)
-    conv = await _fit(services, apply_image_limits(to_conversation(req, model.kiro_id)), model)
-    backend = services.require_backend()
-    input_tokens = estimate_input_tokens(conv)
-    trace = trace_of(request.scope)
-    if trace is not None:
-        trace.model, trace.stream, trace.input_tokens = req.model, bool(req.stream), input_tokens
-    query = web_search_request_query(req.tools or [], conv)
-    if query is not None:  # Claude Code's WebSearch sub-request: served by Kiro's /mcp
-        return await _web_search(services, query, req.model, input_tokens, stream=bool(req.stream))
-    overflow = functools.partial(
-        context_overflow, prompt_tokens=input_tokens, context_window=model.context_window
-    )
-    message_id = "msg_" + secrets.token_hex(12)
-    finders: list[StopSequenceFinder] = []  # one per attempt: the last one served
+    services = authorize(request)
+    adapter = AnthropicChat(parse_messages_request(await request.body()))
+    return await run_chat(request, services, adapter)
 
-    def shaped(upstream: AsyncGenerator[list[Event], None]) -> AsyncIterator[list[Event]]:
-        finder = StopSequenceFinder(conv.params.stop)
-        finders.append(finder)
-        limiter = stream_limiter(conv, input_tokens)
+
+class AnthropicChat:
+    """One Messages request, as the pipeline's `ChatAdapter`."""
+
+    keepalive: bytes | None = PING
+
+    def __init__(self, req: MessagesRequest) -> None:
+        self.req = req
+        self.model = req.model
+        self.stream = bool(req.stream)
+        self.message_id = "msg_" + secrets.token_hex(12)
+        self.finders: list[StopSequenceFinder] = []  # one per attempt: the last one served
+
+    def model_not_found(self, name: str, hint: str) -> GatewayError:
+        return error_json.model_not_found(name, hint)
+
+    def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
+        return to_conversation(self.req, model.kiro_id, remote_images=remote_images)
+
+    def overflow(self, err: GatewayError, prompt_tokens: int, context_window: int) -> GatewayError:
+        """A context overflow in Claude Code's compaction wording."""
+        return error_json.context_overflow(
+            err, prompt_tokens=prompt_tokens, context_window=context_window
+        )
+
+    async def intercept(self, services: Services, ready: Prepared) -> Response | None:
+        """Claude Code's WebSearch sub-request: served by Kiro's /mcp, not by the model."""
+        query = web_search_request_query(self.req.tools or [], ready.conv)
+        if query is None:
+            return None
+        return await _web_search(services, query, self.model, ready.input_tokens, self.stream)
+
+    def shaped(
+        self, upstream: AsyncGenerator[list[Event], None], ready: Prepared
+    ) -> AsyncIterator[list[Event]]:
+        """Stop sequences and max_tokens on the stream (fresh state per attempt)."""
+        finder = StopSequenceFinder(ready.conv.params.stop)
+        self.finders.append(finder)
+        limiter = stream_limiter(ready.conv, ready.input_tokens)
         return shape(finder.watch(upstream), limiter=limiter, check=None)
 
-    batches = answer_batches(
-        backend,
-        conv,
-        input_tokens=input_tokens,
-        context_window=model.context_window,
-        trace=trace,
-        stream=bool(req.stream),
-        shaped=shaped,
-    )
-    try:
-        if not req.stream:
-            events = await unless_gone(request, collect(batches))
-            body = message_response(
-                events,
-                message_id=message_id,
-                model=req.model,
-                input_tokens=input_tokens,
-                stop_sequence=finders[-1],
-            )
-            return JSONResponse(body)
-        stream = await unless_gone(request, open_stream(batches))
-    except GatewayError as err:
-        raise overflow(err) from None
-    encoder = MessageEncoder(
-        message_id=message_id,
-        model=req.model,
-        input_tokens=input_tokens,
-        stop_sequence=finders[-1],
-        on_error=overflow,
-    )
-    return sse_response(
-        stream,
-        encoder,
-        keepalive_s=services.settings.keepalive_interval_s,
-        idle_limit_s=services.settings.read_timeout_s,
-        keepalive=PING,
-        trace=trace,
-    )
+    def body(self, events: list[Event], ready: Prepared) -> dict[str, Any]:
+        return message_response(
+            events,
+            message_id=self.message_id,
+            model=self.model,
+            input_tokens=ready.input_tokens,
+            stop_sequence=self.finders[-1],
+        )
+
+    def encoder(self, ready: Prepared) -> StreamEncoder:
+        def on_error(err: GatewayError) -> GatewayError:
+            return self.overflow(err, ready.input_tokens, ready.model.context_window)
+
+        return MessageEncoder(
+            message_id=self.message_id,
+            model=self.model,
+            input_tokens=ready.input_tokens,
+            stop_sequence=self.finders[-1],
+            on_error=on_error,
+        )
 
 
 async def _web_search(
-    services: Services, query: str, model: str, input_tokens: int, *, stream: bool
+    services: Services, query: str, model: str, input_tokens: int, stream: bool
 ) -> Response:
     tool_use_id = new_server_tool_use_id()
     try:
@@ -177,11 +149,12 @@ async def _web_search(
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
-    services = _authorize(request)
+    """The request's input-token estimate: remote images count as images, none is fetched."""
+    services = authorize(request)
     req = parse_count_tokens_request(await request.body())
-    model = await _resolve_model(services, req.model)
-    counted = await resolve_remote_images(req, UnfetchedImages())
-    conv = apply_image_limits(to_conversation(counted, model.kiro_id))
+    model = await resolve_model(services, req.model, error_json.model_not_found)
+    conv = to_conversation(req, model.kiro_id, remote_images=True)
+    conv = await resolve_images(conv, None)
     return JSONResponse({"input_tokens": estimate_input_tokens(conv)})
 
 

@@ -98,22 +98,7 @@ async def build_services(
         settings.model_overrides
     )
     store = SQLiteStore.open(store_path(settings))
-    problem: str | None = None
-    try:
-        await sync_discovered(settings, store)
-    except GatewayError as exc:
-        problem = exc.message
-    await retry_revoked_logins(store)
-    pool = AccountPool(
-        store,
-        credentials_factory(settings, http, store),
-        policy=policy_config(settings),
-        quota_lookup=quota_lookup(settings, http),
-    )
-    await pool.load()
-    if len(pool) == 0:
-        problem = problem or no_credentials_error(discover(settings)).message
-        log.warning("no Kiro credentials: %s", problem)
+    pool, problem = await _account_pool(settings, http, store)
     chat = chat_transport
     if chat is None:
         chat = AiohttpChatTransport(
@@ -121,22 +106,7 @@ async def build_services(
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
         )
-    backend = KiroBackend(
-        chat,
-        pool,
-        BackendOptions(
-            api_base=settings.kiro_api_base,
-            profile_arn=settings.kiro_profile_arn,
-            region=settings.kiro_region,
-            max_body_bytes=settings.max_upstream_bytes,
-            max_image_bytes=settings.max_image_bytes_per_request,
-            max_tools=settings.max_tools,
-            trim_history=settings.trim_history,
-            max_attempts=settings.max_attempts,
-            first_event_timeout_s=settings.first_event_timeout_s,
-            pool_wait_s=settings.pool_wait_s,
-        ),
-    )
+    backend = _backend(settings, chat, pool)
     web_search = KiroWebSearch(
         chat,
         pool,
@@ -162,6 +132,48 @@ async def build_services(
         credentials_problem=problem,
         images=_image_fetcher(settings),
         live=live_catalogue(settings, http, pool, catalogue),
+    )
+
+
+async def _account_pool(
+    settings: Settings, http: httpx.AsyncClient, store: StateStore
+) -> tuple[AccountPool, str | None]:
+    """The loaded pool of Kiro logins, and why it is empty (None when it is not)."""
+    problem: str | None = None
+    try:
+        await sync_discovered(settings, store)
+    except GatewayError as exc:
+        problem = exc.message
+    await retry_revoked_logins(store)
+    pool = AccountPool(
+        store,
+        credentials_factory(settings, http, store),
+        policy=policy_config(settings),
+        quota_lookup=quota_lookup(settings, http),
+    )
+    await pool.load()
+    if len(pool) == 0:
+        problem = problem or no_credentials_error(discover(settings)).message
+        log.warning("no Kiro credentials: %s", problem)
+    return pool, problem
+
+
+def _backend(settings: Settings, chat: ChatTransport, pool: AccountPool) -> KiroBackend:
+    return KiroBackend(
+        chat,
+        pool,
+        BackendOptions(
+            api_base=settings.kiro_api_base,
+            profile_arn=settings.kiro_profile_arn,
+            region=settings.kiro_region,
+            max_body_bytes=settings.max_upstream_bytes,
+            max_image_bytes=settings.max_image_bytes_per_request,
+            max_tools=settings.max_tools,
+            trim_history=settings.trim_history,
+            max_attempts=settings.max_attempts,
+            first_event_timeout_s=settings.first_event_timeout_s,
+            pool_wait_s=settings.pool_wait_s,
+        ),
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "context_overflow",
     "error_body",
     "error_response",
+    "model_not_found",
     "stream_error_body",
 ]
 
@@ -111,3 +112,9 @@ def context_overflow(err: GatewayError, *, prompt_tokens: int, context_window: i
         param=err.param,
         code=err.code,
     )
+
+
+def model_not_found(name: str, hint: str) -> GatewayError:
+    """The 404 for a model the catalogue does not know, in Anthropic's wording (`model: <name>`);
+    `hint`: what the catalogue suggests instead (`core.models.not_offered_hint`), or empty."""
+    return GatewayError(ErrorKind.MODEL_NOT_FOUND, f"model: {name}{hint}", param="model")

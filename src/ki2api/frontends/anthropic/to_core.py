@@ -2,9 +2,10 @@
 
 * `system` (a string or text blocks) and every `role: "system"` message go to
   `Conversation.system`, in request order, one entry per non-empty text.
-* Blocks: `text`, `image` (base64 in the four media types; `url` sources are fetched by the
-  route before this runs, see `images.py`), `document` (text and `content` sources become text;
-  PDFs and files are refused with a 400), `tool_use`, `tool_result` (string or blocks,
+* Blocks: `text`, `image` (base64 in the four media types; a `url` source in a user message
+  becomes a `RemoteImagePart` when the gateway fetches images, fetched by the chat pipeline's
+  images step, `ki2api.images.remote`; refused otherwise), `document` (text and `content`
+  sources become text; PDFs and files are refused with a 400), `tool_use`, `tool_result` (string or blocks,
   `is_error`), `thinking` (-> `ThinkingPart`, an empty signature is None).
   `redacted_thinking` is dropped: it carries no text Kiro could read.
 * Server tools (`web_search_*`, `code_execution_*`, ...) are dropped from `tools`; server-tool
@@ -32,6 +33,7 @@ from ki2api.core.messages import (
     ImagePart,
     Message,
     Part,
+    RemoteImagePart,
     TextPart,
     ThinkingConfig,
     ThinkingPart,
@@ -56,6 +58,7 @@ from ki2api.frontends.anthropic.wire import (
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
+    URLSource,
 )
 
 __all__ = ["SUPPORTED_MEDIA_TYPES", "client_session_id", "image_from_base64", "to_conversation"]
@@ -66,15 +69,20 @@ _WHITESPACE = re.compile(r"\s+")
 _SESSION = re.compile(r"_session_([0-9A-Za-z-]{8,})$")
 
 
-def to_conversation(req: MessagesRequest | CountTokensRequest, kiro_model_id: str) -> Conversation:
-    """Translate a validated request; unsupported values raise INVALID_REQUEST with `param`."""
+def to_conversation(
+    req: MessagesRequest | CountTokensRequest, kiro_model_id: str, *, remote_images: bool = False
+) -> Conversation:
+    """Translate a validated request; unsupported values raise INVALID_REQUEST with `param`.
+    `remote_images`: `url` image sources of user messages become `RemoteImagePart`s (the
+    gateway fetches them), else they are refused."""
     system = _texts(req.system)
     messages: list[Message] = []
     for i, msg in enumerate(req.messages):
         if msg.role == "system":
             system.extend(_texts(msg.content))
             continue
-        parts = _parts(msg.content, f"messages.{i}.content")
+        remote = remote_images and msg.role == "user"
+        parts = _parts(msg.content, f"messages.{i}.content", remote)
         messages.append(Message(msg.role, parts))
     tools = tuple(_tool(t) for t in req.tools or () if isinstance(t, CustomTool))
     return Conversation(
@@ -118,27 +126,27 @@ def _texts(content: str | list[Any] | None) -> list[str]:
     return [b.text for b in content if isinstance(b, TextBlock) and b.text]
 
 
-def _parts(content: str | list[ContentBlock], where: str) -> tuple[Part, ...]:
+def _parts(content: str | list[ContentBlock], where: str, remote: bool) -> tuple[Part, ...]:
     if isinstance(content, str):
         return (TextPart(content),) if content else ()
     out: list[Part] = []
     for j, block in enumerate(content):
-        out.extend(_block(block, f"{where}.{j}"))
+        out.extend(_block(block, f"{where}.{j}", remote))
     return tuple(out)
 
 
-def _block(block: ContentBlock, param: str) -> list[Part]:
+def _block(block: ContentBlock, param: str, remote: bool) -> list[Part]:
     match block:
         case TextBlock(text=text):
             return [TextPart(text)] if text else []
         case ImageBlock():
-            return [_image(block, param)]
+            return [_image(block, param, remote)]
         case DocumentBlock():
             return _document(block, param)
         case ToolUseBlock(id=tid, name=name, input=args):
             return [ToolUsePart(id=tid, name=name, input=args)]
         case ToolResultBlock():
-            return [_tool_result(block, param)]
+            return [_tool_result(block, param, remote)]
         case ThinkingBlock(thinking=text, signature=sig):
             return [ThinkingPart(text, sig or None)] if text else []
         case RedactedThinkingBlock():
@@ -149,10 +157,12 @@ def _block(block: ContentBlock, param: str) -> list[Part]:
     raise AssertionError(f"unhandled block {type(block).__name__}")  # pragma: no cover
 
 
-def _image(block: ImageBlock, param: str) -> ImagePart:
+def _image(block: ImageBlock, param: str, remote: bool) -> ImagePart:
     source = block.source
     if isinstance(source, Base64Source):
         return image_from_base64(source.media_type, source.data, f"{param}.source")
+    if isinstance(source, URLSource) and remote:
+        return RemoteImagePart.placeholder(source.url.strip(), param=f"{param}.source")
     if source.type == "url":
         raise _invalid(
             "Remote image URLs are turned off on this gateway (KI2API_IMAGE_FETCH): "
@@ -188,7 +198,7 @@ def _document(block: DocumentBlock, param: str) -> list[Part]:
     if isinstance(source, PlainTextSource):
         body: list[Part] = [TextPart(source.data)] if source.data else []
     elif isinstance(source, ContentSource):
-        body = list(_parts(source.content, f"{param}.source.content"))  # type: ignore[arg-type]
+        body = list(_parts(source.content, f"{param}.source.content", False))  # type: ignore[arg-type]
     elif isinstance(source, Base64Source) and source.media_type.lower().startswith("text/"):
         body = [TextPart(_decode_text(source.data, f"{param}.source.data"))]
     elif isinstance(source, Base64Source) and source.media_type.lower() == "application/pdf":
@@ -212,14 +222,14 @@ def _decode_text(data: str, param: str) -> str:
         raise _invalid("The document data is not valid base64 UTF-8 text.", param) from None
 
 
-def _tool_result(block: ToolResultBlock, param: str) -> ToolResultPart:
+def _tool_result(block: ToolResultBlock, param: str, remote: bool) -> ToolResultPart:
     content = block.content
     parts: list[TextPart | ImagePart] = []
     if isinstance(content, str):
         parts = [TextPart(content)] if content else []
     elif content is not None:
         for k, inner in enumerate(content):
-            for part in _block(inner, f"{param}.content.{k}"):
+            for part in _block(inner, f"{param}.content.{k}", remote):
                 assert isinstance(part, TextPart | ImagePart)
                 parts.append(part)
     return ToolResultPart(

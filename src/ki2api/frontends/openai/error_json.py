@@ -13,7 +13,7 @@ from typing import Any
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["ERROR_TABLE", "ErrorRow", "error_response", "stream_error_body"]
+__all__ = ["ERROR_TABLE", "ErrorRow", "error_response", "model_not_found", "stream_error_body"]
 
 _INTERNAL_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 
@@ -91,3 +91,14 @@ def _headers(err: GatewayError, row: ErrorRow) -> dict[str, str]:
     if row.should_retry is not None:
         headers["x-should-retry"] = "true" if row.should_retry else "false"
     return headers
+
+
+def model_not_found(name: str, hint: str) -> GatewayError:
+    """The 404 for a model the catalogue does not know, in OpenAI's wording; `hint`: what the
+    catalogue suggests instead (`core.models.not_offered_hint`), or empty."""
+    return GatewayError(
+        ErrorKind.MODEL_NOT_FOUND,
+        f"The model `{name}` does not exist or you do not have access to it." + hint,
+        param="model",
+        code="model_not_found",
+    )

@@ -13,7 +13,8 @@
   becomes a `ThinkingPart` before its text, so a tool round keeps its thinking.
 * Accepted and ignored: `logprobs` / `top_logprobs` (answered with `logprobs: null`), `seed`,
   `user`, `metadata`, `logit_bias`, penalties, `response_format`, and unknown fields. Refused
-  with a 400: `n > 1`, audio output, audio and file inputs, remote images.
+  with a 400: `n > 1`, audio output, audio and file inputs, remote images when the gateway does
+  not fetch them (else they become `RemoteImagePart`s, fetched by the chat pipeline).
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ REASONING_BUDGETS: dict[str, int | None] = {
 }
 
 
-def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversation:
-    """Translate a validated request; unsupported values raise INVALID_REQUEST with `param`."""
+def to_conversation(
+    req: ChatCompletionRequest, model: ModelInfo, *, remote_images: bool = False
+) -> Conversation:
+    """Translate a validated request; unsupported values raise INVALID_REQUEST with `param`.
+    `remote_images`: http(s) image URLs become `RemoteImagePart`s (the gateway fetches them),
+    else they are refused."""
     _refuse_unsupported(req)
     system: list[str] = []
     messages: list[Message] = []
@@ -77,7 +82,8 @@ def to_conversation(req: ChatCompletionRequest, model: ModelInfo) -> Conversatio
         if isinstance(msg, SystemMessage | DeveloperMessage):
             system.extend(_texts(msg.content))
         elif isinstance(msg, UserMessage):
-            messages.append(Message("user", _user_parts(msg, f"messages.{i}")))
+            parts = _user_parts(msg, f"messages.{i}", remote_images)
+            messages.append(Message("user", parts))
         elif isinstance(msg, AssistantMessage):
             messages.append(Message("assistant", _assistant_parts(msg, f"messages.{i}")))
         else:
@@ -120,21 +126,21 @@ def _texts(content: str | Sequence[TextContentPart]) -> list[str]:
     return [t for t in texts if t]
 
 
-def _user_parts(msg: UserMessage, where: str) -> tuple[Part, ...]:
+def _user_parts(msg: UserMessage, where: str, remote: bool) -> tuple[Part, ...]:
     if isinstance(msg.content, str):
         return (TextPart(msg.content),) if msg.content else ()
-    parts = (_user_part(p, f"{where}.content.{j}") for j, p in enumerate(msg.content))
+    parts = (_user_part(p, f"{where}.content.{j}", remote) for j, p in enumerate(msg.content))
     return tuple(p for p in parts if p is not None)
 
 
 def _user_part(
-    part: TextContentPart | ImageURLPart | InputAudioPart | FilePart, param: str
+    part: TextContentPart | ImageURLPart | InputAudioPart | FilePart, param: str, remote: bool
 ) -> Part | None:
     match part:
         case TextContentPart(text=text):
             return TextPart(text) if text else None
         case ImageURLPart(url=url):
-            return image_part(url, param=f"{param}.image_url")
+            return image_part(url, param=f"{param}.image_url", remote=remote)
         case InputAudioPart():
             raise _invalid("Audio input (input_audio) is not supported by Kiro.", param)
         case FilePart():

@@ -1,0 +1,203 @@
+"""The chat pipeline: one request's way through the gateway, the same for every client dialect.
+
+A route parses the body into its dialect's `ChatAdapter` and calls `run_chat`, which does the
+rest in this order:
+
+1. the API key (`auth.require_key`), then the model (`resolve_model`, the dialect's 404);
+2. the core `Conversation` (the adapter translates it), then Kiro's accounts are required;
+3. images: limits applied and remote images fetched, once, on the conversation
+   (`images.remote.resolve_images`; the text budget is checked before any download);
+4. the size budget (`KiroBackend.fit`: too big is a 400 now, before any work, or trimmed);
+5. the input-token estimate and the request's trace (model, stream, input tokens);
+6. the adapter's `intercept` (a request answered without the model, e.g. Claude Code's web
+   search), else the answer: Kiro's events shaped (max_tokens, stop, the dialect's own checks),
+   collected into the dialect's JSON body, or streamed through its SSE encoder.
+
+What differs between dialects is the adapter's: its wording of errors (a missing model, a
+context overflow), its shaping, its body and its encoder, its keep-alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.events import Event
+from ki2api.core.messages import Conversation
+from ki2api.core.models import ModelInfo, not_offered_hint
+from ki2api.core.trace import RequestTrace
+from ki2api.images.remote import resolve_images
+from ki2api.kiro.backend import KiroBackend
+from ki2api.server.accounting import trace_of
+from ki2api.server.auth import require_key
+from ki2api.server.disconnect import unless_gone
+from ki2api.server.estimates import estimate_input_tokens
+from ki2api.server.services import Services
+from ki2api.server.shaping import answer_batches
+from ki2api.server.streaming import StreamEncoder, collect, open_stream, sse_response
+
+__all__ = [
+    "ChatAdapter",
+    "ModelNotFound",
+    "Prepared",
+    "authorize",
+    "resolve_model",
+    "run_chat",
+    "services_of",
+]
+
+
+# the dialect's 404 for an unknown model: (name, the catalogue's hint) -> the error
+ModelNotFound = Callable[[str, str], GatewayError]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the pipeline settled before asking Kiro, handed to the adapter's hooks."""
+
+    conv: Conversation
+    model: ModelInfo
+    input_tokens: int
+    trace: RequestTrace | None
+
+
+class ChatAdapter(Protocol):
+    """One request in one dialect: the parsed body and the dialect's ways with it. A route makes
+    one per request, so per-request state (ids, stop-sequence finders) lives on it."""
+
+    model: str  # the model as the client named it (answers echo it)
+    stream: bool
+    keepalive: bytes | None  # what a silent stream sends (None: an SSE comment)
+
+    def model_not_found(self, name: str, hint: str) -> GatewayError:
+        """The dialect's 404 for an unknown model (`hint`: what the catalogue suggests)."""
+        ...
+
+    def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
+        """The request in core terms; `remote_images`: image URLs are taken (fetched later)."""
+        ...
+
+    def overflow(self, err: GatewayError, prompt_tokens: int, context_window: int) -> GatewayError:
+        """`err` in the dialect's wording of a context overflow (other errors unchanged)."""
+        ...
+
+    async def intercept(self, services: Services, ready: Prepared) -> Response | None:
+        """A response made without the model, or None to ask the model."""
+        ...
+
+    def shaped(
+        self, upstream: AsyncGenerator[list[Event], None], ready: Prepared
+    ) -> AsyncIterator[list[Event]]:
+        """The answer's batches shaped for this dialect (fresh state on each call: one per
+        attempt)."""
+        ...
+
+    def body(self, events: list[Event], ready: Prepared) -> dict[str, Any]:
+        """The non-streaming response body of a whole answer."""
+        ...
+
+    def encoder(self, ready: Prepared) -> StreamEncoder:
+        """The SSE encoder of a streamed answer."""
+        ...
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def authorize(request: Request) -> Services:
+    """The app's services, once the request's API key is accepted (else a 401)."""
+    services = services_of(request)
+    require_key(request.headers, services.settings.api_keys)
+    return services
+
+
+async def resolve_model(services: Services, name: str, not_found: ModelNotFound) -> ModelInfo:
+    catalogue = await services.models()
+    info = catalogue.resolve(name)
+    if info is None:
+        raise not_found(name, not_offered_hint(catalogue, name))
+    return info
+
+
+async def run_chat(request: Request, services: Services, adapter: ChatAdapter) -> Response:
+    """The response to one chat request (`services`: from `authorize`, before the body is
+    parsed into `adapter`)."""
+    model = await resolve_model(services, adapter.model, adapter.model_not_found)
+    conv = await _conversation(services, adapter, model)
+    input_tokens = estimate_input_tokens(conv)
+    ready = Prepared(conv, model, input_tokens, _trace(request, adapter, input_tokens))
+    early = await adapter.intercept(services, ready)
+    if early is not None:
+        return early
+    return await _answer(request, services, adapter, ready)
+
+
+async def _conversation(services: Services, adapter: ChatAdapter, model: ModelInfo) -> Conversation:
+    """The conversation Kiro gets: translated, its images resolved, within the size budget."""
+    conv = adapter.conversation(model, remote_images=services.images is not None)
+    conv = dataclasses.replace(conv, native=model.native)  # the model's native request fields
+    backend = services.require_backend()
+
+    def fit(conv: Conversation) -> Conversation:
+        return _fit(backend, adapter, conv, model)
+
+    return fit(await resolve_images(conv, services.images, before_fetch=fit))
+
+
+def _fit(
+    backend: KiroBackend, adapter: ChatAdapter, conv: Conversation, model: ModelInfo
+) -> Conversation:
+    try:
+        return backend.fit(conv)
+    except GatewayError as err:
+        if err.kind is not ErrorKind.CONTEXT_TOO_LONG:
+            raise
+        tokens = estimate_input_tokens(conv, refused=True)  # never tokenize what is refused
+        raise adapter.overflow(err, tokens, model.context_window) from None
+
+
+def _trace(request: Request, adapter: ChatAdapter, input_tokens: int) -> RequestTrace | None:
+    trace = trace_of(request.scope)
+    if trace is not None:
+        trace.model, trace.stream, trace.input_tokens = adapter.model, adapter.stream, input_tokens
+    return trace
+
+
+async def _answer(
+    request: Request, services: Services, adapter: ChatAdapter, ready: Prepared
+) -> Response:
+    def shaped(upstream: AsyncGenerator[list[Event], None]) -> AsyncIterator[list[Event]]:
+        return adapter.shaped(upstream, ready)
+
+    batches = answer_batches(
+        services.require_backend(),
+        ready.conv,
+        input_tokens=ready.input_tokens,
+        context_window=ready.model.context_window,
+        trace=ready.trace,
+        stream=adapter.stream,
+        shaped=shaped,
+    )
+    try:
+        if not adapter.stream:
+            events = await unless_gone(request, collect(batches))
+            return JSONResponse(adapter.body(events, ready))
+        stream = await unless_gone(request, open_stream(batches))
+    except GatewayError as err:
+        raise adapter.overflow(err, ready.input_tokens, ready.model.context_window) from None
+    return sse_response(
+        stream,
+        adapter.encoder(ready),
+        keepalive_s=services.settings.keepalive_interval_s,
+        idle_limit_s=services.settings.read_timeout_s,
+        keepalive=adapter.keepalive,
+        trace=ready.trace,
+    )
