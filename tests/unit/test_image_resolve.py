@@ -16,8 +16,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.messages import Conversation, ImagePart, RemoteImagePart, TextPart
+from ki2api.core.messages import (
+    Conversation,
+    ImagePart,
+    RemoteImagePart,
+    TextPart,
+    ToolResultPart,
+)
 from ki2api.core.models import default_catalogue
+from ki2api.frontends.anthropic.to_core import to_conversation as anthropic_to_conversation
+from ki2api.frontends.anthropic.wire import parse_messages_request
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import parse_chat_request
 from ki2api.images.fetch import ImageFetcher
@@ -206,3 +214,38 @@ async def test_private_address_error_names_the_part(host: Host, base: str) -> No
     assert info.value.param == "messages.0.content.2.image_url"
     assert "loopback address" in info.value.message
     assert host.seen == []
+
+
+def anthropic(*messages: dict[str, Any]) -> Conversation:
+    """An Anthropic request translated as the chat pipeline does with fetching on."""
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": messages}
+    return anthropic_to_conversation(
+        parse_messages_request(orjson.dumps(body)), "m", remote_images=True
+    )
+
+
+def url_image(url: str) -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+async def test_anthropic_url_images_in_tool_results_fetched(host: Host, base: str) -> None:
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [url_image(f"{base}/a.gif")]}
+    conv = anthropic({"role": "user", "content": [url_image(f"{base}/b.png"), result]})
+    remote = [p for p in conv.messages[0].parts if isinstance(p, RemoteImagePart)]
+    assert [p.param for p in remote] == ["messages.0.content.0.source"]
+    out = await resolve_images(conv, FETCHER)
+    image, tool_result = out.messages[0].parts
+    assert image == ImagePart("image/png", PNG_1X1)
+    assert isinstance(tool_result, ToolResultPart)
+    assert [p.media_type for p in tool_result.content] == ["image/gif"]  # type: ignore[union-attr]
+    assert sorted(host.seen) == ["a.gif", "b.png"]
+
+
+def test_anthropic_url_image_of_an_assistant_message_still_refused() -> None:
+    with pytest.raises(GatewayError) as info:
+        anthropic(
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [url_image("https://x.example/a.png")]},
+        )
+    assert info.value.param == "messages.1.content.0.source"
+    assert "KI2API_IMAGE_FETCH" in info.value.message
