@@ -20,9 +20,9 @@ __all__ = [
     "usage_limits",
 ]
 
-# additionalModelRequestFieldsSchema of the 4.6+ Claude models (§10.4: native thinking
+# additionalModelRequestFieldsSchema of the 4.6+ Claude models (§4.3: native thinking
 # adaptive/disabled, output_config.effort, max_tokens; kiro-cli sent
-# {"output_config": {"effort": "xhigh"}} for claude-opus-4.7, §10.2).
+# {"output_config": {"effort": "xhigh"}} for claude-opus-4.7, §3.3).
 NATIVE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -53,7 +53,7 @@ class ModelEntry:
     listed: bool = True  # in ListAvailableModels (legacy ids are accepted, no longer listed)
 
 
-# The real 2026 list (§10.4): `auto` has a 1M window; sonnet-5 and opus-5 (1M) are new; the
+# The real 2026 list (§4.3): `auto` has a 1M window; sonnet-5 and opus-5 (1M) are new; the
 # legacy upper-case ids were accepted in 2025 and are absent from the 2026 list.
 KNOWN_MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("auto", "Auto", 1_000_000, rate=1.0),

@@ -1,4 +1,4 @@
-"""Profile ARNs: `ListAvailableProfiles` and the per-account checks (docs/kiro-protocol.md §10.3).
+"""Profile ARNs: `ListAvailableProfiles` and the per-account checks (docs/kiro-protocol.md §1.3).
 
 Every account has its own profile ARN (`Account.profile_arn`; per-account values differ). Social
 token files carry it; IdC token files do not (as real ones). `POST /` with

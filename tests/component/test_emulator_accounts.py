@@ -22,7 +22,7 @@ from tests.component.test_emulator_kit import (
 )
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-# the real 2026 list (docs/kiro-protocol.md §10.4): sonnet-5 and opus-5 are new, the legacy
+# the real 2026 list (docs/kiro-protocol.md §4.3): sonnet-5 and opus-5 are new, the legacy
 # upper-case ids are accepted but no longer listed
 MODEL_IDS = {
     "auto",

@@ -1,6 +1,6 @@
 """Identity Center logins without a profile ARN find one (ListAvailableProfiles, or the IDE's
 profile.json) and chat, through the real HTTP stack against an emulator account that refuses
-calls without its own ARN (kiro/login/profiles.py; docs/kiro-protocol.md §10.3)."""
+calls without its own ARN (kiro/login/profiles.py; docs/kiro-protocol.md §1.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Account sources (token files, directories of them, kiro-cli's SQLite store) and their
-registration in the state store (`kiro.registry`)."""
+registration in the state store (`kiro/accounts/registry.py`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where an account's calls go and how they present themselves: pure, no I/O.
 
-**The host** (docs/kiro-protocol.md §3.1, §10.3).
+**The host** (docs/kiro-protocol.md §3.1, §1.3).
 
 The Q API lives in two regions only, us-east-1 and eu-central-1, and a login must call the one
 of its own region: a European login sent to us-east-1 (or the reverse) gets 403 "bearer token

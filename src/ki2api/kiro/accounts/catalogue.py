@@ -1,5 +1,5 @@
 """The models each account is really offered, from Kiro's `ListAvailableModels`
-(docs/kiro-protocol.md §4.3, §10.4).
+(docs/kiro-protocol.md §4.3).
 
 `parse_models_page` is pure and never raises: an entry without a `modelId` is skipped, an odd
 limit falls back to the defaults. `fetch_offered` is the HTTP call (every page).

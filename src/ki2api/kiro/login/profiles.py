@@ -1,4 +1,4 @@
-"""Finding a login's profile ARN where the official clients do (docs/kiro-protocol.md §1.4, §10.3).
+"""Finding a login's profile ARN where the official clients do (docs/kiro-protocol.md §1.3, §1.4).
 
 Identity Center logins carry no `profileArn` in their token file nor in their refresh answer, and
 without one Kiro answers chat and usage calls with 403 "User is not authorized to make this

@@ -4,12 +4,13 @@ Kiro has no request field for extended thinking that every model takes; the Kiro
 on by text: `<thinking_mode>enabled</thinking_mode><max_thinking_length>N</max_thinking_length>`,
 or for adaptive thinking
 `<thinking_mode>adaptive</thinking_mode><thinking_effort>E</thinking_effort>`.
-The model then starts its answer with `<thinking>…</thinking>` (split off by `kiro.thinking`).
+The model then starts its answer with `<thinking>…</thinking>` (split off by
+`kiro/stream/thinking_split.py`).
 
 Models whose ListAvailableModels `additionalModelRequestFieldsSchema` offers them (the 4.6+
-models, docs/kiro-protocol.md §10.4) get the native fields instead (`native_request_fields`):
+models, docs/kiro-protocol.md §4.3) get the native fields instead (`native_request_fields`):
 `{"thinking": {"type": "adaptive"}, "output_config": {"effort": E}, "max_tokens": N}`, as kiro-cli
-sends them (§10.2). Native thinking has no budget: an `enabled` budget becomes an effort
+sends them (§3.3, §3.8). Native thinking has no budget: an `enabled` budget becomes an effort
 (up to 4096 tokens low, up to 16384 medium, more high). Efforts keep xhigh and max natively.
 
 * Budget (`enabled`): `ThinkingConfig.budget_tokens` clamped to [1024, 24576]; none given means
