@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from ki2api.settings import Settings, SettingsError, load_settings, parse_dotenv
+from ki2api.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_dotenv,
+    settings_table,
+)
 
 
 def test_repr_hides_secrets() -> None:
@@ -59,3 +65,17 @@ def test_environment_overrides_dotenv(tmp_path: Path) -> None:
 def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError, match=names):
         load_settings(env, dotenv=tmp_path / "none.env")
+
+
+def test_each_variable_is_one_row_of_the_table_with_its_help() -> None:
+    table = settings_table()
+    names = [spec.env for _, spec in table if spec.env is not None]
+    assert len(names) == len(set(names)) and all(spec.help.strip() for _, spec in table)
+    assert [field for field, _ in table][:3] == ["api_keys", "host", "port"]
+    assert {"API_KEY", "PORT", "KIRO_CLIENT_VERSION", "KI2API_ALLOWED_HOSTS"} <= set(names)
+
+
+def test_an_empty_environment_gives_the_declared_defaults(tmp_path: Path) -> None:
+    """The table's defaults are the defaults: reading no variable changes none of them."""
+    loaded = load_settings({"HOME": str(tmp_path)}, dotenv=tmp_path / "none.env")
+    assert loaded == Settings(home_dir=tmp_path)
