@@ -4,8 +4,8 @@ Four rooms, each a subpackage with its own map, plus the modules that tie them t
 layers, highest first; a module imports only from its own layer or lower ones (enforced by the
 import contracts in `.importlinter`):
 
-1. `backend` (`KiroBackend.stream`: build, send, read, fail over) and `mcp` (Kiro's `/mcp`
-   web search), then `failover` (one request's attempts across the pool).
+1. `backend` (`KiroBackend.stream`: build, send, read, fail over), then `mcp` (Kiro's `/mcp`
+   web search) and `failover` (one request's attempts across the pool), independent of each other.
 2. `accounts/`: the pool of accounts: policy, live state, registry, importers, quota, models
    catalogue, upkeep, and the login object of each account.
 3. `login/`: one account's login: credentials, refresh, the token file, where tokens live,
