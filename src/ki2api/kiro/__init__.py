@@ -7,7 +7,8 @@ import contracts in `.importlinter`):
 1. `backend` (`KiroBackend.stream`: build, send, read, fail over), then `mcp` (Kiro's `/mcp`
    web search) and `failover` (one request's attempts across the pool), independent of each other.
 2. `accounts/`: the pool of accounts: policy, live state, registry, importers, quota, models
-   catalogue, upkeep, and the login object of each account.
+   catalogue, upkeep, and the login object of each account; beside it `fresh_token` (one call
+   with the account's token, refreshed and retried once when Kiro calls it invalid).
 3. `login/`: one account's login: credentials, refresh, the token file, where tokens live,
    discovery, the profile ARN.
 4. `request/` (a `Conversation` -> the `generateAssistantResponse` body) and `stream/` (event-stream

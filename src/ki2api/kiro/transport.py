@@ -65,9 +65,7 @@ class ChatResponse(Protocol):
 class ChatTransport(Protocol):
     """Sends the chat call (and the web search, same host); GatewayError on network failure."""
 
-    async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> AiohttpChatResponse: ...
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
 
