@@ -42,13 +42,17 @@ def map_transport_errors(what: str = "Kiro") -> Iterator[None]:
     `what` names the service in the message (never a URL, a token or the upstream body)."""
     try:
         yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
+            ErrorKind.UPSTREAM_UNAVAILABLE,
+            f"could not connect to {what} ({type(exc).__name__})",
+            retryable=True,
         ) from None
-    except httpx.TimeoutException:
+    except httpx.TimeoutException as exc:
         raise GatewayError(
-            ErrorKind.UPSTREAM_TIMEOUT, f"{what} did not answer in time", retryable=True
+            ErrorKind.UPSTREAM_TIMEOUT,
+            f"{what} did not answer in time ({type(exc).__name__})",
+            retryable=True,
         ) from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         raise GatewayError(

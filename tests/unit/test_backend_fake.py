@@ -177,7 +177,7 @@ async def test_no_connection_fails_over(rig: Rig) -> None:
     refused = Reply(refuse=aiohttp.ConnectionTimeoutError())
     batches = await run(rig.backend([refused, answer("ok")]))
     assert text(batches) == "ok"
-    assert health(rig.pool, "p0").last_error == "could not connect to Kiro"
+    assert health(rig.pool, "p0").last_error == "could not connect to Kiro (ConnectionTimeoutError)"
 
 
 # the first-content hold -------------------------------------------------------------------------

@@ -204,7 +204,7 @@ async def test_connection_refused_is_a_400() -> None:
     from tests.support.servers import free_port
 
     err = await refused(local(), f"http://127.0.0.1:{free_port()}/png")
-    assert "request failed (ConnectError)" in err.message
+    assert "could not connect to the image host (ConnectError)" in err.message
 
 
 BAD_URLS = [

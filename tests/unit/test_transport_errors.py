@@ -1,4 +1,6 @@
-"""The two network-error edges map foreign exceptions onto the one taxonomy."""
+"""The two network-error edges (one per client library) map foreign exceptions onto the one
+taxonomy with the same table: no connection is UPSTREAM_UNAVAILABLE, no answer in time
+UPSTREAM_TIMEOUT, a connection that broke off UPSTREAM_PROTOCOL."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ HTTPX = [
     ("connect error", httpx.ConnectError("x", request=REQ), ErrorKind.UPSTREAM_UNAVAILABLE),
     ("remote protocol", httpx.RemoteProtocolError("x", request=REQ), ErrorKind.UPSTREAM_PROTOCOL),
     ("read error", httpx.ReadError("x", request=REQ), ErrorKind.UPSTREAM_PROTOCOL),
+    ("write error", httpx.WriteError("x", request=REQ), ErrorKind.UPSTREAM_PROTOCOL),
     ("other", httpx.UnsupportedProtocol("x", request=REQ), ErrorKind.UPSTREAM_ERROR),
 ]
 
@@ -33,6 +36,9 @@ def test_httpx_errors(name: str, exc: Exception, kind: ErrorKind) -> None:
 AIOHTTP = [
     ("timeout", TimeoutError(), ErrorKind.UPSTREAM_TIMEOUT),
     ("server timeout", aiohttp.ServerTimeoutError(), ErrorKind.UPSTREAM_TIMEOUT),
+    ("read timeout", aiohttp.SocketTimeoutError(), ErrorKind.UPSTREAM_TIMEOUT),
+    ("connect timeout", aiohttp.ConnectionTimeoutError(), ErrorKind.UPSTREAM_UNAVAILABLE),
+    ("reset", aiohttp.ClientOSError(104, "Connection reset by peer"), ErrorKind.UPSTREAM_PROTOCOL),
     ("payload", aiohttp.ClientPayloadError("cut"), ErrorKind.UPSTREAM_PROTOCOL),
     ("disconnected", aiohttp.ServerDisconnectedError(), ErrorKind.UPSTREAM_PROTOCOL),
     ("other client error", aiohttp.ClientError("x"), ErrorKind.UPSTREAM_ERROR),
@@ -45,6 +51,27 @@ def test_aiohttp_errors(name: str, exc: Exception, kind: ErrorKind) -> None:
         raise exc
     assert info.value.kind is kind
     assert "Kiro" in info.value.message
+
+
+SAME_FAILURE = [
+    ("connect timeout", httpx.ConnectTimeout("t", request=REQ), aiohttp.ConnectionTimeoutError()),
+    ("read timeout", httpx.ReadTimeout("t", request=REQ), aiohttp.SocketTimeoutError()),
+    ("cut", httpx.RemoteProtocolError("x", request=REQ), aiohttp.ClientPayloadError("x")),
+    ("reset", httpx.ReadError("x", request=REQ), aiohttp.ClientOSError(104, "reset")),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "from_httpx", "from_aiohttp"), SAME_FAILURE, ids=[c[0] for c in SAME_FAILURE]
+)
+def test_both_libraries_name_the_same_failure_alike(
+    name: str, from_httpx: Exception, from_aiohttp: Exception
+) -> None:
+    with pytest.raises(GatewayError) as one, map_transport_errors():
+        raise from_httpx
+    with pytest.raises(GatewayError) as other, map_aiohttp_errors():
+        raise from_aiohttp
+    assert (one.value.kind, one.value.retryable) == (other.value.kind, other.value.retryable)
 
 
 async def test_connection_refused_is_unavailable() -> None:

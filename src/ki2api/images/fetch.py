@@ -35,6 +35,7 @@ import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import ImagePart
+from ki2api.http_client import map_transport_errors
 from ki2api.images.sniff import SNIFF_BYTES, sniff_media_type
 
 __all__ = ["IPAddress", "ImageFetcher", "Resolver", "address_problem", "system_resolver"]
@@ -107,16 +108,19 @@ class ImageFetcher:
         """The image at `url`, or an INVALID_REQUEST naming `param`."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._fetch(_parse(url, param), param)
+                with map_transport_errors("the image host"):
+                    return await self._fetch(_parse(url, param), param)
         except TimeoutError:
             raise _invalid(
                 f"Could not fetch the image: no complete answer within {self.timeout_s:g} s.",
                 param,
             ) from None
-        except httpx.HTTPError as exc:
-            raise _invalid(
-                f"Could not fetch the image: the request failed ({type(exc).__name__}).", param
-            ) from None
+        except GatewayError as err:
+            if err.kind is ErrorKind.INVALID_REQUEST:
+                raise
+            # a network failure (the shared httpx table): the image is the client's, so is
+            # the failure
+            raise _invalid(f"Could not fetch the image: {err.message}.", param) from None
         except (UnicodeError, httpx.InvalidURL):  # a host name IDNA refuses (label > 63...)
             raise _invalid(
                 "Could not fetch the image: its URL (or a redirect's) has an invalid host name.",

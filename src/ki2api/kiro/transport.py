@@ -93,13 +93,17 @@ def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
     UPSTREAM_TIMEOUT, a connection that broke off UPSTREAM_PROTOCOL; all three are retryable."""
     try:
         yield
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE, f"could not connect to {what}", retryable=True
+            ErrorKind.UPSTREAM_UNAVAILABLE,
+            f"could not connect to {what} ({type(exc).__name__})",
+            retryable=True,
         ) from None
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise GatewayError(
-            ErrorKind.UPSTREAM_TIMEOUT, f"{what} did not answer in time", retryable=True
+            ErrorKind.UPSTREAM_TIMEOUT,
+            f"{what} did not answer in time ({type(exc).__name__})",
+            retryable=True,
         ) from None
     except (
         aiohttp.ClientPayloadError,
