@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo run test lint typecheck unit bench lock clean
+.PHONY: install demo run test check lint typecheck unit bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,20 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
-	$(BIN)/pytest -q tests/unit
+# Tests run in parallel (pytest-xdist): one test at a time per worker, `long` ones first.
+WORKERS ?= 3
+PARALLEL = -n $(WORKERS) --dist loadgroup
 
+unit: install
+	$(BIN)/pytest -q $(PARALLEL) tests/unit
+
+# The inner loop: lint, types, the unit and component tiers.
+check: lint typecheck
+	$(BIN)/pytest -q $(PARALLEL) tests/unit tests/component
+
+# Everything CI runs (.ci/run), with the 20 slowest tests named.
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PARALLEL) --durations=20
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +65,20 @@ def set_behaviour(emulator_url: str, account_id: str, **behaviour: Any) -> None:
     r.raise_for_status()
 
 
+def expire_now(emulator_url: str, account_id: str, token_file: Path) -> dict[str, Any]:
+    """Expire the account's access tokens at the emulator now (`POST .../expire`) and write the
+    token file it then describes (its `expiresAt` in the past): no waiting for a short TTL."""
+    r = httpx.post(f"{emulator_url}/_emulator/accounts/{account_id}/expire")
+    r.raise_for_status()
+    described: dict[str, Any] = r.json()
+    token_file.write_text(json.dumps(described["token_file"]))
+    return described
+
+
 def make_expired_account(emulator_url: str, where: Path, **kwargs: Any) -> Account:
     """An account whose current access token has already expired; refreshed ones last an hour."""
-    acct = make_account(emulator_url, where, token_ttl_s=0.5, **kwargs)
-    set_behaviour(emulator_url, acct.id, token_ttl_s=3600)
-    time.sleep(0.7)
-    return acct
+    acct = make_account(emulator_url, where, **kwargs)
+    return Account(acct.id, acct.token_file, expire_now(emulator_url, acct.id, acct.token_file))
 
 
 @pytest.fixture
@@ -177,3 +184,15 @@ def gateway_factory(emulator_url: str, tmp_path: Path) -> Iterator[Any]:
 def gateway(gateway_factory: Any, account: Account) -> Gateway:
     gw: Gateway = gateway_factory(account)
     return gw
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    mark = item.get_closest_marker("long")
+    return float(mark.args[0]) if mark and mark.args else 0.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long(seconds)` first, longest first, the rest in file order: under
+    `pytest -n N --dist loadgroup` (`make test`) each worker starts on one of them and the short
+    tests flow around them, so the run lasts about as long as its longest test, not their sum."""
+    items.sort(key=lambda item: -_expected_seconds(item))

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ki2api.kiro.accounts.importers import scan_token_dir
 from ki2api.state.sqlite import SQLiteStore
@@ -155,6 +156,8 @@ def _refresh_all(tmp: Path, env: dict[str, str], ids: Sequence[str]) -> None:
         assert proc.returncode == 0, f"accounts refresh {account_id}: {out}{err}"
 
 
+@pytest.mark.long(120)
+@pytest.mark.timeout(600)  # a hang guard: six rounds of slow starts on a busy machine
 def test_sigkill_while_refreshing_leaves_files_and_store_intact(
     tmp_path: Path, emulator_url: str
 ) -> None:

@@ -56,6 +56,7 @@ def _report(name: str, run: FaultRun, calls: int, faults: int) -> str:
     )
 
 
+@pytest.mark.long(SOAK_S)
 @pytest.mark.timeout(SOAK_S + 120)
 def test_fault_soak_three_accounts_twenty_clients(
     tmp_path: Path, emulator_url: str, capsys: pytest.CaptureFixture[str]

@@ -37,7 +37,8 @@ from tests.support.servers import free_port
 
 KEY = "usage-stop-key"
 CLIENTS = 12
-LOAD_S = 1.5
+LOAD = 60  # requests that reached the gateway before the signal (a real load, asserted > 50)
+LOAD_DEADLINE_S = 30.0  # on a busy machine the load takes longer to build up
 FLUSH_INTERVAL_S = 0.2  # UsageLog's default
 SLACK_S = 0.3
 
@@ -109,7 +110,8 @@ async def _one(client: httpx.AsyncClient, n: int, i: int) -> Req:
 
 
 async def _load_then_stop(gw: GatewayProc, sig: signal.Signals) -> tuple[Tally, float]:
-    """CLIENTS clients back to back; `sig` after LOAD_S; on until the process has exited."""
+    """CLIENTS clients back to back; `sig` once LOAD requests reached the gateway; on until the
+    process has exited."""
     tally, gone = Tally(), asyncio.Event()
 
     async def client_loop(n: int) -> None:
@@ -124,7 +126,9 @@ async def _load_then_stop(gw: GatewayProc, sig: signal.Signals) -> tuple[Tally, 
                 i += 1
 
     tasks = [asyncio.create_task(client_loop(n)) for n in range(CLIENTS)]
-    await asyncio.sleep(LOAD_S)
+    deadline = time.monotonic() + LOAD_DEADLINE_S
+    while tally.reached < LOAD and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     signalled_at = time.monotonic()
     os.kill(gw.proc.pid, sig)
     await asyncio.to_thread(gw.proc.wait, 30)

@@ -52,21 +52,19 @@ def make_pool(
     """
     members: list[Member] = []
     for i, behaviour in enumerate(behaviours):
-        stale = i < len(expired) and expired[i]
-        wanted = {**behaviour, "token_ttl_s": 0.5} if stale else behaviour
         r = httpx.post(
             f"{emulator_url}/_emulator/accounts",
-            json={"count": 1, "auth_method": "social", "behaviour": wanted},
+            json={"count": 1, "auth_method": "social", "behaviour": behaviour},
         )
         r.raise_for_status()
         data = r.json()["accounts"][0]
-        if stale:
-            patch_behaviour(emulator_url, data["id"], token_ttl_s=3600)
+        if i < len(expired) and expired[i]:  # expired at the emulator now, and so in the file
+            r = httpx.post(f"{emulator_url}/_emulator/accounts/{data['id']}/expire")
+            r.raise_for_status()
+            data = r.json()
         pool_id = f"p{i}"
         [path] = write_credentials(where / "creds", [{**data, "id": pool_id}])
         members.append(Member(pool_id, data["id"], Account(data["id"], path, data)))
-    if any(expired):
-        time.sleep(0.7)
     return members
 
 

@@ -189,24 +189,20 @@ def make_pool(
     """One new emulator account per id, its token file at `folder/<id>/kiro-auth-token.json`.
     `expired`: the access tokens in the files have already expired when this returns (the
     refreshed ones last an hour, unless `behaviour` sets token_ttl_s)."""
-    behaviour = dict(behaviour or {})
-    wanted = {**behaviour, "token_ttl_s": 0.5} if expired else behaviour
     members: list[PoolMember] = []
     for pool_id in ids:
         r = httpx.post(
             f"{emulator_url}/_emulator/accounts",
-            json={"count": 1, "auth_method": "social", "behaviour": wanted},
+            json={"count": 1, "auth_method": "social", "behaviour": dict(behaviour or {})},
         )
         r.raise_for_status()
         data = r.json()["accounts"][0]
-        if expired:
-            ttl = behaviour.get("token_ttl_s", 3600)
-            patch = {"behaviour": {"token_ttl_s": ttl}}
-            httpx.patch(f"{emulator_url}/_emulator/accounts/{data['id']}", json=patch)
+        if expired:  # expired at the emulator now (`POST .../expire`), and so in the file
+            r = httpx.post(f"{emulator_url}/_emulator/accounts/{data['id']}/expire")
+            r.raise_for_status()
+            data = r.json()
         [path] = write_credentials(folder, [{**data, "id": pool_id}])
         members.append(PoolMember(pool_id, data["id"], path, data))
-    if expired:
-        time.sleep(0.7)
     return members
 
 
