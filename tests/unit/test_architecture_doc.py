@@ -122,7 +122,6 @@ def _dotted_missing(text: str) -> list[str]:
     return sorted(missing)
 
 
-@pytest.mark.xfail(strict=False, reason="architecture.md rewrite pending")
 def test_the_map_names_modules_that_exist() -> None:
     text = ARCHITECTURE.read_text(encoding="utf-8")
     tree = _tree(text)
@@ -132,7 +131,6 @@ def test_the_map_names_modules_that_exist() -> None:
     assert not _dotted_missing(text), _dotted_missing(text)
 
 
-@pytest.mark.xfail(strict=False, reason="architecture.md rewrite pending")
 def test_the_map_names_every_package() -> None:
     named = _named_packages(_read_map(_tree(ARCHITECTURE.read_text(encoding="utf-8"))))
     unnamed = [p.relative_to(ROOT).as_posix() for p in _packages() if p not in named]
