@@ -5,7 +5,7 @@ call runs sync and async (httpx2 and aiohttp transports) with "loose" and "stric
 (pydantic-validated) clients, through the plain, raw-response and streaming-response wrappers.
 They run in a subprocess from a cached venv (see conftest.py) against a gateway on 127.0.0.1
 whose upstream is the Kiro emulator. The tests send the key `my-anthropic-api-key` as
-`x-api-key` and the model `claude-opus-5-5`, a version no account offers: since issue 10 §3
+`x-api-key` and the model `claude-opus-5-5`, a version no account offers: since issue 10
 it is a 404 rather than an older Opus (docs/models.md), so it is mapped like every other name
 the catalogue does not resolve.
 """

@@ -1,4 +1,4 @@
-"""Errors as Kiro words them (issue 10 §6), through the real stack.
+"""Errors as Kiro words them (issue 10), through the real stack.
 
 A 429 whose body says "Input is too long." is a size error, not a throttle; a real 400 body
 (`__type` with the service's namespace, no `x-amzn-errortype`) for images sent to a text-only

@@ -1,4 +1,4 @@
-"""The live model catalogue (issue 10 §3), through the real stack with the official SDKs:
+"""The live model catalogue (issue 10), through the real stack with the official SDKs:
 `/v1/models` lists what the accounts' ListAvailableModels offers with real limits; opus-5 is
 served as itself; a newer name nobody offers is a 404 naming the closest offered models; a model
 only one account offers is served by that account alone.

@@ -1,4 +1,4 @@
-"""Each account calls the Q host of its own region (issue 10 §2), through the real stack.
+"""Each account calls the Q host of its own region (issue 10), through the real stack.
 
 The emulator serves every region under a path prefix (`/{region}/...`, regions.py) and refuses
 a login on the wrong one with 403 "bearer token invalid", as real Kiro does; the gateway's

@@ -1,4 +1,4 @@
-"""`ki2api serve --workers 2` as a real subprocess against the session emulator (issue 5 §5).
+"""`ki2api serve --workers 2` as a real subprocess against the session emulator (issue 5).
 
 Two worker processes share one SQLite store: a token refresh happens once per account, not once
 per worker, and a cooldown one worker learnt keeps the other off that account. Which worker

@@ -61,7 +61,7 @@ RESOLVE_CASES = [
     pytest.param("claude-opus-5", "claude-opus-5", "claude-opus-5", id="opus 5 is itself"),
     pytest.param("claude-sonnet-5", "claude-sonnet-5", "claude-sonnet-5", id="sonnet 5 itself"),
     pytest.param("claude-opus-5[1m]", "claude-opus-5[1m]", "claude-opus-5", id="opus 5 [1m]"),
-    # a newer name is never served by an older model (issue 10 §3): 404
+    # a newer name is never served by an older model (issue 10): 404
     pytest.param("claude-opus-5-5", None, None, id="future opus"),
     pytest.param("claude-opus-6", None, None, id="future opus major"),
     pytest.param("claude-sonnet-5-1", None, None, id="future sonnet"),

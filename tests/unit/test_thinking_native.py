@@ -1,4 +1,4 @@
-"""Native model fields (issue 10 §3): a model whose additionalModelRequestFieldsSchema offers
+"""Native model fields (issue 10): a model whose additionalModelRequestFieldsSchema offers
 thinking / effort / max_tokens gets `additionalModelRequestFields` instead of the text tags; the
 emulator checks those fields against the model's schema."""
 

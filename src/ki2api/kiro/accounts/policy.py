@@ -2,7 +2,7 @@
 
 No I/O and no clock: callers pass `now` (epoch seconds) and the accounts' current state as
 `Candidate`s, and apply the returned `Action`s to the store themselves. The failure table follows
-docs/kiro-protocol.md §6 and issue 5 §3.
+docs/kiro-protocol.md §6 and docs/accounts.md.
 """
 
 from __future__ import annotations
