@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -191,8 +192,16 @@ def _expected_seconds(item: pytest.Item) -> float:
     return float(mark.args[0]) if mark and mark.args else 0.0
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `long(seconds)` first, longest first, the rest in file order: under
-    `pytest -n N --dist loadgroup` (`make test`) each worker starts on one of them and the short
-    tests flow around them, so the run lasts about as long as its longest test, not their sum."""
-    items.sort(key=lambda item: -_expected_seconds(item))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `long(seconds)` start first, longest first, so the run lasts about as long
+    as its longest test, not their sum. Under `pytest -n N --dist loadgroup` (`make test`) a
+    worker holds up to three tests at once and runs them in order: the N longest go first (one
+    each), every further one after 2N others, so no worker queues two long tests in a row."""
+    longs = sorted((i for i in items if _expected_seconds(i)), key=lambda i: -_expected_seconds(i))
+    others = iter([i for i in items if not _expected_seconds(i)])
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    ordered = longs[:workers]
+    for item in longs[workers:]:
+        ordered += itertools.islice(others, 2 * workers)
+        ordered.append(item)
+    items[:] = [*ordered, *others]

@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from ki2api import __version__
 from ki2api.cli.accounts_commands import add_accounts_parser, positive_int, run_accounts
 from ki2api.cli.doctor import run_doctor
-from ki2api.cli.runner import demo, serve
 from ki2api.cli.usage_commands import add_usage_parser, run_usage
 from ki2api.settings import Settings, SettingsError, load_settings
-from kiro_emulator import main as emulator_main
 
 __all__ = ["build_parser", "main"]
 
@@ -63,6 +61,8 @@ def _configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "emulator":
+        from kiro_emulator import main as emulator_main
+
         return emulator_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
@@ -83,15 +83,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return run_accounts(settings, args)
     if args.command == "usage":
         return run_usage(settings, args)
-    if args.command == "serve":
-        workers = settings.workers if args.workers is None else args.workers
-        if workers < 1:
-            print("ki2api: configuration error: KI2API_WORKERS must be at least 1", file=sys.stderr)
-            return 2
-        return serve(settings, workers=workers)
+    if args.command not in ("serve", "demo"):
+        return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))
+    # The servers (FastAPI, uvicorn) load only to serve: the other commands start in a third of
+    # the time without them.
+    from ki2api.cli.runner import demo, serve
+
     if args.command == "demo":
         return asyncio.run(demo(settings, emulator_port=args.emulator_port))
-    return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))
+    workers = settings.workers if args.workers is None else args.workers
+    if workers < 1:
+        print("ki2api: configuration error: KI2API_WORKERS must be at least 1", file=sys.stderr)
+        return 2
+    return serve(settings, workers=workers)
 
 
 if __name__ == "__main__":
