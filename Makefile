@@ -29,7 +29,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # Tests run in parallel (pytest-xdist): one test at a time per worker, `long` ones first.
-WORKERS ?= 3
+WORKERS ?= 4
 PARALLEL = -n $(WORKERS) --dist loadgroup
 
 unit: install

@@ -74,7 +74,6 @@ def ran_per_function(cases: tuple[str, ...]) -> Counter[str]:
     return Counter(c.split("::")[-1].split("[")[0] for c in cases)
 
 
-@pytest.mark.long(35)
 @pytest.mark.timeout(900)  # the first run on a machine builds the venv and fetches the sdist
 def test_anthropic_sdk_api_tests_pass(
     conformance_cache: Path, gateway_factory: Any, tmp_path: Path

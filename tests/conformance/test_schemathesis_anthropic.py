@@ -112,7 +112,7 @@ def st_command(bin_dir: Path, spec: str, base_url: str, reports: Path) -> list[s
     return cmd
 
 
-@pytest.mark.long(250)
+@pytest.mark.long(140)
 @pytest.mark.timeout(900)  # the first run on a machine builds the schemathesis venv
 def test_schemathesis_anthropic_finds_no_failure(
     conformance_cache: Path, gateway_factory: Any, tmp_path: Path

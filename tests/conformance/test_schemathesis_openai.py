@@ -137,7 +137,7 @@ def failure_report(stdout: str) -> str:
     return tail(stdout[start:] if start >= 0 else stdout, 12000)
 
 
-@pytest.mark.long(140)
+@pytest.mark.long(65)
 @pytest.mark.timeout(900)  # the first run on a machine builds the schemathesis venv
 def test_schemathesis_finds_no_failure(conformance_cache: Path, gateway_factory: Any, tmp_path):
     bin_dir = tool_venv(

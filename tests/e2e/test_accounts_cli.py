@@ -129,7 +129,6 @@ def emulator_calls(emulator_url: str, path: str) -> list[dict[str, Any]]:
 # add / list / disable / enable / remove --------------------------------------------------------
 
 
-@pytest.mark.long(50)
 def test_add_list_disable_enable_remove(cli: Cli) -> None:
     acct = cli.account(cli.root / "src")
     out = cli.ok("accounts", "add", str(acct.token_file), "--id", "work", "--priority", "2")

@@ -156,7 +156,7 @@ def _refresh_all(tmp: Path, env: dict[str, str], ids: Sequence[str]) -> None:
         assert proc.returncode == 0, f"accounts refresh {account_id}: {out}{err}"
 
 
-@pytest.mark.long(120)
+@pytest.mark.long(65)
 @pytest.mark.timeout(600)  # a hang guard: six rounds of slow starts on a busy machine
 def test_sigkill_while_refreshing_leaves_files_and_store_intact(
     tmp_path: Path, emulator_url: str

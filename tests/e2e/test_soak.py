@@ -134,7 +134,7 @@ def _usage_counts(db: Path) -> tuple[int, int]:
     return int(rows), int(ok)
 
 
-@pytest.mark.long(150)
+@pytest.mark.long(75)
 @pytest.mark.timeout(600)  # a hang guard: 10,000 requests on a busy machine
 def test_soak_10000_requests_with_random_faults(
     tmp_path: Path, emulator_url: str, capsys: pytest.CaptureFixture[str]
