@@ -5,8 +5,8 @@
 * Blocks: `text`, `image` (base64 in the four media types; a `url` source in a user message
   becomes a `RemoteImagePart` when the gateway fetches images, fetched by the chat pipeline's
   images step, `ki2api.images.remote`; refused otherwise), `document` (text and `content`
-  sources become text; PDFs and files are refused with a 400), `tool_use`, `tool_result` (string or blocks,
-  `is_error`), `thinking` (-> `ThinkingPart`, an empty signature is None).
+  sources become text; PDFs and files are refused with a 400), `tool_use`, `tool_result`
+  (string or blocks, `is_error`), `thinking` (-> `ThinkingPart`, an empty signature is None).
   `redacted_thinking` is dropped: it carries no text Kiro could read.
 * Server tools (`web_search_*`, `code_execution_*`, ...) are dropped from `tools`; server-tool
   blocks in the history become short text notes so the conversation stays readable.
