@@ -367,6 +367,10 @@ class Settings:
         "KI2API_IMAGE_TIMEOUT_S", _float, 10.0, "time allowed to fetch one image")
     image_allow_private: bool = setting(
         "KI2API_IMAGE_ALLOW_PRIVATE", _bool, False, "fetch images from private addresses")
+    # Stored responses (server/routes_responses.py): `previous_response_id`, GET, DELETE
+    responses_ttl_s: float = setting(
+        "KI2API_RESPONSES_TTL_S", _float, 30 * 86400.0,
+        "how long a stored Responses API answer is kept (0: none is stored)")
     log_level: str = setting("LOG_LEVEL", _lower, "info", "debug, info, warning or error")
     workers: int = setting("KI2API_WORKERS", _int, 1, "`serve` processes sharing the state store")
     # Network safety (cli/runner.py, server/hosts.py)

@@ -11,6 +11,7 @@ Rules every implementation keeps:
 * `save_tokens` is compare-and-set on `version` so two writers never silently overwrite
   each other; a successful save bumps the version by one;
 * a lock is held by one owner until it is released or its ttl runs out;
+* a stored response is opaque bytes with an expiry: never returned once expired;
 * `changed()` is cheap (called once per request): True when another process (or connection)
   wrote anything since the previous call by this store object;
 * no method logs or raises a token or secret; reprs hide them.
@@ -176,5 +177,16 @@ class StateStore(Protocol):
 
     async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
         """Rows since `since`, summed per group (`by` is a key of USAGE_GROUPS), busiest first."""
+
+    # stored responses (the OpenAI Responses API's `store` / `previous_response_id`) -----------
+    async def put_response(self, response_id: str, record: bytes, expires_at: float) -> None:
+        """Keep `record` (opaque bytes) under `response_id` until `expires_at`; an existing
+        record of that id is replaced. Expired records may be deleted here."""
+
+    async def get_response(self, response_id: str, now: float) -> bytes | None:
+        """The record, or None when there is none or it expired before `now`."""
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Forget the record; False if there was none (an expired one counts as none)."""
 
     async def aclose(self) -> None: ...

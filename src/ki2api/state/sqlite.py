@@ -63,6 +63,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE health ADD COLUMN strike_reason TEXT",
         "ALTER TABLE health ADD COLUMN struck_at REAL",
     ),
+    (
+        """CREATE TABLE responses (
+            id TEXT PRIMARY KEY, record BLOB NOT NULL, expires_at REAL NOT NULL)""",
+        "CREATE INDEX responses_expiry ON responses(expires_at)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -297,6 +302,29 @@ class SQLiteStore:
             )
             for row in self._read(sql, (since,))
         ]
+
+    # stored responses ------------------------------------------------------------------------
+    async def put_response(self, response_id: str, record: bytes, expires_at: float) -> None:
+        now = self._clock()
+        with self._write() as conn:
+            conn.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO responses (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT(id)"
+                " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+                (response_id, record, expires_at),
+            )
+
+    async def get_response(self, response_id: str, now: float) -> bytes | None:
+        sql = "SELECT record FROM responses WHERE id = ? AND expires_at > ?"
+        rows = self._read(sql, (response_id, now))
+        return bytes(rows[0][0]) if rows else None
+
+    async def delete_response(self, response_id: str) -> bool:
+        now = self._clock()
+        with self._write() as conn:
+            sql = "DELETE FROM responses WHERE id = ? RETURNING expires_at"
+            gone = conn.execute(sql, (response_id,)).fetchall()
+        return bool(gone) and float(gone[0][0]) > now
 
     # lifecycle -------------------------------------------------------------------------------
     def integrity_ok(self) -> bool:
