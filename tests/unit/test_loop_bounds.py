@@ -23,7 +23,7 @@ from ki2api.core.tokenizer import (
     load_tokenizer,
 )
 from ki2api.core.tokens import estimate_conversation_tokens
-from ki2api.frontends.openai.schema_safety import (
+from ki2api.frontends.schema_safety import (
     MAX_SCHEMA_NODES,
     SchemaProblem,
     safe_validator,

@@ -1,4 +1,6 @@
-"""response_format: the instruction, fence stripping, JSON and schema checks, stream and not."""
+"""response_format: OpenAI's parse into the neutral JSONFormat (frontends/json_output.py), the
+instruction, fence stripping, JSON and schema checks, stream and not, with OpenAI's params and
+wording."""
 
 from __future__ import annotations
 
@@ -19,13 +21,9 @@ from ki2api.core.events import (
     ToolCallStart,
     Usage,
 )
-from ki2api.frontends.openai.response_format import (
-    FenceStripper,
-    StreamJSONCheck,
-    check_content,
-    instruction,
-    parse_format,
-)
+from ki2api.frontends import json_output
+from ki2api.frontends.json_output import FenceStripper, StreamJSONCheck
+from ki2api.frontends.openai.response_format import instruction, parse_format
 from ki2api.frontends.openai.wire import ResponseFormat
 
 PERSON = {
@@ -40,6 +38,14 @@ def rf(kind: str = "json_schema", **json_schema: Any) -> ResponseFormat:
     if kind != "json_schema":
         return ResponseFormat(type=kind)  # type: ignore[arg-type]
     return ResponseFormat(type="json_schema", json_schema=json_schema)
+
+
+def check(fmt: ResponseFormat | None, text: str) -> str:
+    return json_output.check_content(parse_format(fmt), text)
+
+
+def stream_check(fmt: ResponseFormat | None) -> StreamJSONCheck:
+    return StreamJSONCheck(parse_format(fmt))
 
 
 OBJECT = rf("json_object")
@@ -98,12 +104,12 @@ def test_local_refs_are_fine() -> None:
         "type": "object",
         "properties": {"a": {"$ref": "#/$defs/n"}},
     }
-    assert check_content(rf(name="p", schema=schema), '{"a": 1}') == '{"a": 1}'
+    assert check(rf(name="p", schema=schema), '{"a": 1}') == '{"a": 1}'
     with pytest.raises(GatewayError):
-        check_content(rf(name="p", schema=schema), '{"a": "1"}')
+        check(rf(name="p", schema=schema), '{"a": "1"}')
 
 
-# --- check_content ---------------------------------------------------------------------------
+# --- check (parse_format, then json_output.check_content) ----------------------------------
 
 VALID = '{"name": "Ada", "age": 36}'
 
@@ -144,10 +150,10 @@ CONTENT_CASES: list[tuple[str, ResponseFormat, str, str | None]] = [
 )
 def test_check_content(fmt: ResponseFormat, text: str, cleaned: str | None) -> None:
     if cleaned is not None:
-        assert check_content(fmt, text) == cleaned
+        assert check(fmt, text) == cleaned
         return
     with pytest.raises(GatewayError) as info:
-        check_content(fmt, text)
+        check(fmt, text)
     err = info.value
     assert err.kind is ErrorKind.UPSTREAM_ERROR
     assert err.code == "response_format_failed" and err.param == "response_format"
@@ -166,24 +172,24 @@ def test_check_content(fmt: ResponseFormat, text: str, cleaned: str | None) -> N
 )
 def test_the_error_says_what_is_wrong(text: str, words: str) -> None:
     with pytest.raises(GatewayError) as info:
-        check_content(SCHEMA, text)
+        check(SCHEMA, text)
     assert words in info.value.message
     assert "the requested schema 'person'" in info.value.message
 
 
 def test_json_object_error_names_the_kind() -> None:
     with pytest.raises(GatewayError) as info:
-        check_content(OBJECT, "[1, 2]")
+        check(OBJECT, "[1, 2]")
     assert "it is an array, not an object" in info.value.message
 
 
 # --- streaming -------------------------------------------------------------------------------
 
 
-def run(check: StreamJSONCheck, events: list[Event]) -> list[Event]:
+def run(checker: StreamJSONCheck, events: list[Event]) -> list[Event]:
     out: list[Event] = []
     for ev in events:
-        out.extend(check.feed(ev))
+        out.extend(checker.feed(ev))
     return out
 
 
@@ -201,13 +207,13 @@ def test_streaming_agrees_with_check_content_for_every_split(
 ) -> None:
     for split in range(len(text) + 1):
         events: list[Event] = [TextDelta(text[:split]), TextDelta(text[split:])]
-        check = StreamJSONCheck(fmt)
+        checker = stream_check(fmt)
         if cleaned is None:
             with pytest.raises(GatewayError) as info:
-                run(check, [*events, MessageStop("end_turn")])
+                run(checker, [*events, MessageStop("end_turn")])
             assert info.value.code == "response_format_failed"
         else:
-            out = run(check, [*events, MessageStop("end_turn")])
+            out = run(checker, [*events, MessageStop("end_turn")])
             assert text_of(out) == cleaned, split
             assert out[-1] == MessageStop("end_turn")
 
@@ -242,23 +248,23 @@ def test_fence_stripper_holds_back_only_what_could_be_a_fence(
 def test_answers_cut_short_or_calling_tools_are_not_checked(
     reason: StopReason, events: list[Event]
 ) -> None:
-    out = run(StreamJSONCheck(OBJECT), [*events, MessageStop(reason)])
+    out = run(stream_check(OBJECT), [*events, MessageStop(reason)])
     assert out[-1] == MessageStop(reason)
 
 
 def test_other_events_pass_through_unchanged() -> None:
     usage = Usage(3, 4)
     events: list[Event] = [ThinkingDelta("plan", "sig"), TextDelta('{"a": 1}'), usage]
-    out = run(StreamJSONCheck(SCHEMA.model_copy(update={"json_schema": {"name": "o"}})), events)
+    out = run(stream_check(SCHEMA.model_copy(update={"json_schema": {"name": "o"}})), events)
     assert out == events
 
 
 def test_without_a_json_format_the_filter_passes_the_same_objects() -> None:
-    check = StreamJSONCheck(None)
-    assert not check.active
+    checker = stream_check(None)
+    assert not checker.active
     ev = TextDelta("```json\nnope")
-    assert check.feed(ev)[0] is ev
-    assert check.feed(MessageStop("end_turn")) == [MessageStop("end_turn")]
+    assert checker.feed(ev)[0] is ev
+    assert checker.feed(MessageStop("end_turn")) == [MessageStop("end_turn")]
 
 
 def test_parse_format_kinds() -> None:

@@ -21,9 +21,10 @@ from ki2api.core.errors import GatewayError
 from ki2api.core.events import Event, aggregate
 from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
+from ki2api.frontends.json_output import StreamJSONCheck, instruction
 from ki2api.frontends.openai import error_json
 from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
-from ki2api.frontends.openai.response_format import StreamJSONCheck, instruction
+from ki2api.frontends.openai.response_format import parse_format
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import ChatCompletionRequest, parse_chat_request
 from ki2api.server.chat import Prepared, authorize, run_chat
@@ -53,7 +54,8 @@ class OpenAIChat:
         self.req = req
         self.model = req.model
         self.stream = bool(req.stream)
-        self.json_rule = instruction(req.response_format)
+        self.json_format = parse_format(req.response_format)
+        self.json_rule = None if self.json_format is None else instruction(self.json_format)
         self.completion_id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
 
@@ -76,7 +78,7 @@ class OpenAIChat:
         self, upstream: AsyncGenerator[list[Event], None], ready: Prepared
     ) -> AsyncIterator[list[Event]]:
         """max_tokens / stop / response_format on the stream (fresh state per attempt)."""
-        check = StreamJSONCheck(self.req.response_format) if self.json_rule else None
+        check = StreamJSONCheck(self.json_format) if self.json_format else None
         limiter = stream_limiter(ready.conv, ready.input_tokens)
         return shape(upstream, limiter=limiter, check=check)
 

@@ -13,7 +13,7 @@ from ki2api.core.events import Event
 from ki2api.core.messages import Conversation
 from ki2api.core.stream_limits import StreamLimiter
 from ki2api.core.trace import RequestTrace
-from ki2api.frontends.openai.response_format import StreamJSONCheck
+from ki2api.frontends.json_output import StreamJSONCheck
 from ki2api.kiro.backend import KiroBackend, Shaper
 
 __all__ = ["answer_batches", "shape"]

@@ -1,6 +1,7 @@
-"""A `response_format` JSON Schema that cannot stall the gateway: checked, then run safely.
+"""A client's JSON Schema for the answer (`response_format`, `output_config.format`, `text.format`)
+that cannot stall the gateway: checked, then run safely.
 
-`response_format.py` validates the model's answer against the client's schema on the event loop,
+`json_output.py` validates the model's answer against the client's schema on the event loop,
 so the schema is untrusted code in all but name. `safe_validator(schema)` returns a `jsonschema`
 validator after these checks (each failure is a `SchemaProblem`, a 400 for the caller):
 
