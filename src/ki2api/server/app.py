@@ -25,6 +25,7 @@ from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_openai import router as openai_router
+from ki2api.server.routes_responses import router as responses_router
 from ki2api.server.routes_shared import router as shared_router
 from ki2api.server.services import build_services
 from ki2api.settings import Settings, load_settings
@@ -95,6 +96,7 @@ def create_app(
         openapi_url=None,
     )
     app.include_router(openai_router)
+    app.include_router(responses_router)
     app.include_router(anthropic_router)
     app.include_router(shared_router)
     _install_error_handlers(app)
