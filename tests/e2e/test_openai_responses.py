@@ -308,6 +308,12 @@ def test_streamed_response_is_stored(gateway: Gateway) -> None:
         },
         {"input": "x"},
         {"model": MODEL, "input": "x", "tools": [{"type": "function"}]},
+        {"model": MODEL, "input": []},
+        {"model": MODEL},
+        {"model": MODEL, "input": "x", "tools": [5]},
+        {"model": MODEL, "input": "x", "metadata": {"a": 1}},
+        {"model": MODEL, "input": [{"type": None}]},
+        {"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
     ],
 )
 def test_bad_bodies_are_400s(gateway: Gateway, body: dict[str, Any]) -> None:

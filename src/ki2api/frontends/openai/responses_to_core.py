@@ -81,9 +81,12 @@ def to_conversation(
     items: list[tuple[str, InputItem]] = [("previous_response_id", it) for it in prior]
     items.extend((f"input.{i}", it) for i, it in enumerate(_input_items(req)))
     tools = _tools(req.tools or [])
+    messages = _messages(items, system, remote_images)
+    if not messages:
+        raise _invalid("Missing required parameter: 'input' (no message to answer).", "input")
     return Conversation(
         model_id=model.kiro_id,
-        messages=_messages(items, system, remote_images),
+        messages=messages,
         system=tuple(system),
         tools=tools,
         tool_choice=_tool_choice(req, tools),
