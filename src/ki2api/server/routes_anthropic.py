@@ -6,13 +6,15 @@ chat pipeline (`server/chat.py`), and count_tokens.
 and health routes are shared with the OpenAI surface (`routes_shared.py`).
 
 What is Anthropic's here: the request model and its translation (`frontends/anthropic`), stop
-sequences found on the stream, the Message body and its event encoder with `ping` keep-alives,
-the 404 and context-overflow wordings, and Claude Code's web-search sub-request, answered by
-Kiro's search without the model.
+sequences found on the stream, structured outputs (`output_config.format`, checked by
+`frontends/json_output.py`), `thread` refused so the SDK resends the whole conversation, the
+Message body and its event encoder with `ping` keep-alives, the 404 and context-overflow
+wordings, and Claude Code's web-search sub-request, answered by Kiro's search without the model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -26,6 +28,11 @@ from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo
 from ki2api.frontends.anthropic import error_json
 from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, fold, message_response
+from ki2api.frontends.anthropic.output_format import (
+    parse_output_format,
+    thread_unsupported,
+    wants_thread,
+)
 from ki2api.frontends.anthropic.stops import StopSequenceFinder
 from ki2api.frontends.anthropic.to_core import to_conversation
 from ki2api.frontends.anthropic.websearch import (
@@ -41,6 +48,7 @@ from ki2api.frontends.anthropic.wire import (
     parse_count_tokens_request,
     parse_messages_request,
 )
+from ki2api.frontends.json_output import StreamJSONCheck, instruction
 from ki2api.frontends.sse import sse_event
 from ki2api.images.remote import resolve_images
 from ki2api.server.chat import Prepared, authorize, resolve_model, run_chat
@@ -67,7 +75,10 @@ class AnthropicChat:
     keepalive: bytes | None = PING
 
     def __init__(self, req: MessagesRequest) -> None:
+        if wants_thread(req.thread):  # never answer a continuation without its history
+            raise thread_unsupported()
         self.req = req
+        self.json_format = parse_output_format(req.output_config, req.output_format)
         self.model = req.model
         self.stream = bool(req.stream)
         self.message_id = "msg_" + secrets.token_hex(12)
@@ -77,7 +88,10 @@ class AnthropicChat:
         return error_json.model_not_found(name, hint)
 
     def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
-        return to_conversation(self.req, model.kiro_id, remote_images=remote_images)
+        conv = to_conversation(self.req, model.kiro_id, remote_images=remote_images)
+        if self.json_format is not None:  # structured outputs: the instruction last
+            conv = dataclasses.replace(conv, system=(*conv.system, instruction(self.json_format)))
+        return conv
 
     def overflow(self, err: GatewayError, prompt_tokens: int, context_window: int) -> GatewayError:
         """A context overflow in Claude Code's compaction wording."""
@@ -95,11 +109,13 @@ class AnthropicChat:
     def shaped(
         self, upstream: AsyncGenerator[list[Event], None], ready: Prepared
     ) -> AsyncIterator[list[Event]]:
-        """Stop sequences and max_tokens on the stream (fresh state per attempt)."""
+        """Stop sequences, max_tokens and the structured output's check on the stream (fresh
+        state per attempt)."""
         finder = StopSequenceFinder(ready.conv.params.stop)
         self.finders.append(finder)
         limiter = stream_limiter(ready.conv, ready.input_tokens)
-        return shape(finder.watch(upstream), limiter=limiter, check=None)
+        check = StreamJSONCheck(self.json_format) if self.json_format else None
+        return shape(finder.watch(upstream), limiter=limiter, check=check)
 
     def body(self, events: list[Event], ready: Prepared) -> dict[str, Any]:
         return message_response(

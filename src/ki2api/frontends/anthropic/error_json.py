@@ -1,6 +1,9 @@
 """GatewayError -> what an Anthropic client sees (docs/api-compat.md §B.6). Pure.
 
-Body: `{"type": "error", "error": {"type", "message"}, "request_id"}`. The SDK picks its
+Body: `{"type": "error", "error": {"type", "message"}, "request_id"}`; a `thread` the gateway
+cannot hold adds `error.details: {"error_code": "thread_unsupported_request", "unsupported":
+["thread"]}`, what the SDK's message threads look for before resending the whole conversation
+(`output_format.thread_unsupported`). The SDK picks its
 exception class and retry decision from the status (and `x-should-retry`); Claude Code reads
 `retry-after` as whole seconds. INTERNAL errors never show their message.
 
@@ -42,6 +45,7 @@ class ErrorRow:
 
 _INVALID = "invalid_request_error"
 _API = "api_error"
+_THREAD_UNSUPPORTED = "thread_unsupported_request"
 
 ERROR_TABLE: dict[ErrorKind, ErrorRow] = {
     ErrorKind.INVALID_REQUEST: ErrorRow(400, _INVALID),
@@ -72,7 +76,10 @@ def stream_error_body(err: GatewayError) -> dict[str, Any]:
     """`{"type": "error", "error": {type, message}}`: the in-stream `error` event's data."""
     row = ERROR_TABLE[err.kind]
     message = _INTERNAL_MESSAGE if err.kind is ErrorKind.INTERNAL else err.message
-    return {"type": "error", "error": {"type": row.type, "message": message}}
+    error: dict[str, Any] = {"type": row.type, "message": message}
+    if err.kind is ErrorKind.INVALID_REQUEST and err.code == _THREAD_UNSUPPORTED:
+        error["details"] = {"error_code": _THREAD_UNSUPPORTED, "unsupported": ["thread"]}
+    return {"type": "error", "error": error}
 
 
 def error_body(err: GatewayError, request_id: str | None) -> dict[str, Any]:

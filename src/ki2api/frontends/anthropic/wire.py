@@ -2,8 +2,9 @@
 parsers.
 
 Strict on JSON types (a string is never coerced to a number), lenient on shape: unknown fields
-are accepted everywhere and ignored (`cache_control`, `citations`, `metadata`, `output_config`,
-`context_management`, `service_tier`, `container`, ...). Content blocks are discriminated by
+are accepted everywhere and ignored (`cache_control`, `citations`, `metadata`,
+`context_management`, `service_tier`, `container`, ...); `output_config.format`,
+`output_format` and `thread` are read by `output_format.py`. Content blocks are discriminated by
 `type`; server-tool blocks (`server_tool_use`, `*_tool_result`, `mcp_*`) are accepted as
 `ServerToolBlock`, and a tool with a `type` other than `custom` is a `ServerTool` (dropped from
 the upstream request by `to_core`).
@@ -254,6 +255,8 @@ class MessagesRequest(MessagesBase):
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     metadata: dict[str, Any] | None = None
+    output_format: Any = None  # the older structured outputs (output_format.py)
+    thread: Any = None  # the message-threads beta: refused (output_format.py)
 
 
 class CountTokensRequest(MessagesBase):
