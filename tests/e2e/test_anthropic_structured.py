@@ -107,6 +107,23 @@ def test_output_config_format_as_a_plain_schema(gateway: Gateway) -> None:
     assert json.loads(message.content[0].text) == {"name": "Ada", "age": 36}
 
 
+def test_count_tokens_counts_the_format_and_checks_it(gateway: Gateway) -> None:
+    client = gateway.anthropic()
+    plain = client.messages.count_tokens(model=MODEL, messages=user("hi"))
+    structured = client.messages.count_tokens(
+        model=MODEL,
+        messages=user("hi"),
+        output_config={"format": {"type": "json_schema", "schema": PERSON_SCHEMA}},
+    )
+    assert structured.input_tokens > plain.input_tokens + 40  # the instruction and the schema
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.count_tokens(
+            model=MODEL,
+            messages=user("hi"),
+            output_config={"format": {"type": "json_schema", "schema": {"type": 1}}},
+        )
+
+
 # --- the older top-level output_format ---------------------------------------------------------
 
 

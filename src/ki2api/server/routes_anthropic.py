@@ -48,7 +48,7 @@ from ki2api.frontends.anthropic.wire import (
     parse_count_tokens_request,
     parse_messages_request,
 )
-from ki2api.frontends.json_output import StreamJSONCheck, instruction
+from ki2api.frontends.json_output import JSONFormat, StreamJSONCheck, instruction
 from ki2api.frontends.sse import sse_event
 from ki2api.images.remote import resolve_images
 from ki2api.server.chat import Prepared, authorize, resolve_model, run_chat
@@ -89,9 +89,7 @@ class AnthropicChat:
 
     def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
         conv = to_conversation(self.req, model.kiro_id, remote_images=remote_images)
-        if self.json_format is not None:  # structured outputs: the instruction last
-            conv = dataclasses.replace(conv, system=(*conv.system, instruction(self.json_format)))
-        return conv
+        return _with_format(conv, self.json_format)
 
     def overflow(self, err: GatewayError, prompt_tokens: int, context_window: int) -> GatewayError:
         """A context overflow in Claude Code's compaction wording."""
@@ -139,6 +137,13 @@ class AnthropicChat:
         )
 
 
+def _with_format(conv: Conversation, fmt: JSONFormat | None) -> Conversation:
+    """Structured outputs: the JSON instruction after the client's system texts."""
+    if fmt is None:
+        return conv
+    return dataclasses.replace(conv, system=(*conv.system, instruction(fmt)))
+
+
 async def _web_search(
     services: Services, query: str, model: str, input_tokens: int, stream: bool
 ) -> Response:
@@ -165,12 +170,14 @@ async def _web_search(
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
-    """The request's input-token estimate: remote images count as images, none is fetched."""
+    """The request's input-token estimate: remote images count as images, none is fetched; a
+    structured output's instruction counts as the model will get it."""
     services = authorize(request)
     req = parse_count_tokens_request(await request.body())
     model = await resolve_model(services, req.model, error_json.model_not_found)
+    json_format = parse_output_format(req.output_config, req.output_format)
     conv = to_conversation(req, model.kiro_id, remote_images=True)
-    conv = await resolve_images(conv, None)
+    conv = await resolve_images(_with_format(conv, json_format), None)
     return JSONResponse({"input_tokens": estimate_input_tokens(conv)})
 
 

@@ -239,6 +239,7 @@ class MessagesBase(WireModel):
     tool_choice: ToolChoiceWire | None = None
     thinking: ThinkingConfigWire | None = None
     output_config: dict[str, Any] | None = None
+    output_format: Any = None  # the older structured outputs (output_format.py)
 
 
 class MessagesRequest(MessagesBase):
@@ -255,7 +256,6 @@ class MessagesRequest(MessagesBase):
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     metadata: dict[str, Any] | None = None
-    output_format: Any = None  # the older structured outputs (output_format.py)
     thread: Any = None  # the message-threads beta: refused (output_format.py)
 
 
