@@ -209,7 +209,9 @@ class ResponsesChat:
         choice = req.tool_choice
         reasoning = req.reasoning
         fmt = req.text.format if req.text and req.text.format else None
+        extra = {"user": req.user} if req.user is not None else {}  # a string, never null
         return {
+            **extra,
             "id": self.response_id,
             "object": "response",
             "created_at": self.created_at,
@@ -226,7 +228,6 @@ class ResponsesChat:
             "reasoning": _dump(reasoning),
             "text": {"format": _dump(fmt) or {"type": "text"}},
             "store": req.store is not False,
-            "user": req.user,
             "truncation": "disabled",
             "background": False,
             "error": None,

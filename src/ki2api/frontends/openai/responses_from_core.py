@@ -91,7 +91,7 @@ class ResponseBuilder:
         return event
 
     def snapshot(self, status: str, **fields: Any) -> dict[str, Any]:
-        return {**self.envelope, "status": status, "output": [], "usage": None, **fields}
+        return {**self.envelope, "status": status, "output": [], **fields}  # usage: at the end
 
     def start(self) -> list[SSEEvent]:
         snap = self.snapshot("in_progress")

@@ -82,8 +82,8 @@ def to_conversation(
     items.extend((f"input.{i}", it) for i, it in enumerate(_input_items(req)))
     tools = _tools(req.tools or [])
     messages = _messages(items, system, remote_images)
-    if not messages:
-        raise _invalid("Missing required parameter: 'input' (no message to answer).", "input")
+    if not items:
+        raise _invalid("Missing required parameter: 'input' (no item to answer).", "input")
     return Conversation(
         model_id=model.kiro_id,
         messages=messages,
@@ -239,7 +239,11 @@ def _tool_result(item: FunctionCallOutputItem, where: str, remote: bool) -> Tool
 
 def web_search_tools(tools: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """The request's web-search tools (hosted by OpenAI, by Kiro's search here)."""
-    return [t for t in tools or () if t.get("type") in WEB_SEARCH_TYPES]
+    return [t for t in tools or () if _is_web_search(t.get("type"))]
+
+
+def _is_web_search(kind: Any) -> bool:
+    return isinstance(kind, str) and kind in WEB_SEARCH_TYPES
 
 
 def _tools(tools: Sequence[dict[str, Any]]) -> tuple[ToolSpec, ...]:
@@ -248,7 +252,7 @@ def _tools(tools: Sequence[dict[str, Any]]) -> tuple[ToolSpec, ...]:
         kind = tool.get("type")
         if kind == "function":
             specs.append(_function_tool(tool, f"tools.{i}"))
-        elif kind not in WEB_SEARCH_TYPES:
+        elif not _is_web_search(kind):
             raise _invalid(
                 f"The tool type {kind!r} is a hosted tool this gateway cannot run (Kiro has no "
                 "such tool); only 'function' tools and 'web_search' are supported.",

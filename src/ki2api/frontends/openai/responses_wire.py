@@ -133,7 +133,7 @@ def _item_tag(value: Any) -> str:
         kind = value.get("type", "message")
     else:
         kind = getattr(value, "type", "message")
-    return kind if kind in _KNOWN_ITEMS else "other"
+    return kind if isinstance(kind, str) and kind in _KNOWN_ITEMS else "other"
 
 
 InputItem: TypeAlias = Annotated[
