@@ -170,6 +170,7 @@ def test_a_non_matching_answer_is_a_502_api_error(gateway: Gateway) -> None:
     assert error["message"].startswith(
         "The model's answer was not valid JSON for the requested schema (output_config.format)"
     )
+    assert error["details"] == {"error_code": "response_format_failed"}
 
 
 def test_streaming_a_non_matching_answer_ends_with_an_error_event(gateway: Gateway) -> None:
@@ -187,6 +188,7 @@ def test_streaming_a_non_matching_answer_ends_with_an_error_event(gateway: Gatew
     assert names[0] == "message_start" and "content_block_delta" in names
     assert names[-1] == "error" and "message_stop" not in names and "message_delta" not in names
     assert events[-1][1]["error"]["type"] == "api_error"
+    assert events[-1][1]["error"]["details"] == {"error_code": "response_format_failed"}
     assert "(output_config.format)" in events[-1][1]["error"]["message"]
     client = gateway.anthropic()
     with (

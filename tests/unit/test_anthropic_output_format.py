@@ -104,14 +104,25 @@ def test_the_thread_refusal_carries_the_details_the_sdk_checks() -> None:
     }
 
 
+def test_a_failed_answer_carries_its_code_in_details() -> None:
+    fmt = parse_output_format({"format": FMT}, None)
+    with pytest.raises(GatewayError) as info:
+        check_content(fmt, "prose")
+    status, body, _ = error_response(info.value, "req_1")
+    assert status == 502 and body["error"]["type"] == "api_error"
+    assert body["error"]["details"] == {"error_code": "response_format_failed"}
+    assert stream_error_body(info.value)["error"]["details"] == body["error"]["details"]
+
+
 @pytest.mark.parametrize(
     "err",
     [
         GatewayError(ErrorKind.INVALID_REQUEST, "bad", param="thread"),
         GatewayError(ErrorKind.UPSTREAM_ERROR, "x", code="thread_unsupported_request"),
-        GatewayError(ErrorKind.UPSTREAM_ERROR, "x", code="response_format_failed"),
+        GatewayError(ErrorKind.INVALID_REQUEST, "x", code="response_format_failed"),
+        GatewayError(ErrorKind.UPSTREAM_ERROR, "x"),
     ],
-    ids=["other-400", "code-on-another-kind", "format-failure"],
+    ids=["other-400", "code-on-another-kind", "format-code-on-a-400", "plain-502"],
 )
 def test_other_errors_carry_no_details(err: GatewayError) -> None:
     assert "details" not in stream_error_body(err)["error"]

@@ -1,11 +1,12 @@
 """GatewayError -> what an Anthropic client sees (docs/api-compat.md §B.6). Pure.
 
-Body: `{"type": "error", "error": {"type", "message"}, "request_id"}`; a `thread` the gateway
-cannot hold adds `error.details: {"error_code": "thread_unsupported_request", "unsupported":
-["thread"]}`, what the SDK's message threads look for before resending the whole conversation
-(`output_format.thread_unsupported`). The SDK picks its
-exception class and retry decision from the status (and `x-should-retry`); Claude Code reads
-`retry-after` as whole seconds. INTERNAL errors never show their message.
+Body: `{"type": "error", "error": {"type", "message"}, "request_id"}`. Two errors add
+`error.details.error_code` (the shape of the message-threads beta): a `thread` the gateway cannot
+hold (`thread_unsupported_request`, with `"unsupported": ["thread"]`: what the SDK's message
+threads look for before resending the whole conversation) and an answer that failed the
+structured output's check (`response_format_failed`, OpenAI's code for the same 502). The SDK
+picks its exception class and retry decision from the status (and `x-should-retry`); Claude Code
+reads `retry-after` as whole seconds. INTERNAL errors never show their message.
 
 Context overflow: Claude Code compacts the conversation when a 400 says
 `prompt is too long: N tokens > M maximum`; `context_overflow()` rewrites CONTEXT_TOO_LONG
@@ -45,7 +46,11 @@ class ErrorRow:
 
 _INVALID = "invalid_request_error"
 _API = "api_error"
-_THREAD_UNSUPPORTED = "thread_unsupported_request"
+# codes a client can act on, sent as `error.details` (the shape of the message-threads beta)
+_DETAILS: dict[tuple[ErrorKind, str], dict[str, Any]] = {
+    (ErrorKind.INVALID_REQUEST, "thread_unsupported_request"): {"unsupported": ["thread"]},
+    (ErrorKind.UPSTREAM_ERROR, "response_format_failed"): {},
+}
 
 ERROR_TABLE: dict[ErrorKind, ErrorRow] = {
     ErrorKind.INVALID_REQUEST: ErrorRow(400, _INVALID),
@@ -77,8 +82,9 @@ def stream_error_body(err: GatewayError) -> dict[str, Any]:
     row = ERROR_TABLE[err.kind]
     message = _INTERNAL_MESSAGE if err.kind is ErrorKind.INTERNAL else err.message
     error: dict[str, Any] = {"type": row.type, "message": message}
-    if err.kind is ErrorKind.INVALID_REQUEST and err.code == _THREAD_UNSUPPORTED:
-        error["details"] = {"error_code": _THREAD_UNSUPPORTED, "unsupported": ["thread"]}
+    details = _DETAILS.get((err.kind, err.code or ""))
+    if details is not None:
+        error["details"] = {"error_code": err.code, **details}
     return {"type": "error", "error": error}
 
 
