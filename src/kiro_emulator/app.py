@@ -23,7 +23,7 @@ from .models import list_models_page, native_thinking, usage_limits
 from .profiles import LIST_PROFILES_TARGET, check_profile, list_profiles_page
 from .regions import strip_region
 from .reqlog import record
-from .script import parse_directives, plan_reply
+from .script import DIRECTIVE, parse_directives, plan_reply
 from .state import Account, EmulatorState
 from .stream import build_plan, stream_body
 from .validate import parse_chat
@@ -76,6 +76,8 @@ async def _answer_chat(
     arn = (json_object(raw) or {}).get("profileArn")
     check_profile(account, arn if isinstance(arn, str) else None, req.model_id)
     directives, content = parse_directives(req.content)
+    if not DIRECTIVE.search(req.content) and DIRECTIVE.search(req.tool_results_text):
+        directives, _ = parse_directives(req.tool_results_text)  # an agent loop's next turn
     if directives.error is not None:
         err = directives.error
         kind = err.get("type") if isinstance(err.get("type"), str) else None

@@ -88,6 +88,7 @@ class ChatRequest:
     conversation_id: str | None
     tools: dict[str, dict[str, Any]]  # offered tool name -> its JSON schema
     body_chars: int
+    tool_results_text: str = ""  # the texts of the current message's toolResults
 
 
 def _bad(why: str) -> Rejection:
@@ -132,7 +133,22 @@ def parse_chat(raw: bytes, auth_method: str) -> ChatRequest:
     messages.append(("user", current))
     tools = _tools(current)
     _check_messages(messages, tools)
-    return ChatRequest(content, model_id, conversation_id, tools, len(raw.decode(errors="replace")))
+    chars = len(raw.decode(errors="replace"))
+    results = _results_text(current)
+    return ChatRequest(content, model_id, conversation_id, tools, chars, results)
+
+
+def _results_text(current: dict[str, Any]) -> str:
+    ctx = current.get("userInputMessageContext")
+    results = ctx.get("toolResults") if isinstance(ctx, dict) else None
+    texts = [
+        block["text"]
+        for result in results or ()
+        if isinstance(result, dict) and isinstance(result.get("content"), list)
+        for block in result["content"]
+        if isinstance(block, dict) and isinstance(block.get("text"), str)
+    ]
+    return "\n".join(texts)
 
 
 def _check_profile_arn(body: dict[str, Any], auth_method: str) -> None:

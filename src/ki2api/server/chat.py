@@ -43,9 +43,11 @@ from ki2api.server.shaping import answer_batches
 from ki2api.server.streaming import StreamEncoder, collect, open_stream, sse_response
 
 __all__ = [
+    "AnswerSource",
     "ChatAdapter",
     "ModelNotFound",
     "Prepared",
+    "Shaper",
     "authorize",
     "resolve_model",
     "run_chat",
@@ -55,6 +57,8 @@ __all__ = [
 
 # the dialect's 404 for an unknown model: (name, the catalogue's hint) -> the error
 ModelNotFound = Callable[[str, str], GatewayError]
+# the answer's shaping of one upstream answer (fresh state on each call)
+Shaper = Callable[[AsyncGenerator[list[Event], None]], AsyncIterator[list[Event]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,10 @@ class Prepared:
     model: ModelInfo
     input_tokens: int
     trace: RequestTrace | None
+
+
+# an answer made of several upstream answers: (the prepared request, the shaping) -> its batches
+AnswerSource = Callable[[Prepared, Shaper], AsyncIterator[list[Event]]]
 
 
 class ChatAdapter(Protocol):
@@ -127,9 +135,16 @@ async def resolve_model(services: Services, name: str, not_found: ModelNotFound)
     return info
 
 
-async def run_chat(request: Request, services: Services, adapter: ChatAdapter) -> Response:
+async def run_chat(
+    request: Request,
+    services: Services,
+    adapter: ChatAdapter,
+    *,
+    answer: AnswerSource | None = None,
+) -> Response:
     """The response to one chat request (`services`: from `authorize`, before the body is
-    parsed into `adapter`)."""
+    parsed into `adapter`; `answer`: where the answer's batches come from when it is more than
+    one upstream answer, e.g. the Responses API's web-search loop)."""
     model = await resolve_model(services, adapter.model, adapter.model_not_found)
     conv = await _conversation(services, adapter, model)
     input_tokens = estimate_input_tokens(conv)
@@ -137,7 +152,7 @@ async def run_chat(request: Request, services: Services, adapter: ChatAdapter) -
     early = await adapter.intercept(services, ready)
     if early is not None:
         return early
-    return await _answer(request, services, adapter, ready)
+    return await _answer(request, services, adapter, ready, answer)
 
 
 async def _conversation(services: Services, adapter: ChatAdapter, model: ModelInfo) -> Conversation:
@@ -172,19 +187,27 @@ def _trace(request: Request, adapter: ChatAdapter, input_tokens: int) -> Request
 
 
 async def _answer(
-    request: Request, services: Services, adapter: ChatAdapter, ready: Prepared
+    request: Request,
+    services: Services,
+    adapter: ChatAdapter,
+    ready: Prepared,
+    answer: AnswerSource | None,
 ) -> Response:
     def shaped(upstream: AsyncGenerator[list[Event], None]) -> AsyncIterator[list[Event]]:
         return adapter.shaped(upstream, ready)
 
-    batches = answer_batches(
-        services.require_backend(),
-        ready.conv,
-        input_tokens=ready.input_tokens,
-        context_window=ready.model.context_window,
-        trace=ready.trace,
-        stream=adapter.stream,
-        shaped=shaped,
+    batches = (
+        answer(ready, shaped)
+        if answer is not None
+        else answer_batches(
+            services.require_backend(),
+            ready.conv,
+            input_tokens=ready.input_tokens,
+            context_window=ready.model.context_window,
+            trace=ready.trace,
+            stream=adapter.stream,
+            shaped=shaped,
+        )
     )
     try:
         if not adapter.stream:

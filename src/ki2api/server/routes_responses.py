@@ -31,7 +31,13 @@ from ki2api.core.models import ModelInfo
 from ki2api.frontends.json_output import StreamJSONCheck, instruction
 from ki2api.frontends.openai import error_json
 from ki2api.frontends.openai.responses_from_core import ResponseBuilder, ResponsesEncoder
-from ki2api.frontends.openai.responses_to_core import text_format, to_conversation
+from ki2api.frontends.openai.responses_search import SearchCalls
+from ki2api.frontends.openai.responses_to_core import (
+    offers_search,
+    search_name,
+    text_format,
+    to_conversation,
+)
 from ki2api.frontends.openai.responses_wire import (
     InputItem,
     ResponsesRequest,
@@ -39,8 +45,9 @@ from ki2api.frontends.openai.responses_wire import (
     parse_items,
     parse_responses_request,
 )
-from ki2api.server.chat import Prepared, authorize, run_chat
+from ki2api.server.chat import AnswerSource, Prepared, Shaper, authorize, run_chat
 from ki2api.server.estimates import stream_limiter
+from ki2api.server.search_loop import SearchLoop
 from ki2api.server.services import Services
 from ki2api.server.shaping import shape
 from ki2api.server.streaming import StreamEncoder
@@ -55,9 +62,9 @@ router = APIRouter()
 async def create_response(request: Request) -> Response:
     services = authorize(request)
     req = parse_responses_request(await request.body())
-    prior_raw = await _prior(services, req.previous_response_id)
-    adapter = ResponsesChat(req, prior_raw)
-    response = await run_chat(request, services, adapter)
+    prior_raw, prior_texts = await _prior(services, req.previous_response_id)
+    adapter = ResponsesChat(req, prior_raw, prior_texts)
+    response = await run_chat(request, services, adapter, answer=adapter.search_loop(services))
     ttl = services.settings.responses_ttl_s
     if req.store is False or ttl <= 0:
         return response
@@ -97,10 +104,11 @@ async def _record(services: Services, response_id: str) -> dict[str, Any] | None
     return record
 
 
-async def _prior(services: Services, response_id: str | None) -> list[Any]:
-    """The stored conversation a continuation follows: its items, then its output."""
+async def _prior(services: Services, response_id: str | None) -> tuple[list[Any], dict[str, str]]:
+    """The stored conversation a continuation follows: its items, then its output; and the
+    results text of its web searches, by item id."""
     if response_id is None:
-        return []
+        return [], {}
     record = await _record(services, response_id)
     if record is None:
         raise GatewayError(
@@ -109,7 +117,8 @@ async def _prior(services: Services, response_id: str | None) -> list[Any]:
             param="previous_response_id",
             code="previous_response_not_found",
         )
-    return [*record["items"], *record["response"]["output"]]
+    texts = record.get("search_texts") or {}
+    return [*record["items"], *record["response"]["output"]], texts
 
 
 async def _storing(
@@ -140,8 +149,13 @@ class ResponsesChat:
 
     keepalive: bytes | None = None  # an SSE comment
 
-    def __init__(self, req: ResponsesRequest, prior_raw: list[Any]) -> None:
+    def __init__(
+        self, req: ResponsesRequest, prior_raw: list[Any], prior_texts: dict[str, str]
+    ) -> None:
         self.req = req
+        self.prior_texts = prior_texts
+        include = "web_search_call.action.sources" in (req.include or [])
+        self.searches = SearchCalls(search_name(req), include) if offers_search(req) else None
         self.model = req.model
         self.stream = bool(req.stream)
         self.prior_raw = prior_raw
@@ -160,14 +174,46 @@ class ResponsesChat:
     async def save(self, store: StateStore, ttl: float) -> None:
         final = self.final
         assert final is not None
-        record = {"items": [*self.prior_raw, *dump_items(self.req)], "response": final}
+        texts = dict(self.prior_texts)
+        if self.searches is not None:
+            texts.update((item_id, c.text) for item_id, c in self.searches.calls.items())
+        record = {
+            "items": [*self.prior_raw, *dump_items(self.req)],
+            "response": final,
+            "search_texts": texts,
+        }
         await store.put_response(self.response_id, orjson.dumps(record), time.time() + ttl)
 
     def model_not_found(self, name: str, hint: str) -> GatewayError:
         return error_json.model_not_found(name, hint)
 
+    def search_loop(self, services: Services) -> AnswerSource | None:
+        """With a web_search tool, the answer is the search loop's (server/search_loop.py)."""
+        searches = self.searches
+        if searches is None:
+            return None
+
+        def answer(ready: Prepared, shaped: Shaper) -> AsyncIterator[list[Event]]:
+            loop = SearchLoop(
+                services,
+                ready.conv,
+                searches,
+                stream=self.stream,
+                context_window=ready.model.context_window,
+                trace=ready.trace,
+            )
+            return loop.batches(shaped)
+
+        return answer
+
     def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
-        conv = to_conversation(self.req, model, prior=self.prior, remote_images=remote_images)
+        conv = to_conversation(
+            self.req,
+            model,
+            prior=self.prior,
+            remote_images=remote_images,
+            search_texts=self.prior_texts,
+        )
         if self.json_rule:  # text.format: the JSON instruction after the client's system
             conv = dataclasses.replace(conv, system=(*conv.system, self.json_rule))
         return conv
@@ -186,7 +232,9 @@ class ResponsesChat:
         return shape(upstream, limiter=stream_limiter(ready.conv, ready.input_tokens), check=check)
 
     def _builder(self, ready: Prepared) -> ResponseBuilder:
-        builder = ResponseBuilder(self.envelope(), input_tokens=ready.input_tokens)
+        builder = ResponseBuilder(
+            self.envelope(), input_tokens=ready.input_tokens, searches=self.searches
+        )
         self.builders.append(builder)
         return builder
 

@@ -32,6 +32,7 @@ from ki2api.core.events import (
     Usage,
 )
 from ki2api.frontends.openai.error_json import stream_error_body
+from ki2api.frontends.openai.responses_search import SearchCalls, web_search_item
 from ki2api.frontends.openai.usage import OutputTally
 from ki2api.frontends.sse import sse_event
 
@@ -70,8 +71,15 @@ class ResponseBuilder:
     `envelope` holds the response object's fixed fields (id, created_at, model and the request
     fields echoed back); `input_tokens` is the estimate used when Kiro reports no usage."""
 
-    def __init__(self, envelope: dict[str, Any], *, input_tokens: int) -> None:
+    def __init__(
+        self,
+        envelope: dict[str, Any],
+        *,
+        input_tokens: int,
+        searches: SearchCalls | None = None,
+    ) -> None:
         self.envelope = envelope
+        self.searches = searches  # tool calls of these ids are `web_search_call` items
         self._input_tokens = input_tokens
         self._seq = 0
         self._items: list[dict[str, Any]] = []
@@ -207,6 +215,8 @@ class ResponseBuilder:
                 ErrorKind.UPSTREAM_PROTOCOL, f"tool call {event.index} was started twice"
             )
         out = self._close_open()
+        if self.searches is not None and event.id in self.searches.calls:
+            return [*out, *self._search_start(event)]
         self._tally.add_text(event.name)
         k = self._tools[event.index] = len(self._items)
         self._tools_open.add(event.index)
@@ -241,6 +251,8 @@ class ResponseBuilder:
         self._tools_open.discard(index)
         k = self._tools[index]
         item = self._items[k]
+        if item["type"] == "web_search_call":
+            return self._search_end(k, status)
         item.update(arguments="".join(self._text[k]), status=status)
         done = self._event(
             "response.function_call_arguments.done",
@@ -250,6 +262,39 @@ class ResponseBuilder:
             arguments=item["arguments"],
         )
         return [done, self._event("response.output_item.done", output_index=k, item=dict(item))]
+
+    # web searches (run by the gateway: the call's start and end frame the search) ------------
+    def _search_start(self, event: ToolCallStart) -> list[SSEEvent]:
+        assert self.searches is not None
+        call = self.searches.calls[event.id]
+        k = self._tools[event.index] = len(self._items)
+        self._tools_open.add(event.index)
+        item = web_search_item(event.id, call, status="in_progress", sources=False)
+        self._items.append(item)
+        where = {"item_id": event.id, "output_index": k}
+        return [
+            self._event("response.output_item.added", output_index=k, item=dict(item)),
+            self._event("response.web_search_call.in_progress", **where),
+            self._event("response.web_search_call.searching", **where),
+        ]
+
+    def _search_end(self, k: int, status: str) -> list[SSEEvent]:
+        """The call's final state: the search's own (`completed` / `failed`), or `incomplete`
+        when the response fails first."""
+        assert self.searches is not None
+        item_id = self._items[k]["id"]
+        call = self.searches.calls[item_id]
+        done = status
+        if status == "completed":
+            done = call.status if call.status in ("completed", "failed") else "incomplete"
+        item = web_search_item(item_id, call, status=done, sources=self.searches.sources)
+        self._items[k] = item
+        out = []
+        if done == "completed":
+            where = {"item_id": item_id, "output_index": k}
+            out.append(self._event("response.web_search_call.completed", **where))
+        out.append(self._event("response.output_item.done", output_index=k, item=dict(item)))
+        return out
 
     # the end ------------------------------------------------------------------------------
     def _close_all(self, status: str) -> list[SSEEvent]:

@@ -8,8 +8,11 @@
   assistant turn, its thinking first; a `reasoning` item's summary (or content) text is the
   thinking, its `encrypted_content` the signature. A `function_call_output` is a user turn with
   one tool result (the Kiro layer merges consecutive ones).
-* `tools`: `function` tools become `ToolSpec`s; `web_search` / `web_search_preview` are answered
-  per `web_search_tools` (the route's business); any other hosted tool is a 400 naming its type.
+* `tools`: `function` tools become `ToolSpec`s; a `web_search` tool (any of `WEB_SEARCH_TYPES`)
+  adds the gateway's search function (`responses_search`; not with `tool_choice: "none"`), which
+  the route runs (`server/search_loop.py`); any other hosted tool is a 400 naming its type.
+* A `web_search_call` item is the search function's call and its result (the text the model
+  read, from `search_texts`, the stored response's; else the item's sources).
 * `reasoning.effort` turns thinking on as Chat Completions' `reasoning_effort` does
   (`to_core.thinking_config`); `max_output_tokens` is the gateway-enforced `max_tokens`.
 * `text.format` (`json_object` / `json_schema`) becomes a `JSONFormat` (`text_format`).
@@ -17,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -44,6 +47,11 @@ from ki2api.frontends.json_output import (
     require_name,
 )
 from ki2api.frontends.openai.image_parts import image_part
+from ki2api.frontends.openai.responses_search import (
+    search_function_name,
+    search_tool_spec,
+    sources_text,
+)
 from ki2api.frontends.openai.responses_wire import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -56,10 +64,18 @@ from ki2api.frontends.openai.responses_wire import (
     ReasoningItem,
     Refusal,
     ResponsesRequest,
+    WebSearchCallItem,
 )
 from ki2api.frontends.openai.to_core import thinking_config
 
-__all__ = ["WEB_SEARCH_TYPES", "text_format", "to_conversation", "web_search_tools"]
+__all__ = [
+    "WEB_SEARCH_TYPES",
+    "offers_search",
+    "search_name",
+    "text_format",
+    "to_conversation",
+    "web_search_tools",
+]
 
 WEB_SEARCH_TYPES = frozenset(
     {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11"}
@@ -73,15 +89,20 @@ def to_conversation(
     *,
     prior: Sequence[InputItem] = (),
     remote_images: bool = False,
+    search_texts: Mapping[str, str] | None = None,
 ) -> Conversation:
-    """Translate a validated request (after `prior`, a continuation's stored items); unusable
-    values raise INVALID_REQUEST with `param`."""
+    """Translate a validated request (after `prior`, a continuation's stored items;
+    `search_texts`: the results text of its searches, by item id); unusable values raise
+    INVALID_REQUEST with `param`."""
     _refuse_unsupported(req)
     system: list[str] = [req.instructions] if req.instructions else []
     items: list[tuple[str, InputItem]] = [("previous_response_id", it) for it in prior]
     items.extend((f"input.{i}", it) for i, it in enumerate(_input_items(req)))
     tools = _tools(req.tools or [])
-    messages = _messages(items, system, remote_images)
+    if offers_search(req):
+        tools = (*tools, search_tool_spec(search_name(req)))
+    searches = (search_name(req), search_texts or {})
+    messages = _messages(items, system, remote_images, searches)
     if not items:
         raise _invalid("Missing required parameter: 'input' (no item to answer).", "input")
     return Conversation(
@@ -123,7 +144,10 @@ def _refuse_unsupported(req: ResponsesRequest) -> None:
 
 
 def _messages(
-    items: Sequence[tuple[str, InputItem]], system: list[str], remote: bool
+    items: Sequence[tuple[str, InputItem]],
+    system: list[str],
+    remote: bool,
+    searches: tuple[str, Mapping[str, str]],
 ) -> tuple[Message, ...]:
     out: list[Message] = []
     turn: list[Part] = []  # the assistant turn being gathered
@@ -135,12 +159,9 @@ def _messages(
         turn.clear()
 
     for where, item in items:
-        if isinstance(item, ReasoningItem):
-            turn.extend(_thinking(item))
-        elif isinstance(item, FunctionCallItem):
-            turn.append(_tool_use(item, f"{where}.arguments"))
-        elif isinstance(item, InputMessage) and item.role == "assistant":
-            turn.extend(_assistant_texts(item))
+        assistant = _assistant_side(item, where)
+        if assistant is not None:
+            turn.extend(assistant)
         elif isinstance(item, InputMessage) and item.role in ("system", "developer"):
             system.extend(_system_texts(item, where))
         elif isinstance(item, InputMessage):
@@ -149,14 +170,31 @@ def _messages(
         elif isinstance(item, FunctionCallOutputItem):
             flush()
             out.append(Message("user", (_tool_result(item, where, remote),)))
+        elif isinstance(item, WebSearchCallItem):
+            use, result = _search_pair(item, *searches)
+            turn.append(use)
+            flush()
+            out.append(Message("user", (result,)))
         else:
             raise _invalid(
                 f"Input items of type {item.type!r} are not supported by this gateway; send "
-                "messages, function_call, function_call_output and reasoning items.",
+                "messages, function_call, function_call_output, reasoning and web_search_call "
+                "items.",
                 f"{where}.type" if where != "previous_response_id" else where,
             )
     flush()
     return tuple(out)
+
+
+def _assistant_side(item: InputItem, where: str) -> list[Part] | None:
+    """The parts of an assistant-side item (reasoning, function call, assistant message)."""
+    if isinstance(item, ReasoningItem):
+        return _thinking(item)
+    if isinstance(item, FunctionCallItem):
+        return [_tool_use(item, f"{where}.arguments")]
+    if isinstance(item, InputMessage) and item.role == "assistant":
+        return _assistant_texts(item)
+    return None
 
 
 def _thinking(item: ReasoningItem) -> list[Part]:
@@ -237,6 +275,37 @@ def _tool_result(item: FunctionCallOutputItem, where: str, remote: bool) -> Tool
     return ToolResultPart(tool_use_id=item.call_id, content=tuple(content))
 
 
+def _search_pair(
+    item: WebSearchCallItem, name: str, texts: Mapping[str, str]
+) -> tuple[ToolUsePart, ToolResultPart]:
+    """A search the gateway ran: the search function's call and the text the model read."""
+    action = item.action or {}
+    query, queries = action.get("query"), action.get("queries")
+    if not isinstance(query, str):
+        query = queries[0] if isinstance(queries, list) and queries else ""
+    query = query if isinstance(query, str) else ""
+    text = texts.get(item.id)
+    if text is None:
+        raw = action.get("sources")
+        urls = [s.get("url") for s in raw if isinstance(s, dict)] if isinstance(raw, list) else []
+        text = sources_text(query, [u for u in urls if isinstance(u, str)])
+    use = ToolUsePart(id=item.id, name=name, input={"query": query})
+    return use, ToolResultPart(tool_use_id=item.id, content=(TextPart(text),))
+
+
+def search_name(req: ResponsesRequest) -> str:
+    """The gateway's search function's name for this request (no client function has it)."""
+    tools = req.tools or ()
+    return search_function_name(
+        t["name"] for t in tools if t.get("type") == "function" and isinstance(t.get("name"), str)
+    )
+
+
+def offers_search(req: ResponsesRequest) -> bool:
+    """Whether the model is offered the search function: a web_search tool, and tools allowed."""
+    return bool(web_search_tools(req.tools)) and req.tool_choice != "none"
+
+
 def web_search_tools(tools: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """The request's web-search tools (hosted by OpenAI, by Kiro's search here)."""
     return [t for t in tools or () if _is_web_search(t.get("type"))]
@@ -293,6 +362,8 @@ def _tool_choice(req: ResponsesRequest, tools: tuple[ToolSpec, ...]) -> ToolChoi
         return ToolChoice("required", parallel=parallel)
     if isinstance(choice, str):  # the Literal leaves no other string
         raise _invalid(f"Invalid tool_choice {choice!r}.", "tool_choice")
+    if choice.type in WEB_SEARCH_TYPES and offers_search(req):  # a search first
+        return ToolChoice("tool", name=search_name(req), parallel=parallel)
     name = getattr(choice, "name", None)
     if choice.type != "function" or not isinstance(name, str):
         raise _invalid(

@@ -3,9 +3,10 @@ docs/api-compat.md §R), and `parse_responses_request`.
 
 As for Chat Completions (`wire.py`): strict JSON types, unknown keys kept and ignored. Input
 items are told apart by `type` (a bare `{"role", "content"}` is a message, as the API allows);
-item types the gateway cannot take (`item_reference`, hosted tools' calls) are typed loosely here
-so that `responses_to_core` answers them with a precise 400. Tools stay plain objects: a hosted
-tool's shape is not ours to check, only its `type`, which `responses_to_core` refuses by name.
+item types the gateway cannot take (`item_reference`, other hosted tools' calls) are typed
+loosely here so that `responses_to_core` answers them with a precise 400. Tools stay plain
+objects: a hosted tool's shape is not ours to check, only its `type`, which `responses_to_core`
+refuses by name.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "ResponsesRequest",
     "TextFormat",
     "TextOptions",
+    "WebSearchCallItem",
     "dump_items",
     "parse_items",
     "parse_responses_request",
@@ -119,13 +121,24 @@ class ReasoningItem(WireModel):
     encrypted_content: str | None = None
 
 
+class WebSearchCallItem(WireModel):
+    """A web search the gateway ran (an earlier response's output item, passed back)."""
+
+    type: Literal["web_search_call"]
+    id: Annotated[str, Field(min_length=1)]
+    status: str | None = None
+    action: dict[str, Any] | None = None
+
+
 class OtherItem(WireModel):
     """Any other item type (`item_reference`, a hosted tool's call): refused by to_core."""
 
     type: str
 
 
-_KNOWN_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+_KNOWN_ITEMS = frozenset(
+    {"message", "function_call", "function_call_output", "reasoning", "web_search_call"}
+)
 
 
 def _item_tag(value: Any) -> str:
@@ -141,6 +154,7 @@ InputItem: TypeAlias = Annotated[
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[WebSearchCallItem, Tag("web_search_call")]
     | Annotated[OtherItem, Tag("other")],
     Discriminator(_item_tag),
 ]
