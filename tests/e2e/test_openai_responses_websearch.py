@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import openai
 import pytest
 
 from tests.conftest import Gateway
@@ -210,3 +211,31 @@ def test_continuation_after_a_search(gateway: Gateway) -> None:
         ],
     )
     assert again.output_text == "ok"
+
+
+FAILING = emu(
+    text="a b c d e f",
+    chunks=6,
+    delay_ms=20,
+    exception={"type": "ThrottlingException", "message": "Too many", "after_events": 2},
+)
+
+
+def test_a_failed_answer_after_a_search_fails_the_response(gateway: Gateway) -> None:
+    prompt = "Go. " + emu(tool_calls=[{"name": "web_search", "input": {"query": "x " + FAILING}}])
+    with gateway.openai().responses.stream(model=MODEL, tools=[SEARCH], input=prompt) as stream:
+        events = []
+        with pytest.raises(RuntimeError, match="response.completed"):  # never a success
+            for event in stream:
+                events.append(event)
+            stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert "response.web_search_call.completed" in kinds
+    assert kinds[-2:] == ["error", "response.failed"] and "response.completed" not in kinds
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "rate_limit_exceeded"
+    client = gateway.openai().with_options(max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.responses.create(model=MODEL, tools=[SEARCH], input=prompt)
+    assert caught.value.status_code in (429, 502, 503)
