@@ -8,6 +8,7 @@ emulator reads directives from a tool-results turn, docs/emulator.md)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import openai
@@ -239,3 +240,27 @@ def test_a_failed_answer_after_a_search_fails_the_response(gateway: Gateway) -> 
     with pytest.raises(openai.APIStatusError) as caught:
         client.responses.create(model=MODEL, tools=[SEARCH], input=prompt)
     assert caught.value.status_code in (429, 502, 503)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_result_urls_quoted_in_the_answer_are_url_citations(gateway: Gateway, stream: bool) -> None:
+    head = "citations please, with a query that is long enough to fill the whole slug"
+    slug = re.sub(r"[^a-z0-9]+", "-", head.lower()).strip("-")[:60]  # the emulator's URLs
+    url = f"https://www.example.com/{slug}/1"
+    answer = f"See {url}. Also https://elsewhere.test/x."
+    resp = run(
+        gateway,
+        stream,
+        tools=[SEARCH],
+        include=["web_search_call.action.sources"],
+        input="Cite. " + searches([head], answer),
+    )
+    assert resp.output_text == answer
+    assert [s.url for s in resp.output[0].action.sources][0] == url
+    (note,) = resp.output[1].content[0].annotations
+    assert note.type == "url_citation" and note.url == url
+    assert answer[note.start_index : note.end_index] == url
+    assert note.title.startswith(head)
+    if stream:
+        kinds = [e.type for e in resp._events]
+        assert kinds.count("response.output_text.annotation.added") == 1

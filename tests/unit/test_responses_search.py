@@ -27,6 +27,7 @@ from ki2api.frontends.openai.responses_search import (
     SearchCalls,
     search_function_name,
     search_query_of,
+    url_citations,
 )
 from ki2api.frontends.openai.responses_to_core import to_conversation
 from ki2api.frontends.openai.responses_wire import parse_items, parse_responses_request
@@ -207,3 +208,14 @@ def test_usage_is_summed() -> None:
     assert (total.input_tokens, total.output_tokens) == (30, 5)
     assert total.cache_read_input_tokens == 4 and total.cache_creation_input_tokens is None
     assert total.estimated
+
+
+def test_url_citations_cite_whole_result_urls() -> None:
+    call = SearchCall("q", "completed", ("https://a.test/x", "https://a.test/x/y"), "", ("X", ""))
+    text = "A https://a.test/x/y, B https://a.test/x. C https://a.test/xz"
+    notes = url_citations(text, [call])
+    assert [(text[n["start_index"] : n["end_index"]], n["title"]) for n in notes] == [
+        ("https://a.test/x/y", "https://a.test/x/y"),  # the longest at its place; no title: URL
+        ("https://a.test/x", "X"),
+    ]  # not inside https://a.test/xz
+    assert url_citations(text, [SearchCall("q", "failed")]) == []

@@ -230,6 +230,7 @@ class SearchLoop:
             return
         call.status = "completed"
         call.sources = tuple(hit.url for hit in results)
+        call.titles = tuple(hit.title for hit in results)
         call.text = summary_text(call.query, tuple(results))
 
 

@@ -32,7 +32,7 @@ from ki2api.core.events import (
     Usage,
 )
 from ki2api.frontends.openai.error_json import stream_error_body
-from ki2api.frontends.openai.responses_search import SearchCalls, web_search_item
+from ki2api.frontends.openai.responses_search import SearchCalls, url_citations, web_search_item
 from ki2api.frontends.openai.usage import OutputTally
 from ki2api.frontends.sse import sse_event
 
@@ -188,13 +188,25 @@ class ResponseBuilder:
         item, text = self._items[k], "".join(self._text[k])
         where = {"item_id": item["id"], "output_index": k}
         if item["type"] == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            notes = self._citations(text)
+            part = {"type": "output_text", "text": text, "annotations": notes, "logprobs": []}
             item.update(status=status, content=[part])
             out = [
-                self._event("response.output_text.done", **where, content_index=0, text=text),
-                self._event("response.content_part.done", **where, content_index=0, part=part),
+                self._event(
+                    "response.output_text.annotation.added",
+                    **where,
+                    content_index=0,
+                    annotation_index=i,
+                    annotation=note,
+                )
+                for i, note in enumerate(notes)
             ]
-            out[0]["logprobs"] = []
+            done = self._event("response.output_text.done", **where, content_index=0, text=text)
+            done["logprobs"] = []
+            out.append(done)
+            out.append(
+                self._event("response.content_part.done", **where, content_index=0, part=part)
+            )
         else:
             summary = {"type": "summary_text", "text": text}
             item.update(status=status, summary=[summary])
@@ -264,6 +276,11 @@ class ResponseBuilder:
         return [done, self._event("response.output_item.done", output_index=k, item=dict(item))]
 
     # web searches (run by the gateway: the call's start and end frame the search) ------------
+    def _citations(self, text: str) -> list[dict[str, Any]]:
+        if self.searches is None or not self.searches.calls:
+            return []
+        return url_citations(text, self.searches.calls.values())
+
     def _search_start(self, event: ToolCallStart) -> list[SSEEvent]:
         assert self.searches is not None
         call = self.searches.calls[event.id]

@@ -25,6 +25,7 @@ __all__ = [
     "search_query_of",
     "search_tool_spec",
     "sources_text",
+    "url_citations",
     "web_search_item",
 ]
 
@@ -76,6 +77,7 @@ class SearchCall:
     status: str = "in_progress"
     sources: tuple[str, ...] = ()
     text: str = ""
+    titles: tuple[str, ...] = ()  # the sources' titles, in the same order
 
 
 @dataclass
@@ -103,3 +105,30 @@ def sources_text(query: str, sources: Sequence[str]) -> str:
     if not sources:
         return f'The results of the earlier web search for "{query}" are not available.'
     return "\n".join([f'Sources of the earlier web search for "{query}":', *sources])
+
+
+_URL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_")
+
+
+def url_citations(text: str, calls: Iterable[SearchCall]) -> list[dict[str, Any]]:
+    """`url_citation` annotations for the result URLs `text` quotes (whole URLs only; at one
+    place the longest wins), in text order."""
+    found: list[tuple[int, int, str, str]] = []
+    for call in calls:
+        for url, title in zip(call.sources, call.titles, strict=False):
+            start = text.find(url)
+            while start >= 0:
+                end = start + len(url)
+                if end == len(text) or text[end] not in _URL_CHARS:
+                    found.append((start, end, url, title or url))
+                start = text.find(url, end)
+    out: list[dict[str, Any]] = []
+    last_end = 0
+    for start, end, url, title in sorted(set(found), key=lambda f: (f[0], -f[1])):
+        if start >= last_end:
+            out.append(
+                {"type": "url_citation", "start_index": start, "end_index": end}
+                | {"url": url, "title": title}
+            )
+            last_end = end
+    return out
