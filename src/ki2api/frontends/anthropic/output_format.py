@@ -43,8 +43,7 @@ def parse_output_format(
     configured = (output_config or {}).get("format")
     if configured is not None and output_format is not None:
         raise _invalid(
-            f"{LEGACY_PARAM}: give either `{CONFIG_PARAM}` or the older `{LEGACY_PARAM}`, "
-            "not both",
+            f"{LEGACY_PARAM}: give either `{CONFIG_PARAM}` or the older `{LEGACY_PARAM}`, not both",
             LEGACY_PARAM,
         )
     if configured is not None:
