@@ -4,11 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo run test check lint typecheck unit pytest-all pytest-check bench lock clean
+.PHONY: install demo run test check lint typecheck unit bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
@@ -35,22 +35,12 @@ PARALLEL = -n $(WORKERS) --dist loadgroup
 unit: install
 	$(BIN)/pytest -q $(PARALLEL) tests/unit
 
-# `check` and `test` run lint and types beside the tests: alone they keep one core busy and
-# leave the other idle. Any of the three failing fails the target; -Oline keeps lines whole.
-BESIDE = $(MAKE) --no-print-directory -j3 -Oline
-
 # The inner loop: lint, types, the unit and component tiers.
-check: install
-	@$(BESIDE) lint typecheck pytest-check
-
-# Everything CI runs (.ci/run), with the 20 slowest tests named.
-test: install
-	@$(BESIDE) lint typecheck pytest-all
-
-pytest-check: install
+check: lint typecheck
 	$(BIN)/pytest -q $(PARALLEL) tests/unit tests/component
 
-pytest-all: install
+# Everything CI runs (.ci/run), with the 20 slowest tests named.
+test: lint typecheck
 	$(BIN)/pytest -q $(PARALLEL) --durations=20
 
 bench: install
