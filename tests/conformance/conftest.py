@@ -134,7 +134,7 @@ def tool_venv(cache: Path, name: str, requirements: Sequence[str]) -> Path:
         run_checked([sys.executable, "-m", "venv", venv], what=f"create the venv {venv}")
         req = venv / "requirements.txt"
         req.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        pip = [venv / "bin" / "python", "-m", "pip", "install", "--quiet"]
+        pip = [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-compile"]
         run_checked([*pip, "--disable-pip-version-check", "-r", req], what=f"install {name}")
         stamp.write_text(wanted, encoding="utf-8")
     return venv / "bin"
