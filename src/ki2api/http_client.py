@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.errors import NetworkFailure, network_error
 from ki2api.settings import Settings
 
 __all__ = ["create_upstream_client", "map_transport_errors"]
@@ -43,24 +43,10 @@ def map_transport_errors(what: str = "Kiro") -> Iterator[None]:
     try:
         yield
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE,
-            f"could not connect to {what} ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+        raise network_error(NetworkFailure.NO_CONNECTION, what, exc) from None
     except httpx.TimeoutException as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_TIMEOUT,
-            f"{what} did not answer in time ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+        raise network_error(NetworkFailure.NO_ANSWER, what, exc) from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_PROTOCOL,
-            f"the connection to {what} broke off ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+        raise network_error(NetworkFailure.BROKEN, what, exc) from None
     except httpx.HTTPError as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR, f"{what} request failed ({type(exc).__name__})"
-        ) from None
+        raise network_error(NetworkFailure.OTHER, what, exc) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ErrorKind", "GatewayError"]
+__all__ = ["ErrorKind", "GatewayError", "NetworkFailure", "network_error"]
 
 
 class ErrorKind(StrEnum):
@@ -58,3 +58,28 @@ class GatewayError(Exception):
 
     def __repr__(self) -> str:
         return f"GatewayError({self.kind.value!r}, {self.message!r})"
+
+
+class NetworkFailure(StrEnum):
+    """How an HTTP call failed below HTTP: each client library's mapper sorts its exceptions
+    into these, and `network_error` words them the same way for every library."""
+
+    NO_CONNECTION = "no_connection"  # refused, or not made in time
+    NO_ANSWER = "no_answer"  # connected, the answer did not come in time
+    BROKEN = "broken"  # the connection broke off
+    OTHER = "other"
+
+
+_NETWORK: dict[NetworkFailure, tuple[ErrorKind, str, bool]] = {
+    NetworkFailure.NO_CONNECTION: (ErrorKind.UPSTREAM_UNAVAILABLE, "could not connect to {}", True),
+    NetworkFailure.NO_ANSWER: (ErrorKind.UPSTREAM_TIMEOUT, "{} did not answer in time", True),
+    NetworkFailure.BROKEN: (ErrorKind.UPSTREAM_PROTOCOL, "the connection to {} broke off", True),
+    NetworkFailure.OTHER: (ErrorKind.UPSTREAM_ERROR, "{} request failed", False),
+}
+
+
+def network_error(failure: NetworkFailure, what: str, exc: BaseException) -> GatewayError:
+    """The error for a network failure talking to `what` (a service's name, never a URL, a
+    token or an upstream body); the exception's class name is all that is kept of it."""
+    kind, text, retryable = _NETWORK[failure]
+    return GatewayError(kind, f"{text.format(what)} ({type(exc).__name__})", retryable=retryable)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.errors import NetworkFailure, network_error
 
 __all__ = [
     "AiohttpChatResponse",
@@ -94,31 +94,17 @@ def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
     try:
         yield
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_UNAVAILABLE,
-            f"could not connect to {what} ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+        raise network_error(NetworkFailure.NO_CONNECTION, what, exc) from None
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_TIMEOUT,
-            f"{what} did not answer in time ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+        raise network_error(NetworkFailure.NO_ANSWER, what, exc) from None
     except (
         aiohttp.ClientPayloadError,
         aiohttp.ServerDisconnectedError,
         aiohttp.ClientOSError,
     ) as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_PROTOCOL,
-            f"the connection to {what} broke off ({type(exc).__name__})",
-            retryable=True,
-        ) from None
+        raise network_error(NetworkFailure.BROKEN, what, exc) from None
     except aiohttp.ClientError as exc:
-        raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR, f"{what} request failed ({type(exc).__name__})"
-        ) from None
+        raise network_error(NetworkFailure.OTHER, what, exc) from None
 
 
 class AiohttpChatResponse:
