@@ -8,28 +8,89 @@ from contextlib import contextmanager
 import httpx
 
 from ki2api.core.errors import NetworkFailure, network_error
+from ki2api.core.proxy import ProxyURL, proxy_failure
 from ki2api.settings import Settings
 
-__all__ = ["create_upstream_client", "map_transport_errors"]
+__all__ = [
+    "AccountProxyError",
+    "create_proxied_client",
+    "create_upstream_client",
+    "map_transport_errors",
+]
 
 
-def create_upstream_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """One keep-alive connection pool for every upstream call (chat, refresh, models)."""
-    timeout = httpx.Timeout(
+def _timeout(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(
         connect=settings.connect_timeout_s,
         read=settings.read_timeout_s,
         write=30.0,
         pool=settings.connect_timeout_s,
     )
-    limits = httpx.Limits(
+
+
+def _limits(settings: Settings) -> httpx.Limits:
+    return httpx.Limits(
         max_connections=settings.max_connections,
         max_keepalive_connections=min(settings.max_connections, 100),
         keepalive_expiry=60.0,
     )
+
+
+def create_upstream_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """One keep-alive connection pool for every upstream call (chat, refresh, models) of the
+    accounts without a proxy (HTTPS_PROXY / NO_PROXY from the environment apply)."""
     return httpx.AsyncClient(
-        timeout=timeout, limits=limits, transport=transport, follow_redirects=False
+        timeout=_timeout(settings),
+        limits=_limits(settings),
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+class AccountProxyError(httpx.ProxyError):
+    """A call that failed at an account's own proxy: it could not be reached (refused, no
+    connection in time), refused the credentials (407) or could not open the tunnel."""
+
+    def __init__(self, message: str, *, request: httpx.Request, status: int | None) -> None:
+        super().__init__(message, request=request)
+        self.status = status
+
+
+class _ProxiedTransport(httpx.AsyncBaseTransport):
+    """An account's proxy: every connection is made to the proxy, so a failure to connect is
+    the proxy's (Kiro behind it answers through the tunnel, or the tunnel fails)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self._inner.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            status = 407 if "407" in str(exc) else None
+            raise AccountProxyError(type(exc).__name__, request=request, status=status) from exc
+        if response.status_code == 407:  # a plain-HTTP call forwarded by the proxy
+            await response.aclose()
+            raise AccountProxyError("407", request=request, status=407)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def create_proxied_client(settings: Settings, proxy: ProxyURL) -> httpx.AsyncClient:
+    """The connection pool of one outbound proxy (http, https, socks5, socks5h), used by the
+    accounts that go through it; the environment's proxy settings do not apply."""
+    inner = httpx.AsyncHTTPTransport(
+        proxy=httpx.Proxy(proxy.url), limits=_limits(settings), trust_env=False
+    )
+    return httpx.AsyncClient(
+        timeout=_timeout(settings),
+        transport=_ProxiedTransport(inner),
+        follow_redirects=False,
+        trust_env=False,
     )
 
 
@@ -42,6 +103,8 @@ def map_transport_errors(what: str = "Kiro") -> Iterator[None]:
     `what` names the service in the message (never a URL, a token or the upstream body)."""
     try:
         yield
+    except AccountProxyError as exc:
+        raise proxy_failure(exc.__cause__ or exc, exc.status) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise network_error(NetworkFailure.NO_CONNECTION, what, exc) from None
     except httpx.TimeoutException as exc:

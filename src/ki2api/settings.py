@@ -38,6 +38,7 @@ _AUTH_BASE = "https://prod.{region}.auth.desktop.kiro.dev"
 T = TypeVar("T")
 # A parser reads the variable `name` from the merged environment; `default()` when unset.
 Parser: TypeAlias = Callable[[Mapping[str, str], str, Callable[[], T]], T]
+Strs: TypeAlias = tuple[str, ...]
 
 
 class SettingsError(ValueError):
@@ -221,6 +222,19 @@ def _hosts(
     return tuple(hosts)
 
 
+def _proxies(env: Mapping[str, str], name: str, default: Callable[[], Strs]) -> Strs:
+    """Comma-separated proxy URLs, each checked (core/proxy.py); never echoed (a password)."""
+    from ki2api.core.proxy import ProxyURLError, parse_proxy
+
+    urls = tuple(u.strip() for u in env.get(name, ",".join(default())).split(",") if u.strip())
+    for n, url in enumerate(urls, 1):
+        try:
+            parse_proxy(url)
+        except ProxyURLError as exc:
+            raise SettingsError(f"{name}: proxy #{n}: {exc}") from None
+    return urls
+
+
 def _model_map(
     env: Mapping[str, str], name: str, default: Callable[[], Mapping[str, str]]
 ) -> Mapping[str, str]:
@@ -346,6 +360,11 @@ class Settings:
         "KI2API_POOL_WAIT_S", _float, 5.0, "longest wait of a request for a resting account")
     quota_poll_s: float = setting(
         "KI2API_QUOTA_POLL_S", _float, 1800.0, "how often to ask getUsageLimits (0: never)")
+    # Outbound proxies (kiro/accounts/proxies.py); an account's own (`accounts set --proxy`) wins
+    proxies: tuple[str, ...] = setting(
+        "KI2API_PROXY", _proxies, (), "proxy URL(s), comma-separated, of accounts without one")
+    max_accounts_per_proxy: int = setting(
+        "KI2API_MAX_ACCOUNTS_PER_PROXY", _int, 3, "accounts per network path (0: no limit)")
     # Upstream size budget (kiro/request/budget.py)
     max_upstream_bytes: int = setting(
         "KI2API_MAX_UPSTREAM_BYTES", _int, 600_000, "the text of the body (images do not count)")

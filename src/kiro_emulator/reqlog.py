@@ -36,6 +36,10 @@ def record(
         "path": request.url.path,
         "region": request.scope.get(REGION_KEY),  # the Q region host called (regions.py)
         "account": account.id if account else None,
+        # who connected: the gateway, or the outbound proxy it went through (tests tell
+        # proxies apart by the loopback address each one connects from)
+        "client": request.client.host if request.client else None,
+        "client_port": request.client.port if request.client else None,
         "headers": headers,
         "body": body,
         "body_bytes": len(raw),

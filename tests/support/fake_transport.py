@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ki2api.core.proxy import ProxyURL
 from ki2api.kiro.stream.codec import encode_event, encode_exception
 from ki2api.kiro.transport import map_aiohttp_errors
 
@@ -65,6 +66,7 @@ class Posted:
     url: str
     body: dict[str, Any]
     headers: Mapping[str, str]
+    proxy: ProxyURL | None = None  # the account's outbound proxy the call was sent through
 
     @property
     def token(self) -> str:
@@ -155,8 +157,14 @@ class FakeChatTransport:
         self.responses: list[FakeResponse] = []
         self.closed = False
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> FakeResponse:
-        posted = Posted(url, orjson.loads(body), dict(headers))
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        proxy: ProxyURL | None = None,
+    ) -> FakeResponse:
+        posted = Posted(url, orjson.loads(body), dict(headers), proxy)
         self.posted.append(posted)
         reply = self._next(posted)
         if reply.refuse is not None:

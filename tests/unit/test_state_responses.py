@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ki2api.state.sqlite import SCHEMA_VERSION, SQLiteStore
+from ki2api.state.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 
 class Clock:
@@ -91,10 +91,14 @@ async def test_shared_between_two_store_objects(tmp_path: Path) -> None:
 
 async def test_an_older_store_gains_the_table(tmp_path: Path) -> None:
     path = tmp_path / "ki2api.db"
-    SQLiteStore.open(path).close()
+    # a store of the schema version just before the responses table (later steps may follow it)
+    step = next(i for i, st in enumerate(_MIGRATIONS) if "CREATE TABLE responses" in st[0])
+    assert step < SCHEMA_VERSION
     raw = sqlite3.connect(path)
-    raw.execute("DROP TABLE responses")
-    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    for statements in _MIGRATIONS[:step]:
+        for statement in statements:
+            raw.execute(statement)
+    raw.execute(f"PRAGMA user_version = {step}")
     raw.commit()
     raw.close()
     store = SQLiteStore.open(path)

@@ -19,6 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ki2api.core.errors import GatewayError
+from ki2api.cli.proxy_commands import (
+    ProxyRefused,
+    add_proxy_option,
+    network_paths,
+    network_warnings,
+    set_proxy,
+    usable_proxy,
+)
 from ki2api.kiro.accounts.importers import (
     AccountSourceError,
     default_kiro_cli_db,
@@ -66,6 +74,10 @@ def add_accounts_parser(sub: Any) -> None:
     add.add_argument("--priority", type=int, default=0, help="higher is preferred (default 0)")
     add.add_argument("--weight", type=positive_int, default=1, help="share among equals (>= 1)")
     add.add_argument("--link", action="store_true", help=_LINK_HELP)
+    add_proxy_option(add)
+    setp = cmds.add_parser("set", help="change an account's settings (e.g. --proxy)")
+    setp.add_argument("account_id", metavar="ID")
+    add_proxy_option(setp)
     imp = cmds.add_parser("import", help="add every token file under a directory")
     imp.add_argument("directory", type=Path)
     imp.add_argument("--link", action="store_true", help=_LINK_HELP)
@@ -239,7 +251,8 @@ def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> N
         print("  ".join([*cells, line[-1]]).rstrip())
     for r in rows:
         profile = r["profile_arn"] or "no profile yet (found at first use for IdC logins)"
-        print(f"  {r['id']}: {r['label']}; {profile}; Kiro {r['kiro_region']}")
+        where = f"Kiro {r['kiro_region']} via {r['network']}"
+        print(f"  {r['id']}: {r['label']}; {profile}; {where}")
 
 
 async def _list(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
@@ -250,9 +263,13 @@ async def _list(settings: Settings, store: StateStore, args: argparse.Namespace)
     healths = await store.health()
     now = time.time()
     rows = []
+    paths = network_paths(settings, records)
     for r in records:
         stored = await store.load_tokens(r.id)
         rows.append(_row(r, healths.get(r.id), now, settings, stored.data if stored else None))
+        rows[-1]["network"] = paths.get(r.id, "direct")  # never a proxy's credentials
+    for warning in network_warnings(settings, records):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -272,11 +289,14 @@ async def _add_one(
     account_id: str | None,
     *,
     link: Path | None = None,
+    proxy: str | None = None,
     **kw: int,
 ) -> bool:
     """Add one login and say what happened; False when it was already in the pool."""
     try:
-        record = await add_account(store, data, label=label, account_id=account_id, link=link, **kw)
+        record = await add_account(
+            store, data, label=label, account_id=account_id, link=link, proxy=proxy, **kw
+        )
     except AccountExists as exc:
         print(f"already in the pool as {exc.record.id} ({label}); nothing changed")
         return False
@@ -304,8 +324,31 @@ async def _add(settings: Settings, store: StateStore, args: argparse.Namespace) 
     kw = {"priority": args.priority, "weight": args.weight}
     link = args.file if args.link else None
     label = f"{'linked to' if link else 'added from'} {args.file.absolute()}"
-    if await _add_one(store, data, label, args.account_id, link=link, **kw) and link is None:
+    proxy = await _checked_proxy(settings, store, args.account_id or "", args.proxy)
+    if await _add_one(store, data, label, args.account_id, link=link, proxy=proxy, **kw) and (
+        link is None
+    ):
         print(_DIVERGES.format(what=args.file, cmd=f"add {args.file}"), file=sys.stderr)
+    return 0
+
+
+async def _checked_proxy(
+    settings: Settings, store: StateStore, account_id: str, proxy: str | None
+) -> str | None:
+    try:
+        return await usable_proxy(settings, store, account_id, proxy)
+    except ProxyRefused as exc:
+        raise _Problem(str(exc)) from None
+
+
+async def _set(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
+    record = await _get(store, args.account_id)
+    if args.proxy is None:
+        raise _Problem("nothing to set: give --proxy URL (or --proxy none)")
+    try:
+        print(await set_proxy(settings, store, record, args.proxy))
+    except ProxyRefused as exc:
+        raise _Problem(str(exc)) from None
     return 0
 
 
@@ -408,4 +451,5 @@ _COMMANDS: dict[str, Command] = {
     "disable": _disable,
     "enable": _enable,
     "refresh": _refresh,
+    "set": _set,
 }

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.proxy import ProxyURL
 from ki2api.core.search_results import WebSearchResult
 from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.classify import classify_http_error
@@ -183,10 +184,14 @@ def parse_mcp_response(body: bytes) -> list[WebSearchResult]:
 
 # calls ------------------------------------------------------------------------------------------
 async def _exchange(
-    chat: ChatTransport, url: str, payload: bytes, headers: Mapping[str, str]
+    chat: ChatTransport,
+    url: str,
+    payload: bytes,
+    headers: Mapping[str, str],
+    proxy: ProxyURL | None = None,
 ) -> tuple[int, bytes, Mapping[str, str]]:
-    """POST and read the whole (bounded) body."""
-    response = await chat.post(url, payload, headers)
+    """POST (through the account's proxy, if any) and read the whole (bounded) body."""
+    response = await chat.post(url, payload, headers, proxy)
     body, more = await read_body(response, _MAX_BODY)
     if more:
         raise _protocol(f"with more than {_MAX_BODY} bytes")
@@ -251,7 +256,8 @@ class KiroWebSearch:
             override=self._region,
         )
         url = f"{api_base(self._api_base, region)}/mcp"
-        return await _exchange(self._chat, url, payload, headers)
+        proxy = self._pool.proxy_of(auth.account_id)
+        return await _exchange(self._chat, url, payload, headers, proxy)
 
     async def search(self, query: str) -> list[WebSearchResult]:
         account = await self._pool.acquire(None, ())

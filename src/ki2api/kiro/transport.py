@@ -23,8 +23,11 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp_socks
+from python_socks import ProxyType
 
 from ki2api.core.errors import NetworkFailure, network_error
+from ki2api.core.proxy import ProxyURL, proxy_failure
 
 __all__ = [
     "AiohttpChatResponse",
@@ -63,9 +66,17 @@ class ChatResponse(Protocol):
 
 
 class ChatTransport(Protocol):
-    """Sends the chat call (and the web search, same host); GatewayError on network failure."""
+    """Sends the chat call (and the web search, same host); GatewayError on network failure.
+    `proxy`: the account's outbound proxy (None: HTTPS_PROXY / NO_PROXY of the environment);
+    a failure at the proxy is a GatewayError with code `proxy_failed` (core/proxy.py)."""
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> ChatResponse: ...
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        proxy: ProxyURL | None = None,
+    ) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -107,6 +118,32 @@ def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
         raise network_error(NetworkFailure.OTHER, what, exc) from None
 
 
+# Failures at an account's proxy: none of these happens once the tunnel to Kiro is open.
+_PROXY_FAILURES = (
+    aiohttp.ClientProxyConnectionError,  # the proxy could not be reached
+    aiohttp.ClientHttpProxyError,  # the proxy answered CONNECT with an error (407, 502, ...)
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyTimeoutError,
+    aiohttp_socks.ProxyError,  # a SOCKS reply: bad credentials, target unreachable
+    # every connection is made to the proxy: not connecting in time is the proxy's fault too
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+)
+
+
+@contextmanager
+def _proxy_errors(proxy: ProxyURL | None) -> Iterator[None]:
+    """Failures at an account's own proxy -> `proxy_failed` (the account's fault)."""
+    if proxy is None:
+        yield
+        return
+    try:
+        yield
+    except _PROXY_FAILURES as exc:
+        status = exc.status if isinstance(exc, aiohttp.ClientHttpProxyError) else None
+        raise proxy_failure(exc, status) from None
+
+
 class AiohttpChatResponse:
     """An aiohttp response whose body is read incrementally."""
 
@@ -145,8 +182,13 @@ class AiohttpChatResponse:
             self._response.close()
 
 
+def _basic(proxy: ProxyURL) -> str:
+    return aiohttp.encode_basic_auth(proxy.username or "", proxy.password or "")
+
+
 class AiohttpChatTransport:
-    """One aiohttp session for every chat call; create and close it inside the event loop."""
+    """One aiohttp session for the chat calls of the accounts without a proxy, and one per
+    outbound proxy (made when first used); create and close them inside the event loop."""
 
     def __init__(
         self,
@@ -155,7 +197,7 @@ class AiohttpChatTransport:
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[ProxyURL | None, aiohttp.ClientSession] = {}
         self._proxies: dict[str, str | None] = {}
         self._max = max_connections
         self._timeout = aiohttp.ClientTimeout(
@@ -176,32 +218,66 @@ class AiohttpChatTransport:
             self._proxies[key] = None if bypass else proxies.get(parts.scheme)
         return self._proxies[key]
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max, limit_per_host=self._max, keepalive_timeout=60
+    def _connector(self, proxy: ProxyURL | None) -> aiohttp.TCPConnector:
+        if proxy is not None and proxy.socks:  # SOCKS5 is spoken by the connector itself
+            return aiohttp_socks.ProxyConnector(
+                proxy_type=ProxyType.SOCKS5,
+                host=proxy.host,
+                port=proxy.port,
+                username=proxy.username,
+                password=proxy.password,
+                rdns=proxy.scheme == "socks5h",
+                limit=self._max,
+                limit_per_host=self._max,
+                keepalive_timeout=60,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
+        return aiohttp.TCPConnector(limit=self._max, limit_per_host=self._max, keepalive_timeout=60)
+
+    def _open(self, proxy: ProxyURL | None) -> aiohttp.ClientSession:
+        session = self._sessions.get(proxy)
+        if session is None:
+            session = self._sessions[proxy] = aiohttp.ClientSession(
+                connector=self._connector(proxy),
                 timeout=self._timeout,
                 trust_env=False,  # proxies are resolved once per host (see _proxy_for)
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
-        return self._session
+        return session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AiohttpChatResponse:
-        session = self._open()
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        proxy: ProxyURL | None = None,
+    ) -> AiohttpChatResponse:
+        session = self._open(proxy)
         # aiohttp streams a large body from a file-like object instead of one big write.
         data: bytes | io.BytesIO = body if len(body) < _LARGE_BODY else io.BytesIO(body)
-        with map_aiohttp_errors():
+        via: str | None = self._proxy_for(url) if proxy is None else None
+        auth: dict[str, str] | None = None
+        sent = dict(headers)
+        if proxy is not None and not proxy.socks:
+            via = proxy.masked
+            if proxy.username:
+                auth = {"Proxy-Authorization": _basic(proxy)}
+                if url.startswith("http:"):  # forwarded, not tunnelled: the proxy reads it
+                    sent.update(auth)
+        with map_aiohttp_errors(), _proxy_errors(proxy):
             response = await session.post(
-                url, data=data, headers=dict(headers), proxy=self._proxy_for(url)
+                url, data=data, headers=sent, proxy=via, proxy_headers=auth
             )
+            if proxy is not None and response.status == 407:  # a plain-HTTP call, forwarded
+                response.release()
+                raise aiohttp.ClientHttpProxyError(
+                    response.request_info, (), status=407, message="Proxy Authentication Required"
+                )
         return AiohttpChatResponse(response)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            await asyncio.sleep(0)  # let the connector close its transports
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+        if sessions:
+            await asyncio.sleep(0)  # let the connectors close their transports

@@ -94,4 +94,9 @@ async def health(request: Request) -> Response:
     body["upstream"] = services.settings.kiro_api_base
     body["problem"] = services.credentials_problem
     body["pool"] = accounts
+    routes = services.routes
+    if routes is not None:  # each account's network path, never a proxy's credentials
+        for item in accounts:
+            item["network"] = routes.path_of(str(item["id"])).shown
+        body["network_warnings"] = routes.warnings()
     return JSONResponse(body)

@@ -15,6 +15,7 @@ from ki2api.kiro.accounts.catalogue import LiveCatalogue, live_catalogue
 from ki2api.kiro.accounts.logins import credentials_factory
 from ki2api.kiro.accounts.policy import PolicyConfig
 from ki2api.kiro.accounts.pool import AccountPool
+from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.accounts.registry import store_path, sync_discovered
 from ki2api.kiro.accounts.upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
 from ki2api.kiro.backend import BackendOptions, KiroBackend
@@ -47,6 +48,7 @@ class Services:
     credentials_problem: str | None = None
     images: ImageFetcher | None = None
     live: LiveCatalogue | None = None  # what the accounts really offer (ListAvailableModels)
+    routes: NetworkRoutes | None = None  # each account's network path (its outbound proxy)
 
     async def models(self) -> ModelCatalogue:
         """The catalogue requests resolve against: the accounts' live one, else the static."""
@@ -73,6 +75,8 @@ class Services:
             await self.usage.aclose()
         finally:
             await self.chat.aclose()
+            if self.routes is not None:
+                await self.routes.aclose()
             await self.http.aclose()
             await self.store.aclose()
 
@@ -98,7 +102,8 @@ async def build_services(
         settings.model_overrides
     )
     store = SQLiteStore.open(store_path(settings))
-    pool, problem = await _account_pool(settings, http, store)
+    routes = NetworkRoutes(settings, http)
+    pool, problem = await _account_pool(settings, http, store, routes)
     chat = chat_transport
     if chat is None:
         chat = AiohttpChatTransport(
@@ -116,7 +121,7 @@ async def build_services(
     )
     usage = UsageLog(store)
     usage.start()
-    quota = QuotaPoller(settings, store, pool, http)
+    quota = QuotaPoller(settings, store, pool, http, routes)
     quota.start()
     return Services(
         settings,
@@ -131,12 +136,13 @@ async def build_services(
         quota,
         credentials_problem=problem,
         images=_image_fetcher(settings),
-        live=live_catalogue(settings, http, pool, catalogue),
+        live=live_catalogue(settings, http, pool, catalogue, routes),
+        routes=routes,
     )
 
 
 async def _account_pool(
-    settings: Settings, http: httpx.AsyncClient, store: StateStore
+    settings: Settings, http: httpx.AsyncClient, store: StateStore, routes: NetworkRoutes
 ) -> tuple[AccountPool, str | None]:
     """The loaded pool of Kiro logins, and why it is empty (None when it is not)."""
     problem: str | None = None
@@ -147,10 +153,11 @@ async def _account_pool(
     await retry_revoked_logins(store)
     pool = AccountPool(
         store,
-        credentials_factory(settings, http, store),
+        credentials_factory(settings, http, store, routes),
         policy=policy_config(settings),
-        quota_lookup=quota_lookup(settings, http),
+        quota_lookup=quota_lookup(settings, http, routes),
     )
+    pool.on_load, pool.proxy_of = routes.update, routes.proxy_of  # every load re-routes
     await pool.load()
     if len(pool) == 0:
         problem = problem or no_credentials_error(discover(settings)).message

@@ -56,6 +56,9 @@ class AccountRecord:
     enabled: bool = True
     disabled_reason: str | None = None  # "suspended", "invalid_grant", "disabled by user", ...
     created_at: float = 0.0
+    # Its own outbound proxy URL (core/proxy.py); None: the pool's default. The URL may hold a
+    # password: never shown (ProxyURL.masked) and kept out of the repr.
+    proxy: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

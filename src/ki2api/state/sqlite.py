@@ -68,6 +68,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             id TEXT PRIMARY KEY, record BLOB NOT NULL, expires_at REAL NOT NULL)""",
         "CREATE INDEX responses_expiry ON responses(expires_at)",
     ),
+    ("ALTER TABLE accounts ADD COLUMN proxy TEXT",),  # an account's own outbound proxy
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -28,6 +28,7 @@ from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, OfferedModel
 from ki2api.http_client import map_transport_errors
 from ki2api.kiro.accounts.pool import AccountPool
+from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.classify import json_answer
 from ki2api.kiro.endpoint import account_api_base, chat_headers, machine_id
 from ki2api.settings import Settings
@@ -248,10 +249,15 @@ class LiveCatalogue:
 
 
 def live_catalogue(
-    settings: Settings, http: httpx.AsyncClient, pool: AccountPool, static: ModelCatalogue
+    settings: Settings,
+    http: httpx.AsyncClient,
+    pool: AccountPool,
+    static: ModelCatalogue,
+    routes: NetworkRoutes | None = None,
 ) -> LiveCatalogue:
     """The pool's live catalogue: each enabled account asked with its current token, on its own
-    region's Q host; the pool then sends a request only to accounts that offer its model."""
+    region's Q host, through its network path (`routes`); the pool then sends a request only
+    to accounts that offer its model."""
 
     async def fetch(account_id: str) -> tuple[OfferedModel, ...]:
         account = pool.get(account_id)
@@ -259,7 +265,7 @@ def live_catalogue(
             return ()
         auth = await account.credentials.current()
         return await fetch_offered(
-            http,
+            routes.http_for(account_id) if routes is not None else http,
             api_base=account_api_base(
                 settings, profile_arn=auth.profile_arn, login_region=auth.region
             ),

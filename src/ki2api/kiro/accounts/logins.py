@@ -9,6 +9,7 @@ import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.http_client import create_upstream_client
+from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.login.file_store import TokenSet
 from ki2api.kiro.login.token_home import StoreTokenHome, TokenHome
@@ -19,10 +20,19 @@ __all__ = ["credentials_factory", "refresh_account"]
 
 
 def credentials_factory(
-    settings: Settings, http: httpx.AsyncClient, store: StateStore
+    settings: Settings,
+    http: httpx.AsyncClient,
+    store: StateStore,
+    routes: NetworkRoutes | None = None,
 ) -> Callable[[AccountRecord], KiroCredentials]:
     """The login object of an account, by where its tokens live: its token file ("file"), or
-    the store ("store"; "env", seeded from KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN)."""
+    the store ("store"; "env", seeded from KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN). With
+    `routes`, its refresh and profile calls go through the account's network path."""
+
+    def client_of(record: AccountRecord) -> httpx.AsyncClient | Callable[[], httpx.AsyncClient]:
+        if routes is None:
+            return http
+        return lambda: routes.http_for(record.id)
 
     def make(record: AccountRecord) -> KiroCredentials:
         home: TokenHome | None = None
@@ -39,7 +49,7 @@ def credentials_factory(
         return KiroCredentials(
             source,
             settings,
-            http,
+            client_of(record),
             account_id=record.id,
             home=home,
             locks=store,  # one refresh per account among all workers
@@ -55,7 +65,12 @@ async def refresh_account(settings: Settings, store: StateStore, account_id: str
     if record is None:
         raise GatewayError(ErrorKind.NOT_FOUND, f"no account {account_id!r}")
     async with create_upstream_client(settings) as http:
-        credentials = credentials_factory(settings, http, store)(record)
-        auth = await credentials.refresh()
+        routes = NetworkRoutes(settings, http)
+        routes.update(await store.list_accounts())
+        try:
+            credentials = credentials_factory(settings, http, store, routes)(record)
+            auth = await credentials.refresh()
+        finally:
+            await routes.aclose()
     until = auth.expires_at.isoformat(timespec="seconds") if auth.expires_at else "unknown"
     return f"account {account_id}: token refreshed (valid until {until})"

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation
+from ki2api.core.proxy import PROXY_FAILED
 from ki2api.kiro.request.conversation_id import start_digest
 
 __all__ = [
@@ -230,11 +231,16 @@ STUCK_THROTTLE = "throttled_persistently"
 THROTTLE_REASONS = frozenset({"throttled", "limited", STUCK_THROTTLE})
 
 
+def _account_reason(err: GatewayError) -> str:
+    """The reason shown for an account's own fault (a dead proxy: "proxy")."""
+    return "proxy" if err.code == PROXY_FAILED else _ACCOUNT_REASONS[err.kind]
+
+
 def blame(err: GatewayError) -> Blame:
     """Whose fault an upstream failure is, by its kind alone (the backend knows more: a check
     of the gateway's own, or the same answer from two accounts, makes it the request's)."""
     if err.kind in (ErrorKind.RATE_LIMITED, ErrorKind.QUOTA_EXHAUSTED) or (
-        err.kind in _ACCOUNT_REASONS
+        err.kind in _ACCOUNT_REASONS or err.code == PROXY_FAILED  # its proxy is its own
     ):
         return Blame.ACCOUNT
     if err.kind in _PASSING and err.code not in _REQUEST_CODES:
@@ -308,12 +314,12 @@ def failure_action(
     if who is Blame.ACCOUNT:
         n, counts = _series(strikes, "account", now, failure.started_at, config)
         if not counts:
-            return Action(True, None, _ACCOUNT_REASONS[err.kind])
+            return Action(True, None, _account_reason(err))
         pause = _backoff(config.error_base_s, config.error_max_s, n)
         return Action(
             True,
             now + pause,
-            _ACCOUNT_REASONS[err.kind],
+            _account_reason(err),
             strikes=Strikes(n + 1, "account", now, now + pause),
         )
     return _passing(err, strikes, now, failure, config)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.core.proxy import ProxyURL
 from ki2api.kiro.accounts.policy import (
     STUCK_THROTTLE,
     Action,
@@ -102,6 +103,9 @@ class AccountPool:
         self._quota_lookup = quota_lookup
         # the Kiro model ids an account offers (kiro/accounts/catalogue.py sets it); None: any
         self.offers: Callable[[str], frozenset[str] | None] = lambda _account_id: None
+        # each account's outbound proxy, from the records of every load (kiro/accounts/proxies.py)
+        self.proxy_of: Callable[[str], ProxyURL | None] = lambda _account_id: None
+        self.on_load: Callable[[list[AccountRecord]], None] = lambda _records: None
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -116,6 +120,7 @@ class AccountPool:
     async def load(self) -> None:
         """(Re)read accounts and health from the store; keeps live counters and credentials."""
         records = await self._store.list_accounts()
+        self.on_load(records)
         health = await self._store.health()
         fresh: dict[str, PoolAccount] = {}
         for record in records:

@@ -23,6 +23,7 @@ import httpx
 from ki2api.core.errors import GatewayError
 from ki2api.http_client import create_upstream_client, map_transport_errors
 from ki2api.kiro.accounts.importers import AccountSourceError, load_token_json
+from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.classify import json_answer
 from ki2api.kiro.endpoint import account_api_base, chat_headers
 from ki2api.kiro.login.token_file import parse_expires_at
@@ -240,25 +241,35 @@ async def _check_one(
 
 
 async def check_quotas(
-    settings: Settings, store: StateStore, http: httpx.AsyncClient | None = None
+    settings: Settings,
+    store: StateStore,
+    http: httpx.AsyncClient | None = None,
+    routes: NetworkRoutes | None = None,
 ) -> list[str]:
     """Fetch the quota of every enabled account that has a usable access token and keep it in
-    the account's health (other health fields untouched). Returns notes on those skipped."""
+    the account's health (other health fields untouched), each through its network path
+    (`routes`, else made here). Returns notes on those skipped."""
     notes: list[str] = []
     own = http is None
     client = http if http is not None else create_upstream_client(settings)
+    paths = routes or NetworkRoutes(settings, client)
     try:
         now = time.time()
-        for record in await store.list_accounts():
+        records = await store.list_accounts()
+        if routes is None:
+            paths.update(records)
+        for record in records:
             if not record.enabled:
                 continue
             try:
-                note = await _check_one(settings, store, client, record, now)
+                note = await _check_one(settings, store, paths.http_for(record.id), record, now)
             except GatewayError as exc:
                 note = f"{record.id}: quota not checked: {exc.message}"
             if note is not None:
                 notes.append(note)
     finally:
+        if routes is None:
+            await paths.aclose()
         if own:
             await client.aclose()
     return notes

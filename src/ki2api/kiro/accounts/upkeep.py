@@ -20,6 +20,7 @@ import httpx
 
 from ki2api.core.errors import GatewayError
 from ki2api.kiro.accounts.pool import AccountPool, PoolAccount, QuotaLookup
+from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.accounts.quota import Quota, check_quotas, fetch_quota
 from ki2api.kiro.endpoint import account_api_base, machine_id
 from ki2api.settings import Settings
@@ -46,14 +47,17 @@ async def retry_revoked_logins(store: StateStore) -> list[str]:
     return enabled
 
 
-def quota_lookup(settings: Settings, http: httpx.AsyncClient) -> QuotaLookup:
-    """What the pool asks when an account runs dry: getUsageLimits with its current token."""
+def quota_lookup(
+    settings: Settings, http: httpx.AsyncClient, routes: NetworkRoutes | None = None
+) -> QuotaLookup:
+    """What the pool asks when an account runs dry: getUsageLimits with its current token,
+    through the account's network path (`routes`)."""
 
     async def look(account: PoolAccount) -> Quota | None:
         try:
             auth = await account.credentials.current()
             return await fetch_quota(
-                http,
+                routes.http_for(account.id) if routes is not None else http,
                 api_base=account_api_base(
                     settings, profile_arn=auth.profile_arn, login_region=auth.region
                 ),
@@ -70,12 +74,18 @@ def quota_lookup(settings: Settings, http: httpx.AsyncClient) -> QuotaLookup:
 
 class QuotaPoller:
     def __init__(
-        self, settings: Settings, store: StateStore, pool: AccountPool, http: httpx.AsyncClient
+        self,
+        settings: Settings,
+        store: StateStore,
+        pool: AccountPool,
+        http: httpx.AsyncClient,
+        routes: NetworkRoutes | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._pool = pool
         self._http = http
+        self._routes = routes  # each account's network path (its proxy)
         self._owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
 
@@ -96,7 +106,7 @@ class QuotaPoller:
         if not await self._store.try_lock("quota-poll", self._owner, lease):
             return False
         try:
-            notes = await check_quotas(self._settings, self._store, self._http)
+            notes = await check_quotas(self._settings, self._store, self._http, self._routes)
         except Exception:  # never let the poller die: the next round tries again
             _log.warning("quota poll failed", exc_info=True)
             return True

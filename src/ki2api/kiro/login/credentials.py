@@ -82,7 +82,7 @@ class KiroCredentials:
         self,
         source: CredentialSource,
         settings: Settings,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         *,
         clock: Callable[[], datetime] = _utc_now,
         account_id: str = "default",
@@ -93,7 +93,8 @@ class KiroCredentials:
     ) -> None:
         self._source = source
         self._settings = settings
-        self._http = http
+        # a callable: the client of the account's current network path (its proxy), per call
+        self._http = http if callable(http) else (lambda: http)
         self._clock = clock
         self._account_id = account_id
         self._backoff = timedelta(seconds=failure_backoff_s)
@@ -238,7 +239,7 @@ class KiroCredentials:
         base = settings.kiro_api_base.replace("{region}", q_region)
         try:
             arns = await list_available_profiles(
-                self._http, api_base=base, access_token=access_token, timeout=REFRESH_TIMEOUT_S
+                self._http(), api_base=base, access_token=access_token, timeout=REFRESH_TIMEOUT_S
             )
         except GatewayError as exc:
             _log.warning(
@@ -411,7 +412,7 @@ class KiroCredentials:
         if home.auth_method != "idc":
             base = self._settings.kiro_auth_base
             return await refresh_social(
-                self._http, auth_base=base, refresh_token=refresh_token, timeout=REFRESH_TIMEOUT_S
+                self._http(), auth_base=base, refresh_token=refresh_token, timeout=REFRESH_TIMEOUT_S
             )
         registration = home.client_registration()
         if registration is None:
@@ -424,7 +425,7 @@ class KiroCredentials:
         region = home.region
         base = self._settings.kiro_oidc_base or f"https://oidc.{region}.amazonaws.com"
         return await refresh_idc(
-            self._http,
+            self._http(),
             oidc_base=base,
             registration=registration,
             refresh_token=refresh_token,
