@@ -4,10 +4,10 @@ Four accounts, two token files under `KIRO_CREDS_DIR` and two kept in the store 
 accounts add`), whose access tokens live one second, so the two workers of `ki2api serve`
 refresh all the time (token files rewritten, store rows compare-and-set) while the usage log
 writes too. Under continuous load the whole process group is killed with SIGKILL at a random
-moment, six times. After each kill every token file parses with both tokens, no stray file
-could be taken for an account, the SQLite store passes `PRAGMA integrity_check` and still holds
-both tokens of its accounts, and every account refreshes with `ki2api accounts refresh`; the
-next start serves requests from every account.
+moment after its first refresh under that load, six times. After each kill every token file
+parses with both tokens, no stray file could be taken for an account, the SQLite store passes
+`PRAGMA integrity_check` and still holds both tokens of its accounts, and every account
+refreshes with `ki2api accounts refresh`; the next start serves requests from every account.
 
 Refresh tokens do not rotate here (`rotate_refresh_token` false): a kill between Kiro's answer
 and the write would lose a rotated refresh token, which no write order can prevent.
@@ -19,7 +19,7 @@ import asyncio
 import json
 import random
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -43,6 +43,7 @@ KEY = "crash-key"
 ROUNDS = 6
 LOAD_CLIENTS = 8
 SHORT_LIVED = {"token_ttl_s": 1, "rotate_refresh_token": False}
+REFRESH_WAIT_S = 30.0  # for the first refresh under load (tokens live 1 s)
 
 
 def _env(tmp: Path, emulator_url: str) -> dict[str, str]:
@@ -84,8 +85,13 @@ async def _every_account_serves(
     assert not idle, f"accounts that served nothing after a restart: {idle}"
 
 
-async def _load_then_kill(gw: GatewayProc, delay: float) -> int:
-    """Keep LOAD_CLIENTS clients busy, SIGKILL the gateway after `delay` s; answers received."""
+async def _load_then_kill(
+    gw: GatewayProc, delay: float, refreshes: Callable[[], int], since: int
+) -> int:
+    """Keep LOAD_CLIENTS clients busy and SIGKILL the gateway `delay` s after its first
+    refresh under that load (`refreshes()` counts them; `since`: the count before the load),
+    so every kill lands while it keeps refreshing, however slow a busy machine makes it.
+    Answers received."""
     stop = asyncio.Event()
     answered = 0
 
@@ -104,6 +110,9 @@ async def _load_then_kill(gw: GatewayProc, delay: float) -> int:
                 i += 1
 
     tasks = [asyncio.create_task(client_loop(n)) for n in range(LOAD_CLIENTS)]
+    async with asyncio.timeout(REFRESH_WAIT_S):
+        while await asyncio.to_thread(refreshes) <= since:
+            await asyncio.sleep(0.05)
     await asyncio.sleep(delay)
     await asyncio.to_thread(gw.kill)
     stop.set()
@@ -177,7 +186,13 @@ def test_sigkill_while_refreshing_leaves_files_and_store_intact(
         try:
             asyncio.run(_every_account_serves(gw, emulator_url, everyone))
             before = emulator_stats(emulator_url, everyone)
-            asyncio.run(_load_then_kill(gw, rng.uniform(0.3, 2.0)))
+
+            def refreshes() -> int:
+                stats = emulator_stats(emulator_url, everyone)
+                return sum(s["refreshes"] for s in stats.values())
+
+            since = sum(s["refreshes"] for s in before.values())
+            asyncio.run(_load_then_kill(gw, rng.uniform(0.0, 1.5), refreshes, since))
         finally:
             gw.stop()
         after = emulator_stats(emulator_url, everyone)
