@@ -378,6 +378,17 @@ class Settings:
     kiro_client_version: str = setting(  # Kiro IDE build, docs/kiro-protocol.md §3.2
         "KIRO_CLIENT_VERSION", _client_version, "1.1.14",
         "client version in the user agent headers (kiro/endpoint.py): keep it current")
+    client_identity_file: Path | None = setting(  # kiro/client_identity.py (checked at start)
+        "KI2API_CLIENT_IDENTITY", _user_path, None, "JSON file: the client versions sent")
+    # Trouble signs (kiro/accounts/trouble.py, docs/accounts.md "Trouble signs")
+    suspicious_rest_s: float = setting(
+        "KI2API_SUSPICIOUS_REST_S", _float, 1800.0, "rest after a 429 about suspicious activity")
+    credit_window_s: float = setting(
+        "KI2API_CREDIT_WINDOW_S", _float, 300.0, "5-minute credit limit: rest w/o Retry-After")
+    user_rate_rest_s: float = setting(
+        "KI2API_USER_RATE_REST_S", _float, 60.0, "per-user rate limit: rest w/o Retry-After")
+    location_rest_s: float = setting(
+        "KI2API_LOCATION_REST_S", _float, 1800.0, "no Claude model to a location-blocked account")
     # Remote images (images/fetch.py)
     image_fetch: bool = setting("KI2API_IMAGE_FETCH", _bool, True, "fetch images given by URL")
     image_max_bytes: int = setting(

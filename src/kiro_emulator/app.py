@@ -73,6 +73,9 @@ async def _answer_chat(
     offered = account.behaviour.models
     if offered is not None and req.model_id not in offered:  # not in this account's list
         raise INVALID_MODEL.because(f"modelId {req.model_id!r} is not offered to this account")
+    if account.behaviour.location_blocked and req.model_id.lower().startswith("claude"):
+        _note_fault(account, entry, "location_blocked")  # Claude refused to this "network"
+        raise INVALID_MODEL.because("location_blocked: Claude models refused here")
     arn = (json_object(raw) or {}).get("profileArn")
     check_profile(account, arn if isinstance(arn, str) else None, req.model_id)
     directives, content = parse_directives(req.content)

@@ -42,6 +42,10 @@ class Behaviour:
     quota_exhausted: bool = False
     throttled: bool = False
     suspended: bool = False
+    suspicious: bool = False  # 429 "Due to suspicious activity, …"
+    credit_window: bool = False  # 429 "5-minute credit limit exceeded", DAILY_REQUEST_COUNT
+    user_rate: bool = False  # 429 USER_REQUEST_RATE_EXCEEDED
+    location_blocked: bool = False  # 400 INVALID_MODEL_ID for Claude models only
     token_ttl_s: float | None = None
     refresh_fails: bool = False
     rotate_refresh_token: bool = True  # real refresh tokens rotate (docs/kiro-protocol.md §2.3)

@@ -25,8 +25,11 @@ __all__ = [
     "PROFILE_ARN_REQUIRED",
     "QUOTA_EXHAUSTED",
     "SERVER_ERROR",
+    "CREDIT_WINDOW",
     "SUSPENDED",
+    "SUSPICIOUS",
     "THROTTLED",
+    "USER_RATE",
     "UNAVAILABLE",
     "UNKNOWN_OPERATION",
     "VALIDATION_TYPE",
@@ -104,6 +107,35 @@ THROTTLED = Rejection(
     {
         "message": "I am experiencing high traffic, please try again shortly.",
         "reason": "INSUFFICIENT_MODEL_CAPACITY",
+    },
+    "ThrottlingException",
+)
+# The rate limits that name their cause (docs/kiro-protocol.md §6.2, §8): the texts users
+# report; the reasons as reported (DAILY_REQUEST_COUNT) or named by the official model.
+SUSPICIOUS = Rejection(
+    429,
+    {
+        "message": (
+            "Due to suspicious activity, we are imposing temporary limits on your account. "
+            "Please try again later."
+        ),
+        "reason": None,
+    },
+    "ThrottlingException",
+)
+CREDIT_WINDOW = Rejection(
+    429,
+    {
+        "message": "5-minute credit limit exceeded. Please wait before trying again.",
+        "reason": "DAILY_REQUEST_COUNT",
+    },
+    "ThrottlingException",
+)
+USER_RATE = Rejection(
+    429,
+    {
+        "message": "Too many requests, please wait before trying again.",
+        "reason": "USER_REQUEST_RATE_EXCEEDED",
     },
     "ThrottlingException",
 )

@@ -3,9 +3,10 @@
 `decide(behaviour, rng)` is pure apart from drawing from `rng`: with `fault_rate` > 0 it draws
 once per request (whether or not a behaviour flag also fires, so the random sequence depends only
 on the number of requests), then picks, in this order: a behaviour HTTP error (suspended,
-quota_exhausted, throttled, server_error, unavailable, high_load), a behaviour drop_connection,
-the random fault, then the behaviour stream faults (all of which combine; the log names the first
-of empty_stream, end_without_closing, truncate, first_event_delay, stall).
+quota_exhausted, throttled, suspicious, credit_window, user_rate, server_error, unavailable,
+high_load), a behaviour drop_connection, the random fault, then the behaviour stream faults (all
+of which combine; the log names the first of empty_stream, end_without_closing, truncate,
+first_event_delay, stall).
 
 `DropConnection` is the "response" for drop_connection: it aborts the TCP connection without
 sending a byte. It needs the server's transport, which `transport_of(send)` finds on uvicorn's
@@ -24,12 +25,15 @@ from starlette.responses import Response
 
 from .behaviour import FAULT_NAMES, Behaviour
 from .errors import (
+    CREDIT_WINDOW,
     HIGH_LOAD,
     QUOTA_EXHAUSTED,
     SERVER_ERROR,
     SUSPENDED,
+    SUSPICIOUS,
     THROTTLED,
     UNAVAILABLE,
+    USER_RATE,
     Rejection,
 )
 from .stream import NO_FAULTS, StreamFaults
@@ -50,6 +54,9 @@ _HTTP_ERRORS: dict[str, Rejection] = {
     "suspended": SUSPENDED,
     "quota_exhausted": QUOTA_EXHAUSTED,
     "throttled": THROTTLED,
+    "suspicious": SUSPICIOUS,  # the trouble signs (docs/emulator.md); never drawn at random
+    "credit_window": CREDIT_WINDOW,
+    "user_rate": USER_RATE,
     "server_error": SERVER_ERROR,
     "unavailable": UNAVAILABLE,
     "high_load": HIGH_LOAD,

@@ -45,6 +45,7 @@ from ki2api.kiro.accounts.registry import (
     sync_discovered,
     unique_id,
 )
+from ki2api.kiro.accounts.trouble import describe_suspension, trouble_view
 from ki2api.kiro.endpoint import chat_region
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
@@ -229,6 +230,7 @@ def _row(
         "quota_checked_at": h.quota_checked_at,
         "last_error": h.last_error,
         "last_ok_at": h.last_ok_at,
+        **trouble_view(h, now),  # warning, warnings, suspension (kiro/accounts/trouble.py)
     }
 
 
@@ -253,6 +255,12 @@ def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> N
         profile = r["profile_arn"] or "no profile yet (found at first use for IdC logins)"
         where = f"Kiro {r['kiro_region']} via {r['network']}"
         print(f"  {r['id']}: {r['label']}; {profile}; {where}")
+    for r in rows:  # signs of trouble (docs/accounts.md, "Trouble signs")
+        h = healths.get(r["id"])
+        if r["warning"]:
+            print(f"  {r['id']}: WARNING: {r['warning']}")
+        if h is not None and (suspension := describe_suspension(h)) is not None:
+            print(f"  {r['id']}: {suspension}")
 
 
 async def _list(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:

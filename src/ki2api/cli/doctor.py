@@ -11,7 +11,14 @@ from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
 from ki2api.http_client import create_upstream_client, map_transport_errors
 from ki2api.kiro.classify import classify_http_error
-from ki2api.kiro.endpoint import account_api_base, chat_headers, machine_id, set_client_version
+from ki2api.kiro.endpoint import (
+    account_api_base,
+    chat_headers,
+    client_identity,
+    identity_for,
+    machine_id,
+    set_identity,
+)
 from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials, discover
 from ki2api.settings import Settings
 
@@ -26,7 +33,8 @@ def _say(mark: str, text: str) -> None:
 
 
 async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> int:
-    set_client_version(settings.kiro_client_version)
+    set_identity(identity_for(settings))
+    _say(INFO, f"client identity: {client_identity().describe()}")
     found = discover(settings)
     _say(INFO, "looked for a Kiro login in:")
     for place in found.searched:

@@ -13,6 +13,7 @@ from ki2api import __version__
 from ki2api.cli.accounts_commands import add_accounts_parser, positive_int, run_accounts
 from ki2api.cli.doctor import run_doctor
 from ki2api.cli.usage_commands import add_usage_parser, run_usage
+from ki2api.kiro.endpoint import identity_for
 from ki2api.settings import Settings, SettingsError, load_settings
 
 __all__ = ["build_parser", "main"]
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = _with_flags(load_settings(), args)
+        identity_for(settings)  # a bad KI2API_CLIENT_IDENTITY file stops here, with its reason
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -15,4 +15,5 @@ import contracts in `.importlinter`):
    bytes -> core events); independent of each other.
 5. `classify` (upstream failures -> `GatewayError`), `endpoint` (hosts, regions, headers, machine
    id) and `transport` (the chat call's HTTP client and its seam).
+6. `client_identity`: the client versions the headers name (one place, updatable by a file).
 """

@@ -295,6 +295,7 @@ class KiroBackend:
             machine=auth.machine_id or machine_id(auth.account_id),
             invocation_id=self._new_id(),
         )
+        self._pool.note_request(auth.account_id, conv.model_id, len(payload))  # its shape only
         proxy = self._pool.proxy_of(auth.account_id)  # the account's network path
         return await self._chat.post(self._url_for(auth), payload, headers, proxy), request
 

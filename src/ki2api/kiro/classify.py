@@ -13,11 +13,18 @@ Matching is by substring of the raw body as well as by the parsed fields, becaus
 bodies disagree with the official model (`...Exception` vs `...Error`; the monthly limit comes
 as 402 or as a 400 `ThrottlingException`). `MONTHLY_REQUEST_COUNT` wins over the status code: a
 quota is never retryable.
+
+Some 429s say more than "slow down" (docs/kiro-protocol.md §6.2, §8), and carry a `code` the
+pool acts on (docs/accounts.md, "Trouble signs"): `SUSPICIOUS_CODE` (the account is under
+watch: a long rest), `CREDIT_WINDOW_CODE` ("5-minute credit limit exceeded", reason
+`DAILY_REQUEST_COUNT`) and `USER_RATE_CODE` (`USER_REQUEST_RATE_EXCEEDED`): rests until the
+window ends. A 429 saying "Input is too long." stays a size error.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -25,7 +32,11 @@ from typing import Any, Literal, Protocol
 from ki2api.core.errors import ErrorKind, GatewayError
 
 __all__ = [
+    "CREDIT_WINDOW_CODE",
+    "LOCATION_BLOCK_CODE",
     "SUSPENDED_CODE",
+    "SUSPICIOUS_CODE",
+    "USER_RATE_CODE",
     "json_answer",
     "classify_exception_frame",
     "classify_http_error",
@@ -33,6 +44,12 @@ __all__ = [
 ]
 
 SUSPENDED_CODE = "account_suspended"  # the pool disables an account that gets this
+SUSPICIOUS_CODE = "suspicious_activity"  # a 429 about suspicious activity: a long rest
+CREDIT_WINDOW_CODE = "credit_window"  # "5-minute credit limit exceeded": rest to the window's end
+USER_RATE_CODE = "user_rate"  # USER_REQUEST_RATE_EXCEEDED: a short rest
+# INVALID_MODEL_ID for a Claude model the account should have: likely a location block
+# (docs/kiro-protocol.md §8); the pool decides (kiro/accounts/trouble.py), not this table
+LOCATION_BLOCK_CODE = "location_block"
 _MAX_DETAIL_CHARS = 300
 _BEARER_INVALID = "bearer token included in the request is invalid"
 _TOO_LONG_MARKERS = (
@@ -43,6 +60,25 @@ _TOO_LONG_MARKERS = (
 _HIGH_LOAD_MARKERS = ("unexpectedly high load", "serviceunavailableexception")
 _MONTHLY_TEXT = "The Kiro account's monthly request limit is reached"
 _SUSPENDED_MARKERS = ("temporarily_suspended", "locked", "suspended", "restricted your ability")
+# What a rate limit says of itself (matched in the lower-cased body, its reason and type): the
+# first that matches names it. Spaces, `_` and `-` are alike ("suspicious_activity").
+_RATE_SIGNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (
+        re.compile(r"suspicious[\s_-]*activit"),
+        SUSPICIOUS_CODE,
+        "Kiro limits this account for suspicious activity",
+    ),
+    (
+        re.compile(r"daily_request_count|credit[\s_-]*limit[\s_-]*exceeded"),
+        CREDIT_WINDOW_CODE,
+        "Kiro's 5-minute credit limit of this account is reached",
+    ),
+    (
+        re.compile(r"user[\s_-]*request[\s_-]*rate[\s_-]*exceeded"),
+        USER_RATE_CODE,
+        "Kiro's per-user request rate of this account is exceeded",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +158,15 @@ def _has(detail: _Detail, markers: tuple[str, ...]) -> bool:
     return any(m in detail.raw for m in markers)
 
 
+def _rate_sign(d: _Detail) -> tuple[str, str] | None:
+    """(code, text) of a rate limit that names its cause, or None for a plain throttle."""
+    where = f"{d.raw} {(d.reason or '').lower()}"
+    for pattern, code, text in _RATE_SIGNS:
+        if pattern.search(where):
+            return code, text
+    return None
+
+
 def _classify_400(d: _Detail) -> tuple[ErrorKind, str]:
     if _has(d, _TOO_LONG_MARKERS):
         return ErrorKind.CONTEXT_TOO_LONG, "The conversation is too long for the model's context"
@@ -152,12 +197,14 @@ def classify_http_error(status: int, body: bytes, headers: Mapping[str, str]) ->
     error_type = _header(headers, "x-amzn-errortype")
     d = _parse_body(body, error_type.split(":", 1)[0] if error_type else None)
     retry_after: float | None = None
+    code: str | None = None
     if status == 402 or "monthly_request_count" in d.raw:
         kind, text = ErrorKind.QUOTA_EXHAUSTED, _MONTHLY_TEXT
     elif (found := _classify_4xx(status, d, is_bearer_invalid(status, body))) is not None:
         kind, text = found
     elif status == 429:
         kind, text = ErrorKind.RATE_LIMITED, "Kiro is rate limiting this account"
+        code, text = _rate_sign(d) or (None, text)
         retry_after = _retry_after(headers)
     elif status in (408, 504):
         kind, text = ErrorKind.UPSTREAM_TIMEOUT, "Kiro did not answer in time"
@@ -175,7 +222,7 @@ def classify_http_error(status: int, body: bytes, headers: Mapping[str, str]) ->
         retryable=retryable,
         upstream_status=status,
         retry_after=retry_after,
-        code=SUSPENDED_CODE if suspended else None,
+        code=SUSPENDED_CODE if suspended else code,
     )
 
 
@@ -244,12 +291,18 @@ def classify_exception_frame(frame: Frame) -> GatewayError | Literal["max_tokens
     if "contentlengthexceeded" in exc_type:
         return "max_tokens"
     kind, text = _frame_kind(exc_type, d)
+    sign = _rate_sign(d) if kind is ErrorKind.RATE_LIMITED else None
+    code, text = sign or (None, text)
     label = f" [{d.type}]" if d.type else ""
     # status 200: the HTTP status of the stream that carried it. An exception frame is an
     # answer Kiro chose to give (like an HTTP error), so the same one from two accounts makes
     # the request the cause (kiro/pool_policy.same_answer).
     return GatewayError(
-        kind, text + label + d.suffix(), retryable=kind in _RETRYABLE, upstream_status=200
+        kind,
+        text + label + d.suffix(),
+        retryable=kind in _RETRYABLE,
+        upstream_status=200,
+        code=code,
     )
 
 

@@ -17,10 +17,10 @@ without it is used as it is for every account (a proxy, or the emulator of one r
 
 **The headers** (docs/kiro-protocol.md §3.2) mimic the Kiro IDE's AWS SDK client.
 
-The client versions they name live here and only here. A stale IDE version in the user agent is
-a risk (docs/kiro-protocol.md §3.2: IDE builds 1.0.309 / 1.1.14 by Aug-Sep 2026; proxies with old
-versions were flagged), so the IDE version is a setting (`KIRO_CLIENT_VERSION`): the server sets
-it once at start with `set_client_version`; every header set built afterwards carries it.
+The client versions they name live in `kiro/client_identity.py` and only there. A stale IDE
+version in the user agent is a risk (docs/kiro-protocol.md §3.2, §8), so the identity is set once
+at start (`set_identity`, from `KI2API_CLIENT_IDENTITY` and `KIRO_CLIENT_VERSION`); every header
+set built afterwards carries it. The OS named is chosen per account (by its machine id).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ki2api.settings import DEFAULT_API_BASE, Settings
+from ki2api.kiro.client_identity import BUILT_IN, ClientIdentity, IdentityError, load_identity
+from ki2api.settings import DEFAULT_API_BASE, Settings, SettingsError
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -40,10 +41,13 @@ __all__ = [
     "api_base",
     "chat_headers",
     "chat_region",
+    "client_identity",
     "client_version",
+    "identity_for",
     "machine_id",
     "region_of_arn",
     "set_client_version",
+    "set_identity",
 ]
 
 Q_REGIONS = ("us-east-1", "eu-central-1")
@@ -89,24 +93,43 @@ def account_api_base(
     return api_base(settings.kiro_api_base, region)
 
 
-KIRO_VERSION = "1.1.14"  # the Kiro IDE build named in the user agent (default)
-SDK_VERSION = "1.0.34"  # aws-sdk-js codewhispererstreaming client
-NODE_VERSION = "22.22.0"
+KIRO_VERSION = BUILT_IN.ide_version  # the Kiro IDE build named in the user agent (default)
+SDK_VERSION = BUILT_IN.sdk_version  # aws-sdk-js codewhispererstreaming client
+NODE_VERSION = BUILT_IN.node_version
 
-_client_version = KIRO_VERSION
+_identity = BUILT_IN
+
+
+def set_identity(identity: ClientIdentity) -> None:
+    """Present every Kiro call from now on as `identity` (from settings, at start)."""
+    global _identity
+    _identity = identity
+
+
+def client_identity() -> ClientIdentity:
+    return _identity
+
+
+def identity_for(settings: Settings) -> ClientIdentity:
+    """The identity these settings ask for: `KI2API_CLIENT_IDENTITY`'s file over the built-in
+    set with `KIRO_CLIENT_VERSION` as the IDE build (a file naming `ide_version` wins)."""
+    base = BUILT_IN.with_ide_version(settings.kiro_client_version)
+    path = settings.client_identity_file
+    if path is None:
+        return base
+    try:
+        return load_identity(path, base=base)
+    except IdentityError as exc:
+        raise SettingsError(f"KI2API_CLIENT_IDENTITY: {exc}") from None
 
 
 def set_client_version(version: str) -> None:
-    """Name IDE build `version` in the headers from now on (from settings, at start)."""
-    global _client_version
-    version = version.strip()
-    if not version or any(c.isspace() or c in "/#" for c in version):
-        raise ValueError(f"not a client version: {version!r}")
-    _client_version = version
+    """Name IDE build `version` in the headers from now on (ValueError when malformed)."""
+    set_identity(_identity.with_ide_version(version))
 
 
 def client_version() -> str:
-    return _client_version
+    return _identity.ide_version
 
 
 def machine_id(seed: str) -> str:
@@ -115,18 +138,12 @@ def machine_id(seed: str) -> str:
 
 
 def chat_headers(access_token: str, *, machine: str, invocation_id: str) -> dict[str, str]:
-    ide = f"KiroIDE-{_client_version}-{machine}"
     return {
         "authorization": f"Bearer {access_token}",
         "content-type": "application/json",
         "accept": "application/json",
         "x-amzn-codewhisperer-optout": "true",
-        "x-amzn-kiro-agent-mode": "vibe",
-        "x-amz-user-agent": f"aws-sdk-js/{SDK_VERSION} {ide}",
-        "user-agent": (
-            f"aws-sdk-js/{SDK_VERSION} ua/2.1 os/linux#6.1 lang/js md/nodejs#{NODE_VERSION} "
-            f"api/codewhispererstreaming#{SDK_VERSION} m/E {ide}"
-        ),
+        **_identity.headers(machine),
         "amz-sdk-invocation-id": invocation_id,
         "amz-sdk-request": "attempt=1; max=3",
     }

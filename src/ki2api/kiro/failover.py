@@ -15,6 +15,7 @@ import random
 from ki2api.core.errors import GatewayError
 from ki2api.kiro.accounts.policy import Blame, blame, retry_delay, same_answer
 from ki2api.kiro.accounts.pool import AccountPool, PoolAccount
+from ki2api.kiro.accounts.trouble import location_error
 
 __all__ = ["FailoverRun"]
 
@@ -61,14 +62,26 @@ class FailoverRun:
                 return account
             wait = self._pool.back_in(self.done)
             if wait is None or wait > self._wait_left:
+                self._note_blocked()
                 return None
             self._wait_left -= wait
             await asyncio.sleep(wait + _WAIT_MARGIN_S * random.random())
 
+    def _note_blocked(self) -> None:
+        """No account left: when some rest from Claude models (a likely location block), the
+        client is told so rather than a bare "no account could serve"."""
+        pool = self._pool
+        if self.last is None and pool.trouble.blocked(self._model, pool.accounts, pool.now()):
+            self.last = location_error(self._model)
+
     async def failed(
         self, account: PoolAccount, err: GatewayError, started_at: float, *, ours: bool
     ) -> bool:
-        """Record a failed attempt; True when another attempt may follow."""
+        """Record a failed attempt; True when another attempt may follow. Kiro's
+        INVALID_MODEL_ID for a Claude model the account should have becomes a location block
+        (kiro/accounts/trouble.py): the account's fault, so the request fails over."""
+        offered = self._pool.offers(account.id)
+        err = self._pool.trouble.reframe(account.id, err, self._model, offered, self._pool.now())
         self.last = err
         if ours:  # a check of the gateway's own (response_format): the request's fault
             return False

@@ -88,6 +88,10 @@ async def health(request: Request) -> Response:
         "version": __version__,
         "accounts": {"total": len(accounts), "usable": usable},
     }
+    warned = sum(1 for a in accounts if a.get("warning"))
+    if warned:  # signs of trouble (docs/accounts.md): details in `pool[].warning`
+        body["accounts"]["warned"] = warned
+        body["warning"] = f"{warned} account(s) show signs of trouble: `ki2api accounts list`"
     if identify(request.headers, services.settings.api_keys).index is None:
         return JSONResponse(body)
     body["pid"] = os.getpid()  # which worker answered (`serve --workers N`)

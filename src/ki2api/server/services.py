@@ -19,7 +19,7 @@ from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.accounts.registry import store_path, sync_discovered
 from ki2api.kiro.accounts.upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
 from ki2api.kiro.backend import BackendOptions, KiroBackend
-from ki2api.kiro.endpoint import set_client_version
+from ki2api.kiro.endpoint import identity_for, set_identity
 from ki2api.kiro.login.discovery import discover, no_credentials_error
 from ki2api.kiro.mcp import KiroWebSearch
 from ki2api.kiro.transport import AiohttpChatTransport, ChatTransport
@@ -85,6 +85,9 @@ def policy_config(settings: Settings) -> PolicyConfig:
     return PolicyConfig(
         throttle_base_s=settings.throttle_cooldown_s,
         error_base_s=settings.error_cooldown_s,
+        suspicious_rest_s=settings.suspicious_rest_s,
+        credit_window_s=settings.credit_window_s,
+        user_rate_rest_s=settings.user_rate_rest_s,
     )
 
 
@@ -96,7 +99,7 @@ async def build_services(
 ) -> Services:
     """`upstream_transport`: under the httpx client (refresh, models, quota); `chat_transport`:
     the chat and web-search calls (an aiohttp session when None). Both are test seams."""
-    set_client_version(settings.kiro_client_version)  # the user agent of every Kiro call
+    set_identity(identity_for(settings))  # the user agent of every Kiro call
     http = create_upstream_client(settings, upstream_transport)
     catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
         settings.model_overrides
@@ -157,6 +160,7 @@ async def _account_pool(
         policy=policy_config(settings),
         quota_lookup=quota_lookup(settings, http, routes),
     )
+    pool.trouble.location_rest_s = settings.location_rest_s  # kiro/accounts/trouble.py
     pool.on_load, pool.proxy_of = routes.update, routes.proxy_of  # every load re-routes
     await pool.load()
     if len(pool) == 0:

@@ -90,6 +90,11 @@ class Health:
     # the last one was counted. Strikes of another kind, or older than a few seconds, lapse.
     strike_reason: str | None = None
     struck_at: float | None = None
+    # Trouble signs (kiro/accounts/trouble.py): no Claude model is sent to the account before
+    # this time (a likely location block); its last suspension as JSON (when, and the shape of
+    # the requests before it: model, bytes, concurrency; never content)
+    claude_rest_until: float = 0.0
+    suspension: str | None = None
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX responses_expiry ON responses(expires_at)",
     ),
     ("ALTER TABLE accounts ADD COLUMN proxy TEXT",),  # an account's own outbound proxy
+    (  # trouble signs (kiro/accounts/trouble.py): a Claude-only rest, the last suspension
+        "ALTER TABLE health ADD COLUMN claude_rest_until REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE health ADD COLUMN suspension TEXT",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -16,11 +16,18 @@ from enum import StrEnum
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation
+from ki2api.kiro.classify import (
+    CREDIT_WINDOW_CODE,
+    LOCATION_BLOCK_CODE,
+    SUSPICIOUS_CODE,
+    USER_RATE_CODE,
+)
 from ki2api.core.proxy import PROXY_FAILED
 from ki2api.kiro.request.conversation_id import start_digest
 
 __all__ = [
     "ACCOUNT_LEVEL",
+    "SIGN_CODES",
     "STUCK_THROTTLE",
     "THROTTLE_REASONS",
     "Action",
@@ -145,6 +152,10 @@ class PolicyConfig:
     passing_strikes_to_rest: int = 3  # passing faults in a row before an account rests
     retry_delay_base_s: float = 0.1
     retry_delay_max_s: float = 1.0
+    # trouble signs (docs/accounts.md, "Trouble signs"): Kiro's Retry-After wins when longer
+    suspicious_rest_s: float = 1800.0  # a 429 about suspicious activity
+    credit_window_s: float = 300.0  # "5-minute credit limit exceeded", no Retry-After
+    user_rate_rest_s: float = 60.0  # USER_REQUEST_RATE_EXCEEDED, no Retry-After
 
 
 class Blame(StrEnum):
@@ -227,8 +238,10 @@ _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
 _REQUEST_CODES = frozenset({"tool_input_truncated"})
 # The reason shown for an account whose 429s do not lift after several rests.
 STUCK_THROTTLE = "throttled_persistently"
+# The rests of the rate limits that name their cause (kiro/classify.py): reason = the code.
+SIGN_CODES = frozenset({SUSPICIOUS_CODE, CREDIT_WINDOW_CODE, USER_RATE_CODE})
 # Reasons of a rest that a 429 (rate limit) answer describes.
-THROTTLE_REASONS = frozenset({"throttled", "limited", STUCK_THROTTLE})
+THROTTLE_REASONS = frozenset({"throttled", "limited", STUCK_THROTTLE, *SIGN_CODES})
 
 
 def _account_reason(err: GatewayError) -> str:
@@ -300,9 +313,12 @@ def failure_action(
     if who is Blame.REQUEST:
         return Action(False, None, None, blame=Blame.REQUEST)
     fatal = _FATAL_CODES.get((err.kind, err.code or ""))
-    if fatal is not None:
-        return Action(True, None, fatal, disable=True)
+    if fatal is not None or err.code == LOCATION_BLOCK_CODE:
+        # a location block: the pool rests the account for Claude models only (trouble.py)
+        return Action(True, None, fatal or LOCATION_BLOCK_CODE, disable=fatal is not None)
     if err.kind is ErrorKind.RATE_LIMITED:
+        if err.code in SIGN_CODES:
+            return _sign_rest(err, now, config)
         return _throttle(err, "throttled", strikes, now, failure, config)
     if err.kind is ErrorKind.QUOTA_EXHAUSTED:
         if failure.quota_left is not None and failure.quota_left > 0:
@@ -323,6 +339,21 @@ def failure_action(
             strikes=Strikes(n + 1, "account", now, now + pause),
         )
     return _passing(err, strikes, now, failure, config)
+
+
+def _sign_rest(err: GatewayError, now: float, cfg: PolicyConfig) -> Action:
+    """A rate limit that names its cause rests the account from the first one, for as long as
+    the cause says: not a strike of the throttle series (so never `throttled_persistently`) and
+    not quota. Kiro's Retry-After sets the window's end; it only lengthens the suspicious rest."""
+    rest = {
+        SUSPICIOUS_CODE: cfg.suspicious_rest_s,
+        CREDIT_WINDOW_CODE: cfg.credit_window_s,
+        USER_RATE_CODE: cfg.user_rate_rest_s,
+    }[err.code or ""]
+    if err.retry_after is not None and err.code != SUSPICIOUS_CODE:
+        rest = err.retry_after  # Kiro knows when its window ends
+    until = now + max(rest, err.retry_after or 0.0, 0.0)
+    return Action(True, until, err.code, strikes=Strikes(1, "sign", now, until))
 
 
 def _passing(

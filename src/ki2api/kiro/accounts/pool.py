@@ -35,6 +35,7 @@ from ki2api.kiro.accounts.policy import (
     no_account_error,
 )
 from ki2api.kiro.accounts.quota import Quota
+from ki2api.kiro.accounts.trouble import Trouble, trouble_view
 from ki2api.kiro.login.credentials import KiroCredentials
 from ki2api.kiro.login.token_file import file_mtime_ns
 from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
@@ -103,6 +104,7 @@ class AccountPool:
         self._quota_lookup = quota_lookup
         # the Kiro model ids an account offers (kiro/accounts/catalogue.py sets it); None: any
         self.offers: Callable[[str], frozenset[str] | None] = lambda _account_id: None
+        self.trouble = Trouble()  # trouble signs: request shapes, location blocks, warnings
         # each account's outbound proxy, from the records of every load (kiro/accounts/proxies.py)
         self.proxy_of: Callable[[str], ProxyURL | None] = lambda _account_id: None
         self.on_load: Callable[[list[AccountRecord]], None] = lambda _records: None
@@ -190,6 +192,7 @@ class AccountPool:
             dataclasses.replace(a.candidate(), models=self.offers(a.id))
             for a in self._accounts.values()
         ]
+        exclude = {*exclude, *self.trouble.blocked(model, self._accounts.values(), self._clock())}
         chosen = choose(candidates, self._clock(), sticky=sticky, exclude=exclude, model=model)
         if chosen is None:
             return None
@@ -197,6 +200,14 @@ class AccountPool:
         account.inflight += 1
         account.served += 1
         return account
+
+    def note_request(self, account_id: str, model: str | None, size: int) -> None:
+        """Keep the shape of a request sent on the account (trouble.py; never its content)."""
+        account = self._accounts.get(account_id)
+        inflight = account.inflight if account is not None else 0
+        self.trouble.note_request(
+            account_id, model=model, size=size, inflight=inflight, now=self._clock()
+        )
 
     def release(self, account: PoolAccount) -> None:
         account.inflight -= 1
@@ -268,6 +279,7 @@ class AccountPool:
             ),
             config=self.policy,
         )
+        await self.trouble.failed(self._store, account, err, action, now)  # warnings, records
         if action.disable:
             await self._disable(account, action.reason or err.kind.value, err)
         if action.cooldown_until is None and action.strikes is None:
@@ -430,11 +442,8 @@ class AccountPool:
                 "inflight": account.inflight,
                 "quota_remaining": h.quota_remaining,
                 "login": account.credentials.status(),
+                **trouble_view(h, now),  # warning, warnings, suspension
             }
-            if h.reason == STUCK_THROTTLE and h.cooldown_until > now:
-                item["warning"] = (
-                    f"{h.strikes} 429s in a row did not lift: likely out of quota or flagged"
-                )
             out.append(item)
         return out
 
