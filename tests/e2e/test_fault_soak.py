@@ -22,7 +22,13 @@ import pytest
 from ki2api.server.app import create_app
 from ki2api.settings import Settings
 from tests.conftest import Account, gateway_settings
-from tests.support.faultload import FaultRun, drive, fault_pool, upstream_counts
+from tests.support.faultload import (
+    FaultRun,
+    at_low_priority,
+    drive,
+    fault_pool,
+    upstream_counts,
+)
 from tests.support.procs import PoolMember, emulator_stats, make_pool
 from tests.support.servers import serve_in_thread
 
@@ -63,9 +69,12 @@ def test_fault_soak_three_accounts_twenty_clients(
 ) -> None:
     members = fault_pool(emulator_url, tmp_path / "creds", ["f0", "f1", "f2"], rate=0.1)
     calls0, faults0 = upstream_counts(emulator_url, members)
-    with serve_in_thread(create_app(_settings(emulator_url, members, tmp_path))) as url:
-        run = asyncio.run(drive(url, KEY, clients=20, duration_s=SOAK_S))
-        health = _health(url)
+
+    def soak() -> tuple[FaultRun, dict[str, dict[str, Any]]]:
+        with serve_in_thread(create_app(_settings(emulator_url, members, tmp_path))) as url:
+            return asyncio.run(drive(url, KEY, clients=20, duration_s=SOAK_S)), _health(url)
+
+    run, health = at_low_priority(soak)
     calls, faults = upstream_counts(emulator_url, members)
     calls, faults = calls - calls0, faults - faults0
     with capsys.disabled():

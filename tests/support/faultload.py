@@ -10,17 +10,30 @@ of their calls with a random fault of the given kinds. The bench's fault row use
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from tests.support.procs import Outcome, PoolMember, chat, emulator_stats, make_pool
 
-__all__ = ["SOAK_FAULTS", "FaultRun", "drive", "fault_pool", "set_fault_rate", "upstream_counts"]
+T = TypeVar("T")
+
+__all__ = [
+    "SOAK_FAULTS",
+    "FaultRun",
+    "at_low_priority",
+    "drive",
+    "fault_pool",
+    "set_fault_rate",
+    "upstream_counts",
+]
 
 # The transient and account-level faults of issue 9's soak (not quota: it rests an account
 # until next month; not stalls: they are timeouts, measured in their own tests).
@@ -33,6 +46,32 @@ SOAK_FAULTS = (
     "truncate",
     "drop_connection",
 )
+
+
+def at_low_priority(work: Callable[[], T], niceness: int = 10) -> T:
+    """`work()` in a thread of its own at a lower CPU priority (Linux nice is per thread, and
+    the threads it starts inherit it), so a soak that runs for a fixed time takes the CPU the
+    rest of the suite leaves idle instead of a fixed share of it: it lasts as long, with as many
+    clients and faults, and only its request count depends on the machine's spare time."""
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except (OSError, AttributeError):
+            pass  # not Linux, or not allowed: run at the normal priority
+        try:
+            out.append(work())
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="low-priority-soak")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0]
 
 
 @dataclass
