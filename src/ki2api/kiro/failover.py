@@ -39,6 +39,7 @@ class FailoverRun:
         self.done: set[str] = set()  # barred, or tried twice already
         self.last: GatewayError | None = None
         self._passing: list[tuple[PoolAccount, GatewayError, float]] = []
+        self._pause_left = 0.0  # before an account's second try in this request
 
     async def next_account(self, key: str | None, attempt: int) -> PoolAccount | None:
         """The account for this attempt (counted in flight), or None. When every account
@@ -48,24 +49,39 @@ class FailoverRun:
         delay = retry_delay(attempt, policy)
         if delay > 0:
             await asyncio.sleep(delay)
-        while True:
-            account = await self._pool.acquire(key, self.tried, model=self._model)
-            if account is None and self.tried - self.done:
-                # every account was tried: one that failed for nobody's fault may be tried again
-                await asyncio.sleep(max(0.0, policy.retry_delay_base_s - delay))
-                delay = policy.retry_delay_base_s
-                account = await self._pool.acquire(key, self.done, model=self._model)
-            if account is not None:
-                if account.id in self.tried:
-                    self.done.add(account.id)  # its second try in this request: the last
-                self.tried.add(account.id)
-                return account
-            wait = self._pool.back_in(self.done)
-            if wait is None or wait > self._wait_left:
-                self._note_blocked()
-                return None
-            self._wait_left -= wait
-            await asyncio.sleep(wait + _WAIT_MARGIN_S * random.random())
+        self._pause_left = max(0.0, policy.retry_delay_base_s - delay)
+        pool = self._pool
+        turn = pool.slots.turn()  # every account at its cap: wait in line (kiro/accounts/slots.py)
+        try:
+            while True:
+                tried = turn.may_try()
+                account = await self._acquire(key) if tried else None
+                if account is not None:
+                    turn.used = True
+                    if account.id in self.tried:
+                        self.done.add(account.id)  # its second try in this request: the last
+                    self.tried.add(account.id)
+                    return account
+                if await turn.wait(tried, pool.accounts, pool.offers, self.done, self._model):
+                    continue
+                wait = pool.back_in(self.done)
+                if wait is None or wait > self._wait_left:
+                    self._note_blocked()
+                    return None
+                self._wait_left -= wait
+                await asyncio.sleep(wait + _WAIT_MARGIN_S * random.random())
+        finally:
+            turn.close()
+
+    async def _acquire(self, key: str | None) -> PoolAccount | None:
+        account = await self._pool.acquire(key, self.tried, model=self._model)
+        if account is None and self.tried - self.done:
+            # every account was tried: one that failed for nobody's fault may be tried again
+            if self._pause_left > 0:
+                await asyncio.sleep(self._pause_left)
+                self._pause_left = 0.0
+            account = await self._pool.acquire(key, self.done, model=self._model)
+        return account
 
     def _note_blocked(self) -> None:
         """No account left: when some rest from Claude models (a likely location block), the

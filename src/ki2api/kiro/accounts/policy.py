@@ -64,9 +64,15 @@ class Candidate:
     cooldown_until: float = 0.0
     reason: str | None = None  # why cooling down / disabled
     models: frozenset[str] | None = None  # the Kiro model ids it offers (None: any)
+    cap: int = 0  # requests in flight at most (kiro/accounts/pacing.py; 0: no cap)
+    not_before: float = 0.0  # its pace allows the next start from this time on
 
     def healthy(self, now: float) -> bool:
         return self.enabled and self.cooldown_until <= now
+
+    def has_room(self, now: float) -> bool:
+        """Below its concurrency cap and due by its pace."""
+        return (self.cap <= 0 or self.inflight < self.cap) and self.not_before <= now
 
     def offers(self, model: str | None) -> bool:
         return model is None or self.models is None or model in self.models
@@ -87,11 +93,16 @@ def choose(
 ) -> str | None:
     """The id of the account to use next, or None when no account is healthy.
 
-    Only accounts that offer `model` (a Kiro id; see `Candidate.models`) are considered.
+    Only accounts that offer `model` (a Kiro id; see `Candidate.models`) are considered, and
+    never one at its concurrency cap or not yet due by its pace (`Candidate.has_room`).
     A healthy `sticky` account wins (one conversation stays on one account); otherwise the fewest
     in flight, then the higher priority, then the smallest served/weight, then the id.
     """
-    healthy = [c for c in candidates if c.healthy(now) and c.id not in exclude and c.offers(model)]
+    healthy = [
+        c
+        for c in candidates
+        if c.healthy(now) and c.id not in exclude and c.offers(model) and c.has_room(now)
+    ]
     if sticky is not None and any(c.id == sticky for c in healthy):
         return sticky
     if not healthy:
