@@ -360,6 +360,15 @@ class Settings:
         "KI2API_POOL_WAIT_S", _float, 5.0, "longest wait of a request for a resting account")
     quota_poll_s: float = setting(
         "KI2API_QUOTA_POLL_S", _float, 1800.0, "how often to ask getUsageLimits (0: never)")
+    # Per-account cap, pace and the wait queue (kiro/accounts/slots.py); `accounts set` overrides
+    account_max_inflight: int = setting(
+        "KI2API_ACCOUNT_MAX_INFLIGHT", _int, 4, "requests in flight per account (0: no cap)")
+    account_pace_rpm: float = setting(
+        "KI2API_ACCOUNT_PACE_RPM", _float, 0.0, "request starts a minute per account (0: no pace)")
+    queue_wait_s: float = setting(
+        "KI2API_QUEUE_WAIT_S", _float, 30.0, "longest wait for a free slot, then 429")
+    queue_max: int = setting(
+        "KI2API_QUEUE_MAX", _int, 500, "requests waiting for a slot at most, per worker")
     # Outbound proxies (kiro/accounts/proxies.py); an account's own (`accounts set --proxy`) wins
     proxies: tuple[str, ...] = setting(
         "KI2API_PROXY", _proxies, (), "proxy URL(s), comma-separated, of accounts without one")

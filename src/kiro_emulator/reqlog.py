@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ def record(
         body = None
     entry: dict[str, Any] = {
         "method": request.method,
+        "at": time.time(),  # when it arrived (epoch seconds): pacing tests read the spacing
         "path": request.url.path,
         "region": request.scope.get(REGION_KEY),  # the Q region host called (regions.py)
         "account": account.id if account else None,

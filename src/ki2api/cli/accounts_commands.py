@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ki2api.core.errors import GatewayError
 from ki2api.cli.proxy_commands import (
     ProxyRefused,
     add_proxy_option,
@@ -27,6 +26,8 @@ from ki2api.cli.proxy_commands import (
     set_proxy,
     usable_proxy,
 )
+from ki2api.cli.slot_commands import add_slot_options, set_slot_limits, slot_changes, slot_view
+from ki2api.core.errors import GatewayError
 from ki2api.kiro.accounts.importers import (
     AccountSourceError,
     default_kiro_cli_db,
@@ -76,9 +77,11 @@ def add_accounts_parser(sub: Any) -> None:
     add.add_argument("--weight", type=positive_int, default=1, help="share among equals (>= 1)")
     add.add_argument("--link", action="store_true", help=_LINK_HELP)
     add_proxy_option(add)
+    add_slot_options(add)
     setp = cmds.add_parser("set", help="change an account's settings (e.g. --proxy)")
     setp.add_argument("account_id", metavar="ID")
     add_proxy_option(setp)
+    add_slot_options(setp)
     imp = cmds.add_parser("import", help="add every token file under a directory")
     imp.add_argument("directory", type=Path)
     imp.add_argument("--link", action="store_true", help=_LINK_HELP)
@@ -235,13 +238,14 @@ def _row(
 
 
 def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> None:
-    header = ("ID", "SOURCE", "AUTH", "STATE", "QUOTA", "LAST ERROR")
+    header = ("ID", "SOURCE", "AUTH", "STATE", "SLOTS", "QUOTA", "LAST ERROR")
     lines = [header] + [
         (
             r["id"],
             r["source"],
             r["auth_method"],
             r["state"],
+            r["slots"],  # in flight (all workers, `serve --workers N`) / cap
             _quota_text(healths.get(r["id"])),
             r["last_error"] or "-",
         )
@@ -272,10 +276,12 @@ async def _list(settings: Settings, store: StateStore, args: argparse.Namespace)
     now = time.time()
     rows = []
     paths = network_paths(settings, records)
+    in_use = await store.slots_in_use(now)
     for r in records:
         stored = await store.load_tokens(r.id)
         rows.append(_row(r, healths.get(r.id), now, settings, stored.data if stored else None))
         rows[-1]["network"] = paths.get(r.id, "direct")  # never a proxy's credentials
+        rows[-1].update(slot_view(settings, r, in_use.get(r.id, 0)))  # cap, pace, in flight
     for warning in network_warnings(settings, records):
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -329,7 +335,7 @@ _DIVERGES = (
 
 async def _add(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
     data = load_token_json(args.file)
-    kw = {"priority": args.priority, "weight": args.weight}
+    kw = {"priority": args.priority, "weight": args.weight, **slot_changes(args)}
     link = args.file if args.link else None
     label = f"{'linked to' if link else 'added from'} {args.file.absolute()}"
     proxy = await _checked_proxy(settings, store, args.account_id or "", args.proxy)
@@ -351,12 +357,18 @@ async def _checked_proxy(
 
 async def _set(settings: Settings, store: StateStore, args: argparse.Namespace) -> int:
     record = await _get(store, args.account_id)
-    if args.proxy is None:
-        raise _Problem("nothing to set: give --proxy URL (or --proxy none)")
+    limits = slot_changes(args)
+    if args.proxy is None and not limits:
+        raise _Problem(
+            "nothing to set: give --proxy URL (or --proxy none), --max-inflight N, --pace RPM"
+        )
     try:
-        print(await set_proxy(settings, store, record, args.proxy))
+        if args.proxy is not None:
+            print(await set_proxy(settings, store, record, args.proxy))
     except ProxyRefused as exc:
         raise _Problem(str(exc)) from None
+    if limits:  # the record as it is now (the proxy may have changed it)
+        print(await set_slot_limits(settings, store, await _get(store, record.id), limits))
     return 0
 
 

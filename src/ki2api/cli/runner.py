@@ -102,6 +102,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
         # Workers build their settings from the environment: the bind address from the
         # command line must reach them too (it decides whether Host is checked).
         os.environ["HOST"] = settings.host
+        os.environ["KI2API_WORKERS"] = str(workers)  # slots are then counted in the store
         uvicorn.run(
             "ki2api.server.app:create_app_from_env",
             factory=True,

@@ -77,6 +77,7 @@ async def health(request: Request) -> Response:
     services = services_of(request)
     pool = services.pool
     await pool.sync()  # what other workers learnt (cooldowns, disabled accounts) counts too
+    await pool.slots.observe()  # requests in flight of every worker (`serve --workers N`)
     accounts = pool.status()
     usable = sum(1 for a in accounts if a["enabled"] and not a["cooldown_s"])
     if not accounts:
@@ -98,6 +99,7 @@ async def health(request: Request) -> Response:
     body["upstream"] = services.settings.kiro_api_base
     body["problem"] = services.credentials_problem
     body["pool"] = accounts
+    body["queue"] = pool.slots.queue_status()  # waiting for a slot in this worker
     routes = services.routes
     if routes is not None:  # each account's network path, never a proxy's credentials
         for item in accounts:

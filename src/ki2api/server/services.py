@@ -17,6 +17,7 @@ from ki2api.kiro.accounts.policy import PolicyConfig
 from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.accounts.proxies import NetworkRoutes
 from ki2api.kiro.accounts.registry import store_path, sync_discovered
+from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
 from ki2api.kiro.accounts.upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
 from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.endpoint import identity_for, set_identity
@@ -72,6 +73,7 @@ class Services:
     async def aclose(self) -> None:
         try:
             await self.quota.aclose()
+            await self.pool.slots.aclose()
             await self.usage.aclose()
         finally:
             await self.chat.aclose()
@@ -162,11 +164,24 @@ async def _account_pool(
     )
     pool.trouble.location_rest_s = settings.location_rest_s  # kiro/accounts/trouble.py
     pool.on_load, pool.proxy_of = routes.update, routes.proxy_of  # every load re-routes
+    pool.slots = slot_gate(settings, store)
     await pool.load()
     if len(pool) == 0:
         problem = problem or no_credentials_error(discover(settings)).message
         log.warning("no Kiro credentials: %s", problem)
     return pool, problem
+
+
+def slot_gate(settings: Settings, store: StateStore) -> SlotGate:
+    """Caps, pace and the wait line; counted in the store when several workers serve."""
+    config = SlotConfig(
+        max_inflight=settings.account_max_inflight,
+        pace_rpm=settings.account_pace_rpm,
+        queue_wait_s=settings.queue_wait_s,
+        queue_max=settings.queue_max,
+        shared=settings.workers > 1,
+    )
+    return SlotGate(config, store)
 
 
 def _backend(settings: Settings, chat: ChatTransport, pool: AccountPool) -> KiroBackend:

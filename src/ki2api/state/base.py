@@ -14,7 +14,10 @@ Rules every implementation keeps:
 * a stored response is opaque bytes with an expiry: never returned once expired;
 * `changed()` is cheap (called once per request): True when another process (or connection)
   wrote anything since the previous call by this store object;
-* no method logs or raises a token or secret; reprs hide them.
+* no method logs or raises a token or secret; reprs hide them;
+* a slot lease (`take_slot`) counts one request in flight on an account for every worker: it is
+  held until `free_slot`, or until its holder's process is gone (same host: the pid is checked
+  when an account looks full), or until it expires (`renew_slots` keeps a live holder's leases).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any, Protocol
 
 __all__ = [
     "FILE_SOURCES",
+    "SlotHolder",
+    "SlotTake",
     "USAGE_GROUPS",
     "AccountRecord",
     "Health",
@@ -59,6 +64,10 @@ class AccountRecord:
     # Its own outbound proxy URL (core/proxy.py); None: the pool's default. The URL may hold a
     # password: never shown (ProxyURL.masked) and kept out of the repr.
     proxy: str | None = field(default=None, repr=False)
+    # Its own concurrency cap and pace (kiro/accounts/pacing.py); None: the pool's default
+    # (KI2API_ACCOUNT_MAX_INFLIGHT, KI2API_ACCOUNT_PACE_RPM); 0: none
+    max_inflight: int | None = None
+    pace_rpm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,24 @@ class UsageSummary:
     avg_latency_ms: float
 
 
+@dataclass(frozen=True)
+class SlotHolder:
+    """Who holds slot leases: one gateway process (a worker of `serve --workers N`)."""
+
+    host: str  # socket.gethostname(): a pid is only checked on its own host
+    pid: int
+
+
+@dataclass(frozen=True)
+class SlotTake:
+    """The answer of `take_slot`. `taken`: the lease is held. Otherwise `wait_s` is the time
+    until the account's pace allows its next start, or None when it is at its cap (a slot frees
+    when a holder frees one: there is no time to give)."""
+
+    taken: bool
+    wait_s: float | None = None
+
+
 class StateStore(Protocol):
     # accounts ---------------------------------------------------------------------------------
     async def list_accounts(self) -> list[AccountRecord]: ...
@@ -176,6 +203,33 @@ class StateStore(Protocol):
 
     async def unlock(self, name: str, owner: str) -> None:
         """Release the lock if `owner` holds it (otherwise do nothing)."""
+
+    # slot leases: requests in flight per account, counted across workers ----------------------
+    async def take_slot(
+        self,
+        account_id: str,
+        lease_id: str,
+        holder: SlotHolder,
+        *,
+        cap: int,
+        interval_s: float,
+        now: float,
+        ttl_s: float,
+    ) -> SlotTake:
+        """Atomically: drop expired leases; if the account holds fewer than `cap` live leases
+        (cap 0: no cap; the leases of dead pids of this host do not count) and its last start
+        is at least `interval_s` before `now` (0: no pace), add lease `lease_id` (expiring at
+        `now + ttl_s`) and note `now` as its last start. A Redis store does the same in one
+        script (a sorted set per account, scored by expiry)."""
+
+    async def free_slot(self, account_id: str, lease_id: str) -> None:
+        """Drop the lease (nothing happens when it is gone already)."""
+
+    async def renew_slots(self, holder: SlotHolder, expires_at: float) -> None:
+        """Extend every lease of `holder` to `expires_at` (called well within the ttl)."""
+
+    async def slots_in_use(self, now: float) -> dict[str, int]:
+        """Live leases per account id (accounts without any are left out)."""
 
     # usage log --------------------------------------------------------------------------------
     async def record_usage(self, rows: Sequence[UsageRow]) -> None: ...

@@ -27,10 +27,13 @@ from ki2api.state.base import (
     USAGE_GROUPS,
     AccountRecord,
     Health,
+    SlotHolder,
+    SlotTake,
     StoredTokens,
     UsageRow,
     UsageSummary,
 )
+from ki2api.state.slot_leases import take_slot_in
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -72,6 +75,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # trouble signs (kiro/accounts/trouble.py): a Claude-only rest, the last suspension
         "ALTER TABLE health ADD COLUMN claude_rest_until REAL NOT NULL DEFAULT 0",
         "ALTER TABLE health ADD COLUMN suspension TEXT",
+    ),
+    (  # per-account concurrency cap and pace, and the slot leases counted across workers
+        "ALTER TABLE accounts ADD COLUMN max_inflight INTEGER",
+        "ALTER TABLE accounts ADD COLUMN pace_rpm REAL",
+        """CREATE TABLE slots (
+            lease TEXT PRIMARY KEY, account_id TEXT NOT NULL, host TEXT NOT NULL,
+            pid INTEGER NOT NULL, expires_at REAL NOT NULL)""",
+        "CREATE INDEX slots_account ON slots(account_id)",
+        "CREATE TABLE slot_starts (account_id TEXT PRIMARY KEY, last_start REAL NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -270,6 +282,34 @@ class SQLiteStore:
     async def unlock(self, name: str, owner: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+    # slot leases ----------------------------------------------------------------------------
+    async def take_slot(
+        self,
+        account_id: str,
+        lease_id: str,
+        holder: SlotHolder,
+        *,
+        cap: int,
+        interval_s: float,
+        now: float,
+        ttl_s: float,
+    ) -> SlotTake:
+        with self._write() as conn:
+            return take_slot_in(conn, account_id, lease_id, holder, (cap, interval_s, now, ttl_s))
+
+    async def free_slot(self, account_id: str, lease_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM slots WHERE lease = ?", (lease_id,))
+
+    async def renew_slots(self, holder: SlotHolder, expires_at: float) -> None:
+        with self._write() as conn:
+            sql = "UPDATE slots SET expires_at = ? WHERE host = ? AND pid = ?"
+            conn.execute(sql, (expires_at, holder.host, holder.pid))
+
+    async def slots_in_use(self, now: float) -> dict[str, int]:
+        sql = "SELECT account_id, COUNT(*) FROM slots WHERE expires_at >= ? GROUP BY account_id"
+        return {str(a): int(n) for a, n in self._read(sql, (now,))}
 
     # usage log -------------------------------------------------------------------------------
     async def record_usage(self, rows: Sequence[UsageRow]) -> None:

@@ -35,6 +35,7 @@ from ki2api.kiro.accounts.policy import (
     no_account_error,
 )
 from ki2api.kiro.accounts.quota import Quota
+from ki2api.kiro.accounts.slots import SlotGate
 from ki2api.kiro.accounts.trouble import Trouble, trouble_view
 from ki2api.kiro.login.credentials import KiroCredentials
 from ki2api.kiro.login.token_file import file_mtime_ns
@@ -104,6 +105,7 @@ class AccountPool:
         self._quota_lookup = quota_lookup
         # the Kiro model ids an account offers (kiro/accounts/catalogue.py sets it); None: any
         self.offers: Callable[[str], frozenset[str] | None] = lambda _account_id: None
+        self.slots = SlotGate()  # caps, pace and the wait line (services sets the configured one)
         self.trouble = Trouble()  # trouble signs: request shapes, location blocks, warnings
         # each account's outbound proxy, from the records of every load (kiro/accounts/proxies.py)
         self.proxy_of: Callable[[str], ProxyURL | None] = lambda _account_id: None
@@ -188,15 +190,20 @@ class AccountPool:
         With `model` (a Kiro id), only an account whose catalogue offers it."""
         await self._sync()
         sticky = self._sticky.get(key) if key is not None else None
-        candidates = [
-            dataclasses.replace(a.candidate(), models=self.offers(a.id))
-            for a in self._accounts.values()
-        ]
         exclude = {*exclude, *self.trouble.blocked(model, self._accounts.values(), self._clock())}
-        chosen = choose(candidates, self._clock(), sticky=sticky, exclude=exclude, model=model)
-        if chosen is None:
-            return None
-        account = self._accounts[chosen]
+        skip = set(exclude)
+        while True:  # an account with room (kiro/accounts/slots.py), and a slot taken on it
+            candidates = [
+                self.slots.candidate(a, self.offers(a.id)) for a in self._accounts.values()
+            ]
+            chosen = choose(candidates, self._clock(), sticky=sticky, exclude=skip, model=model)
+            if chosen is None:
+                self.slots.missed(candidates, exclude, model)  # why, for the wait line
+                return None
+            account = self._accounts[chosen]
+            if await self.slots.take(account):
+                break
+            skip.add(chosen)  # another worker took its last slot first
         account.inflight += 1
         account.served += 1
         return account
@@ -211,6 +218,7 @@ class AccountPool:
 
     def release(self, account: PoolAccount) -> None:
         account.inflight -= 1
+        self.slots.free(account)
 
     def stick(self, key: str | None, account: PoolAccount) -> None:
         """Keep this conversation on `account` while it stays healthy."""
@@ -440,6 +448,7 @@ class AccountPool:
                 "cooldown_s": round(max(0.0, h.cooldown_until - now), 1),
                 "reason": h.reason,
                 "inflight": account.inflight,
+                **self.slots.status(account),
                 "quota_remaining": h.quota_remaining,
                 "login": account.credentials.status(),
                 **trouble_view(h, now),  # warning, warnings, suspension

@@ -266,6 +266,8 @@ async def add_account(
     weight: int = 1,
     link: Path | None = None,
     proxy: str | None = None,
+    max_inflight: int | None = None,
+    pace_rpm: float | None = None,
 ) -> AccountRecord:
     """Put a login into the store (source "store": a copy of its tokens), or with `link` the
     token file itself (source "linked": read before each refresh and written back, so the
@@ -297,6 +299,8 @@ async def add_account(
         weight=max(1, weight),
         created_at=time.time(),
         proxy=proxy or None,  # its own outbound proxy (checked by the caller)
+        max_inflight=max_inflight,  # its own cap and pace (None: the pool's)
+        pace_rpm=pace_rpm,
     )
     await store.upsert_account(record)
     if link is not None:
