@@ -79,6 +79,7 @@ def _start_gateway(
         "KIRO_CREDS_DIR": str(creds),
         "KI2API_DATA_DIR": str(root / f"data-{n}"),
         "KI2API_QUOTA_POLL_S": "0",
+        "KI2API_ACCOUNT_MAX_INFLIGHT": "0",  # failover under faults, not the cap's queue
     }
     return start_gateway(root, logs, emulator_url, login, name=f"faults-gateway-{n}")
 

@@ -162,6 +162,8 @@ def start_stack(root: Path, logs: Path) -> Stack:
                 "KIRO_CREDS_FILE": str(token_file),
                 "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
                 "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
+                # the gateway's own overhead on one account: no per-account cap or wait queue
+                "KI2API_ACCOUNT_MAX_INFLIGHT": "0",
             },
         )
     except BaseException:
