@@ -190,14 +190,16 @@ def test_the_pace_spreads_request_starts(
 ) -> None:
     members = _pool(emulator_url, tmp_path, 1)
     gw = start_pool_gateway(
-        gateway_factory, members, tmp_path, account_max_inflight=0, account_pace_rpm=600
+        gateway_factory, members, tmp_path, account_max_inflight=0, account_pace_rpm=300
     )
-    results = asyncio.run(_burst(gw.url, 6, "paced"))  # all at once: 0.1 s apart upstream
+    results = asyncio.run(_burst(gw.url, 6, "paced"))  # all at once: 0.2 s apart upstream
     assert [s for s, _ in results] == [200] * 6
     starts = sorted(q["at"] for q in requests_of(emulator_url, members))
     assert len(starts) == 6
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert min(gaps) >= 0.09, gaps  # 60 / 600 s, less the clock's jitter between two hosts
+    # 60 / 300 s between two starts; an arrival may lag its start by a scheduling delay (a
+    # busy machine), so each gap is allowed less, the whole span only that delay twice
+    assert min(gaps) >= 0.1 and starts[-1] - starts[0] >= 5 * 0.2 - 0.1, gaps
 
 
 def test_a_client_gone_while_queued_leaves_the_queue(

@@ -32,6 +32,7 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.proxy import ProxyURL
 from ki2api.core.search_results import WebSearchResult
 from ki2api.kiro.accounts.pool import AccountPool
+from ki2api.kiro.accounts.slots import queued
 from ki2api.kiro.classify import classify_http_error
 from ki2api.kiro.endpoint import api_base, chat_headers, chat_region, machine_id
 from ki2api.kiro.fresh_token import call_with_fresh_token
@@ -260,7 +261,10 @@ class KiroWebSearch:
         return await _exchange(self._chat, url, payload, headers, proxy)
 
     async def search(self, query: str) -> list[WebSearchResult]:
-        account = await self._pool.acquire(None, ())
+        pool = self._pool  # every account at its cap: wait in line (kiro/accounts/slots.py)
+        account = await queued(
+            pool.slots, lambda: pool.acquire(None, ()), lambda: pool.accounts, pool.offers
+        )
         if account is None:
             raise self._pool.unavailable(None)
         try:

@@ -22,9 +22,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.accounts.pacing import Limits, busy_error_message, limits_of, start_wait
@@ -32,9 +32,10 @@ from ki2api.kiro.accounts.policy import Candidate
 from ki2api.kiro.accounts.waitline import Ticket, Waitline
 from ki2api.state.base import AccountRecord, SlotHolder, StateStore
 
-__all__ = ["Miss", "SlotAccount", "SlotConfig", "SlotGate", "Turn"]
+__all__ = ["Miss", "SlotAccount", "SlotConfig", "SlotGate", "Turn", "queued"]
 
 Offers = Callable[[str], frozenset[str] | None]
+A = TypeVar("A")
 
 
 class SlotAccount(Protocol):
@@ -302,6 +303,28 @@ class Turn:
         if self._ticket is not None:
             self._gate.line.leave(self._ticket, used=self.used)
             self._ticket = None
+
+
+async def queued(
+    gate: SlotGate,
+    acquire: Callable[[], Awaitable[A | None]],
+    accounts: Callable[[], Iterable[SlotAccount]],
+    offers: Offers,
+) -> A | None:
+    """`acquire()` in turn: waiting in the line while every account is at its cap (a request
+    outside `FailoverRun`, e.g. a web search). None when no account could serve at all."""
+    turn = gate.turn()
+    try:
+        while True:
+            tried = turn.may_try()
+            account = await acquire() if tried else None
+            if account is not None:
+                turn.used = True
+                return account
+            if not await turn.wait(tried, accounts(), offers, (), None):
+                return None
+    finally:
+        turn.close()
 
 
 def _pace_hint(gate: SlotGate, due_at: float | None) -> float:
