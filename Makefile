@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo run test check lint typecheck unit bench lock clean
+.PHONY: install demo run test check lint typecheck unit bench lock clean wheelhouse image
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,15 @@ lock:
 	rm -rf /tmp/ki2api-lock && $(PYTHON) -m venv /tmp/ki2api-lock
 	/tmp/ki2api-lock/bin/pip install --quiet setuptools wheel -e '.[dev]'
 	/tmp/ki2api-lock/bin/pip freeze --all --exclude-editable | grep -v -e "^ki2api" -e "^pip==" > requirements.lock
+
+# The container's wheelhouse: the locked runtime dependencies as wheels (the Dockerfile installs
+# from it without network), then the image (deploy/README.md).
+wheelhouse: install
+	$(BIN)/python -m pip wheel --quiet -c requirements.lock -w dist/wheels setuptools wheel .
+	rm -f dist/wheels/ki2api-*.whl
+
+image: wheelhouse
+	docker build -t ki2api .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
