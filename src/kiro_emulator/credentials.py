@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,7 +75,8 @@ def _write_private(path: Path, content: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        if sys.platform != "win32":  # no fchmod there (Python < 3.13)
+            os.fchmod(fd, 0o600)
         os.write(fd, orjson.dumps(dict(content), option=orjson.OPT_INDENT_2))
     finally:
         os.close(fd)

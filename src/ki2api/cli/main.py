@@ -1,4 +1,4 @@
-"""`ki2api serve | demo | emulator | doctor | accounts | usage`."""
+"""`ki2api serve | demo | start | emulator | doctor | accounts | usage | portable`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from ki2api import __version__
 from ki2api.cli.accounts_commands import add_accounts_parser, positive_int, run_accounts
 from ki2api.cli.doctor import run_doctor
+from ki2api.cli.portable import add_portable_parser, run_portable
+from ki2api.cli.start_command import add_start_parser, run_start
 from ki2api.cli.usage_commands import add_usage_parser, run_usage
 from ki2api.kiro.endpoint import identity_for
 from ki2api.settings import Settings, SettingsError, load_settings
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
     add_accounts_parser(sub)
     add_usage_parser(sub)
+    add_start_parser(sub, positive_int)
+    add_portable_parser(sub)
     return parser
 
 
@@ -72,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("doctor", "accounts", "usage")
+    quiet = args.command in ("doctor", "accounts", "usage", "portable")
     _configure_logging("error" if quiet else settings.log_level)
     try:
         return _run(args, settings)
@@ -85,6 +89,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return run_accounts(settings, args)
     if args.command == "usage":
         return run_usage(settings, args)
+    if args.command == "portable":
+        return run_portable(settings, args)
+    if args.command == "start":
+        return run_start(settings, args)
     if args.command not in ("serve", "demo"):
         return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))
     # The servers (FastAPI, uvicorn) load only to serve: the other commands start in a third of

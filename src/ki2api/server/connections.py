@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -39,6 +39,9 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ki2api.settings import Settings, load_settings
+
+if sys.platform != "win32":  # Windows has no descriptor limit of this kind (start.ps1 runs there)
+    import resource
 
 __all__ = [
     "BODY_MIN_RATE",
@@ -121,19 +124,23 @@ def body_deadline_s(limits: ConnectionLimits, declared_bytes: int) -> float:
 
 
 def _soft_fd_limit() -> int:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+    if sys.platform == "win32":
+        return 1 << 20
+    else:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (where allowed); the soft limit after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):  # e.g. macOS refuses more than OPEN_MAX
-            pass
+    if sys.platform != "win32":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (ValueError, OSError):  # e.g. macOS refuses more than OPEN_MAX
+                pass
     return _soft_fd_limit()
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -134,7 +135,8 @@ def _create_private(path: Path) -> None:
         os.chmod(parent, 0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        if sys.platform != "win32":  # no fchmod there (Python < 3.13); 0600 means little
+            os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -212,7 +213,7 @@ def _keep_owner(fd: int, target: Path) -> None:
     """When root rewrites a user's file (Docker), give the new file the old owner back."""
     try:
         st = target.stat()
-        if hasattr(os, "fchown") and os.geteuid() == 0:
+        if sys.platform != "win32" and os.geteuid() == 0:
             os.fchown(fd, st.st_uid, st.st_gid)
     except OSError:
         pass
@@ -244,7 +245,8 @@ def write_token_file(
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
+            if sys.platform != "win32":  # no fchmod there (Python < 3.13); 0600 means little
+                os.fchmod(handle.fileno(), 0o600)
             _keep_owner(handle.fileno(), target)
             handle.write(payload)
             handle.flush()
