@@ -130,8 +130,14 @@ def test_a_call_not_used_passes_on_and_a_leaver_gives_its_call_back() -> None:
     asyncio.run(run())
 
 
-def test_the_head_leaving_calls_the_new_head() -> None:
-    line = Waitline(5)
-    head, nxt = line.join(), line.join()
-    line.leave(head, used=True)
-    assert line.first(nxt) and nxt.called
+def test_the_head_leaving_wakes_the_new_head_without_a_turn() -> None:
+    async def run() -> None:
+        line = Waitline(5)
+        head, nxt = line.join(), line.join()
+        woken = asyncio.create_task(line.wait(nxt, 5.0))
+        await asyncio.sleep(0)
+        line.leave(head, used=True)
+        assert await asyncio.wait_for(woken, 1.0) is False  # woken at once, not called
+        assert line.first(nxt) and not nxt.called
+
+    asyncio.run(run())

@@ -235,7 +235,7 @@ class Turn:
         self._ticket: Ticket | None = None
         self._deadline: float | None = None
         self._called = False  # this try was the turn given by a freed slot
-        self._timed = False  # this try was the head's own timer (pace, or the poll)
+        self._timed = False  # the head looks for itself: its timer (pace, poll) or a nudge
         self._miss: Miss | None = None
         self.used = False
 

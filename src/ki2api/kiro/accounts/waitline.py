@@ -5,7 +5,8 @@ A request that finds every account it could use at its cap (or not yet due by it
 never overtakes a request already waiting (fair per process). A freed slot calls the first
 uncalled ticket (`call`); a called ticket that could not use the slot (it wanted another
 account) passes the call on to the next one (`pass_on`); when the head leaves, the new head is
-called so that it starts its own timers (pace, or the poll for slots freed by other workers).
+nudged (woken without a turn) so that it looks for itself and starts its own timers (pace, or
+the poll for slots freed by other workers).
 Event-driven: one future per waiting request, no polling of our own.
 """
 
@@ -28,6 +29,10 @@ class Ticket:
 
     def _call(self) -> None:
         self.called = True
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake it without giving it a slot's turn (it looks for itself, e.g. as the new head)."""
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
@@ -80,11 +85,12 @@ class Waitline:
             return
         if ticket.called and not used:
             self.call()
-        elif was_first and self._line and not self._line[0].called:
-            self._line[0]._call()
+        elif was_first and self._line:
+            self._line[0]._nudge()  # the new head starts its own timers (pace, poll)
 
     async def wait(self, ticket: Ticket, timeout: float) -> bool:
-        """Wait until `ticket` is called (True) or `timeout` seconds pass (False)."""
+        """Wait until `ticket` is called or nudged, or `timeout` seconds pass; True when it was
+        called (a freed slot's turn)."""
         if ticket.called:
             return True
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -93,7 +99,7 @@ class Waitline:
             async with asyncio.timeout(max(0.0, timeout)):
                 await wake
         except TimeoutError:
-            return ticket.called
+            pass
         finally:
             ticket._wake = None
-        return True
+        return ticket.called
