@@ -1,21 +1,20 @@
 # Ki2API container image (docs: deploy/README.md).
 #
-#   make wheelhouse && docker build -t ki2api .     # offline build from dist/wheels
-#   docker build -t ki2api .                        # without dist/wheels: pip fetches the lock
+#   make wheelhouse && docker build -t ki2api .     # offline build from deploy/container/wheels
+#   docker build -t ki2api .                        # without a wheelhouse: pip fetches the lock
 #
 # BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module; the tests pass a
-# Debian bookworm base made with mmdebstrap (tests/deploy/base_image.py).
+# Debian bookworm base made with mmdebstrap (tests/support/container.py).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 # The dependencies layer: changes only when the lock, pyproject.toml or the wheelhouse does.
-# `dist/wheels*` matches nothing when there is no wheelhouse (then pip uses the index).
-COPY pyproject.toml requirements.lock dist/wheels* /build/
+# Without a wheelhouse (deploy/container/wheels/ holds only its .gitignore) pip uses the index.
+COPY pyproject.toml requirements.lock deploy/container/wheels/ /build/
 RUN set -eu; \
     if ls /build/*.whl >/dev/null 2>&1; then src="--no-index --find-links /build"; else src=""; fi; \
-    echo "$src" > /build/pip-source; \
     python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > runtime.txt; \
     python3 -m venv /opt/ki2api; \
     /opt/ki2api/bin/pip install $src -c requirements.lock -r runtime.txt; \

@@ -54,12 +54,17 @@ lock:
 
 # The container's wheelhouse: the locked runtime dependencies as wheels (the Dockerfile installs
 # from it without network), then the image (deploy/README.md).
-wheelhouse: install
-	$(BIN)/python -m pip wheel --quiet -c requirements.lock -w dist/wheels setuptools wheel .
-	rm -f dist/wheels/ki2api-*.whl
+wheelhouse: deploy/container/wheels/.built
 
+deploy/container/wheels/.built: requirements.lock pyproject.toml $(STAMP)
+	rm -f deploy/container/wheels/*.whl
+	$(BIN)/python -m pip wheel --quiet -c requirements.lock -w deploy/container/wheels setuptools wheel .
+	rm -f deploy/container/wheels/ki2api-*.whl
+	@touch $@
+
+DOCKER ?= docker
 image: wheelhouse
-	docker build -t ki2api .
+	$(DOCKER) build -t ki2api .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
