@@ -297,6 +297,10 @@ class Settings:
         "KIRO_ACCESS_TOKEN", _optional, None, "a Kiro access token", secret=True)
     kiro_refresh_token: str | None = setting(
         "KIRO_REFRESH_TOKEN", _optional, None, "a Kiro refresh token", secret=True)
+    kiro_api_key: str | None = setting(
+        "KIRO_API_KEY", _optional, None, "a Kiro API key (ksk_…): one pool account", secret=True)
+    kiro_api_region: str = setting(
+        "KIRO_API_REGION", _text, "us-east-1", "the Q region of KIRO_API_KEY")
     kiro_creds_file: Path | None = setting(
         "KIRO_CREDS_FILE", _user_path, None, "a Kiro token file")
     kiro_creds_dir: Path | None = setting(
@@ -429,6 +433,7 @@ class Settings:
             "port": self.port,
             "kiro_access_token": "set" if self.kiro_access_token else "unset",
             "kiro_refresh_token": "set" if self.kiro_refresh_token else "unset",
+            "kiro_api_key": "set" if self.kiro_api_key else "unset",
             "kiro_creds_file": str(self.kiro_creds_file) if self.kiro_creds_file else None,
             "kiro_creds_dir": str(self.kiro_creds_dir) if self.kiro_creds_dir else None,
             "kiro_api_base": self.kiro_api_base,

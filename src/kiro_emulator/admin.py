@@ -41,8 +41,13 @@ async def create_accounts(request: Request) -> Response:
     strict = body.get("strict_profile_arn", method.strip().lower() == "idc")
     if not isinstance(strict, bool):
         return _error(400, "strict_profile_arn must be a boolean")
+    api_key = body.get("api_key", False)  # also give each a Kiro API key (ksk_…)
+    if not isinstance(api_key, bool):
+        return _error(400, "api_key must be a boolean")
     try:
-        made = state.add_accounts(count, method, behaviour, strict_profile_arn=strict)
+        made = state.add_accounts(
+            count, method, behaviour, strict_profile_arn=strict, api_key=api_key
+        )
     except ValueError as exc:
         return _error(400, str(exc))
     return json_response({"accounts": [state.describe(a) for a in made]})
@@ -79,6 +84,17 @@ async def expire_tokens(request: Request) -> Response:
     return json_response(state.describe(account))
 
 
+async def revoke_key(request: Request) -> Response:
+    """Extension: revoke the account's API key (Kiro then refuses it as an invalid bearer)."""
+    state = emulator(request)
+    account = _account(state, request)
+    if account is None:
+        return _error(404, "no such account")
+    if not state.revoke_api_key(account):
+        return _error(400, "this account has no API key")
+    return json_response(state.describe(account))
+
+
 async def requests(request: Request) -> Response:
     state = emulator(request)
     raw = request.query_params.get("limit", "")
@@ -102,6 +118,7 @@ def routes() -> list[Route]:
         Route("/_emulator/accounts", list_accounts, methods=["GET"]),
         Route("/_emulator/accounts/{account_id}", patch_account, methods=["PATCH"]),
         Route("/_emulator/accounts/{account_id}/expire", expire_tokens, methods=["POST"]),
+        Route("/_emulator/accounts/{account_id}/revoke_key", revoke_key, methods=["POST"]),
         Route("/_emulator/requests", requests, methods=["GET"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/reset", reset, methods=["POST"]),

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from . import admin, tokens
-from .common import bearer, emulator, json_object, request_id_headers
+from . import admin, signin, tokens
+from .common import bearer, emulator, is_api_key, json_object, request_id_headers
 from .config import EmulatorConfig
 from .credentials import write_credentials
 from .errors import BEARER_INVALID, INVALID_MODEL, UNKNOWN_OPERATION, Rejection, json_response
@@ -57,6 +57,7 @@ async def _answer_chat(
     account: Account | None,
     entry: dict[str, Any],
     cli_flavour: bool = False,
+    by_api_key: bool = False,
 ) -> Response:
     if account is None:
         raise BEARER_INVALID.because("missing, unknown or expired bearer token")
@@ -69,7 +70,8 @@ async def _answer_chat(
         if fault.rejection is not None:
             raise fault.rejection
         return DropConnection()
-    req = parse_chat(raw, account.auth_method)
+    # an API key's calls need no profile ARN (only the models that always do)
+    req = parse_chat(raw, "api_key" if by_api_key else account.auth_method)
     offered = account.behaviour.models
     if offered is not None and req.model_id not in offered:  # not in this account's list
         raise INVALID_MODEL.because(f"modelId {req.model_id!r} is not offered to this account")
@@ -107,11 +109,12 @@ async def _answer_chat(
 async def chat(request: Request) -> Response:
     state = emulator(request)
     raw = await request.body()
-    account = state.authenticate(bearer(request))
+    token = bearer(request)
+    account = state.authenticate(token)
     entry = record(state, request, raw, account)
     try:
         cli_flavour = request.url.path == "/"
-        response = await _answer_chat(state, raw, account, entry, cli_flavour)
+        response = await _answer_chat(state, raw, account, entry, cli_flavour, is_api_key(token))
     except Rejection as r:
         entry["status"], entry["rejected"] = r.status, r.why or str(r)
         return r.response(request_id_headers(state))
@@ -212,7 +215,9 @@ def create_app(
         Route("/getUsageLimits", get_usage_limits, methods=["GET"]),
         Route("/mcp", mcp, methods=["POST"]),
         *admin.routes(),
+        *signin.routes(),
     ]
     app = EmulatorApp(routes=routes)
     app.state.emulator = state
+    app.state.signin = signin.Signin()
     return app

@@ -10,7 +10,12 @@ from starlette.requests import Request
 from .regions import REGION_KEY
 from .state import EmulatorState
 
-__all__ = ["bearer", "emulator", "json_object", "request_id_headers"]
+__all__ = ["bearer", "emulator", "is_api_key", "json_object", "request_id_headers"]
+
+
+def is_api_key(token: str | None) -> bool:
+    """A Kiro API key (docs/kiro-protocol.md §1.4) rather than a login's access token."""
+    return bool(token) and str(token).startswith("ksk_")
 
 
 def emulator(request: Request) -> EmulatorState:
@@ -20,10 +25,14 @@ def emulator(request: Request) -> EmulatorState:
 
 def bearer(request: Request) -> str | None:
     """The bearer token; None also when it belongs to an account of another Q region than the
-    host called (real Kiro answers that with 403 "bearer token invalid": regions.py)."""
+    host called (real Kiro answers that with 403 "bearer token invalid": regions.py), and for
+    an API key sent without `tokentype: API_KEY` (or that header with another token)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
     if not token:
+        return None
+    # a Kiro API key is valid only with `tokentype: API_KEY`, and that header only with one
+    if is_api_key(token) != (request.headers.get("tokentype", "").upper() == "API_KEY"):
         return None
     region = request.scope.get(REGION_KEY)
     if region is not None:

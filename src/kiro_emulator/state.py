@@ -63,11 +63,16 @@ class Account:
     counters: Counters = field(default_factory=Counters)
     fault_rng: random.Random = field(default_factory=random.Random, repr=False)
     strict_profile_arn: bool = False  # 403 without its own profile ARN (profiles.py)
+    api_key: str | None = field(default=None, repr=False)  # a Kiro API key (ksk_…), if given
 
     @property
     def q_region(self) -> str:
         """The Q region this login must call (regions.py)."""
         return q_region_of(self.profile_arn, self.behaviour.region)
+
+
+def _key_text(rng: random.Random) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(48))
 
 
 def _norm_auth(method: str) -> str:
@@ -94,6 +99,7 @@ class EmulatorState:
         self.requests: deque[dict[str, Any]] = deque(maxlen=max(1, config.request_log_size))
         self._access: dict[str, tuple[str, float]] = {}  # access token -> (account id, expiry)
         self._refresh: dict[str, str] = {}  # live refresh token -> account id
+        self._api_keys: dict[str, str] = {}  # live API key -> account id (never expires)
 
     # ids and secrets -------------------------------------------------------------------------
     def _b64(self, nbytes: int) -> str:
@@ -119,14 +125,16 @@ class EmulatorState:
         behaviour: Mapping[str, Any] | None = None,
         *,
         strict_profile_arn: bool = False,
+        api_key: bool = False,
+        registration: Registration | None = None,
     ) -> list[Account]:
         method = _norm_auth(auth_method)
         base = Behaviour().updated(behaviour or {})
         made = []
         for _ in range(count):
             acct_id = f"acct-{len(self.accounts) + 1}"
-            reg = None
-            if method == "idc":
+            reg = registration
+            if method == "idc" and reg is None:
                 exp = self.clock() + _REGISTRATION_TTL_S
                 reg = Registration(self._b64(16), "sec" + self._b64(96), exp, cred.client_id_hash())
             # IdC accounts have one too, not in their token file; drawn from their own
@@ -143,6 +151,10 @@ class EmulatorState:
             self.reseed_faults(acct)
             acct.refresh_token = self._new_refresh(acct_id)
             self.issue_access(acct)
+            if api_key:  # its own generator too: other accounts' values stay as they were
+                key_rng = random.Random(f"{self.config.seed}/{acct_id}/api-key")
+                acct.api_key = "ksk_" + _key_text(key_rng)
+                self._api_keys[acct.api_key] = acct_id
             self.accounts[acct_id] = acct
             made.append(acct)
         return made
@@ -176,7 +188,10 @@ class EmulatorState:
         account.access_token, account.access_expires = token, expires
 
     def authenticate(self, token: str | None) -> Account | None:
-        """The account owning a live access token; None if unknown or expired."""
+        """The account owning a live access token or API key; None if unknown or expired."""
+        by_key = self._api_keys.get(token or "")
+        if by_key is not None:
+            return self.accounts.get(by_key)
         entry = self._access.get(token or "")
         if entry is None or entry[1] <= self.clock():
             return None
@@ -189,6 +204,13 @@ class EmulatorState:
             if acct_id == account.id:
                 self._access[token] = (acct_id, past)
         account.access_expires = past
+
+    def revoke_api_key(self, account: Account) -> bool:
+        """Forget the account's API key (revoked in Kiro); False when it had none."""
+        if account.api_key is None:
+            return False
+        self._api_keys.pop(account.api_key, None)
+        return True
 
     # refresh ---------------------------------------------------------------------------------
     def account_for_refresh(self, refresh_token: str, auth_method: str) -> Account:
@@ -237,6 +259,8 @@ class EmulatorState:
             "auth_method": account.auth_method,
             "profile_arn": account.profile_arn,
             "strict_profile_arn": account.strict_profile_arn,
+            "api_key": account.api_key,
+            "api_key_live": account.api_key is not None and account.api_key in self._api_keys,
             "behaviour": asdict(account.behaviour),
             "token_file": self.token_file(account),
             "client_registration": self.client_registration(account),

@@ -1,5 +1,6 @@
 """Token refresh endpoints: social `POST /refreshToken` (docs/kiro-protocol.md §2.1) and the IdC /
-Builder ID SSO-OIDC CreateToken `POST /token` with camelCase JSON (§2.2)."""
+Builder ID SSO-OIDC CreateToken `POST /token` with camelCase JSON (§2.2); its device_code grant
+(a Builder ID login) is answered by `signin.py`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.responses import Response
 from .common import emulator, json_object, request_id_headers
 from .errors import Rejection, json_response
 from .reqlog import record
+from .signin import DEVICE_GRANT, device_token
 from .state import Account, EmulatorState
 
 __all__ = ["oidc_create_token", "social_refresh"]
@@ -99,7 +101,10 @@ async def _handle(request: Request, kind: str) -> Response:
     entry = record(state, request, raw, None)
     body = json_object(raw)
     try:
-        answer = (_social if kind == "social" else _oidc)(state, body, entry)
+        if kind == "idc" and body is not None and body.get("grantType") == DEVICE_GRANT:
+            answer = device_token(state, request.app.state.signin, body, entry)  # signin.py
+        else:
+            answer = (_social if kind == "social" else _oidc)(state, body, entry)
     except Rejection as r:
         entry["status"], entry["rejected"] = r.status, r.why or str(r)
         return r.response(request_id_headers(state))

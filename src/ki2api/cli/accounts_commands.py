@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ki2api.cli.login_commands import add_key, add_key_parser
 from ki2api.cli.proxy_commands import (
     ProxyRefused,
     add_proxy_option,
@@ -82,6 +83,7 @@ def add_accounts_parser(sub: Any) -> None:
     setp.add_argument("account_id", metavar="ID")
     add_proxy_option(setp)
     add_slot_options(setp)
+    add_key_parser(cmds)  # `accounts add-key` (cli/login_commands.py)
     imp = cmds.add_parser("import", help="add every token file under a directory")
     imp.add_argument("directory", type=Path)
     imp.add_argument("--link", action="store_true", help=_LINK_HELP)
@@ -243,7 +245,7 @@ def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> N
         (
             r["id"],
             r["source"],
-            r["auth_method"],
+            "api key" if r["auth_method"] == "api_key" else r["auth_method"],
             r["state"],
             r["slots"],  # in flight (all workers, `serve --workers N`) / cap
             _quota_text(healths.get(r["id"])),
@@ -471,5 +473,6 @@ _COMMANDS: dict[str, Command] = {
     "disable": _disable,
     "enable": _enable,
     "refresh": _refresh,
+    "add-key": add_key,
     "set": _set,
 }

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from ki2api import __version__
 from ki2api.cli.accounts_commands import add_accounts_parser, positive_int, run_accounts
 from ki2api.cli.doctor import run_doctor
+from ki2api.cli.login_commands import add_login_parser, run_login
 from ki2api.cli.portable import add_portable_parser, run_portable
 from ki2api.cli.start_command import add_start_parser, run_start
 from ki2api.cli.usage_commands import add_usage_parser, run_usage
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
     add_accounts_parser(sub)
     add_usage_parser(sub)
+    add_login_parser(sub)
     add_start_parser(sub, positive_int)
     add_portable_parser(sub)
     return parser
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("doctor", "accounts", "usage", "portable")
+    quiet = args.command in ("doctor", "accounts", "usage", "portable", "login")
     _configure_logging("error" if quiet else settings.log_level)
     try:
         return _run(args, settings)
@@ -89,6 +91,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return run_accounts(settings, args)
     if args.command == "usage":
         return run_usage(settings, args)
+    if args.command == "login":
+        return run_login(settings, args)
     if args.command == "portable":
         return run_portable(settings, args)
     if args.command == "start":

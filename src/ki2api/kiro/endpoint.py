@@ -21,6 +21,10 @@ The client versions they name live in `kiro/client_identity.py` and only there. 
 version in the user agent is a risk (docs/kiro-protocol.md §3.2, §8), so the identity is set once
 at start (`set_identity`, from `KI2API_CLIENT_IDENTITY` and `KIRO_CLIENT_VERSION`); every header
 set built afterwards carries it. The OS named is chosen per account (by its machine id).
+
+A Kiro API key (`ksk_…`, docs/kiro-protocol.md §1.4) is sent as the bearer token itself with one
+more header, `tokentype: API_KEY`; `chat_headers` adds it whenever the token is such a key, so the
+chat, ListAvailableModels, getUsageLimits and /mcp calls of an API-key account all carry it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ki2api.kiro.client_identity import BUILT_IN, ClientIdentity, IdentityError,
 from ki2api.settings import DEFAULT_API_BASE, Settings, SettingsError
 
 __all__ = [
+    "API_KEY_PREFIX",
     "DEFAULT_API_BASE",
     "KIRO_VERSION",
     "NODE_VERSION",
@@ -44,6 +49,7 @@ __all__ = [
     "client_identity",
     "client_version",
     "identity_for",
+    "is_api_key",
     "machine_id",
     "region_of_arn",
     "set_client_version",
@@ -137,8 +143,17 @@ def machine_id(seed: str) -> str:
     return hashlib.sha256(f"ki2api-machine/{seed}".encode()).hexdigest()
 
 
+API_KEY_PREFIX = "ksk_"  # a Kiro API key; OAuth access tokens start "aoa" (or were JWTs)
+
+
+def is_api_key(token: str) -> bool:
+    """Is this bearer a Kiro API key (sent with `tokentype: API_KEY`) rather than a login's
+    access token?"""
+    return token.startswith(API_KEY_PREFIX)
+
+
 def chat_headers(access_token: str, *, machine: str, invocation_id: str) -> dict[str, str]:
-    return {
+    headers = {
         "authorization": f"Bearer {access_token}",
         "content-type": "application/json",
         "accept": "application/json",
@@ -147,3 +162,6 @@ def chat_headers(access_token: str, *, machine: str, invocation_id: str) -> dict
         "amz-sdk-invocation-id": invocation_id,
         "amz-sdk-request": "attempt=1; max=3",
     }
+    if is_api_key(access_token):
+        headers["tokentype"] = "API_KEY"
+    return headers

@@ -10,6 +10,7 @@ import httpx
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.http_client import create_upstream_client
 from ki2api.kiro.accounts.proxies import NetworkRoutes
+from ki2api.kiro.login.api_key import API_KEY_METHOD, ApiKeyCredentials
 from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.login.file_store import TokenSet
 from ki2api.kiro.login.token_home import StoreTokenHome, TokenHome
@@ -26,7 +27,8 @@ def credentials_factory(
     routes: NetworkRoutes | None = None,
 ) -> Callable[[AccountRecord], KiroCredentials]:
     """The login object of an account, by where its tokens live: its token file ("file"), or
-    the store ("store"; "env", seeded from KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN). With
+    the store ("store"; "env", seeded from KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN); an API-key
+    account's key (KIRO_API_KEY, or the store's), never refreshed. With
     `routes`, its refresh and profile calls go through the account's network path."""
 
     def client_of(record: AccountRecord) -> httpx.AsyncClient | Callable[[], httpx.AsyncClient]:
@@ -35,6 +37,17 @@ def credentials_factory(
         return lambda: routes.http_for(record.id)
 
     def make(record: AccountRecord) -> KiroCredentials:
+        if record.auth_method == API_KEY_METHOD:  # never refreshed (kiro/login/api_key.py)
+            env = record.source == "env"
+            return ApiKeyCredentials(
+                settings,
+                client_of(record),
+                account_id=record.id,
+                label=record.label,
+                machine_id=record.machine_id,
+                key=settings.kiro_api_key if env else None,
+                store=None if env else store,
+            )
         home: TokenHome | None = None
         if record.source in FILE_SOURCES and record.path:
             source = CredentialSource("file", Path(record.path), record.label)

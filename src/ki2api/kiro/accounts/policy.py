@@ -243,6 +243,7 @@ ACCOUNT_LEVEL = frozenset(
 _FATAL_CODES: dict[tuple[ErrorKind, str], str] = {
     (ErrorKind.PERMISSION, "account_suspended"): "suspended",
     (ErrorKind.UPSTREAM_AUTH, "invalid_grant"): "invalid_grant",
+    (ErrorKind.UPSTREAM_AUTH, "api_key_revoked"): "api_key_revoked",  # kiro/login/api_key.py
 }
 # Upstream failures that any account would repeat for this request: Kiro cuts a tool input that
 # is too large (docs/kiro-protocol.md §5.6), whichever account asks.

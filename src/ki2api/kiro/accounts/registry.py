@@ -1,11 +1,13 @@
 """Which accounts the pool has: the store's own, plus the logins the gateway discovers itself.
 
 Discovered accounts are the single login of `credentials_discovery.discover` (id "env" for the
-environment variables, "default" for a token file) and every token file under
-`KIRO_CREDS_DIR`. `sync_discovered` registers them in the store (source "env" / "file"; the
-tokens of a file account stay in its file) so each keeps one id and one machine id across
-restarts, and forgets those no longer discovered. `add_account` puts an imported login into
-the store itself (source "store"). Nothing here logs or raises a token.
+environment variables, "default" for a token file), every token file under `KIRO_CREDS_DIR`,
+and a Kiro API key in `KIRO_API_KEY` (id "api-key", source "env", auth method "api_key"; the
+key itself is never stored: kiro/login/api_key.py). `sync_discovered` registers them in the
+store (source "env" / "file"; the tokens of a file account stay in its file) so each keeps one
+id and one machine id across restarts, and forgets those no longer discovered. `add_account`
+puts an imported login into the store itself (source "store"). Nothing here logs or raises a
+token.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ki2api.core.errors import GatewayError
+from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.accounts.importers import (
     AccountSourceError,
     has_tokens,
@@ -28,6 +30,7 @@ from ki2api.kiro.accounts.importers import (
     safe_id,
     scan_token_dir,
 )
+from ki2api.kiro.login.api_key import API_KEY_METHOD, API_KEY_REVOKED, check_key, mask_key
 from ki2api.kiro.login.discovery import auth_method_of, discover
 from ki2api.kiro.login.token_file import TokenFileError, read_token_file
 from ki2api.settings import Settings
@@ -121,6 +124,13 @@ def _discovered(settings: Settings) -> list[_Found]:
         login = _file_login("default", source.path, source.description)
         if login is not None:
             found.append(login)
+    if settings.kiro_api_key:
+        try:
+            check_key(settings.kiro_api_key)
+        except ValueError as exc:
+            raise GatewayError(ErrorKind.NO_CREDENTIALS, f"KIRO_API_KEY: {exc}") from None
+        label = f"environment variable KIRO_API_KEY (key {mask_key(settings.kiro_api_key)})"
+        found.append(_Found("api-key", "env", label, API_KEY_METHOD, None))
     if settings.kiro_creds_dir is not None:
         try:
             scanned = scan_token_dir(settings.kiro_creds_dir)
@@ -168,7 +178,10 @@ def _match(login: _Found, records: list[AccountRecord]) -> AccountRecord | None:
     for record in records:
         if record.source != login.source:
             continue
-        if login.source == "env" or _resolved(record.path) == _resolved(login.path):
+        if login.source == "env":  # the tokens' login or the API key's: one account each
+            if (record.auth_method == API_KEY_METHOD) == (login.auth_method == API_KEY_METHOD):
+                return record
+        elif _resolved(record.path) == _resolved(login.path):
             return record
     return None
 
@@ -202,6 +215,8 @@ async def _register(
             record = dataclasses.replace(
                 existing, label=login.label, auth_method=login.auth_method, path=path
             )
+            if existing.disabled_reason == API_KEY_REVOKED and existing.label != login.label:
+                record = dataclasses.replace(record, enabled=True, disabled_reason=None)  # new key
         if record != existing:
             await store.upsert_account(record)
         taken.add(record.id)
