@@ -191,6 +191,10 @@ async def _social(
 
 async def _login(settings: Settings, args: argparse.Namespace) -> int:
     client: Registered | None = None
+    default = settings.home_dir / ".aws" / "sso" / "cache" / TOKEN_FILE_NAME
+    path: Path = args.out or default
+    if not args.store and path.exists() and not args.force:  # say so before the login, too
+        raise LoginExists(f"{path} already exists (a Kiro IDE login?)")
     async with create_upstream_client(settings) as http:
         if args.method == "builder-id":
             data, client = await _builder_id(settings, http, args)
@@ -206,8 +210,6 @@ async def _login(settings: Settings, args: argparse.Namespace) -> int:
             )
             print(f"logged in: account {record.id} ({record.auth_method}) is in the store")
         else:
-            default = settings.home_dir / ".aws" / "sso" / "cache" / TOKEN_FILE_NAME
-            path = args.out or default
             written = write_login(path, data, client, force=args.force)
             print(f"logged in: wrote {', '.join(str(p) for p in written)} (mode 0600)")
             found = {r.path for r in await sync_discovered(settings, store)}

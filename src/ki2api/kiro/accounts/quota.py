@@ -191,13 +191,17 @@ async def _token_candidates(
     found: list[Mapping[str, Any]] = []
     stored = await store.load_tokens(record.id)
     if stored is not None:
-        found.append(stored.data)
+        key = stored.data.get("apiKey")  # an API key is its own bearer (kiro/login/api_key.py)
+        found.append({**stored.data, "accessToken": key} if key else stored.data)
     if record.source in FILE_SOURCES and record.path:
         try:
             found.append(load_token_json(Path(record.path)))
         except AccountSourceError:
             pass
-    if record.source == "env" and settings.kiro_access_token:
+    if record.source == "env" and record.auth_method == "api_key":
+        if settings.kiro_api_key:
+            found.append({"accessToken": settings.kiro_api_key, "region": settings.kiro_api_region})
+    elif record.source == "env" and settings.kiro_access_token:
         found.append({"accessToken": settings.kiro_access_token})
     return found
 
