@@ -378,6 +378,8 @@ class Settings:
         "KI2API_PROXY", _proxies, (), "proxy URL(s), comma-separated, of accounts without one")
     max_accounts_per_proxy: int = setting(
         "KI2API_MAX_ACCOUNTS_PER_PROXY", _int, 3, "accounts per network path (0: no limit)")
+    proxy_ca_file: Path | None = setting(  # http_client.proxy_tls: TLS to https:// proxies only
+        "KI2API_PROXY_CA_FILE", _user_path, None, "PEM CA(s) also trusted for https:// proxies")
     # Upstream size budget (kiro/request/budget.py)
     max_upstream_bytes: int = setting(
         "KI2API_MAX_UPSTREAM_BYTES", _int, 600_000, "the text of the body (images do not count)")

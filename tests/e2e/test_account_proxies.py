@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from ki2api.cli.accounts_commands import add_accounts_parser, run_accounts
 from ki2api.kiro.accounts.registry import store_path, sync_discovered
@@ -23,7 +26,7 @@ from ki2api.settings import Settings
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import Gateway, gateway_settings
 from tests.support.pool_accounts import Member, health_of, make_pool, wait_for
-from tests.support.proxies import http_proxy, socks5_proxy
+from tests.support.proxies import http_proxy, https_proxy, socks5_proxy
 
 MODEL = "claude-sonnet-4-20250514"
 
@@ -120,7 +123,11 @@ def test_two_accounts_reach_kiro_through_their_own_proxies(
 
 @pytest.mark.parametrize("dead", ["closed port", "wrong http password", "wrong socks password"])
 def test_a_dead_proxy_rests_its_account_and_the_request_fails_over(
-    emulator_url: str, tmp_path: Path, gateway_factory: Any, dead: str
+    emulator_url: str,
+    tmp_path: Path,
+    gateway_factory: Any,
+    dead: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     members = make_pool(emulator_url, tmp_path, [{}, {}])
     with http_proxy("127.0.0.2", "u", "right") as web, socks5_proxy("127.0.0.3", "u", "ok") as sk:
@@ -143,6 +150,17 @@ def test_a_dead_proxy_rests_its_account_and_the_request_fails_over(
         assert p0["cooldown_s"] > 0
         if dead != "closed port":
             assert web.refused + sk.refused >= 1
+        # `ki2api accounts list` shows it resting for its proxy, without the proxy's password
+        capsys.readouterr()
+        assert _accounts_cli(settings, "list") == 0
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith("p0 "))
+        assert "cooling down" in line and "(proxy)" in line, out
+        assert _accounts_cli(settings, "list", "--json") == 0
+        rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+        assert rows["p0"]["cooldown_reason"] == "proxy"
+        assert rows["p1"]["cooldown_reason"] is None
+        assert "wrong" not in out and "right" not in out
 
 
 def test_accounts_set_and_add_check_the_proxy_and_its_limit(
@@ -176,3 +194,79 @@ def test_accounts_set_and_add_check_the_proxy_and_its_limit(
     files = sorted((tmp_path / "creds").rglob("*.json"))
     assert _accounts_cli(settings, "set", "p0", "--proxy", url) == 0
     assert _accounts_cli(settings, "add", str(files[0]), "--id", "x", "--proxy", url) == 1
+
+
+def _tls_proxy_ca(where: Path) -> tuple[ssl.SSLContext, Path]:
+    """A test CA: the server context of a proxy on 127.0.0.1, and the CA's PEM file."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    pem = where / "proxy-ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    return server, pem
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["ca-file", "unknown-ca"])
+def test_an_https_proxy_is_reached_over_checked_tls(
+    emulator_url: str, tmp_path: Path, gateway_factory: Any, trusted: bool
+) -> None:
+    """TLS to the proxy itself: its certificate is checked, against KI2API_PROXY_CA_FILE's CA
+    here; without it the test CA is unknown, nothing leaves through the proxy and the account
+    rests for its proxy (the check is not weakened)."""
+    members = make_pool(emulator_url, tmp_path, [{}, {}], expired=[True, False])
+    server_tls, pem = _tls_proxy_ca(tmp_path)
+    with https_proxy("127.0.0.4", server_tls, "carol", "tls-pass") as tls_proxy:
+        assert tls_proxy.url().startswith("https://carol:tls-pass@127.0.0.1:")
+        settings = _settings(emulator_url, members, tmp_path)
+        _give_proxies(settings, {"p0": tls_proxy.url()})
+        gw = gateway_factory(
+            members[0].account, kiro_creds_dir=tmp_path / "creds", kiro_creds_file=None,
+            proxy_ca_file=pem if trusted else None,
+        )  # fmt: skip
+        for i in range(4):
+            assert f"over tls {i}" in _ask(gw, f"over tls {i}")
+        log = requests_of(emulator_url, members)
+        mine = [q for q in log if q["account"] == members[0].emu_id]
+        if not trusted:
+            assert mine == [] and tls_proxy.requests == 0
+            assert wait_for(lambda: health_of(gw)["p0"]["reason"] == "proxy")
+            return
+        paths = {q["path"] for q in mine}
+        assert any(p.endswith("generateAssistantResponse") for p in paths), paths
+        assert any("refresh" in p.lower() for p in paths), paths  # httpx over the TLS proxy
+        assert {q["client"] for q in mine} == {"127.0.0.4"}, mine
+        assert tls_proxy.refused == 0 and tls_proxy.requests == len(mine)
+        assert health_of(gw)["p0"]["network"].startswith("https://127.0.0.1:")
+
+
+def test_quota_and_web_search_go_through_the_accounts_proxy(
+    emulator_url: str,
+    tmp_path: Path,
+    gateway_factory: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    members = make_pool(emulator_url, tmp_path, [{}])
+    with http_proxy("127.0.0.5", "dave", "q-pass") as web:
+        settings = _settings(emulator_url, members, tmp_path)
+        _give_proxies(settings, {"p0": web.url()})
+        assert _accounts_cli(settings, "list", "--check-quota") == 0
+        assert f"via http://127.0.0.1:{web.port} (login" in capsys.readouterr().out
+        quota = [q for q in requests_of(emulator_url, members) if q["path"] == "/getUsageLimits"]
+        assert quota and {q["client"] for q in quota} == {"127.0.0.5"}, quota
+        gw = gateway_factory(
+            members[0].account, kiro_creds_dir=tmp_path / "creds", kiro_creds_file=None
+        )
+        message = gw.anthropic().messages.create(
+            model=MODEL,
+            max_tokens=256,
+            tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+            messages=[{"role": "user", "content": "Perform a web search for the query: via"}],
+        )
+        assert [b.type for b in message.content][:2] == [
+            "server_tool_use",
+            "web_search_tool_result",
+        ]
+        log = requests_of(emulator_url, members)
+        assert [q for q in log if q["path"] == "/mcp"], log
+        assert {q["client"] for q in log} == {"127.0.0.5"}  # nothing of p0 went direct
+        assert web.refused == 0 and web.requests == len(log)

@@ -1,5 +1,6 @@
-"""Small outbound proxies for the tests: HTTP (forward and CONNECT, optional Basic auth) and
-SOCKS5 (optional username/password), each in its own thread and event loop.
+"""Small outbound proxies for the tests: HTTP (forward and CONNECT, optional Basic auth), the
+same over TLS (an `https://` proxy, with a certificate of a test CA), and SOCKS5 (optional
+username/password), each in its own thread and event loop.
 
 Each binds its OUTBOUND sockets to its own loopback address (127.0.0.2, 127.0.0.3, ...), so the
 emulator's request log (`client`) tells which proxy carried a request. Each counts what passed:
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import struct
 import threading
 from collections.abc import Iterator
@@ -19,19 +21,22 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["TestProxy", "http_proxy", "socks5_proxy"]
+__all__ = ["TestProxy", "http_proxy", "https_proxy", "socks5_proxy"]
 
 
 @dataclass
 class TestProxy:
-    kind: str  # "http" | "socks5"
+    kind: str  # "http" | "https" | "socks5"
     outbound_ip: str
     user: str | None = None
     password: str | None = None
     port: int = 0
     requests: int = 0
     refused: int = 0
+    tls: ssl.SSLContext | None = None  # the server side of an https proxy
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # every connection's writer (clients' and upstream), all closed when the proxy stops
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     def url(self, *, user: str | None = None, password: str | None = None) -> str:
         user = self.user if user is None else user
@@ -49,7 +54,9 @@ class TestProxy:
     async def _open(
         self, host: str, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(host, port, local_addr=(self.outbound_ip, 0))
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(self.outbound_ip, 0))
+        self._writers.append(writer)
+        return reader, writer
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -152,16 +159,22 @@ async def _socks_client(
 @contextlib.contextmanager
 def _serve(proxy: TestProxy) -> Iterator[TestProxy]:
     loop = asyncio.new_event_loop()
-    handler = _http_client if proxy.kind == "http" else _socks_client
+    handler = _socks_client if proxy.kind == "socks5" else _http_client
     started = threading.Event()
     server: list[asyncio.Server] = []
 
+    tasks: set[asyncio.Task[None]] = set()
+
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        proxy._writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
         with contextlib.suppress(Exception):
             await handler(proxy, reader, writer)
 
     async def start() -> None:
-        srv = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        srv = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=proxy.tls)
         proxy.port = srv.sockets[0].getsockname()[1]
         server.append(srv)
         started.set()
@@ -175,17 +188,35 @@ def _serve(proxy: TestProxy) -> Iterator[TestProxy]:
     finally:
 
         async def stop() -> None:
+            """Close the listener and every connection still open (e.g. a client's keep-alive
+            tunnel), so nothing is left for the garbage collector to warn about."""
             server[0].close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for writer in proxy._writers:
+                with contextlib.suppress(Exception):
+                    writer.close()
+                    await asyncio.wait_for(writer.wait_closed(), 2)
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
 
 
 def http_proxy(
     outbound_ip: str, user: str | None = None, password: str | None = None
 ) -> AbstractContextManager[TestProxy]:
     return _serve(TestProxy("http", outbound_ip, user, password))
+
+
+def https_proxy(
+    outbound_ip: str, tls: ssl.SSLContext, user: str | None = None, password: str | None = None
+) -> AbstractContextManager[TestProxy]:
+    """An HTTP proxy reached over TLS (`tls`: its server context, e.g. a trustme certificate
+    for 127.0.0.1)."""
+    return _serve(TestProxy("https", outbound_ip, user, password, tls=tls))
 
 
 def socks5_proxy(

@@ -75,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _with_flags(load_settings(), args)
         identity_for(settings)  # a bad KI2API_CLIENT_IDENTITY file stops here, with its reason
+        if settings.proxy_ca_file is not None:  # and so does a bad KI2API_PROXY_CA_FILE
+            from ki2api.http_client import proxy_tls
+
+            proxy_tls(settings)
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2

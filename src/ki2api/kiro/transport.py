@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -186,9 +187,26 @@ def _basic(proxy: ProxyURL) -> str:
     return aiohttp.encode_basic_auth(proxy.username or "", proxy.password or "")
 
 
+class _ProxyTLSConnector(aiohttp.TCPConnector):
+    """The connector of one https:// proxy: the TLS to the proxy itself is checked with
+    `proxy_tls` (the usual CAs plus KI2API_PROXY_CA_FILE); any other TLS (Kiro's, inside the
+    tunnel) keeps aiohttp's default check."""
+
+    def __init__(self, proxy: ProxyURL, proxy_tls: ssl.SSLContext, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._proxy_origin = (proxy.host, proxy.port)
+        self._proxy_tls = proxy_tls
+
+    def _get_ssl_context(self, req: aiohttp.ClientRequest) -> ssl.SSLContext | None:
+        if req.is_ssl() and (req.url.host, req.url.port) == self._proxy_origin:
+            return self._proxy_tls  # the request that opens the connection to the proxy
+        return super()._get_ssl_context(req)
+
+
 class AiohttpChatTransport:
     """One aiohttp session for the chat calls of the accounts without a proxy, and one per
-    outbound proxy (made when first used); create and close them inside the event loop."""
+    outbound proxy (made when first used); create and close them inside the event loop.
+    `proxy_tls`: how the TLS to an https:// proxy is checked (None: aiohttp's default)."""
 
     def __init__(
         self,
@@ -196,7 +214,9 @@ class AiohttpChatTransport:
         max_connections: int,
         connect_timeout_s: float,
         read_timeout_s: float,
+        proxy_tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._proxy_tls = proxy_tls
         self._sessions: dict[ProxyURL | None, aiohttp.ClientSession] = {}
         self._proxies: dict[str, str | None] = {}
         self._max = max_connections
@@ -231,6 +251,11 @@ class AiohttpChatTransport:
                 limit_per_host=self._max,
                 keepalive_timeout=60,
             )
+        if proxy is not None and proxy.scheme == "https" and self._proxy_tls is not None:
+            return _ProxyTLSConnector(
+                proxy, self._proxy_tls, limit=self._max, limit_per_host=self._max,
+                keepalive_timeout=60,
+            )  # fmt: skip
         return aiohttp.TCPConnector(limit=self._max, limit_per_host=self._max, keepalive_timeout=60)
 
     def _open(self, proxy: ProxyURL | None) -> aiohttp.ClientSession:

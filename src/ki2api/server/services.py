@@ -9,7 +9,7 @@ import httpx
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.models import ModelCatalogue, default_catalogue
-from ki2api.http_client import create_upstream_client
+from ki2api.http_client import create_upstream_client, proxy_tls
 from ki2api.images.fetch import ImageFetcher
 from ki2api.kiro.accounts.catalogue import LiveCatalogue, live_catalogue
 from ki2api.kiro.accounts.logins import credentials_factory
@@ -115,6 +115,7 @@ async def build_services(
             max_connections=settings.max_connections,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
+            proxy_tls=proxy_tls(settings),  # KI2API_PROXY_CA_FILE: checked here, at start
         )
     backend = _backend(settings, chat, pool)
     web_search = KiroWebSearch(
