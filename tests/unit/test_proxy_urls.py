@@ -1,20 +1,26 @@
 """Outbound proxies, pure parts (issue 13 part B): proxy URL parsing and checking, how a proxy
-is shown without its credentials (core/proxy.py), KI2API_PROXY (settings.py), and the stable
+is shown without its credentials (core/proxy.py), KI2API_PROXY (settings.py), KI2API_PROXY_CA_FILE
+(http_client.proxy_tls), and the stable
 spreading of accounts over the pool's default proxies with the per-proxy limit
 (kiro/accounts/proxies.py: assign, crowded, limit_refusal). Table-driven."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
+import ssl
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import trustme
 
+from ki2api.cli.main import main
 from ki2api.core.proxy import ProxyURL, ProxyURLError, parse_proxy
+from ki2api.http_client import proxy_tls
 from ki2api.kiro.accounts.proxies import DIRECT, NetworkPath, assign, crowded, limit_refusal
-from ki2api.settings import SettingsError, load_settings
+from ki2api.settings import Settings, SettingsError, load_settings
 from ki2api.state.base import AccountRecord
 
 # (text, scheme, host, port, user, password, masked, url given to the HTTP client)
@@ -247,3 +253,46 @@ def test_an_own_proxy_over_the_limit_is_refused(
     if why is not None:
         assert f"KI2API_MAX_ACCOUNTS_PER_PROXY={limit}" in why
         assert parse_proxy(proxy).masked in why and "topsecret" not in why and "hunter2" not in why
+
+
+# --- KI2API_PROXY_CA_FILE: CAs for the TLS to https:// proxies --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "No such file or directory"),
+        ("not a certificate\n", "NO_CERTIFICATE_OR_CRL_FOUND"),
+    ],
+)
+def test_a_proxy_ca_file_without_a_ca_stops_the_start(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    fragment: str,
+) -> None:
+    pem = tmp_path / "ca.pem"
+    if content is not None:
+        pem.write_text(content)
+    with pytest.raises(SettingsError) as caught:
+        proxy_tls(dataclasses.replace(Settings(), proxy_ca_file=pem))
+    assert "KI2API_PROXY_CA_FILE" in str(caught.value) and fragment in str(caught.value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KI2API_PROXY_CA_FILE", str(pem))
+    assert main(["doctor", "--no-upstream"]) == 2
+    assert "configuration error: KI2API_PROXY_CA_FILE" in capsys.readouterr().err
+
+
+def test_a_proxy_ca_file_is_trusted_besides_the_usual_cas(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    assert proxy_tls(Settings()) is None  # no file: the libraries' defaults
+    context = proxy_tls(dataclasses.replace(Settings(), proxy_ca_file=pem))
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    subjects = [dict(x[0] for x in c["subject"]) for c in context.get_ca_certs()]
+    assert len(subjects) > 10  # certifi's CAs are still there
+    assert any("trustme" in str(s) for s in subjects)
