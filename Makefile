@@ -27,6 +27,8 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	# Windows too (start.bat / start.ps1): no POSIX-only module or call outside a platform check.
+	$(BIN)/mypy --platform win32 --cache-dir .mypy_cache/win32
 
 # Tests run in parallel (pytest-xdist): one test at a time per worker, `long` ones first.
 WORKERS ?= 4
