@@ -134,3 +134,16 @@ def test_portable_refuses_while_the_kiro_ide_runs(
     assert "the Kiro IDE is running (kiro)" in result.stdout
     assert _tree(sandbox.home) == before and not (sandbox.cwd / "data").exists()
     assert not os.path.islink(sandbox.home / CACHE)
+
+
+def test_portable_with_dir_uses_that_folder_relative_to_the_working_directory(
+    logged_in: tuple[Sandbox, dict[str, bytes]],
+) -> None:
+    sandbox, before = logged_in
+    done = _run(sandbox, "portable", "--dir", "elsewhere/login")
+    assert done.returncode == 0, done.stdout
+    target = sandbox.cwd / "elsewhere" / "login"
+    assert (sandbox.home / ".kiro").resolve() == (target / ".kiro").resolve()
+    assert _tree(sandbox.home) == before and not (sandbox.cwd / "data").exists()
+    assert _run(sandbox, "portable", "--undo", "--dir", str(target)).returncode == 0
+    assert _tree(sandbox.home) == before and not (sandbox.home / ".kiro").is_symlink()
