@@ -13,6 +13,7 @@ import dataclasses
 import json
 import socket
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def _settings(emulator_url: str, members: list[Member], where: Path, **kw: Any) 
     )  # fmt: skip
 
 
-def _give_proxies(settings: Settings, proxies: dict[str, str | None]) -> None:
+def _give_proxies(settings: Settings, proxies: Mapping[str, str | None]) -> None:
     """Register the discovered pool in the gateway's store and give accounts their proxies."""
 
     async def run() -> None:
