@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from ki2api.state.sqlite import SQLiteStore
@@ -284,6 +285,20 @@ def test_login_store_account_is_taken_in_by_a_running_gateway(
     answer = gw.openai().chat.completions.create(model="claude-sonnet-4.5", messages=CHAT)
     assert answer.choices[0].message.content
     assert chats_of(emulator_url, emu_id)  # no restart: the gateway re-read the store
+
+
+def test_a_gateway_started_without_any_login_serves_one_added_later(
+    tmp_path: Path, device: str, gateway_factory: Any
+) -> None:
+    gw = gateway_factory(Account("none", tmp_path / "none", {}), kiro_creds_file=None)
+    client = gw.openai()
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="claude-sonnet-4.5", messages=CHAT)
+    httpx.post(f"{device}/_emulator/device", json={"auto_approve_after": 0})
+    done = run(tmp_path, device, "login", "--store", "--poll-scale", str(SCALE))
+    assert done.returncode == 0, done.stderr
+    answer = client.chat.completions.create(model="claude-sonnet-4.5", messages=CHAT)
+    assert answer.choices[0].message.content
 
 
 # --- ki2api login google: the local callback ----------------------------------------------------

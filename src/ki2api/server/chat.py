@@ -159,6 +159,8 @@ async def _conversation(services: Services, adapter: ChatAdapter, model: ModelIn
     """The conversation Kiro gets: translated, its images resolved, within the size budget."""
     conv = adapter.conversation(model, remote_images=services.images is not None)
     conv = dataclasses.replace(conv, native=model.native)  # the model's native request fields
+    if len(services.pool) == 0:  # a login added since the start (`ki2api login --store`)
+        await services.pool.sync()
     backend = services.require_backend()
 
     def fit(conv: Conversation) -> Conversation:
