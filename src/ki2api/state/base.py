@@ -48,7 +48,8 @@ FILE_SOURCES = frozenset({"file", "linked"})
 
 @dataclass(frozen=True)
 class AccountRecord:
-    """One Kiro account the pool may use. No secret in here (tokens live in `StoredTokens`)."""
+    """One Kiro account the pool may use. Tokens live in `StoredTokens`; the one secret here is a
+    password inside `proxy`, kept out of the repr and never shown (core/proxy.py masks it)."""
 
     id: str  # stable, printable: "acct-1", "home", "k-3f9a2c1d"
     source: str  # "store" (added/imported, tokens kept in the store) | "file" | "env" | "linked"
