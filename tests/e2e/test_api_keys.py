@@ -95,3 +95,39 @@ def test_a_revoked_key_disables_its_account_with_the_reason(
     assert record.disabled_reason == "api_key_revoked"
     stats = httpx.get(f"{emulator_url}/_emulator/stats").json()["accounts"][acct.id]
     assert stats["refreshes"] == 0 and stats["refresh_failures"] == 0
+    # a new key in KIRO_API_KEY: the same account, enabled again at the next start
+    fresh, key2 = make_key_account(emulator_url, tmp_path)
+    gw2 = gateway_factory(fresh, kiro_creds_file=None, kiro_api_key=key2)
+    gw2.openai().chat.completions.create(model="claude-sonnet-4.5", messages=messages)
+    record = stored_record(gw2.settings.data_dir, "api-key")
+    assert record.enabled and record.disabled_reason is None
+    assert calls(emulator_url, fresh.id)
+
+
+def test_a_kiro_api_key_that_is_not_one_is_refused_clearly(
+    gateway_factory: Any, emulator_url: str, tmp_path: Path
+) -> None:
+    acct = Account("none", tmp_path / "none", {})
+    gw = gateway_factory(acct, kiro_creds_file=None, kiro_api_key="sk-not-a-kiro-key-123")
+    with pytest.raises(openai.APIStatusError) as caught:
+        gw.openai().chat.completions.create(
+            model="claude-sonnet-4.5", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "KIRO_API_KEY: a Kiro API key starts with 'ksk_'" in str(caught.value.body)
+    assert "sk-not-a-kiro-key-123" not in str(caught.value.body)
+
+
+def test_api_key_web_search_goes_to_mcp_with_the_header(
+    gateway_factory: Any, emulator_url: str, tmp_path: Path
+) -> None:
+    acct, key = make_key_account(emulator_url, tmp_path)
+    gw = gateway_factory(acct, kiro_creds_file=None, kiro_api_key=key)
+    message = gw.anthropic().messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=256,
+        tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+        messages=[{"role": "user", "content": "Perform a web search for the query: ksk keys"}],
+    )
+    assert [b.type for b in message.content][:2] == ["server_tool_use", "web_search_tool_result"]
+    sent = [q for q in calls(emulator_url, acct.id) if q["path"] == "/mcp"]
+    assert sent and all(q["headers"].get("tokentype") == "API_KEY" for q in sent)
