@@ -1,0 +1,172 @@
+"""A container engine for the container test: dockerd (started here when none runs, stopped by
+whoever started it), a Debian bookworm base image made with mmdebstrap (cached by its recipe),
+and the emulator served where containers on the default bridge can reach it.
+
+No registry image can be pulled on our machines, so the base is built from Debian's packages and
+`docker import`ed; the Dockerfile takes it as its BASE_IMAGE. `/usr/bin/docker` is called by its
+full path: another `docker` client may come first on PATH (one without the classic builder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+DOCKER = "/usr/bin/docker"
+COMPOSE = "docker-compose"
+BASE_PACKAGES = ("python3", "python3-venv", "passwd", "ca-certificates", "libstdc++6")
+MMDEBSTRAP = (
+    "mmdebstrap",
+    "--variant=essential",
+    "--include=" + ",".join(BASE_PACKAGES),
+    "--aptopt=Acquire::Check-Valid-Until false",
+    "--aptopt=Acquire::Check-Date false",
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--format=tar",
+    "bookworm",
+)
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ki2api"
+
+
+class NoEngine(Exception):
+    """No container engine can be had here; the message says precisely why."""
+
+
+def run(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _engine_answers() -> bool:
+    try:
+        return (
+            run(
+                DOCKER, "info", "--format", "{{.ServerVersion}}", timeout=20, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextlib.contextmanager
+def docker_engine(log_dir: Path) -> Iterator[None]:
+    """A running dockerd: the one already running, else one started here (and stopped after)."""
+    if not Path(DOCKER).exists():
+        raise NoEngine(f"{DOCKER} is not installed (apt-get install docker.io docker-compose)")
+    if _engine_answers():
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        raise NoEngine("no Docker engine answers and dockerd cannot be started here (needs root)")
+    log = log_dir / "dockerd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [dockerd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 40
+        while not _engine_answers():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-1500:]
+                raise NoEngine(f"dockerd did not start (exit {proc.poll()}): {tail}")
+            time.sleep(0.3)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def base_image(mirror: str = "http://deb.debian.org/debian") -> str:
+    """The mmdebstrap-made base image's tag, built once per recipe (the tar cached on disk)."""
+    recipe = json.dumps([*MMDEBSTRAP, mirror])
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    tag = f"ki2api-test-base:{key}"
+    if run(DOCKER, "image", "inspect", tag, check=False).returncode == 0:
+        return tag
+    tar = CACHE_DIR / f"base-bookworm-{key}.tar"
+    if not tar.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        partial = tar.with_suffix(".partial")
+        run(*MMDEBSTRAP, str(partial), mirror, timeout=600)
+        partial.rename(tar)
+    run(DOCKER, "import", str(tar), tag, timeout=300)
+    return tag
+
+
+def bridge_gateway() -> str:
+    """The host's address on the default bridge (what containers reach the host by)."""
+    out = run(DOCKER, "network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}").stdout
+    config = json.loads(out)[0]
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))  # what dockerd gives docker0
+
+
+@contextlib.contextmanager
+def serve_on(app: Any, host: str) -> Iterator[str]:
+    """Serve `app` on `host` (a port the kernel picks) in a thread; yield its base URL."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(256)
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def host_port(container: str, port: int) -> int:
+    out = run(DOCKER, "port", container, f"{port}/tcp").stdout.split()[0]
+    return int(out.rsplit(":", 1)[1])
+
+
+def wait_healthy(container: str, timeout: float = 60) -> None:
+    """Until the container's HEALTHCHECK says healthy (the image's own check on /health)."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = run(
+            DOCKER, "inspect", container, "--format", "{{.State.Health.Status}}|{{.State.Status}}"
+        ).stdout.strip()
+        if status.startswith("healthy"):
+            return
+        if status.endswith("|exited"):
+            break
+        time.sleep(0.2)
+    logs = run(DOCKER, "logs", container, check=False)
+    raise AssertionError(f"{container} not healthy ({status}):\n{logs.stdout}\n{logs.stderr}")
