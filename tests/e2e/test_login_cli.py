@@ -53,12 +53,12 @@ def _env(tmp_path: Path, emulator_url: str, **extra: str) -> dict[str, str]:
     )
 
 
-def run(tmp_path: Path, emulator_url: str, *args: str, stdin: str = "") -> Any:
+def run(tmp_path: Path, emulator_url: str, *args: str, stdin: str = "", **env: str) -> Any:
     (tmp_path / "cwd").mkdir(exist_ok=True)
     return subprocess.run(
         [str(SCRIPT), *args],
         cwd=tmp_path / "cwd",
-        env=_env(tmp_path, emulator_url),
+        env=_env(tmp_path, emulator_url, **env),
         input=stdin,
         capture_output=True,
         text=True,
@@ -205,6 +205,16 @@ def test_add_key_refuses_what_is_not_a_key_without_echoing_it(
     assert done.returncode == 1 and why in done.stderr
     if stdin.strip():
         assert stdin.strip() not in done.stdout + done.stderr
+
+
+def test_doctor_checks_a_kiro_api_key(tmp_path: Path, emulator_url: str) -> None:
+    _emu_id, key = key_account(emulator_url)
+    done = run(tmp_path, emulator_url, "doctor", KIRO_API_KEY=key)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"using KIRO_API_KEY ksk_…{key[-4:]}" in done.stdout and "Kiro answered" in done.stdout
+    assert key not in done.stdout + done.stderr
+    bad = run(tmp_path, emulator_url, "doctor", KIRO_API_KEY="sk-other-123456789")
+    assert bad.returncode == 1 and "starts with 'ksk_'" in bad.stdout
 
 
 def test_add_key_takes_no_key_on_the_command_line(tmp_path: Path, emulator_url: str) -> None:

@@ -19,6 +19,7 @@ from ki2api.kiro.endpoint import (
     machine_id,
     set_identity,
 )
+from ki2api.kiro.login.api_key import ApiKeyCredentials, check_key, mask_key
 from ki2api.kiro.login.credentials import AuthSnapshot, KiroCredentials, discover
 from ki2api.settings import Settings
 
@@ -39,6 +40,8 @@ async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> in
     _say(INFO, "looked for a Kiro login in:")
     for place in found.searched:
         print(f"         - {place}")
+    if found.source is None and settings.kiro_api_key:
+        return await _doctor_api_key(settings, settings.kiro_api_key, contact_upstream)
     if found.source is None:
         _say(BAD, "no Kiro login found. Log in with the Kiro IDE, or set KIRO_CREDS_FILE /")
         print("         KIRO_REFRESH_TOKEN. `ki2api demo` runs without an account.")
@@ -60,6 +63,25 @@ async def run_doctor(settings: Settings, *, contact_upstream: bool = True) -> in
             _say(OK, "the token was refreshed successfully and written back")
         else:
             _say(OK, "the access token is still valid (no refresh needed)")
+        _report_profile(settings, auth)
+        return await _probe_upstream(http, settings, auth)
+
+
+async def _doctor_api_key(settings: Settings, key: str, contact_upstream: bool) -> int:
+    """KIRO_API_KEY alone: check it is a key, and that Kiro answers it (never refreshed)."""
+    try:
+        check_key(key)
+    except ValueError as exc:
+        _say(BAD, f"KIRO_API_KEY: {exc}")
+        return 1
+    _say(OK, f"using KIRO_API_KEY {mask_key(key)} (a Kiro API key: never refreshed)")
+    if not contact_upstream:
+        return 0
+    async with create_upstream_client(settings) as http:
+        creds = ApiKeyCredentials(
+            settings, http, account_id="api-key", label="KIRO_API_KEY", machine_id=None, key=key
+        )
+        auth = await creds.current()
         _report_profile(settings, auth)
         return await _probe_upstream(http, settings, auth)
 
