@@ -173,6 +173,7 @@ def test_add_key_reads_stdin_never_shows_the_key_and_stores_it_0600(
     assert record.auth_method == "api_key" and data["apiKey"] == key
     table = run(tmp_path, emulator_url, "accounts", "list")
     assert re.search(r"^mykey\s+store\s+api key\s+ok", table.stdout, re.M), table.stdout
+    assert "mykey: Kiro API key ksk_…" in table.stdout and "an API key sends none" in table.stdout
     listed = run(tmp_path, emulator_url, "accounts", "list", "--json", "--check-quota")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["auth_method"] == "api_key"

@@ -258,7 +258,13 @@ def _print_table(rows: list[dict[str, Any]], healths: Mapping[str, Health]) -> N
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
         print("  ".join([*cells, line[-1]]).rstrip())
     for r in rows:
-        profile = r["profile_arn"] or "no profile yet (found at first use for IdC logins)"
+        key = r["auth_method"] == "api_key"
+        none = (
+            "none (an API key sends none)"
+            if key
+            else "no profile yet (found at first use for IdC logins)"
+        )
+        profile = r["profile_arn"] or none
         where = f"Kiro {r['kiro_region']} via {r['network']}"
         print(f"  {r['id']}: {r['label']}; {profile}; {where}")
     for r in rows:  # signs of trouble (docs/accounts.md, "Trouble signs")
