@@ -177,9 +177,11 @@ def test_add_key_reads_stdin_never_shows_the_key_and_stores_it_0600(
     listed = run(tmp_path, emulator_url, "accounts", "list", "--json", "--check-quota")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["auth_method"] == "api_key"
+    refresh = run(tmp_path, emulator_url, "accounts", "refresh", "mykey")
+    assert refresh.returncode == 1 and "never refreshed" in refresh.stderr
     again = run(tmp_path, emulator_url, "accounts", "add-key", stdin=key)
     assert again.returncode == 0 and "already in the pool as mykey" in again.stdout
-    for out in (done, table, listed, again):
+    for out in (done, table, listed, refresh, again):
         assert key not in out.stdout + out.stderr
     quota = [
         q

@@ -438,6 +438,8 @@ async def _remove(settings: Settings, store: StateStore, args: argparse.Namespac
         how = (
             f"delete or move {record.path}"
             if record.source == "file"
+            else "unset KIRO_API_KEY"
+            if record.auth_method == "api_key"
             else "unset KIRO_ACCESS_TOKEN / KIRO_REFRESH_TOKEN"
         )
         raise _Problem(

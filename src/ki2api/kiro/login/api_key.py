@@ -147,7 +147,13 @@ class ApiKeyCredentials(KiroCredentials):
         """Never a refresh: Kiro refused the key. A replaced key (in the store) is used; else
         the key was revoked or expired, which is this account's login failure."""
         key = await self._read()
-        if stale is not None and key != stale:
+        if stale is None:  # asked for a refresh (`accounts refresh`), not refused by Kiro
+            raise GatewayError(
+                ErrorKind.INVALID_REQUEST,
+                f"account {self.account_id} is a Kiro API key ({mask_key(key)}): API keys are "
+                "never refreshed; it works until it is revoked or expires.",
+            )
+        if key != stale:
             self._refused = None
             return self._auth(key)
         self._refused = GatewayError(
