@@ -216,6 +216,18 @@ def test_doctor_checks_a_kiro_api_key(tmp_path: Path, emulator_url: str) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"using KIRO_API_KEY ksk_…{key[-4:]}" in done.stdout and "Kiro answered" in done.stdout
     assert key not in done.stdout + done.stderr
+    listed = run(
+        tmp_path,
+        emulator_url,
+        "accounts",
+        "list",
+        "--json",
+        KIRO_API_KEY=key,
+        KIRO_API_REGION="eu-central-1",
+    )
+    (row,) = json.loads(listed.stdout)
+    assert (row["id"], row["source"], row["auth_method"]) == ("api-key", "env", "api_key")
+    assert row["kiro_region"] == "eu-central-1" and key not in listed.stdout
     bad = run(tmp_path, emulator_url, "doctor", KIRO_API_KEY="sk-other-123456789")
     assert bad.returncode == 1 and "starts with 'ksk_'" in bad.stdout
 

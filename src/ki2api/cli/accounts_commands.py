@@ -210,6 +210,8 @@ def _row(
 ) -> dict[str, Any]:
     h = health or Health(record.id)
     facts = _login_facts(record, tokens)
+    if record.auth_method == "api_key" and record.source == "env":  # KIRO_API_KEY's own
+        facts["login_region"] = settings.kiro_api_region
     arn = settings.kiro_profile_arn or facts["profile_arn"]
     region = chat_region(
         profile_arn=arn, login_region=facts["login_region"], override=settings.kiro_region
