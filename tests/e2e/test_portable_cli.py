@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,15 @@ SCRIPT = Path(sys.executable).with_name("ki2api")
 CACHE = Path(".aws") / "sso" / "cache"
 
 
+# A process name of this test run's own stands for the IDE: the test that starts one must not
+# stop the others (other xdist workers) from moving folders, nor a developer's real Kiro IDE
+# the tests (the IDE's real names are the pure table's, tests/unit/test_portable_plan.py).
+FAKE_IDE = f"kt-{uuid.uuid4().hex[:8]}"
+
+
 def _run(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    if args and args[0] == "portable":
+        args = (*args, "--ide-name", FAKE_IDE)
     return subprocess.run(
         [str(SCRIPT), *args],
         cwd=sandbox.cwd,
@@ -120,7 +129,7 @@ def test_portable_refuses_while_the_kiro_ide_runs(
     logged_in: tuple[Sandbox, dict[str, bytes]], tmp_path: Path
 ) -> None:
     sandbox, before = logged_in
-    fake_ide = tmp_path / "kiro"  # a process named like the IDE's executable
+    fake_ide = tmp_path / FAKE_IDE  # a process named as the IDE's executable is
     sleep = shutil.which("sleep")
     assert sleep is not None
     shutil.copy(sleep, fake_ide)
@@ -131,7 +140,7 @@ def test_portable_refuses_while_the_kiro_ide_runs(
         proc.kill()
         proc.wait()
     assert result.returncode == 1, result.stdout
-    assert "the Kiro IDE is running (kiro)" in result.stdout
+    assert f"the Kiro IDE is running ({FAKE_IDE})" in result.stdout
     assert _tree(sandbox.home) == before and not (sandbox.cwd / "data").exists()
     assert not os.path.islink(sandbox.home / CACHE)
 

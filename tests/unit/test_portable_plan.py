@@ -109,3 +109,9 @@ def test_plan_covers_the_login_folders_with_the_same_relative_places(tmp_path: P
 )
 def test_ide_processes(names: list[str], found: list[str]) -> None:
     assert ide_processes(names) == found
+
+
+def test_ide_processes_with_names_given_match_only_those() -> None:
+    names = ["kiro", "/opt/Kiro Insiders/Kiro-Insiders", "kt-1234"]
+    assert ide_processes(names, ["kiro-insiders"]) == ["/opt/Kiro Insiders/Kiro-Insiders"]
+    assert ide_processes(names, ["KT-1234"]) == ["kt-1234"]

@@ -21,14 +21,22 @@ __all__ = ["ide_processes", "kiro_ide_running", "process_names"]
 _IDE_NAMES = frozenset({"kiro", "kiro.exe"})
 
 
-def ide_processes(names: Iterable[str]) -> list[str]:
-    """The names (as given) that are the Kiro IDE's processes."""
+def ide_processes(names: Iterable[str], ide_names: Iterable[str] = ()) -> list[str]:
+    """The names (as given) that are the Kiro IDE's processes: those named in `ide_names`
+    (any case, without their folder), or by default the IDE's own names."""
+    wanted = {n.lower() for n in ide_names}
     found = []
     for name in names:
         base = name.strip().replace("\\", "/").rsplit("/", 1)[-1].lower()
-        if base in _IDE_NAMES or base.startswith("kiro helper"):
+        if _is_ide(base, wanted):
             found.append(name.strip())
     return found
+
+
+def _is_ide(base: str, wanted: set[str]) -> bool:
+    if wanted:
+        return base in wanted
+    return base in _IDE_NAMES or base.startswith("kiro helper")
 
 
 def _linux_names(proc: Path) -> list[str]:
@@ -61,7 +69,7 @@ def process_names() -> list[str] | None:
         return None
 
 
-def kiro_ide_running() -> list[str] | None:
+def kiro_ide_running(ide_names: Iterable[str] = ()) -> list[str] | None:
     """The IDE's running processes ([] when none), or None when the processes are unknown."""
     names = process_names()
-    return None if names is None else ide_processes(names)
+    return None if names is None else ide_processes(names, ide_names)

@@ -129,6 +129,14 @@ def add_portable_parser(sub: Any) -> None:
     p.add_argument("--dir", type=Path, help="the data folder (default: ./data)")
     p.add_argument("--undo", action="store_true", help="move the folders back home")
     p.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    p.add_argument(
+        "--ide-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a process name that means the Kiro IDE is running (repeatable; default: "
+        "kiro, Kiro, Kiro Helper …, Kiro.exe)",
+    )
 
 
 def _carry_out(step: Step) -> str | None:
@@ -154,7 +162,7 @@ def run_portable(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if all(s.action == "skip" for s in todo.steps):
         return 0
-    running = kiro_ide_running()
+    running = kiro_ide_running(args.ide_name)
     if running:
         names = ", ".join(sorted(set(running)))
         print(
