@@ -16,13 +16,13 @@ from enum import StrEnum
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.messages import Conversation
+from ki2api.core.proxy import PROXY_FAILED
 from ki2api.kiro.classify import (
     CREDIT_WINDOW_CODE,
     LOCATION_BLOCK_CODE,
     SUSPICIOUS_CODE,
     USER_RATE_CODE,
 )
-from ki2api.core.proxy import PROXY_FAILED
 from ki2api.kiro.request.conversation_id import start_digest
 
 __all__ = [
