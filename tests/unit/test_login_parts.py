@@ -28,7 +28,7 @@ from kiro_emulator.credentials import client_id_hash as emulator_client_id_hash
 @pytest.mark.parametrize(
     ("verifier", "challenge"),
     [
-        # RFC 7636 appendix B
+        # the PKCE standard's own worked example (docs/kiro-protocol.md §1.4)
         (
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",

@@ -7,8 +7,8 @@
    interval}`; the user opens the URL and confirms the code;
 3. CreateToken: `POST {oidc}/token` `{clientId, clientSecret, grantType:
    "urn:ietf:params:oauth:grant-type:device_code", deviceCode}`, polled every `interval`
-   seconds: 400 `authorization_pending` (wait), `slow_down` (wait 5 s longer from now on, RFC
-   8628 §3.5), `expired_token` / `access_denied` (stop); 200 gives the tokens.
+   seconds: 400 `authorization_pending` (wait), `slow_down` (wait 5 s longer from now on),
+   `expired_token` / `access_denied` (stop); 200 gives the tokens (docs/kiro-protocol.md §1.2).
 
 `poll_decision` is the pure rule; `DeviceLogin` makes the calls. The result is written as the
 IDE writes an IdC login (`login_tokens.py`). Nothing here logs a token, secret or device code.
@@ -51,7 +51,7 @@ SCOPES = (
     "codewhisperer:transformations",
     "codewhisperer:taskassist",
 )
-SLOW_DOWN_STEP_S = 5.0  # RFC 8628 §3.5: each slow_down adds 5 s to the interval for good
+SLOW_DOWN_STEP_S = 5.0  # each slow_down adds 5 s to the interval for good (§1.2)
 _WHAT = "AWS SSO-OIDC"
 _TIMEOUT_S = 30.0
 
@@ -87,7 +87,8 @@ class PollDecision:
 def poll_decision(
     error: str | None, interval: float, step: float = SLOW_DOWN_STEP_S
 ) -> PollDecision:
-    """What a CreateToken answer without tokens means for the polling (RFC 8628 §3.5)."""
+    """What a CreateToken answer without tokens means for the polling (docs/kiro-protocol.md
+    §1.2: the OAuth device grant's rules)."""
     if error == "authorization_pending":
         return PollDecision(False, interval, interval)
     if error == "slow_down":

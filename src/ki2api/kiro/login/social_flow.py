@@ -51,7 +51,7 @@ _PAGE = (
 
 
 def challenge_of(verifier: str) -> str:
-    """The S256 code challenge of a PKCE verifier (RFC 7636 §4.2)."""
+    """The S256 code challenge of a PKCE verifier (docs/kiro-protocol.md §1.4)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
