@@ -309,7 +309,16 @@ def test_failover_before_first_byte(
     dialect: str,
 ) -> None:
     bad, good = make_pool(emulator_url, tmp_path, [behaviour, {}], expired=[expired])
-    gw = start_pool_gateway(gateway_factory, [bad, good], tmp_path, first_event_timeout_s=0.5)
+    # rests far longer than the test, however busy the machine: the fourth request must find
+    # the bad account still resting
+    gw = start_pool_gateway(
+        gateway_factory,
+        [bad, good],
+        tmp_path,
+        first_event_timeout_s=0.5,
+        throttle_cooldown_s=60.0,
+        error_cooldown_s=60.0,
+    )
     assert ask(gw, "first", stream=True, dialect=dialect) == "Echo: first"
     assert ask(gw, "second", stream=False, dialect=dialect) == "Echo: second"
     assert ask(gw, "third", stream=True, dialect=dialect) == "Echo: third"
