@@ -1,6 +1,7 @@
 """A container engine for the container test: dockerd (started here when none runs, stopped by
-whoever started it), a Debian bookworm base image made with mmdebstrap (cached by its recipe),
-and the emulator served where containers on the default bridge can reach it.
+whoever started it once no other test run uses it), a Debian bookworm base image made with
+mmdebstrap (cached by its recipe), and the emulator served where containers on the default
+bridge can reach it.
 
 No registry image can be pulled on our machines, so the base is built from Debian's packages and
 `docker import`ed; the Dockerfile takes it as its BASE_IMAGE. `/usr/bin/docker` is called by its
@@ -10,6 +11,7 @@ full path: another `docker` client may come first on PATH (one without the class
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -68,12 +70,28 @@ def _engine_answers() -> bool:
 
 @contextlib.contextmanager
 def docker_engine(log_dir: Path) -> Iterator[None]:
-    """A running dockerd: the one already running, else one started here (and stopped after)."""
+    """A running dockerd: the one already running, else one started here.
+
+    Two test runs on one machine may share it: each holds a shared lock on `users.lock` while it
+    uses the engine, and the run that started dockerd stops it only when it can take that lock
+    alone (else it is left running for the other run). Checking and starting happen under
+    `start.lock`, so two runs never start two daemons."""
     if not Path(DOCKER).exists():
         raise NoEngine(f"{DOCKER} is not installed (apt-get install docker.io docker-compose)")
-    if _engine_answers():
-        yield
-        return
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with (CACHE_DIR / "dockerd-users.lock").open("a") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        with (CACHE_DIR / "dockerd-start.lock").open("a") as start:
+            fcntl.flock(start, fcntl.LOCK_EX)
+            proc = None if _engine_answers() else _start_dockerd(log_dir)
+        try:
+            yield
+        finally:
+            if proc is not None:
+                _stop_unless_shared(proc, users)
+
+
+def _start_dockerd(log_dir: Path) -> subprocess.Popen[bytes]:
     dockerd = shutil.which("dockerd")
     if dockerd is None or os.geteuid() != 0:
         raise NoEngine("no Docker engine answers and dockerd cannot be started here (needs root)")
@@ -86,21 +104,31 @@ def docker_engine(log_dir: Path) -> Iterator[None]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    deadline = time.monotonic() + 40
+    while not _engine_answers():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-1500:]
+            _stop(proc)
+            raise NoEngine(f"dockerd did not start (exit {proc.poll()}): {tail}")
+        time.sleep(0.3)
+    return proc
+
+
+def _stop_unless_shared(proc: subprocess.Popen[bytes], users: Any) -> None:
     try:
-        deadline = time.monotonic() + 40
-        while not _engine_answers():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-1500:]
-                raise NoEngine(f"dockerd did not start (exit {proc.poll()}): {tail}")
-            time.sleep(0.3)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another test run is using the engine: it stays up
+    _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def base_image(mirror: str = "http://deb.debian.org/debian") -> str:
