@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import time
 
-from ki2api.kiro.accounts.importers import AccountSourceError, safe_id
-from ki2api.kiro.accounts.registry import AccountExists, new_machine_id, unique_id
+from ki2api.kiro.accounts.importers import AccountSourceError
+from ki2api.kiro.accounts.registry import (
+    AccountExists,
+    new_account_id,
+    new_machine_id,
+    unique_id,
+)
 from ki2api.kiro.login.api_key import API_KEY_METHOD, mask_key, stored_key_data
 from ki2api.state.base import AccountRecord, StateStore
 
@@ -41,13 +46,7 @@ async def add_api_key(
     if same is not None:
         raise AccountExists(same)
     taken = {r.id for r in await store.list_accounts()}
-    if account_id is not None:
-        if safe_id(account_id) != account_id:
-            raise AccountSourceError(f"account id {account_id!r}: use only a-z, 0-9, _ and -")
-        if account_id in taken:
-            raise AccountSourceError(f"account id {account_id!r} is already taken")
-    else:
-        account_id = unique_id("api-key", taken)
+    account_id = new_account_id(account_id, taken, lambda free: unique_id("api-key", free))
     record = AccountRecord(
         id=account_id,
         source="store",

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,13 +296,7 @@ async def add_account(
         if same is not None:
             raise AccountExists(same)
     taken = {r.id for r in await store.list_accounts()}
-    if account_id is not None:
-        if safe_id(account_id) != account_id:
-            raise AccountSourceError(f"account id {account_id!r}: use only a-z, 0-9, _ and -")
-        if account_id in taken:
-            raise AccountSourceError(f"account id {account_id!r} is already taken")
-    else:
-        account_id = _next_free_id(taken)
+    account_id = new_account_id(account_id, taken, _next_free_id)
     record = AccountRecord(
         id=account_id,
         source="store" if link is None else "linked",
@@ -323,6 +317,18 @@ async def add_account(
     if await store.save_tokens(account_id, dict(token_json), expected_version=None) is None:
         raise AccountSourceError(f"account {account_id!r}: tokens were already stored for it")
     return record
+
+
+def new_account_id(wanted: str | None, taken: set[str], make: Callable[[set[str]], str]) -> str:
+    """The id of a new store account: `wanted` when it is a safe id not yet taken
+    (AccountSourceError otherwise), else one `make` picks among the free ones."""
+    if wanted is None:
+        return make(taken)
+    if safe_id(wanted) != wanted:
+        raise AccountSourceError(f"account id {wanted!r}: use only a-z, 0-9, _ and -")
+    if wanted in taken:
+        raise AccountSourceError(f"account id {wanted!r} is already taken")
+    return wanted
 
 
 def _next_free_id(taken: set[str]) -> str:
