@@ -17,15 +17,13 @@ import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from tests.support.servers import serve_in_thread
 
 DOCKER = "/usr/bin/docker"
 COMPOSE = "docker-compose"
@@ -157,29 +155,9 @@ def bridge_gateway() -> str:
     return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))  # what dockerd gives docker0
 
 
-@contextlib.contextmanager
-def serve_on(app: Any, host: str) -> Iterator[str]:
-    """Serve `app` on `host` (a port the kernel picks) in a thread; yield its base URL."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    sock.listen(256)
-    port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+def serve_on(app: Any, host: str) -> contextlib.AbstractContextManager[str]:
+    """Serve `app` on `host` (a port the kernel picks) in a thread; its base URL."""
+    return serve_in_thread(app, host=host)
 
 
 def host_port(container: str, port: int) -> int:

@@ -1,4 +1,5 @@
-"""Run an ASGI app under a real uvicorn server on 127.0.0.1 in a background thread."""
+"""Run an ASGI app under a real uvicorn server (on 127.0.0.1 unless told) in a background
+thread."""
 
 from __future__ import annotations
 
@@ -38,25 +39,27 @@ def free_port() -> int:
     raise RuntimeError("no free port left in this worker's slice")
 
 
-def _listening_socket() -> socket.socket:
+def _listening_socket(host: str) -> socket.socket:
     """A socket bound (port 0) and listening, for uvicorn to serve on: no port race at all."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     sock.listen(2048)
     return sock
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, port: int | None = None, http: Any = "auto") -> Iterator[str]:
-    """Serve `app` on 127.0.0.1 and yield its base URL (no trailing slash). `http`: uvicorn's
+def serve_in_thread(
+    app: Any, *, port: int | None = None, http: Any = "auto", host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """Serve `app` on `host` and yield its base URL (no trailing slash). `http`: uvicorn's
     protocol, e.g. `ki2api.server.connections.protocol_for(settings)` as `ki2api serve` uses."""
-    sock = _listening_socket() if port is None else None
+    sock = _listening_socket(host) if port is None else None
     if sock is not None:
         port = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
+        host=host,
         port=port,
         http=http,
         log_level="warning",
@@ -73,7 +76,7 @@ def serve_in_thread(app: Any, *, port: int | None = None, http: Any = "auto") ->
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
