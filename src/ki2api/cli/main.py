@@ -1,4 +1,4 @@
-"""`ki2api serve | demo | start | emulator | doctor | accounts | usage | portable`."""
+"""`ki2api serve | demo | start | emulator | doctor | accounts | keys | usage | portable`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from ki2api import __version__
 from ki2api.cli.accounts_commands import add_accounts_parser, positive_int, run_accounts
 from ki2api.cli.doctor import run_doctor
+from ki2api.cli.keys_commands import add_keys_parser, run_keys
 from ki2api.cli.login_commands import add_login_parser, run_login
 from ki2api.cli.portable import add_portable_parser, run_portable
 from ki2api.cli.start_command import add_start_parser, run_start
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="diagnose the Kiro login and the upstream")
     doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
     add_accounts_parser(sub)
+    add_keys_parser(sub)
     add_usage_parser(sub)
     add_login_parser(sub)
     add_start_parser(sub, positive_int)
@@ -56,8 +58,15 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, host=host, port=port)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
     """Our own loggers (uvicorn configures its own). The doctor reports problems itself."""
+    if log_format == "json":  # LOG_FORMAT=json: one JSON object per line (server/json_log.py)
+        from logging.config import dictConfig
+
+        from ki2api.server.json_log import log_config
+
+        dictConfig(log_config(level))
+        return
     logging.basicConfig(
         level=level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -82,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("doctor", "accounts", "usage", "portable", "login")
-    _configure_logging("error" if quiet else settings.log_level)
+    quiet = args.command in ("doctor", "accounts", "keys", "usage", "portable", "login")
+    _configure_logging("error" if quiet else settings.log_level, settings.log_format)
     try:
         return _run(args, settings)
     except KeyboardInterrupt:  # Ctrl+C: the servers have shut down already; no traceback
@@ -93,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "accounts":
         return run_accounts(settings, args)
+    if args.command == "keys":
+        return run_keys(settings, args)
     if args.command == "usage":
         return run_usage(settings, args)
     if args.command == "login":

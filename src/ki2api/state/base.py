@@ -15,6 +15,9 @@ Rules every implementation keeps:
 * `changed()` is cheap (called once per request): True when another process (or connection)
   wrote anything since the previous call by this store object;
 * no method logs or raises a token or secret; reprs hide them;
+* client keys are stored by the SHA-256 of the key only (state/client_key_rules.py); their
+  counters (`admit_client_key`, and the tokens of the usage rows naming a key, charged by
+  `record_usage`) change atomically for every worker: a Redis store uses one script or MULTI;
 * a slot lease (`take_slot`) counts one request in flight on an account for every worker: it is
   held until `free_slot`, or until its holder's process is gone (same host: the pid is checked
   when an account looks full), or until it expires (`renew_slots` keeps a live holder's leases).
@@ -26,8 +29,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ki2api.state.client_key_rules import Verdict
+
 __all__ = [
     "FILE_SOURCES",
+    "ClientKeyRecord",
     "SlotHolder",
     "SlotTake",
     "USAGE_GROUPS",
@@ -146,6 +152,26 @@ class UsageSummary:
 
 
 @dataclass(frozen=True)
+class ClientKeyRecord:
+    """A client key of `ki2api keys`: its name (what the usage log records), the SHA-256 of the
+    key (the key itself is shown once and never stored), its state and limits (None: none)."""
+
+    id: str  # "ck-<12 hex>", stable across rotations
+    name: str  # unique, printable (client_key_rules.check_name)
+    key_hash: str = field(repr=False)  # 64 hex
+    hint: str  # "sk-ki2api-…abcd": enough to tell keys apart, not to use one
+    state: str = "active"  # "active" | "disabled" | "revoked" (final)
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (counted after each answer)
+    daily_tokens: int | None = None  # tokens per UTC day
+    monthly_requests: int | None = None  # requests per UTC calendar month
+    models: str | None = None  # comma-separated fnmatch patterns; None: every model
+    expires_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class SlotHolder:
     """Who holds slot leases: one gateway process (a worker of `serve --workers N`)."""
 
@@ -232,8 +258,33 @@ class StateStore(Protocol):
     async def slots_in_use(self, now: float) -> dict[str, int]:
         """Live leases per account id (accounts without any are left out)."""
 
+    # client keys ------------------------------------------------------------------------------
+    async def create_client_key(self, record: ClientKeyRecord) -> bool:
+        """Insert the key; False when its name (or hash) is taken already."""
+
+    async def list_client_keys(self) -> list[ClientKeyRecord]: ...
+    async def get_client_key(self, name: str) -> ClientKeyRecord | None: ...
+    async def client_key_by_hash(self, key_hash: str) -> ClientKeyRecord | None: ...
+    async def update_client_key(self, record: ClientKeyRecord) -> bool:
+        """Replace the limits, models and expiry of the key of this id (not revoked ones)."""
+
+    async def set_client_key_state(self, name: str, state: str) -> bool:
+        """disable / enable / revoke: False when the key is missing or revoked already."""
+
+    async def rotate_client_key(self, name: str, key_hash: str, hint: str) -> bool:
+        """A new secret for the key, same name, limits and counters; the old one stops at once.
+        False when the key is missing or revoked."""
+
+    async def admit_client_key(self, key_id: str, now: float) -> Verdict:
+        """Atomically: read the key and its counters; when `decide` (client_key_rules) lets one
+        more request start (and the key is active and unexpired), count it in its minute, day
+        and month windows. The verdict says why not otherwise."""
+
     # usage log --------------------------------------------------------------------------------
-    async def record_usage(self, rows: Sequence[UsageRow]) -> None: ...
+    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Append the rows; the tokens of a row whose `client_key` names a client key are added
+        to that key's minute and day counters, in the same transaction."""
+
     async def usage_count(self) -> int: ...
     async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
         """The newest `limit` rows, oldest first."""

@@ -24,9 +24,11 @@ from typing import Any
 
 import orjson
 
+from ki2api.state import client_key_sql as cks
 from ki2api.state.base import (
     USAGE_GROUPS,
     AccountRecord,
+    ClientKeyRecord,
     Health,
     SlotHolder,
     SlotTake,
@@ -34,6 +36,7 @@ from ki2api.state.base import (
     UsageRow,
     UsageSummary,
 )
+from ki2api.state.client_key_rules import Verdict
 from ki2api.state.slot_leases import take_slot_in
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -86,6 +89,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX slots_account ON slots(account_id)",
         "CREATE TABLE slot_starts (account_id TEXT PRIMARY KEY, last_start REAL NOT NULL)",
     ),
+    cks.MIGRATION,  # client keys (`ki2api keys`) and their counters
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -313,16 +317,55 @@ class SQLiteStore:
         sql = "SELECT account_id, COUNT(*) FROM slots WHERE expires_at >= ? GROUP BY account_id"
         return {str(a): int(n) for a, n in self._read(sql, (now,))}
 
+    # client keys -----------------------------------------------------------------------------
+    async def create_client_key(self, record: ClientKeyRecord) -> bool:
+        with self._write() as conn:
+            return cks.insert_key_in(conn, record)
+
+    async def list_client_keys(self) -> list[ClientKeyRecord]:
+        sql = f"SELECT {', '.join(cks.CLIENT_KEY_COLS)} FROM client_keys ORDER BY name"
+        return [cks.client_key(r) for r in self._read(sql)]
+
+    async def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        sql = f"SELECT {', '.join(cks.CLIENT_KEY_COLS)} FROM client_keys WHERE name = ?"
+        return next((cks.client_key(r) for r in self._read(sql, (name,))), None)
+
+    async def client_key_by_hash(self, key_hash: str) -> ClientKeyRecord | None:
+        sql = f"SELECT {', '.join(cks.CLIENT_KEY_COLS)} FROM client_keys WHERE key_hash = ?"
+        return next((cks.client_key(r) for r in self._read(sql, (key_hash,))), None)
+
+    async def update_client_key(self, record: ClientKeyRecord) -> bool:
+        with self._write() as conn:
+            return cks.update_key_in(conn, record, self._clock())
+
+    async def set_client_key_state(self, name: str, state: str) -> bool:
+        sql = "UPDATE client_keys SET state = ?, updated_at = ? WHERE name = ? AND state != ?"
+        with self._write() as conn:
+            return conn.execute(sql, (state, self._clock(), name, "revoked")).rowcount > 0
+
+    async def rotate_client_key(self, name: str, key_hash: str, hint: str) -> bool:
+        sql = (
+            "UPDATE client_keys SET key_hash = ?, hint = ?, updated_at = ?"
+            " WHERE name = ? AND state != 'revoked'"
+        )
+        with self._write() as conn:
+            return conn.execute(sql, (key_hash, hint, self._clock(), name)).rowcount > 0
+
+    async def admit_client_key(self, key_id: str, now: float) -> Verdict:
+        with self._write() as conn:
+            return cks.admit_in(conn, key_id, now)
+
     # usage log -------------------------------------------------------------------------------
     async def record_usage(self, rows: Sequence[UsageRow]) -> None:
         if rows:
             # a usage row holds plain values: no need for astuple()'s deep copy (~45 µs a row)
             values = [tuple(getattr(r, name) for name in _USAGE_COLS) for r in rows]
-            await asyncio.to_thread(self._insert_usage, values)
+            await asyncio.to_thread(self._insert_usage, values, rows)
 
-    def _insert_usage(self, values: list[tuple[Any, ...]]) -> None:
+    def _insert_usage(self, values: list[tuple[Any, ...]], rows: Sequence[UsageRow]) -> None:
         with self._write() as conn:
             conn.executemany(_INSERT_USAGE, values)
+            cks.charge_usage_in(conn, rows)  # the tokens of rows naming a client key
 
     async def usage_count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM usage")[0][0])
