@@ -417,6 +417,13 @@ class Settings:
         "KI2API_RESPONSES_TTL_S", _float, 30 * 86400.0,
         "how long a stored Responses API answer is kept (0: none is stored)")
     log_level: str = setting("LOG_LEVEL", _lower, "info", "debug, info, warning or error")
+    log_format: str = setting("LOG_FORMAT", _lower, "text", "text, or json: a JSON object a line")
+    admin_key: str | None = setting(  # /metrics (server/routes_metrics.py)
+        "ADMIN_KEY", _optional, None, "the operator's key (reads /metrics)", secret=True)
+    metrics_token: str | None = setting(
+        "KI2API_METRICS_TOKEN", _optional, None, "a token that reads /metrics only", secret=True)
+    metrics_dir: Path | None = setting(  # prometheus-client's multiprocess mode
+        "PROMETHEUS_MULTIPROC_DIR", _user_path, None, "set by `serve --workers N` for its workers")
     workers: int = setting("KI2API_WORKERS", _int, 1, "`serve` processes sharing the state store")
     # Network safety (cli/runner.py, server/hosts.py)
     allow_default_key: bool = setting(

@@ -58,8 +58,15 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, host=host, port=port)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
     """Our own loggers (uvicorn configures its own). The doctor reports problems itself."""
+    if log_format == "json":  # LOG_FORMAT=json: one JSON object per line (server/json_log.py)
+        from logging.config import dictConfig
+
+        from ki2api.server.json_log import log_config
+
+        dictConfig(log_config(level))
+        return
     logging.basicConfig(
         level=level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -85,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
     quiet = args.command in ("doctor", "accounts", "keys", "usage", "portable", "login")
-    _configure_logging("error" if quiet else settings.log_level)
+    _configure_logging("error" if quiet else settings.log_level, settings.log_format)
     try:
         return _run(args, settings)
     except KeyboardInterrupt:  # Ctrl+C: the servers have shut down already; no traceback

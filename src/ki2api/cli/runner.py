@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -18,6 +21,7 @@ from ki2api.server.app import create_app
 from ki2api.server.connections import IMPORT_STRING as CONNECTIONS_PROTOCOL
 from ki2api.server.connections import protocol_for, raise_fd_limit
 from ki2api.server.hosts import is_loopback_host
+from ki2api.server.json_log import log_config
 from ki2api.settings import DEFAULT_API_KEY, Settings
 from ki2api.state.sqlite import SQLiteStore
 from kiro_emulator import EmulatorConfig
@@ -70,8 +74,22 @@ def default_key_exposure(settings: Settings) -> str | None:
     )
 
 
+def _log_options(log_level: str, log_format: str) -> dict[str, Any]:
+    """uvicorn's logging: its access line per request (text), or all of it as JSON with our own
+    access line instead (server/observe.py), which has the request's fields."""
+    if log_format != "json":
+        return {"access_log": True}  # one line per request at LOG_LEVEL=info; silent at warning
+    return {"access_log": False, "log_config": log_config(log_level)}
+
+
 def _uvicorn_config(
-    app: object, host: str, port: int, log_level: str, *, http: type[asyncio.Protocol] | str
+    app: object,
+    host: str,
+    port: int,
+    log_level: str,
+    *,
+    http: type[asyncio.Protocol] | str,
+    log_format: str = "text",
 ) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -79,8 +97,8 @@ def _uvicorn_config(
         port=port,
         http=http,  # the bounded protocol: read deadlines and the connection cap
         log_level=log_level,
-        access_log=True,  # one line per request at LOG_LEVEL=info; silent at warning
         timeout_graceful_shutdown=5,
+        **_log_options(log_level, log_format),
     )
 
 
@@ -103,16 +121,24 @@ def serve(settings: Settings, workers: int = 1) -> int:
         # command line must reach them too (it decides whether Host is checked).
         os.environ["HOST"] = settings.host
         os.environ["KI2API_WORKERS"] = str(workers)  # slots are then counted in the store
-        uvicorn.run(
-            "ki2api.server.app:create_app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            http=CONNECTIONS_PROTOCOL,  # each worker reads its limits from the environment
-            workers=workers,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=5,
-        )
+        # /metrics: each worker writes its counters to files here, any worker sums them all
+        # (prometheus-client's multiprocess mode); a private directory, empty at each start
+        metrics_dir = tempfile.mkdtemp(prefix="ki2api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run(
+                "ki2api.server.app:create_app_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                http=CONNECTIONS_PROTOCOL,  # each worker reads its limits from the environment
+                workers=workers,
+                log_level=settings.log_level,
+                timeout_graceful_shutdown=5,
+                **_log_options(settings.log_level, settings.log_format),
+            )
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return 0
     config = _uvicorn_config(
         create_app(settings),
@@ -120,6 +146,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
         settings.port,
         settings.log_level,
         http=protocol_for(settings),
+        log_format=settings.log_format,
     )
     uvicorn.Server(config).run()
     return 0
@@ -206,6 +233,7 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
             settings.port,
             settings.log_level,
             http=protocol_for(gateway_settings),
+            log_format=settings.log_format,
         )
     )
     gw_task = asyncio.create_task(_serve(gw_server))

@@ -45,6 +45,7 @@ from ki2api.kiro.request.conversation_id import kiro_conversation_id
 from ki2api.kiro.stream.codec import CodecError, EventStreamDecoder
 from ki2api.kiro.stream.translate import KiroStreamTranslator
 from ki2api.kiro.transport import ChatResponse, ChatTransport, read_body
+from ki2api.metrics import ATTEMPTS, FAILOVERS
 
 __all__ = ["BackendOptions", "KiroBackend", "Shaper"]
 
@@ -171,13 +172,16 @@ class KiroBackend:
             first = await self._first_content(source, state, whole=whole is not None)
         except GatewayError as err:
             await self._drop(account, source)
+            ATTEMPTS.labels(err.kind.value).inc()
             if not await run.failed(account, err, started_at, ours=not state.upstream(err)):
                 raise
+            FAILOVERS.labels(err.kind.value).inc()
             _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
             return err
         except BaseException:
             await self._drop(account, source)
             raise
+        ATTEMPTS.labels("ok").inc()
         return account, source, first, started_at
 
     async def _drop(self, account: PoolAccount, source: AsyncIterator[list[Event]]) -> None:

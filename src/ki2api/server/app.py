@@ -23,7 +23,9 @@ from ki2api.kiro.transport import ChatTransport
 from ki2api.server.accounting import AccountingMiddleware, trace_of
 from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ki2api.server.observe import ObserveMiddleware
 from ki2api.server.routes_anthropic import router as anthropic_router
+from ki2api.server.routes_metrics import router as metrics_router
 from ki2api.server.routes_openai import router as openai_router
 from ki2api.server.routes_responses import router as responses_router
 from ki2api.server.routes_shared import router as shared_router
@@ -99,6 +101,7 @@ def create_app(
     app.include_router(responses_router)
     app.include_router(anthropic_router)
     app.include_router(shared_router)
+    app.include_router(metrics_router)
     _install_error_handlers(app)
 
     def limit_error(err: GatewayError, scope: Scope) -> ASGIApp:
@@ -114,6 +117,7 @@ def create_app(
         app.add_middleware(
             HostCheckMiddleware, allowed=settings.allowed_hosts, on_error=limit_error
         )
+    app.add_middleware(ObserveMiddleware, json_access_log=settings.log_format == "json")
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -10,12 +11,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware"]
+__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "given_request_id"]
+
+_PRINTABLE_ID = re.compile(rb"[\x20-\x7e]{1,128}")
 
 
 class RequestIdMiddleware:
     """Adds `x-request-id` (and Anthropic's `request-id`) to every response and
-    `openai-processing-ms` to every 2xx; puts the id in `scope["state"]["request_id"]`."""
+    `openai-processing-ms` to every 2xx; puts the id in `scope["state"]["request_id"]`. A
+    client's own `x-request-id` is kept when it is printable ASCII of at most 128 characters;
+    otherwise (or without one) the gateway makes one."""
 
     def __init__(self, app: ASGIApp, *, id_factory: Callable[[], str] | None = None) -> None:
         self.app = app
@@ -25,7 +30,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self._new_id()
+        request_id = given_request_id(scope) or self._new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
 
@@ -41,6 +46,15 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def given_request_id(scope: Scope) -> str | None:
+    """The client's `x-request-id`, if it is fit to echo and log."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            value = value.strip()
+            return value.decode() if _PRINTABLE_ID.fullmatch(value) else None
+    return None
 
 
 class BodyLimitMiddleware:

@@ -36,6 +36,7 @@ from ki2api.kiro.login.file_store import TokenFileStore, TokenSet
 from ki2api.kiro.login.profiles import ide_profile_arn, list_available_profiles
 from ki2api.kiro.login.refresh import RELOGIN_HINT, RefreshedTokens, refresh_idc, refresh_social
 from ki2api.kiro.login.token_home import FileTokenHome, MemoryTokenHome, TokenHome
+from ki2api.metrics import REFRESHES
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 
@@ -395,7 +396,9 @@ class KiroCredentials:
             self._failure_count += 1
             self._last_error, self._failed_at = exc, started
             _log.warning("account %s: token refresh failed: %s", self._account_id, exc.message)
+            REFRESHES.labels("failed").inc()
             raise
+        REFRESHES.labels("ok").inc()
         self._apply(grant, self._clock())
         await self._home.save(self._tokens)
         return self._snapshot()
