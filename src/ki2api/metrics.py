@@ -49,7 +49,7 @@ ATTEMPTS = Counter(
     ["result"],
 )
 FAILOVERS = Counter(
-    "ki2api_failovers", "Attempts that failed over to another account, by reason", ["reason"]
+    "ki2api_failovers", "New attempts after a failed one, by the failure's kind", ["reason"]
 )
 TOKENS = Counter(
     "ki2api_tokens",

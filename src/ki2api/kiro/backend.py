@@ -162,6 +162,8 @@ class KiroBackend:
         account = await run.next_account(key, attempt)
         if account is None:
             return None
+        if attempt and run.last is not None:  # another attempt after a failure: a failover
+            FAILOVERS.labels(run.last.kind.value).inc()
         if trace is not None:
             trace.tried(account.id)
         started_at = self._pool.now()
@@ -175,7 +177,6 @@ class KiroBackend:
             ATTEMPTS.labels(err.kind.value).inc()
             if not await run.failed(account, err, started_at, ours=not state.upstream(err)):
                 raise
-            FAILOVERS.labels(err.kind.value).inc()
             _log.info("account %s could not answer (%s); failing over", account.id, err.kind)
             return err
         except BaseException:

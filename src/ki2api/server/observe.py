@@ -102,9 +102,9 @@ class ObserveMiddleware:
             DURATION.labels(route, model).observe(duration)
             if ttft is not None:
                 TTFT.labels(route, model).observe(ttft)
-            if trace.input_tokens:
+            if trace.input_tokens and outcome == "ok":  # tokens of answered requests only
                 TOKENS.labels("in", model, key).inc(trace.input_tokens)
-            if trace.output_tokens:
+            if trace.output_tokens and outcome == "ok":
                 TOKENS.labels("out", model, key).inc(trace.output_tokens)
         if self._json:
             fields = _access_fields(scope, trace, status, outcome, duration, ttft)
