@@ -21,6 +21,7 @@ from ki2api.frontends.anthropic.error_json import error_response as anthropic_er
 from ki2api.frontends.openai.error_json import error_response
 from ki2api.kiro.transport import ChatTransport
 from ki2api.server.accounting import AccountingMiddleware, trace_of
+from ki2api.server.client_keys import ClientKeyMiddleware
 from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.observe import ObserveMiddleware
@@ -31,6 +32,7 @@ from ki2api.server.routes_responses import router as responses_router
 from ki2api.server.routes_shared import router as shared_router
 from ki2api.server.services import build_services
 from ki2api.settings import Settings, load_settings
+from ki2api.state.base import StateStore
 from ki2api.state.usage_log import UsageLog
 
 __all__ = ["create_app", "create_app_from_env", "is_anthropic_path", "render_error"]
@@ -111,8 +113,13 @@ def create_app(
         services = getattr(app.state, "services", None)
         return services.usage if services is not None else None
 
+    def store_of() -> StateStore | None:
+        services = getattr(app.state, "services", None)
+        return services.store if services is not None else None
+
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=limit_error)
     app.add_middleware(AccountingMiddleware, usage=usage_log, keys=settings.api_keys)
+    app.add_middleware(ClientKeyMiddleware, store=store_of, keys=settings.api_keys)  # outside
     if is_loopback_host(settings.host):  # DNS rebinding defence (server/hosts.py)
         app.add_middleware(
             HostCheckMiddleware, allowed=settings.allowed_hosts, on_error=limit_error

@@ -3,7 +3,8 @@
 A route parses the body into its dialect's `ChatAdapter` and calls `run_chat`, which does the
 rest in this order:
 
-1. the API key (`auth.require_key`), then the model (`resolve_model`, the dialect's 404);
+1. the API key (`auth.require_key`, or a store key: `client_keys`), then the model
+   (`resolve_model`, the dialect's 404), then the store key's limits (`client_keys.admit`);
 2. the core `Conversation` (the adapter translates it), then Kiro's accounts are required;
 3. images: limits applied and remote images fetched, once, on the conversation
    (`images.remote.resolve_images`; the text budget is checked before any download);
@@ -20,6 +21,7 @@ context overflow), its shaping, its body and its encoder, its keep-alive.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +38,7 @@ from ki2api.images.remote import resolve_images
 from ki2api.kiro.backend import KiroBackend
 from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
+from ki2api.server.client_keys import admit, client_key_of, refuse_unusable
 from ki2api.server.disconnect import unless_gone
 from ki2api.server.estimates import estimate_input_tokens
 from ki2api.server.services import Services
@@ -121,9 +124,14 @@ def services_of(request: Request) -> Services:
 
 
 def authorize(request: Request) -> Services:
-    """The app's services, once the request's API key is accepted (else a 401)."""
+    """The app's services, once the request's API key is accepted (else a 401): API_KEY, or a
+    usable store key (found by `client_keys.ClientKeyMiddleware`)."""
     services = services_of(request)
-    require_key(request.headers, services.settings.api_keys)
+    record = client_key_of(request.scope)
+    if record is None:
+        require_key(request.headers, services.settings.api_keys)
+    else:
+        refuse_unusable(record, time.time())
     return services
 
 
@@ -146,6 +154,7 @@ async def run_chat(
     parsed into `adapter`; `answer`: where the answer's batches come from when it is more than
     one upstream answer, e.g. the Responses API's web-search loop)."""
     model = await resolve_model(services, adapter.model, adapter.model_not_found)
+    await admit(request.scope, services.store, adapter.model, model.id)
     conv = await _conversation(services, adapter, model)
     input_tokens = estimate_input_tokens(conv)
     ready = Prepared(conv, model, input_tokens, _trace(request, adapter, input_tokens))
