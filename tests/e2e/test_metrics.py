@@ -147,8 +147,15 @@ def test_token_counts_equal_the_usage_the_clients_got(gateway_factory: Any) -> N
     seen: dict[str, Any] = defaultdict(int, statuses=[])
     for n in range(4):
         one_request(gw, n, seen)
+    for guess in ("wrong-1", "wrong-2"):  # wrong keys: one series for all of them
+        with pytest.raises(openai.AuthenticationError):
+            gw.openai(api_key=guess).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}]
+            )
     after = scrape(gw)
     assert seen["ok"] == 4
+    refused = delta(before, after, "ki2api_requests_total", outcome="authentication")
+    assert refused == delta(before, after, "ki2api_requests_total", key="invalid") == 2
     assert delta(before, after, "ki2api_tokens_total", direction="in") == seen["in"]
     assert delta(before, after, "ki2api_tokens_total", direction="out") == seen["out"]
     assert delta(before, after, "ki2api_requests_total", route="/v1/messages", model=MODEL) == 2

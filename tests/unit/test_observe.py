@@ -9,7 +9,7 @@ import pytest
 
 from ki2api.server.json_log import JsonFormatter
 from ki2api.server.middleware import given_request_id
-from ki2api.server.observe import route_label
+from ki2api.server.observe import _key_label, route_label
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,11 @@ def test_a_json_log_line_keeps_a_multiline_message_on_one_line() -> None:
     record = logging.LogRecord("ki2api", logging.WARNING, "f", 1, "two\nlines", None, None)
     line = JsonFormatter().format(record)
     assert "\n" not in line and json.loads(line)["message"] == "two\nlines"
+
+
+@pytest.mark.parametrize(
+    ("fingerprint", "label"),
+    [("key-1", "key-1"), ("ci-bot", "ci-bot"), ("none", "none"), ("invalid:3f2a9c", "invalid")],
+)
+def test_every_wrong_key_shares_one_label(fingerprint: str, label: str) -> None:
+    assert _key_label(fingerprint) == label

@@ -95,7 +95,7 @@ class ObserveMiddleware:
         trace = trace_of(scope)
         route = route_label(str(scope.get("path", "")))
         model = (trace.model or "")[:_MODEL_LABEL_MAX] if trace is not None else ""
-        key = trace.client_key if trace is not None else ""
+        key = _key_label(trace.client_key) if trace is not None else ""
         outcome = (trace.outcome if trace is not None else None) or failed or _outcome(status)
         REQUESTS.labels(route, model, outcome, key).inc()
         if trace is not None:
@@ -142,6 +142,11 @@ def _access_fields(
             tokens_out=trace.output_tokens,
         )
     return {"ki2api": fields}
+
+
+def _key_label(client_key: str) -> str:
+    """The key's name, or `invalid` for every wrong key alike (one series, not one per guess)."""
+    return "invalid" if client_key.startswith("invalid:") else client_key
 
 
 def _is_sse(message: Message) -> bool:
