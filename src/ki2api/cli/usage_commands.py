@@ -1,7 +1,8 @@
 """`ki2api usage`: what the usage log says, summed per account, client key, model or outcome.
 
 Reads the state store the gateway writes (one row per chat request, see docs/accounts.md);
-never shows a key or a token: client keys appear as `key-N`, the N-th key of API_KEY.
+never shows a key or a token: client keys appear as `key-N`, the N-th key of API_KEY, or by
+the name of a `ki2api keys` key (docs/client-keys.md).
 """
 
 from __future__ import annotations
