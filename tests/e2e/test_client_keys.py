@@ -121,7 +121,9 @@ def test_rpm_over_is_a_429_with_retry_after_in_each_dialect(gw: Gateway) -> None
 
 def test_tpm_counts_the_tokens_of_answers(gw: Gateway) -> None:
     key = create(gw, "tpm-1", "--tpm", "1")
-    chat_openai(gw, key)  # its tokens are counted after the answer
+    client = gw.anthropic(api_key=key)
+    with client.messages.stream(model=MODEL, max_tokens=50, messages=HI) as stream:  # type: ignore[arg-type]
+        assert stream.get_final_message().usage.output_tokens  # counted after the answer
     err = until(lambda: refused(lambda: chat_openai(gw, key), openai.RateLimitError))
     assert err is not None and "tokens per minute" in err.message
     assert err.response.headers["retry-after"]
@@ -188,3 +190,24 @@ def test_rotate_replaces_the_secret(gw: Gateway) -> None:
     new = str(keys_cli(gw, "rotate", "rotating", "--json")["key"])
     assert new != old and chat_openai(gw, new).choices
     assert refused(lambda: chat_openai(gw, old), openai.AuthenticationError)
+
+
+def test_the_cli_refuses_what_it_cannot_do(gw: Gateway) -> None:
+    root = gw.settings.data_dir.parent
+    env = {"KI2API_DATA_DIR": str(gw.settings.data_dir)}
+    home = root / "cli-home"
+    home.mkdir(exist_ok=True)
+    create(gw, "taken")
+    keys_cli(gw, "revoke", "taken")
+    for args, words in [
+        (["create", "taken"], "exists already"),
+        (["create", "key-2"], "reserved"),
+        (["create", "bad name"], "a key name is"),
+        (["enable", "taken"], "revoked for good"),
+        (["rotate", "taken"], "revoked"),
+        (["show", "nobody"], "no key named"),
+    ]:
+        done = run_cli(home, root, ["keys", *args], env)
+        assert done.returncode == 1 and words in done.stderr, (args, done.stderr)
+    done = run_cli(home, root, ["keys", "create", "x", "--expires", "soon"], env)
+    assert done.returncode == 2 and "not a date" in done.stderr
