@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.procs import GatewayProc, emulator_stats, make_pool
+from tests.support.procs import GatewayProc, emulator_stats, make_pool, pool_env
 from tests.support.servers import free_port
 
 KEY = "slots-workers-key"
@@ -72,16 +72,13 @@ def test_the_cap_holds_for_the_account_across_two_workers(
     for d in (home, cwd, creds):
         d.mkdir()
     members = make_pool(emulator_url, creds, ["s0", "s1"])
-    env = {
-        "KIRO_CREDS_DIR": str(creds),
-        "KI2API_DATA_DIR": str(data),
-        "KIRO_API_BASE": emulator_url,
-        "KIRO_AUTH_BASE": emulator_url,
-        "KIRO_OIDC_BASE": emulator_url,
-        "API_KEY": KEY,
-        "LOG_LEVEL": "warning",
-        "KI2API_ACCOUNT_MAX_INFLIGHT": "2",
-    }
+    env = pool_env(
+        emulator_url,
+        creds,
+        data,
+        KEY,
+        KI2API_ACCOUNT_MAX_INFLIGHT="2",
+    )
     port = free_port()
     args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
     gw = GatewayProc.start(home, cwd, port, *args, **env)

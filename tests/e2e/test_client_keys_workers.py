@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from ki2api.state.client_key_rules import window_of
-from tests.support.procs import GatewayProc, make_pool, run_cli, socket_owners, tcp_entries
+from tests.support.procs import (
+    GatewayProc,
+    make_pool,
+    pool_env,
+    run_cli,
+    socket_owners,
+    tcp_entries,
+)
 from tests.support.servers import free_port
 
 ADMIN = "workers-admin-key"
@@ -75,15 +82,7 @@ def served(tmp_path: Path, emulator_url: str) -> Iterator[tuple[GatewayProc, Pat
         p.mkdir()
     make_pool(emulator_url, creds, ["k0"])
     port = free_port()
-    env = {
-        "KIRO_CREDS_DIR": str(creds),
-        "KI2API_DATA_DIR": str(data),
-        "KIRO_API_BASE": emulator_url,
-        "KIRO_AUTH_BASE": emulator_url,
-        "KIRO_OIDC_BASE": emulator_url,
-        "API_KEY": ADMIN,
-        "LOG_LEVEL": "warning",
-    }
+    env = pool_env(emulator_url, creds, data, ADMIN)
     args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
     gw = GatewayProc.start(home, cwd, port, *args, **env)
     try:

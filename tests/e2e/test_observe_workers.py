@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.faultload import set_fault_rate, upstream_counts
-from tests.support.procs import GatewayProc, PoolMember, chat_request, make_pool
+from tests.support.procs import GatewayProc, PoolMember, chat_request, make_pool, pool_env
 from tests.support.servers import free_port
 
 KEY = "observe-client-key-5f1c2e"
@@ -81,19 +81,17 @@ def test_workers_metrics_are_whole_and_json_logs_name_every_request_without_secr
     before_files = [json.loads(m.token_file.read_text()) for m in members]
     calls_before, _ = upstream_counts(emulator_url, members)
     port = free_port()
-    env = {
-        "KIRO_CREDS_DIR": str(creds),
-        "KI2API_DATA_DIR": str(data),
-        "KIRO_API_BASE": emulator_url,
-        "KIRO_AUTH_BASE": emulator_url,
-        "KIRO_OIDC_BASE": emulator_url,
-        "API_KEY": KEY,
-        "ADMIN_KEY": ADMIN,
-        "KI2API_METRICS_TOKEN": METRICS,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "info",
-        "KI2API_POOL_WAIT_S": "0.5",
-    }
+    env = pool_env(
+        emulator_url,
+        creds,
+        data,
+        KEY,
+        ADMIN_KEY=ADMIN,
+        KI2API_METRICS_TOKEN=METRICS,
+        LOG_FORMAT="json",
+        LOG_LEVEL="info",
+        KI2API_POOL_WAIT_S="0.5",
+    )
     args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
     gw = GatewayProc.start(home, cwd, port, *args, **env)
     try:

@@ -25,7 +25,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.support.procs import GatewayProc, PoolMember, make_pool
+from tests.support.procs import GatewayProc, PoolMember, make_pool, pool_env
 from tests.support.servers import free_port
 
 KEY = "responses-workers-key"
@@ -91,15 +91,7 @@ def gateway_2w(tmp_path: Path, emulator_url: str) -> Iterator[tuple[GatewayProc,
         folder.mkdir()
     [member] = make_pool(emulator_url, creds, ["r0"])
     port = free_port()
-    env = {
-        "KIRO_CREDS_DIR": str(creds),
-        "KI2API_DATA_DIR": str(data),
-        "KIRO_API_BASE": emulator_url,
-        "KIRO_AUTH_BASE": emulator_url,
-        "KIRO_OIDC_BASE": emulator_url,
-        "API_KEY": KEY,
-        "LOG_LEVEL": "warning",
-    }
+    env = pool_env(emulator_url, creds, data, KEY)
     args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
     gw = GatewayProc.start(home, cwd, port, *args, **env)
     try:

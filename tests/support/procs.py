@@ -34,6 +34,7 @@ __all__ = [
     "clean_env",
     "emulator_stats",
     "make_pool",
+    "pool_env",
     "run_cli",
     "socket_owners",
     "tcp_entries",
@@ -54,6 +55,21 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     env.update(HOME=str(home), KI2API_ENV_FILE=str(home / "no-such.env"))
     env.update(extra)
     return env
+
+
+def pool_env(emulator_url: str, creds: Path, data: Path, key: str, **extra: str) -> dict[str, str]:
+    """The settings of a `ki2api serve` subprocess whose accounts are the token files in
+    `creds`, its store in `data`, Kiro the emulator, and `key` its client key."""
+    return {
+        "KIRO_CREDS_DIR": str(creds),
+        "KI2API_DATA_DIR": str(data),
+        "KIRO_API_BASE": emulator_url,
+        "KIRO_AUTH_BASE": emulator_url,
+        "KIRO_OIDC_BASE": emulator_url,
+        "API_KEY": key,
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
 
 
 def run_cli(
