@@ -23,7 +23,7 @@ from ki2api.server.client_keys import client_key_of
 from ki2api.state.base import UsageRow
 from ki2api.state.usage_log import UsageLog
 
-__all__ = ["AccountingMiddleware", "client_key_fingerprint", "trace_of"]
+__all__ = ["AccountingMiddleware", "client_key_fingerprint", "outcome_of", "trace_of"]
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages"})
 _STATUS_OUTCOME = {
@@ -105,7 +105,7 @@ class AccountingMiddleware:
         usage = self._usage()
         if usage is None:
             return
-        outcome = trace.outcome or _outcome(status)
+        outcome = trace.outcome or outcome_of(status)
         usage.add(
             UsageRow(
                 at=trace.at,
@@ -123,7 +123,8 @@ class AccountingMiddleware:
         )
 
 
-def _outcome(status: int) -> str:
+def outcome_of(status: int) -> str:
+    """The usage log's outcome for a request answered with `status` (0: the client left)."""
     if 200 <= status < 300:
         return "ok"
     if status == 0:

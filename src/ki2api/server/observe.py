@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
 from ki2api.metrics import DURATION, REQUESTS, STREAMS_OPEN, TOKENS, TTFT
-from ki2api.server.accounting import _outcome, trace_of
+from ki2api.server.accounting import outcome_of, trace_of
 
 __all__ = ["ObserveMiddleware", "route_label"]
 
@@ -96,7 +96,7 @@ class ObserveMiddleware:
         route = route_label(str(scope.get("path", "")))
         model = (trace.model or "")[:_MODEL_LABEL_MAX] if trace is not None else ""
         key = _key_label(trace.client_key) if trace is not None else ""
-        outcome = (trace.outcome if trace is not None else None) or failed or _outcome(status)
+        outcome = (trace.outcome if trace is not None else None) or failed or outcome_of(status)
         REQUESTS.labels(route, model, outcome, key).inc()
         if trace is not None:
             DURATION.labels(route, model).observe(duration)
