@@ -143,13 +143,96 @@ def test_a_spent_budget_is_insufficient_quota_not_to_retry(
     assert a_err is not None and a_err.response.headers["x-should-retry"] == "false"
 
 
-def test_a_model_outside_the_patterns_is_a_403(gw: Gateway) -> None:
+def test_a_model_outside_the_patterns_is_a_403_and_not_listed(gw: Gateway) -> None:
     key = create(gw, "haiku-only", "--models", "claude-haiku-*")
     err = refused(lambda: chat_openai(gw, key), openai.PermissionDeniedError)
     assert err is not None and "haiku-only" in err.message
     a_err = refused(lambda: chat_anthropic(gw, key), anthropic.PermissionDeniedError)
     assert a_err is not None and a_err.body["error"]["type"] == "permission_error"
     assert chat_openai(gw, key, "claude-haiku-4.5").choices
+    every = [m.id for m in gw.openai().models.list()]  # API_KEY: every model, as before
+    assert "claude-sonnet-4-5" in every and "claude-haiku-4-5" in every
+    assert [m.id for m in gw.openai(api_key=create(gw, "any-model")).models.list()] == every
+    listed = [m.id for m in gw.openai(api_key=key).models.list()]
+    assert listed == [m for m in every if m.startswith("claude-haiku-")] and listed
+    assert [m.id for m in gw.anthropic(api_key=key).models.list()] == listed
+    assert gw.openai(api_key=key).models.retrieve("claude-haiku-4-5").id == "claude-haiku-4-5"
+    gone = refused(lambda: gw.openai(api_key=key).models.retrieve(MODEL), openai.NotFoundError)
+    assert gone is not None and gone.code == "model_not_found" and "Closest" not in gone.message
+    a_gone = refused(
+        lambda: gw.anthropic(api_key=key).models.retrieve(MODEL), anthropic.NotFoundError
+    )
+    assert a_gone is not None and a_gone.body["error"]["type"] == "not_found_error"
+    assert gw.openai().models.retrieve(MODEL).id == MODEL
+
+
+def usage_of(gw: Gateway, name: str) -> list[Any]:
+    """The usage rows naming the key `name`, in the order their requests started."""
+    store = SQLiteStore.open(gw.settings.data_dir / "ki2api.sqlite3")
+    try:
+        rows = asyncio.run(store.usage_rows(limit=100))
+    finally:
+        store.close()
+    return sorted((r for r in rows if r.client_key == name), key=lambda r: r.at)
+
+
+def test_the_responses_api_writes_usage_rows_and_spends_the_key(gw: Gateway) -> None:
+    """One row per `/v1/responses` request (answered, streamed, failed, abandoned), whose
+    tokens count against the key's tpm and daily budget like a chat's."""
+    for name, limit in (("resp-tpm", "--tpm"), ("resp-daily", "--daily-tokens")):
+        client = gw.openai(api_key=create(gw, name, limit, "1"))
+        assert client.responses.create(model=MODEL, input="hi").usage
+        err = until(
+            lambda c=client: refused(  # type: ignore[misc]
+                lambda: c.responses.create(model=MODEL, input="hi"), openai.RateLimitError
+            )
+        )
+        assert err is not None, name
+        assert (
+            ("tokens per minute" in err.message)
+            if limit == "--tpm"
+            else (err.code == "insufficient_quota")
+        )
+    key = create(gw, "responder")
+    client = gw.openai(api_key=key)
+    answered = client.responses.create(model=MODEL, input="hi")
+    with client.responses.stream(model=MODEL, input="hello") as stream:
+        streamed = stream.get_final_response()
+    cut = (
+        "hi <emu>"
+        + json.dumps({"text": "a b c d e f", "chunks": 6, "truncate_after_events": 3})
+        + "</emu>"
+    )
+    with pytest.raises((RuntimeError, openai.APIError)):  # a 502, or a response.failed event
+        with client.responses.stream(model=MODEL, input=cut) as stream:
+            stream.get_final_response()
+    slow = "hi <emu>" + json.dumps({"first_delay_ms": 3000}) + "</emu>"
+    with pytest.raises(httpx.ReadTimeout):  # the client leaves before the first byte
+        httpx.post(
+            f"{gw.url}/v1/responses",
+            json={"model": MODEL, "input": slow, "stream": True},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=httpx.Timeout(5, read=0.3),
+        )
+    rows = until(lambda: len(r := usage_of(gw, "responder")) >= 4 and r)
+    assert rows and len(rows) == 4, rows
+    assert {(r.endpoint, r.model) for r in rows} == {("/v1/responses", MODEL)}
+    assert [r.stream for r in rows] == [False, True, True, True]
+    assert [r.outcome for r in rows[:2]] == ["ok", "ok"]
+    assert rows[2].outcome not in ("ok", "cancelled") and rows[3].outcome == "cancelled"
+    for row, resp in zip(rows, (answered, streamed), strict=False):
+        assert resp.usage is not None and row.account_id and row.attempts == 1
+        assert (row.input_tokens, row.output_tokens) == (
+            resp.usage.input_tokens,
+            resp.usage.output_tokens,
+        )
+    root = gw.settings.data_dir.parent
+    env = {"KI2API_DATA_DIR": str(gw.settings.data_dir)}
+    done = run_cli(root / "cli-home", root, ["usage", "--by", "key", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    mine = [g for g in json.loads(done.stdout) if g["group"] == "responder"]
+    assert mine and mine[0]["requests"] == 4 and mine[0]["ok"] == 2
+    assert mine[0]["input_tokens"] == sum(r.input_tokens or 0 for r in rows) > 0
 
 
 def test_an_expired_a_wrong_or_a_disabled_key_is_a_401_not_to_retry(gw: Gateway) -> None:

@@ -1,10 +1,11 @@
 """One usage-log row per chat request, whatever happens to it.
 
-`AccountingMiddleware` wraps the two chat endpoints. It puts a `RequestTrace` in the request
-scope (`scope["state"]["trace"]`), lets the route, the backend and the stream fill it in (model,
-accounts tried, usage, outcome), and when the response is over (sent, failed, or abandoned by
-the client) hands exactly one `UsageRow` to the usage log. The log writes in batches off the
-request path.
+`AccountingMiddleware` wraps the chat endpoints (`CHAT_PATHS`: chat completions, messages and
+the Responses API's create; not count_tokens, a local estimate that asks no model). It puts a
+`RequestTrace` in the request scope (`scope["state"]["trace"]`), lets the route, the backend
+and the stream fill it in (model, accounts tried, usage, outcome), and when the response is
+over (sent, failed, or abandoned by the client) hands exactly one `UsageRow` to the usage log.
+The log writes in batches off the request path.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ki2api.state.usage_log import UsageLog
 
 __all__ = ["AccountingMiddleware", "client_key_fingerprint", "outcome_of", "trace_of"]
 
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages"})
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
 _STATUS_OUTCOME = {
     400: ErrorKind.INVALID_REQUEST,
     401: ErrorKind.AUTHENTICATION,

@@ -3,7 +3,8 @@
 The model objects carry the fields of both APIs' model objects, so the OpenAI and the Anthropic
 SDKs each read them; an unknown model is a 404 in OpenAI's wording, rendered in the client's
 dialect (`app.render_error`: Anthropic's JSON for a client that sends `anthropic-version` or
-authenticates with `x-api-key`).
+authenticates with `x-api-key`). A store key with model patterns (`ki2api keys --models`) sees
+only the models it may use: the others are left out of the list and are a 404 to retrieve.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ki2api import __version__
+from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelInfo
 from ki2api.frontends.openai.error_json import model_not_found
 from ki2api.server.auth import identify
 from ki2api.server.chat import authorize, resolve_model, services_of
+from ki2api.server.client_keys import client_key_of
+from ki2api.state.client_key_rules import model_allowed, parse_models
 
 __all__ = ["router"]
 
@@ -49,7 +53,9 @@ def _model_object(info: ModelInfo) -> dict[str, Any]:
 @router.api_route("/v1/models", methods=["GET", "HEAD"])
 async def list_models(request: Request) -> Response:
     services = authorize(request)
-    data = [_model_object(m) for m in (await services.models()).all()]
+    patterns = _patterns(request)
+    models = (await services.models()).all()
+    data = [_model_object(m) for m in models if model_allowed(patterns, m.id)]
     return JSONResponse(
         {
             "object": "list",
@@ -64,7 +70,21 @@ async def list_models(request: Request) -> Response:
 @router.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
 async def retrieve_model(request: Request, model_id: str) -> Response:
     services = authorize(request)
-    return JSONResponse(_model_object(await resolve_model(services, model_id, model_not_found)))
+    patterns = _patterns(request)
+
+    def not_found(name: str, hint: str) -> GatewayError:  # no hint of models the key may not use
+        return model_not_found(name, "" if patterns else hint)
+
+    info = await resolve_model(services, model_id, not_found)
+    if not model_allowed(patterns, model_id, info.id):
+        raise not_found(model_id, "")
+    return JSONResponse(_model_object(info))
+
+
+def _patterns(request: Request) -> tuple[str, ...]:
+    """The model patterns of the request's store key (none: every model; API_KEY: none)."""
+    record = client_key_of(request.scope)
+    return parse_models(record.models) if record is not None else ()
 
 
 @router.api_route("/health", methods=["GET", "HEAD"])

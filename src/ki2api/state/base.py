@@ -125,7 +125,7 @@ class UsageRow:
     output_tokens: int | None
     latency_ms: float  # arrival to last byte
     outcome: str  # "ok" or an ErrorKind value ("rate_limited", "cancelled", ...)
-    endpoint: str = ""  # "/v1/chat/completions", "/v1/messages"
+    endpoint: str = ""  # "/v1/chat/completions", "/v1/messages", "/v1/responses"
     stream: bool = False
     attempts: int = 1  # upstream attempts (accounts tried) for this request
 
