@@ -22,6 +22,7 @@ from ki2api.kiro.accounts.registry import store_path
 from ki2api.settings import Settings
 from ki2api.state.base import ClientKeyRecord, StateStore
 from ki2api.state.client_key_rules import check_name, hash_key, key_hint, new_key, parse_models
+from ki2api.state.client_key_rules import parse_expiry as expiry_of
 from ki2api.state.sqlite import SQLiteStore
 
 __all__ = ["add_keys_parser", "parse_expiry", "run_keys"]
@@ -44,16 +45,11 @@ def _count(raw: str) -> int:
 
 
 def parse_expiry(raw: str) -> float:
-    """`2027-01-31` (00:00 UTC that day) or an ISO 8601 time (UTC unless it names a zone)."""
+    """`2027-01-31` (00:00 UTC that day) or an ISO 8601 time (state/client_key_rules.py)."""
     try:
-        when = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+        return expiry_of(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _limit_options(p: argparse.ArgumentParser) -> None:

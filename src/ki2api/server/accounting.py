@@ -24,7 +24,17 @@ from ki2api.server.client_keys import client_key_of
 from ki2api.state.base import UsageRow
 from ki2api.state.usage_log import UsageLog
 
-__all__ = ["AccountingMiddleware", "client_key_fingerprint", "outcome_of", "trace_of"]
+__all__ = [
+    "FIRST_BYTE_S",
+    "AccountingMiddleware",
+    "client_key_fingerprint",
+    "outcome_of",
+    "trace_of",
+]
+
+# scope["state"][FIRST_BYTE_S]: seconds from arrival to the response's start, noted by
+# server/observe.py (which times every response for the metrics): the row's ttft_ms
+FIRST_BYTE_S = "first_byte_s"
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
 _STATUS_OUTCOME = {
@@ -97,12 +107,14 @@ class AccountingMiddleware:
             raise
         finally:
             try:
-                self._log(trace, status, started)
+                self._log(trace, status, started, (scope.get("state") or {}).get(FIRST_BYTE_S))
             finally:
                 if usage is not None:
                     usage.end()
 
-    def _log(self, trace: RequestTrace, status: int, started: float) -> None:
+    def _log(
+        self, trace: RequestTrace, status: int, started: float, first_byte: float | None
+    ) -> None:
         usage = self._usage()
         if usage is None:
             return
@@ -120,6 +132,8 @@ class AccountingMiddleware:
                 endpoint=trace.endpoint,
                 stream=trace.stream,
                 attempts=trace.attempts,
+                ttft_ms=round(first_byte * 1000, 3) if first_byte is not None else None,
+                status=status or None,
             )
         )
 

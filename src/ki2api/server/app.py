@@ -22,6 +22,7 @@ from ki2api.frontends.openai.error_json import error_response
 from ki2api.kiro.transport import ChatTransport
 from ki2api.server.accounting import AccountingMiddleware, trace_of
 from ki2api.server.client_keys import ClientKeyMiddleware
+from ki2api.server.console import console_accounts, console_api, console_pages
 from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
 from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ki2api.server.observe import ObserveMiddleware
@@ -99,11 +100,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.include_router(openai_router)
-    app.include_router(responses_router)
-    app.include_router(anthropic_router)
-    app.include_router(shared_router)
-    app.include_router(metrics_router)
+    _include_routers(app)
     _install_error_handlers(app)
 
     def limit_error(err: GatewayError, scope: Scope) -> ASGIApp:
@@ -127,6 +124,21 @@ def create_app(
     app.add_middleware(ObserveMiddleware, json_access_log=settings.log_format == "json")
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    for router in (
+        openai_router,
+        responses_router,
+        anthropic_router,
+        shared_router,
+        metrics_router,
+        console_api.router,  # the web console (server/console/): ADMIN_KEY turns it on
+        console_accounts.router,
+        console_api.fallback,
+        console_pages.router,
+    ):
+        app.include_router(router)
 
 
 def create_app_from_env() -> FastAPI:
@@ -174,6 +186,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."), request.scope
         )
 
+    async def on_console_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, console_api.ConsoleError)
+        return console_api.console_error_response(exc)
+
+    app.add_exception_handler(console_api.ConsoleError, on_console_error)
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnect, on_client_disconnect)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.server.auth import identify, presented_keys
+from ki2api.server.console.console_session import is_console_path
 from ki2api.state.base import ClientKeyRecord, StateStore
 from ki2api.state.client_key_rules import (
     Verdict,
@@ -58,7 +59,7 @@ class ClientKeyMiddleware:
         self._cache: dict[str, tuple[ClientKeyRecord, float]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not is_console_path(str(scope.get("path", ""))):
             record = await self._find(scope)
             if record is not None:
                 scope.setdefault("state", {})["client_key"] = record

@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
 from ki2api.metrics import DURATION, REQUESTS, STREAMS_OPEN, TOKENS, TTFT
-from ki2api.server.accounting import outcome_of, trace_of
+from ki2api.server.accounting import FIRST_BYTE_S, outcome_of, trace_of
+from ki2api.server.console.console_session import is_console_path
 
 __all__ = ["ObserveMiddleware", "route_label"]
 
@@ -57,8 +58,8 @@ class ObserveMiddleware:
         self._json = json_access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or is_console_path(str(scope.get("path", ""))):
+            await self.app(scope, receive, send)  # the console is no client API: not counted
             return
         started = time.perf_counter()
         status = 0
@@ -69,6 +70,7 @@ class ObserveMiddleware:
             nonlocal status, first_at, streaming
             if message["type"] == "http.response.start":
                 status, first_at = int(message["status"]), time.perf_counter()
+                scope.setdefault("state", {})[FIRST_BYTE_S] = first_at - started  # usage row
                 if status == 200 and _is_sse(message):
                     streaming = True
                     STREAMS_OPEN.inc()

@@ -128,6 +128,8 @@ class UsageRow:
     endpoint: str = ""  # "/v1/chat/completions", "/v1/messages", "/v1/responses"
     stream: bool = False
     attempts: int = 1  # upstream attempts (accounts tried) for this request
+    ttft_ms: float | None = None  # arrival to the answer's first byte (streamed or not)
+    status: int | None = None  # the HTTP status sent (None: none was sent)
 
 
 # What the usage log can be summed up by: name -> UsageRow field.
@@ -291,6 +293,12 @@ class StateStore(Protocol):
 
     async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
         """Rows since `since`, summed per group (`by` is a key of USAGE_GROUPS), busiest first."""
+
+    async def usage_since(
+        self, since: float, *, key: str | None = None, limit: int = 200_000
+    ) -> list[UsageRow]:
+        """Rows with `at >= since` (only those of client key `key` when given), oldest first;
+        at most the newest `limit` of them (the console's series: bounded work)."""
 
     # stored responses (the OpenAI Responses API's `store` / `previous_response_id`) -----------
     async def put_response(self, response_id: str, record: bytes, expires_at: float) -> None:

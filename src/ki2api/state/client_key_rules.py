@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 __all__ = [
     "KEY_PREFIX",
@@ -32,6 +33,7 @@ __all__ = [
     "looks_like_key",
     "model_allowed",
     "new_key",
+    "parse_expiry",
     "parse_models",
     "window_end",
     "window_of",
@@ -63,6 +65,18 @@ def hash_key(key: str | bytes) -> str:
 def key_hint(key: str) -> str:
     """How a key is shown after its creation: the prefix and its last 4 characters."""
     return f"{KEY_PREFIX}…{key[-4:]}"
+
+
+def parse_expiry(raw: str) -> float:
+    """`2027-01-31` (00:00 UTC that day) or an ISO 8601 time (UTC unless it names a zone), as
+    epoch seconds; ValueError with a clear message otherwise."""
+    try:
+        when = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def check_name(name: str) -> str | None:

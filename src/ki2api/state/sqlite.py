@@ -90,6 +90,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE slot_starts (account_id TEXT PRIMARY KEY, last_start REAL NOT NULL)",
     ),
     cks.MIGRATION,  # client keys (`ki2api keys`) and their counters
+    (  # the console (server/console/): time to first byte and the HTTP status of each request
+        "ALTER TABLE usage ADD COLUMN ttft_ms REAL",
+        "ALTER TABLE usage ADD COLUMN status INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -373,6 +377,18 @@ class SQLiteStore:
     async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
         sql = f"SELECT {', '.join(_USAGE_COLS)} FROM usage ORDER BY id DESC LIMIT ?"
         return [_usage(r) for r in reversed(self._read(sql, (limit,)))]
+
+    async def usage_since(
+        self, since: float, *, key: str | None = None, limit: int = 200_000
+    ) -> list[UsageRow]:
+        params: list[Any] = [since]
+        where = "at >= ?"
+        if key is not None:
+            where += " AND client_key = ?"
+            params.append(key)
+        sql = f"SELECT {', '.join(_USAGE_COLS)} FROM usage WHERE {where} ORDER BY at DESC LIMIT ?"
+        found = await asyncio.to_thread(self._read, sql, (*params, max(0, limit)))
+        return [_usage(r) for r in reversed(found)]
 
     async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
         column = USAGE_GROUPS[by]  # KeyError for anything else: never spliced from input
