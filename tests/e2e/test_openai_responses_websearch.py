@@ -7,13 +7,16 @@ emulator reads directives from a tool-results turn, docs/emulator.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from typing import Any
 
 import openai
 import pytest
 
+from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import Gateway
 
 MODEL = "claude-sonnet-4-20250514"
@@ -109,6 +112,26 @@ def test_usage_sums_the_rounds(gateway: Gateway) -> None:
     assert searched.usage.output_tokens > plain.usage.output_tokens
     usage = searched.usage
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    rows = until_rows(gateway, 2)  # the usage log (and a client key's budget) has the sums
+    assert [(r.input_tokens, r.output_tokens) for r in rows] == [
+        (usage.input_tokens, usage.output_tokens),
+        (plain.usage.input_tokens, plain.usage.output_tokens),
+    ]
+    assert [(r.endpoint, r.attempts) for r in rows] == [("/v1/responses", 2), ("/v1/responses", 1)]
+
+
+def until_rows(gw: Gateway, count: int) -> list[Any]:
+    """The first `count` usage rows of the gateway's store, by start (within 5 s)."""
+    store = SQLiteStore.open(gw.settings.data_dir / "ki2api.sqlite3")
+    deadline = time.monotonic() + 5
+    try:
+        while True:
+            rows = sorted(asyncio.run(store.usage_rows(limit=count)), key=lambda r: r.at)
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
