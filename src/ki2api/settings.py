@@ -418,8 +418,10 @@ class Settings:
         "how long a stored Responses API answer is kept (0: none is stored)")
     log_level: str = setting("LOG_LEVEL", _lower, "info", "debug, info, warning or error")
     log_format: str = setting("LOG_FORMAT", _lower, "text", "text, or json: a JSON object a line")
-    admin_key: str | None = setting(  # /metrics (server/routes_metrics.py)
-        "ADMIN_KEY", _optional, None, "the operator's key (reads /metrics)", secret=True)
+    admin_key: str | None = setting(  # /metrics, the console (server/console/)
+        "ADMIN_KEY", _optional, None, "the operator's key (/metrics, the /ui console)", secret=True)
+    display: str | None = setting(  # `ki2api demo` opens the console in a browser only with one
+        "DISPLAY", _optional, None, "the X display (a desktop session)")
     metrics_token: str | None = setting(
         "KI2API_METRICS_TOKEN", _optional, None, "a token that reads /metrics only", secret=True)
     metrics_dir: Path | None = setting(  # prometheus-client's multiprocess mode

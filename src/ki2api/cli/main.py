@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, help="worker processes (default: KI2API_WORKERS or 1)"
     )
     demo.add_argument("--emulator-port", type=int, default=0, help="emulator port (default: any)")
+    demo.add_argument(
+        "--no-browser", action="store_true", help="do not open the console in a browser"
+    )
     sub.add_parser("emulator", help="run the Kiro emulator alone (see `ki2api emulator -h`)")
     doctor = sub.add_parser("doctor", help="diagnose the Kiro login and the upstream")
     doctor.add_argument("--no-upstream", action="store_true", help="do not contact Kiro")
@@ -119,7 +122,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from ki2api.cli.runner import demo, serve
 
     if args.command == "demo":
-        return asyncio.run(demo(settings, emulator_port=args.emulator_port))
+        return asyncio.run(
+            demo(settings, emulator_port=args.emulator_port, browser=not args.no_browser)
+        )
     workers = settings.workers if args.workers is None else args.workers
     if workers < 1:
         print("ki2api: configuration error: KI2API_WORKERS must be at least 1", file=sys.stderr)

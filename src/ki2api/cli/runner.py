@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import shutil
 import socket
 import sys
 import tempfile
+import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +160,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_banner(url: str, key: str) -> str:
+def console_lines(url: str, admin_key: str | None) -> str:
+    """The banner's console lines: the address, and the admin key when the demo made it."""
+    shown = admin_key if admin_key is not None else "the ADMIN_KEY you set"
+    return f"  console  : {url}/ui/\n  admin key: {shown} (sign in to the console with it)\n"
+
+
+def open_console(url: str, settings: Settings, *, browser: bool) -> None:
+    """Open the console in a browser when a person is looking: a terminal on stdout and a
+    desktop session (DISPLAY, or macOS / Windows). Never fails: no browser, nothing opened."""
+    desktop = settings.display is not None or sys.platform in ("darwin", "win32")
+    if not (browser and desktop and sys.stdout.isatty()):
+        return
+    with contextlib.suppress(Exception):
+        webbrowser.open(f"{url}/ui/", new=2)
+
+
+def demo_banner(url: str, key: str, console: str = "") -> str:
     curl = (
         f"curl {url}/v1/chat/completions -H 'Authorization: Bearer {key}' "
         "-H 'Content-Type: application/json' "
@@ -168,7 +186,7 @@ def demo_banner(url: str, key: str) -> str:
     return (
         "\nKi2API demo: the gateway is talking to the built-in Kiro emulator (no account needed).\n"
         f"  base URL : {url}/v1\n  API key  : {key}\n  try      : {curl}\n"
-        "Press Ctrl+C to stop.\n"
+        f"{console}Press Ctrl+C to stop.\n"
     )
 
 
@@ -200,7 +218,7 @@ def _demo_gateway_settings(settings: Settings, em_base: str, creds_dir: Path) ->
     )
 
 
-async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
+async def demo(settings: Settings, *, emulator_port: int = 0, browser: bool = True) -> int:
     exposed = default_key_exposure(settings)
     if exposed is not None:  # it only reaches the emulator: allowed, but said loudly
         print(
@@ -215,7 +233,10 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     emulator = create_emulator_app(
         EmulatorConfig(accounts=1, credentials_dir=creds_dir, base_url=em_base)
     )
+    made_admin_key = None if settings.admin_key else secrets.token_urlsafe(18)
     gateway_settings = _demo_gateway_settings(settings, em_base, creds_dir)
+    if made_admin_key is not None:  # the console (/ui) is on: signed in with this key
+        gateway_settings = dataclasses.replace(gateway_settings, admin_key=made_admin_key)
     raise_fd_limit()
     em_server = uvicorn.Server(
         _uvicorn_config(emulator, "127.0.0.1", em_port, "warning", http="httptools")
@@ -239,10 +260,13 @@ async def demo(settings: Settings, *, emulator_port: int = 0) -> int:
     gw_task = asyncio.create_task(_serve(gw_server))
     started = await _started(gw_server, gw_task)
     if started:
+        url = f"http://{settings.host}:{settings.port}"
+        console = console_lines(url, made_admin_key)
         print(
-            demo_banner(f"http://{settings.host}:{settings.port}", settings.api_keys[0]),
+            demo_banner(url, settings.api_keys[0], console),
             flush=True,  # stdout is block-buffered when piped (tee, docker logs, tests)
         )
+        open_console(url, settings, browser=browser)
     else:
         print(
             f"ki2api demo: could not listen on {settings.host}:{settings.port} (see above); "
