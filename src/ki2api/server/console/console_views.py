@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ MAX_BUCKETS = 500
 _WINDOW = (60, 2_592_000)
 _BUCKET = (10, 86_400)
 _NOT_ERRORS = frozenset({"ok", "cancelled"})
+_URL_LOGIN = re.compile(r"(://)[^/@\s]*@")  # a proxy URL's user:password@
 
 
 def clamp_window(window_s: float, bucket_s: float) -> tuple[int, int]:
@@ -238,8 +240,9 @@ def settings_view(settings: Settings) -> list[dict[str, Any]]:
         given = value != default
         if secret:
             shown, default_shown = ("set" if value else "not set"), ""
-        else:
-            shown, default_shown = _shown(value), _shown(default)
+        else:  # a URL's login (KI2API_PROXY's user:password@) is never shown either
+            shown = _URL_LOGIN.sub(r"\1***@", _shown(value))
+            default_shown = _URL_LOGIN.sub(r"\1***@", _shown(default))
         out.append(
             {
                 "name": spec.env,
