@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Bytecode caches on, whatever the shell says: every gateway and CLI a test starts, and pytest's
+# rewritten test modules, then compile once instead of on every start.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo run test check lint typecheck unit bench lock clean wheelhouse image
 
