@@ -335,7 +335,7 @@
     const base = { times: times, xFormat: x, tipTime: tipTime, emptyText: t("plot.noData") };
     if (kind === "requests") {
       P.render(where, Object.assign({}, base, {
-        kind: "bar", title: t("ov.plotRequests"),
+        kind: "bar", title: t("ov.plotRequests"), integer: true,
         series: [
           { label: t("series.requests"), cls: "s-requests", values: seriesOf(data, "requests") },
           { label: t("series.errors"), cls: "s-errors", values: seriesOf(data, "errors") },
@@ -343,7 +343,7 @@
       }));
     } else if (kind === "tokens") {
       P.render(where, Object.assign({}, base, {
-        kind: "line", title: t("ov.plotTokens"),
+        kind: "line", title: t("ov.plotTokens"), integer: true,
         series: [
           { label: t("series.input"), cls: "s-input", values: seriesOf(data, "input_tokens") },
           { label: t("series.output"), cls: "s-output", values: seriesOf(data, "output_tokens") },
@@ -378,7 +378,8 @@
     $("tile-p95").textContent = ms(tot.ttft_p95_ms);
     const acc = data.accounts || { total: 0, usable: 0, resting: 0, disabled: 0 };
     $("tile-accounts").textContent = num(acc.usable) + " / " + num(acc.total);
-    $("tile-accounts-sub").textContent = t("ov.accountsSub", acc);
+    const idle = acc.resting === 0 && acc.disabled === 0;
+    $("tile-accounts-sub").textContent = idle ? t("ov.allUsable") : t("ov.accountsSub", acc);
     document.querySelectorAll("#window-select button").forEach(function (b) {
       b.classList.toggle("on", Number(b.getAttribute("data-window")) === state.windowS);
     });

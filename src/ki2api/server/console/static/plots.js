@@ -18,11 +18,11 @@
   }
 
   // A round upper bound for the y axis and its tick step (1, 2, 2.5, 5 x 10^n).
-  function niceScale(max, ticks) {
-    if (!(max > 0)) return { top: 1, step: 0.25 };
-    const raw = max / ticks;
+  function niceScale(max, ticks, integer) {
+    if (!(max > 0)) return integer ? { top: 4, step: 1 } : { top: 1, step: 0.25 };
+    const raw = integer ? Math.max(1, max / ticks) : max / ticks;
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 2.5, 5, 10].map(function (f) {
+    const step = (integer && raw < 10 ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map(function (f) {
       return f * mag;
     }).find(function (s) {
       return s >= raw;
@@ -86,21 +86,36 @@
     });
   }
 
+  // The area under one run of points (no nulls inside), faintly filled.
+  function area(svg, run, g, cls) {
+    if (run.length < 2) return;
+    const base = (g.h - M.bottom).toFixed(1);
+    const d = "M" + run[0][0].toFixed(1) + " " + base + run.map(function (p) {
+      return "L" + p[0].toFixed(1) + " " + p[1].toFixed(1);
+    }).join("") + "L" + run[run.length - 1][0].toFixed(1) + " " + base + "Z";
+    svg.append(el("path", { d: d, class: "area " + cls }));
+  }
+
   function lines(svg, g, spec) {
     spec.series.forEach(function (s) {
       let d = "";
       let open = false;
+      let run = [];
       s.values.forEach(function (v, i) {
         if (v === null || v === undefined) {
           open = false;
+          area(svg, run, g, s.cls);
+          run = [];
           return;
         }
         const x = g.x(i) + g.band / 2;
+        run.push([x, g.y(v)]);
         d += (open ? "L" : "M") + x.toFixed(1) + " " + g.y(v).toFixed(1);
         const alone = (i === 0 || s.values[i - 1] == null) && s.values[i + 1] == null;
         if (alone) svg.append(el("circle", { cx: x, cy: g.y(v), r: 2.5, class: "dot " + s.cls }));
         open = true;
       });
+      area(svg, run, g, s.cls);
       if (d) svg.append(el("path", { d: d, class: "line " + s.cls }));
     });
   }
@@ -140,7 +155,7 @@
         if (k === 0 && v > 0) total += v;
       });
     });
-    const scale = niceScale(max, 4);
+    const scale = niceScale(max, 4, spec.integer);
     const n = Math.max(1, spec.times.length);
     const band = (width - M.left - M.right) / n;
     const g = {
