@@ -107,6 +107,10 @@ class ApiKeyCredentials(KiroCredentials):
     def __repr__(self) -> str:
         return f"ApiKeyCredentials(account_id={self.account_id!r})"
 
+    @property
+    def login_region(self) -> str | None:
+        return self._region
+
     async def _read(self) -> str:
         """The key now (the store's may have been replaced since the last read)."""
         if self._store is not None:

@@ -139,6 +139,11 @@ class KiroCredentials:
         """Successful upstream refreshes so far."""
         return self._refresh_count
 
+    @property
+    def login_region(self) -> str | None:
+        """The login's own region (an IdC token file's `region`) once loaded, else None."""
+        return self._home.region if self._home.loaded else None
+
     async def current(self) -> AuthSnapshot:
         """A token to use now; refreshes first if it is missing or about to expire."""
         await self._ensure_loaded()

@@ -44,7 +44,7 @@ def _views(services: Services, only: str | None = None) -> list[dict[str, Any]]:
         arn = login.get("profile_arn") if isinstance(login, dict) else None
         region = chat_region(
             profile_arn=settings.kiro_profile_arn or (arn if isinstance(arn, str) else None),
-            login_region=None,
+            login_region=account.credentials.login_region if account is not None else None,
             override=settings.kiro_region,
         )
         models = live.offered_ids(account_id) if live and live.known(account_id) else ()
