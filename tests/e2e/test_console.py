@@ -20,7 +20,7 @@ import pytest
 
 from ki2api.server.app import create_app
 from ki2api.server.connections import protocol_for
-from tests.conftest import Gateway, gateway_settings, make_account
+from tests.conftest import Gateway, gateway_settings, make_account, set_behaviour
 from tests.support.servers import serve_in_thread
 
 ADMIN = "console-admin-" + "k3y" * 6
@@ -354,6 +354,14 @@ def test_an_account_pasted_as_token_json_can_be_disabled_enabled_and_refreshed(
     login = refreshed.json()["account"]["login"]
     assert login["refresh_count"] == count + 1 and login["last_refresh_ok"] is True
     assert error_code(console.post("accounts/nobody/refresh")) == "not_found"
+    pasted = make_account(gw.emulator_url, tmp_path)
+    set_behaviour(gw.emulator_url, pasted.id, refresh_fails=True)
+    token_json = json.dumps(pasted.data["token_file"])
+    assert console.post("accounts", {"token_json": token_json, "id": "broken"}).status_code == 201
+    failed = console.post("accounts/broken/refresh")  # a clear 400, never a 500
+    assert (failed.status_code, error_code(failed)) == (400, "invalid")
+    assert "refresh" in failed.json()["error"]["message"]
+    assert pasted.data["token_file"]["refreshToken"] not in failed.text
     assert error_code(console.post("accounts/pasted/explode")) == "not_found"
 
 
