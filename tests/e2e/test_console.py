@@ -116,37 +116,36 @@ def error_code(r: httpx.Response) -> str:
 
 def test_without_admin_key_the_console_says_it_is_off(gateway_factory: Any) -> None:
     gw = gateway_factory()
-    for path in ("/", "/ui", "/ui/overview", "/ui/keys"):
-        r = httpx.get(gw.url + path)
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        assert "console is off" in r.text and "ADMIN_KEY" in r.text and "控制台" in r.text
-        assert r.headers["content-security-policy"].startswith(CSP)
-    for path in ("/ui/api/overview", "/ui/api/login", "/ui/api/nothing"):
-        r = (
-            httpx.post(gw.url + path, json={})
-            if path.endswith("login")
-            else httpx.get(gw.url + path)
-        )
-        assert (r.status_code, error_code(r)) == (404, "console_off")
-    other = httpx.get(gw.url + "/nothing-here")  # other unknown paths: the JSON 404 as before
-    assert other.status_code == 404 and other.json()["error"]["message"]
+    with httpx.Client(base_url=gw.url) as http:
+        for path in ("/", "/ui", "/ui/overview", "/ui/keys"):
+            r = http.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+            assert "console is off" in r.text and "ADMIN_KEY" in r.text and "控制台" in r.text
+            assert r.headers["content-security-policy"].startswith(CSP)
+        for path in ("/ui/api/overview", "/ui/api/login", "/ui/api/nothing"):
+            r = http.post(path, json={}) if path.endswith("login") else http.get(path)
+            assert (r.status_code, error_code(r)) == (404, "console_off")
+        other = http.get("/nothing-here")  # other unknown paths: the JSON 404 as before
+        assert other.status_code == 404 and other.json()["error"]["message"]
 
 
 def test_pages_redirect_and_carry_the_security_headers(gw: Gateway) -> None:
-    for path in ("/", "/ui"):
-        r = httpx.get(gw.url + path)
-        assert (r.status_code, r.headers["location"]) == (302, "/ui/overview")
-    for page in ("overview", "accounts", "keys", "requests", "settings"):
-        r = httpx.get(f"{gw.url}/ui/{page}")
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        assert r.headers["content-security-policy"].startswith(CSP)
-        assert r.headers["x-frame-options"] == "DENY"
-        assert r.headers["referrer-policy"] == "no-referrer"
-        assert r.headers["x-content-type-options"] == "nosniff"
-    asset = httpx.get(f"{gw.url}/ui/static/index.html")
-    assert asset.status_code == 200 and asset.headers["content-security-policy"].startswith(CSP)
-    for bad in ("/ui/static/nope.js", "/ui/static/..%2Fconsole_api.py", "/ui/nowhere"):
-        assert httpx.get(gw.url + bad).status_code == 404
+    with httpx.Client(base_url=gw.url) as http:
+        for path in ("/", "/ui"):
+            r = http.get(path)
+            assert (r.status_code, r.headers["location"]) == (302, "/ui/overview")
+        for page in ("overview", "accounts", "keys", "requests", "settings"):
+            r = http.get(f"/ui/{page}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+            assert r.headers["content-security-policy"].startswith(CSP)
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["referrer-policy"] == "no-referrer"
+            assert r.headers["x-content-type-options"] == "nosniff"
+        asset = http.get("/ui/static/index.html")
+        assert asset.status_code == 200
+        assert asset.headers["content-security-policy"].startswith(CSP)
+        for bad in ("/ui/static/nope.js", "/ui/static/..%2Fconsole_api.py", "/ui/nowhere"):
+            assert http.get(bad).status_code == 404
 
 
 # sign-in ----------------------------------------------------------------------------------------
@@ -205,10 +204,10 @@ def test_state_changes_need_the_csrf_header_and_the_same_origin(
     assert ok.status_code == 201
     foreign = Console(gw.url)
     login = foreign.login(origin="http://evil.example")
-    foreign.http.close()
     assert (login.status_code, error_code(login)) == (403, "origin")
-    anonymous = httpx.post(f"{gw.url}/ui/api/keys", json=body, headers={"x-ki2api-csrf": "x"})
+    anonymous = foreign.http.post("/ui/api/keys", json=body, headers={"x-ki2api-csrf": "x"})
     assert (anonymous.status_code, error_code(anonymous)) == (401, "signed_out")
+    foreign.http.close()
 
 
 # the API's shapes after real traffic --------------------------------------------------------------
