@@ -58,9 +58,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Chrome logs every 4xx answer to a fetch as a console error; these two are the page's own
-# expected answers (no session yet before sign-in; the wrong admin key), nothing else is allowed.
-EXPECTED_401 = ("/ui/api/session", "/ui/api/login")
+# Chrome logs every 4xx answer to a fetch as a console error; these are the answers the flow asks
+# for (no session yet before sign-in; the taken key name; the wrong admin key), nothing else.
+EXPECTED_4XX = {
+    ("401", "/ui/api/session"),
+    ("409", "/ui/api/keys"),
+    ("401", "/ui/api/login"),
+}
 
 
 def chromium_path() -> str:
@@ -149,7 +153,8 @@ def console(browser: Browser, console_gateway: Gateway) -> Iterator[Console]:
         if msg.type != "error":
             return
         where = urlsplit(msg.location.get("url", "")).path
-        if "status of 401" in msg.text and where in EXPECTED_401:
+        status = re.search(r"status of (\d{3})", msg.text)
+        if status and (status.group(1), where) in EXPECTED_4XX:
             return
         c.errors.append(f"{msg.text} at {msg.location}")
 
@@ -229,6 +234,12 @@ def create_key(c: Console) -> str:
     assert key not in c.page.content()
     stored = c.page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}])")
     assert key not in stored and ADMIN_KEY not in stored
+    c.by("key-create-name").fill("browser-key")  # taken: the API's refusal shows in the banner
+    c.by("key-create-submit").click()
+    expect(c.by("error-banner")).to_contain_text("browser-key")
+    expect(shown).to_be_hidden()
+    c.page.locator("#error-close").click()
+    expect(c.by("error-banner")).to_be_hidden()
     return key
 
 

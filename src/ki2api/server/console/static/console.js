@@ -19,6 +19,7 @@
     windowS: 3600,
     selectedKey: null,
     pending: {},
+    again: {},
     bannerSource: null,
     updatedAt: null,
     last: {},
@@ -299,9 +300,14 @@
     settings: loadSettings,
   };
 
+  // One fetch per page at a time; a refresh asked for meanwhile (after an action) runs next.
   async function refresh() {
     const page = state.page;
-    if (!state.signedIn || state.pending[page]) return;
+    if (!state.signedIn) return;
+    if (state.pending[page]) {
+      state.again[page] = true;
+      return;
+    }
     state.pending[page] = true;
     try {
       await loaders[page]();
@@ -313,6 +319,10 @@
     } finally {
       state.pending[page] = false;
       showLive();
+    }
+    if (state.again[page]) {
+      state.again[page] = false;
+      refresh();
     }
   }
 
