@@ -97,7 +97,8 @@ def test_head_requests(gateway: Gateway) -> None:
     models = httpx.head(f"{gateway.url}/v1/models", headers=auth)
     assert models.status_code == 200 and models.content == b""
     assert httpx.head(f"{gateway.url}/v1/models/{MODEL}", headers=auth).status_code == 200
-    assert httpx.head(f"{gateway.url}/").status_code == 404
+    assert httpx.head(f"{gateway.url}/nothing-here").status_code == 404  # an unknown path
+    assert httpx.head(f"{gateway.url}/").status_code == 200  # the console's (off) page, as GET
 
 
 # 401 and the key parser ------------------------------------------------------------------------

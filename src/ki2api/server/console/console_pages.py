@@ -77,15 +77,15 @@ def _off() -> Response:
     return HTMLResponse(OFF_PAGE, headers=SECURITY_HEADERS)
 
 
-@router.get("/", include_in_schema=False)
-@router.get("/ui", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/ui", methods=["GET", "HEAD"], include_in_schema=False)
 async def console_root(request: Request) -> Response:
     if not _console_on(request):
         return _off()
     return RedirectResponse("/ui/overview", status_code=302, headers=SECURITY_HEADERS)
 
 
-@router.get("/ui/static/{name}", include_in_schema=False)
+@router.api_route("/ui/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def console_asset(request: Request, name: str) -> Response:
     body = _asset(name) if _ASSET.match(name) and _console_on(request) else None
     if body is None:
@@ -94,7 +94,7 @@ async def console_asset(request: Request, name: str) -> Response:
     return Response(body, media_type=media, headers=SECURITY_HEADERS)
 
 
-@router.get("/ui/{page}", include_in_schema=False)
+@router.api_route("/ui/{page}", methods=["GET", "HEAD"], include_in_schema=False)
 async def console_page(request: Request, page: str) -> Response:
     if not _console_on(request):
         return _off()
