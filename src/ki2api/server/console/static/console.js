@@ -521,12 +521,12 @@
     const name = h("button", { type: "button", cls: "link mono", text: k.name, on: { click: function () { selectKey(k.name); } } });
     return h("tr", { "data-testid": "key-row", "data-key-name": k.name, cls: state.selectedKey === k.name ? "selected" : null }, [
       h("td", {}, [name]),
-      h("td", { cls: "mono muted", text: k.hint || t("common.none") }),
+      h("td", { cls: "mono muted nowrap", text: k.hint || t("common.none") }),
       h("td", {}, [stateBadge(k.state)]),
       h("td", { cls: "limits", text: limitsText(k.limits) }),
       h("td", { text: t("keys.usageText", { requests: num(u.requests), tin: num(u.input_tokens), tout: num(u.output_tokens) }) }),
-      h("td", { text: fmtDate(k.created_at) }),
-      h("td", { text: k.expires_at ? fmtDate(k.expires_at) : t("keys.never") }),
+      h("td", { cls: "nowrap", text: fmtDate(k.created_at) }),
+      h("td", { cls: "nowrap", text: k.expires_at ? fmtDate(k.expires_at) : t("keys.never") }),
       h("td", { cls: "col-actions" }, actions),
     ]);
   }
@@ -549,6 +549,12 @@
       const usage = await api("GET", path);
       usage.window_s = usage.window_s || state.windowS;
       drawUsage($("key-usage-plot"), usage, "requests");
+      const tot = usage.totals;
+      $("key-usage-sum").textContent = t("keys.usageSum", {
+        window: t({ 3600: "win.1h", 86400: "win.24h", 604800: "win.7d" }[state.windowS]),
+        requests: num(tot.requests), errors: num(tot.errors), tin: num(tot.input_tokens),
+        tout: num(tot.output_tokens), p50: ms(tot.ttft_p50_ms),
+      });
     }
   }
 
@@ -562,6 +568,7 @@
   function closeKeyUsage() {
     state.selectedKey = null;
     show($("key-usage"), false);
+    $("key-usage-sum").textContent = "";
     $("key-usage-plot").replaceChildren();
     $("key-usage-plot").ki2Sig = null;
     state.last.keys = null;
