@@ -244,6 +244,16 @@ def test_demo_prints_a_working_curl_line(sandbox: Sandbox) -> None:
         answer = _run_curl(curl)
         assert "data: [DONE]" in answer, answer
         assert '"chat.completion.chunk"' in answer
+        # the console is on with the admin key the banner prints (stdout is no terminal: no
+        # browser was opened)
+        fields = [line.strip().partition(":") for line in banner.splitlines()]
+        lines = {name.strip(): value.strip() for name, _, value in fields}
+        assert lines["console"] == f"http://127.0.0.1:{port}/ui/"
+        admin_key = lines["admin key"].split()[0]
+        login = httpx.post(
+            f"http://127.0.0.1:{port}/ui/api/login", json={"admin_key": admin_key}, timeout=10
+        )
+        assert login.status_code == 200 and login.json()["csrf"]
     assert (sandbox.cwd / "data" / "demo" / "acct-1" / "kiro-auth-token.json").is_file()
 
 
