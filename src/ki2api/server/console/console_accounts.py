@@ -72,6 +72,7 @@ def _one(services: Services, account_id: str) -> dict[str, Any]:
 async def accounts_list(request: Request) -> Response:
     services, _session = signed_in(request)
     await services.pool.sync()  # what the other workers learnt
+    await services.pool.slots.observe()  # requests in flight of every worker, as /health
     return JSONResponse({"accounts": _views(services)})
 
 
