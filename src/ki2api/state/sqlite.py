@@ -387,7 +387,17 @@ class SQLiteStore:
             where += " AND client_key = ?"
             params.append(key)
         sql = f"SELECT {', '.join(_USAGE_COLS)} FROM usage WHERE {where} ORDER BY at DESC LIMIT ?"
-        found = await asyncio.to_thread(self._read, sql, (*params, max(0, limit)))
+        return await asyncio.to_thread(self._usage_rows_in, sql, (*params, max(0, limit)))
+
+    def _usage_rows_in(self, sql: str, params: Sequence[Any]) -> list[UsageRow]:
+        """Read and shape in a thread, on a read-only connection of its own: up to 200,000
+        rows take a second or two, while the store's connection (its mutex) stays free."""
+        uri = self._path.resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            found = conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
         return [_usage(r) for r in reversed(found)]
 
     async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
