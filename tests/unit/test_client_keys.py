@@ -1,17 +1,16 @@
 """Client keys' pure rules (state/client_key_rules.py) table-driven, and the SQLite store's
-records and counters (state/client_key_sql.py) across two connections (two workers)."""
+records and counters across two connections (two workers), in SQLite (state/client_key_sql.py)
+and Redis (state/redis_keys.py) alike."""
 
 from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from ki2api.cli.keys_commands import parse_expiry
-from ki2api.state.base import ClientKeyRecord, UsageRow
+from ki2api.state.base import ClientKeyRecord, StateStore, UsageRow
 from ki2api.state.client_key_rules import (
     Counter,
     Limits,
@@ -25,7 +24,7 @@ from ki2api.state.client_key_rules import (
     window_end,
     window_of,
 )
-from ki2api.state.sqlite import SQLiteStore
+from tests.support.stores import StoreFactory
 
 T0 = calendar.timegm((2026, 1, 31, 23, 59, 30))  # 30 s before February (and a new day)
 
@@ -143,12 +142,8 @@ def test_expiry(text: str, at: float) -> None:
 
 
 @pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore]]:
-    a = SQLiteStore.open(tmp_path / "state.sqlite3")
-    b = SQLiteStore.open(tmp_path / "state.sqlite3")
-    yield a, b
-    await a.aclose()
-    await b.aclose()
+def stores(store_factory: StoreFactory) -> tuple[StateStore, StateStore]:
+    return store_factory(), store_factory()
 
 
 def _record(name: str = "alice", **limits: object) -> tuple[str, ClientKeyRecord]:
@@ -159,7 +154,7 @@ def _record(name: str = "alice", **limits: object) -> tuple[str, ClientKeyRecord
     return key, record
 
 
-async def test_store_records(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+async def test_store_records(stores: tuple[StateStore, StateStore]) -> None:
     a, b = stores
     key, record = _record(rpm=5)
     assert await a.create_client_key(record)
@@ -178,7 +173,7 @@ async def test_store_records(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
 
 
 async def test_admission_counts_across_connections(
-    stores: tuple[SQLiteStore, SQLiteStore],
+    stores: tuple[StateStore, StateStore],
 ) -> None:
     a, b = stores
     _, record = _record(rpm=3, tpm=100, expires_at=T0 + 3600)
@@ -199,7 +194,7 @@ async def test_admission_counts_across_connections(
     assert (await a.admit_client_key("ck-none", T0)).kind == "denied"
 
 
-async def test_budgets(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+async def test_budgets(stores: tuple[StateStore, StateStore]) -> None:
     a, _ = stores
     _, record = _record(daily_tokens=100, monthly_requests=2)
     await a.create_client_key(record)

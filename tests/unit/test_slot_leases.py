@@ -1,6 +1,6 @@
-"""Slot leases in the SQLite store (`StateStore.take_slot`, state/slot_leases.py): the cap and
-the pace hold across connections (two workers), a dead holder's leases stop counting, a lease
-not renewed expires; and two `SlotGate`s sharing one file keep one cap between them."""
+"""Slot leases (`StateStore.take_slot`) in SQLite (state/slot_leases.py) and Redis alike: the
+cap and the pace hold across connections (two workers), a dead holder's leases stop counting, a
+lease not renewed expires; and two `SlotGate`s sharing one store keep one cap between them."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
-from ki2api.state.base import AccountRecord, SlotHolder
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.base import AccountRecord, SlotHolder, StateStore
+from tests.support.stores import StoreFactory
 
 HOST = socket.gethostname()
 ME = SlotHolder(HOST, os.getpid())
@@ -32,12 +30,8 @@ class Clock:
 
 
 @pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore]]:
-    a = SQLiteStore.open(tmp_path / "state.sqlite3")
-    b = SQLiteStore.open(tmp_path / "state.sqlite3")
-    yield a, b
-    await a.aclose()
-    await b.aclose()
+def stores(store_factory: StoreFactory) -> tuple[StateStore, StateStore]:
+    return store_factory(), store_factory()
 
 
 def _dead_pid() -> int:
@@ -50,7 +44,7 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-async def test_the_cap_holds_across_connections(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+async def test_the_cap_holds_across_connections(stores: tuple[StateStore, StateStore]) -> None:
     a, b = stores
     kw: dict[str, Any] = {"cap": 2, "interval_s": 0.0, "now": 10.0, "ttl_s": 60.0}
     assert (await a.take_slot("x", "a1", ME, **kw)).taken
@@ -64,7 +58,7 @@ async def test_the_cap_holds_across_connections(stores: tuple[SQLiteStore, SQLit
     assert (await a.take_slot("x", "a2", ME, **kw)).taken
 
 
-async def test_the_pace_spreads_starts(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+async def test_the_pace_spreads_starts(stores: tuple[StateStore, StateStore]) -> None:
     a, b = stores
     assert (await a.take_slot("x", "1", ME, cap=0, interval_s=2.0, now=10.0, ttl_s=60)).taken
     early = await b.take_slot("x", "2", ME, cap=0, interval_s=2.0, now=11.5, ttl_s=60)
@@ -73,7 +67,7 @@ async def test_the_pace_spreads_starts(stores: tuple[SQLiteStore, SQLiteStore]) 
 
 
 async def test_a_dead_holders_leases_stop_counting(
-    stores: tuple[SQLiteStore, SQLiteStore],
+    stores: tuple[StateStore, StateStore],
 ) -> None:
     a, b = stores
     dead = SlotHolder(HOST, _dead_pid())
@@ -84,7 +78,7 @@ async def test_a_dead_holders_leases_stop_counting(
     assert await b.slots_in_use(10.0) == {"x": 2}
 
 
-async def test_a_lease_not_renewed_expires(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+async def test_a_lease_not_renewed_expires(stores: tuple[StateStore, StateStore]) -> None:
     a, b = stores
     other = SlotHolder("another-host", 1)
     assert (await a.take_slot("x", "o1", other, cap=1, interval_s=0, now=10.0, ttl_s=5)).taken
@@ -110,7 +104,7 @@ class _Account:
 
 
 async def test_two_gates_sharing_a_store_keep_one_cap(
-    stores: tuple[SQLiteStore, SQLiteStore],
+    stores: tuple[StateStore, StateStore],
 ) -> None:
     record = AccountRecord("x", "store", "x", "social", "a" * 64, max_inflight=3)
     config = SlotConfig(max_inflight=1, shared=True)

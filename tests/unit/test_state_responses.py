@@ -1,5 +1,6 @@
-"""SQLiteStore's stored responses: put / get / delete, expiry, replacement, two connections,
-and a store created by the previous schema version gaining the table."""
+"""Stored responses in SQLite and Redis alike: put / get / delete, expiry, replacement, two
+connections; SQLite's own: the sweep of expired rows, a store of the previous schema version
+gaining the table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ki2api.state.base import StateStore
 from ki2api.state.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from tests.support.stores import StoreFactory
 
 
 class Clock:
@@ -26,13 +29,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[SQLiteStore]:
+def store(store_factory: StoreFactory, clock: Clock) -> StateStore:
+    s: StateStore = store_factory(clock)
+    return s
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path, clock: Clock) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore.open(tmp_path / "ki2api.db", clock=clock)
     yield s
     await s.aclose()
 
 
-async def test_round_trip_and_replace(store: SQLiteStore) -> None:
+async def test_round_trip_and_replace(store: StateStore) -> None:
     assert await store.get_response("resp_1", 1_000.0) is None
     await store.put_response("resp_1", b'{"a": 1}', 2_000.0)
     assert await store.get_response("resp_1", 1_000.0) == b'{"a": 1}'
@@ -46,13 +55,13 @@ async def test_round_trip_and_replace(store: SQLiteStore) -> None:
     [(1_999.9, True), (2_000.0, False), (5_000.0, False)],
 )
 async def test_expired_records_are_never_returned(
-    store: SQLiteStore, now: float, found: bool
+    store: StateStore, now: float, found: bool
 ) -> None:
     await store.put_response("resp_1", b"x", 2_000.0)
     assert (await store.get_response("resp_1", now) is not None) is found
 
 
-async def test_delete(store: SQLiteStore, clock: Clock) -> None:
+async def test_delete(store: StateStore, clock: Clock) -> None:
     await store.put_response("resp_1", b"x", 2_000.0)
     assert await store.delete_response("resp_1")
     assert await store.get_response("resp_1", 1_000.0) is None
@@ -63,7 +72,10 @@ async def test_delete(store: SQLiteStore, clock: Clock) -> None:
     assert not await store.delete_response("resp_2")
 
 
-async def test_put_sweeps_expired_rows(store: SQLiteStore, clock: Clock, tmp_path: Path) -> None:
+async def test_put_sweeps_expired_rows(
+    sqlite_store: StateStore, clock: Clock, tmp_path: Path
+) -> None:
+    store = sqlite_store
     await store.put_response("old", b"x", 1_100.0)
     await store.put_response("young", b"y", 9_000.0)
     clock.now = 1_200.0
@@ -76,17 +88,12 @@ async def test_put_sweeps_expired_rows(store: SQLiteStore, clock: Clock, tmp_pat
     assert ids == ["new", "young"]
 
 
-async def test_shared_between_two_store_objects(tmp_path: Path) -> None:
-    first = SQLiteStore.open(tmp_path / "ki2api.db")
-    second = SQLiteStore.open(tmp_path / "ki2api.db")
-    try:
-        await first.put_response("resp_1", b"shared", 10.0**12)
-        assert await second.get_response("resp_1", 1_000.0) == b"shared"
-        assert await second.delete_response("resp_1")
-        assert await first.get_response("resp_1", 1_000.0) is None
-    finally:
-        await first.aclose()
-        await second.aclose()
+async def test_shared_between_two_store_objects(store_factory: StoreFactory) -> None:
+    first, second = store_factory(), store_factory()
+    await first.put_response("resp_1", b"shared", 10.0**12)
+    assert await second.get_response("resp_1", 1_000.0) == b"shared"
+    assert await second.delete_response("resp_1")
+    assert await first.get_response("resp_1", 1_000.0) is None
 
 
 async def test_an_older_store_gains_the_table(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""SQLiteStore: accounts, tokens compare-and-set, health, locks, usage, file modes, reopening."""
+"""The store contract (accounts, tokens compare-and-set, health, locks, usage, changed()) against
+SQLite and Redis alike (tests/support/stores.py); SQLite's own: file modes, pragmas, reopening."""
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 
 from ki2api.state.base import AccountRecord, Health, StateStore, UsageRow
 from ki2api.state.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.support.stores import StoreFactory
 
 SECRET = "aoaSECRET-refresh-token-value"
 
@@ -57,23 +58,22 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore.open(tmp_path / "state" / "ki2api.db", clock=clock)
-    yield s
-    await s.aclose()
+def store(store_factory: StoreFactory, clock: Clock) -> StateStore:
+    s: StateStore = store_factory(clock)
+    return s
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_is_a_state_store(store: SQLiteStore) -> None:
+def test_is_a_state_store(store: StateStore) -> None:
     s: StateStore = store  # mypy checks the protocol; the assert keeps the test honest
     assert s is store
 
 
 # accounts ------------------------------------------------------------------------------------
-async def test_account_round_trip_and_listing_order(store: SQLiteStore) -> None:
+async def test_account_round_trip_and_listing_order(store: StateStore) -> None:
     full = account(
         "b",
         source="file",
@@ -91,7 +91,7 @@ async def test_account_round_trip_and_listing_order(store: SQLiteStore) -> None:
     assert await store.get_account("nope") is None
 
 
-async def test_upsert_keeps_machine_id_and_created_at(store: SQLiteStore) -> None:
+async def test_upsert_keeps_machine_id_and_created_at(store: StateStore) -> None:
     await store.upsert_account(account(machine_id="1" * 64, created_at=5.0))
     changed = account(machine_id="2" * 64, created_at=9.0, label="renamed", priority=7)
     await store.upsert_account(changed)
@@ -104,7 +104,7 @@ async def test_upsert_keeps_machine_id_and_created_at(store: SQLiteStore) -> Non
     [(False, "disabled by user"), (True, None), (False, "invalid_grant")],
     ids=["disable", "enable", "invalid-grant"],
 )
-async def test_set_enabled(store: SQLiteStore, enabled: bool, reason: str | None) -> None:
+async def test_set_enabled(store: StateStore, enabled: bool, reason: str | None) -> None:
     await store.upsert_account(account(enabled=not enabled, disabled_reason="before"))
     assert await store.set_enabled("acct-1", enabled, reason)
     got = await store.get_account("acct-1")
@@ -113,7 +113,7 @@ async def test_set_enabled(store: SQLiteStore, enabled: bool, reason: str | None
     assert not await store.set_enabled("unknown", enabled, reason)
 
 
-async def test_remove_account_forgets_tokens_and_health(store: SQLiteStore) -> None:
+async def test_remove_account_forgets_tokens_and_health(store: StateStore) -> None:
     await store.upsert_account(account("x"))
     await store.upsert_account(account("keep"))
     for id_ in ("x", "keep"):
@@ -128,7 +128,7 @@ async def test_remove_account_forgets_tokens_and_health(store: SQLiteStore) -> N
 
 
 # tokens --------------------------------------------------------------------------------------
-async def test_tokens_cas_sequence(store: SQLiteStore, clock: Clock) -> None:
+async def test_tokens_cas_sequence(store: StateStore, clock: Clock) -> None:
     assert await store.load_tokens("a") is None
     assert await store.save_tokens("a", {"n": 1}, expected_version=None) == 1
     assert await store.save_tokens("a", {"n": 9}, expected_version=None) is None
@@ -152,13 +152,13 @@ async def test_tokens_cas_sequence(store: SQLiteStore, clock: Clock) -> None:
     ids=["zero", "one", "negative"],
 )
 async def test_tokens_update_without_stored_tokens_is_a_conflict(
-    store: SQLiteStore, expected: int
+    store: StateStore, expected: int
 ) -> None:
     assert await store.save_tokens("a", {"n": 1}, expected_version=expected) is None
     assert await store.load_tokens("a") is None
 
 
-async def test_tokens_keep_nested_json_and_unicode(store: SQLiteStore) -> None:
+async def test_tokens_keep_nested_json_and_unicode(store: StateStore) -> None:
     data = {
         "accessToken": "aoa" + "x" * 2000,
         "refreshToken": SECRET,
@@ -192,7 +192,7 @@ async def test_tokens_keep_nested_json_and_unicode(store: SQLiteStore) -> None:
     ],
     ids=["defaults", "every-field"],
 )
-async def test_health_round_trip(store: SQLiteStore, health: Health) -> None:
+async def test_health_round_trip(store: StateStore, health: Health) -> None:
     await store.put_health(Health("a", strikes=9, reason="before"))
     await store.put_health(health)
     await store.put_health(Health("b"))
@@ -223,7 +223,7 @@ LOCK_CASES = {
 
 @pytest.mark.parametrize("steps", list(LOCK_CASES.values()), ids=list(LOCK_CASES))
 async def test_locks(
-    store: SQLiteStore, clock: Clock, steps: list[tuple[str, float | None, float, bool | None]]
+    store: StateStore, clock: Clock, steps: list[tuple[str, float | None, float, bool | None]]
 ) -> None:
     for owner, ttl, advance, expected in steps:
         clock.now += advance
@@ -233,7 +233,7 @@ async def test_locks(
             assert await store.try_lock("refresh:acct-1", owner, ttl) is expected
 
 
-async def test_locks_are_independent_by_name(store: SQLiteStore) -> None:
+async def test_locks_are_independent_by_name(store: StateStore) -> None:
     assert await store.try_lock("refresh:a", "w1", 10.0)
     assert await store.try_lock("refresh:b", "w2", 10.0)
     assert not await store.try_lock("refresh:a", "w2", 10.0)
@@ -251,7 +251,7 @@ async def test_locks_are_independent_by_name(store: SQLiteStore) -> None:
     ids=["empty", "all", "newest-two-oldest-first", "exact"],
 )
 async def test_usage_count_and_rows(
-    store: SQLiteStore, written: int, limit: int, expected_keys: list[str]
+    store: StateStore, written: int, limit: int, expected_keys: list[str]
 ) -> None:
     await store.record_usage([usage(i) for i in range(written)])
     await store.record_usage([])
@@ -260,7 +260,7 @@ async def test_usage_count_and_rows(
     assert [r.client_key for r in rows] == expected_keys
 
 
-async def test_usage_row_round_trip(store: SQLiteStore) -> None:
+async def test_usage_row_round_trip(store: StateStore) -> None:
     rows = [
         usage(1, endpoint="/v1/messages", stream=True, attempts=3, outcome="rate_limited"),
         usage(2, account_id=None, model=None, input_tokens=None, output_tokens=None),
@@ -333,23 +333,18 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
         second.close()
 
 
-async def test_changed_sees_other_connections_only(tmp_path: Path) -> None:
-    path = tmp_path / "ki2api.db"
-    a, b = SQLiteStore.open(path), SQLiteStore.open(path)
-    try:
-        assert await a.changed()  # the first call
-        assert not await a.changed()
-        await a.put_health(Health("x"))  # its own write
-        assert not await a.changed()
-        await b.put_health(Health("y"))
-        assert await a.changed()
-        assert not await a.changed()
-        assert await b.changed()  # b's first call
-        await a.save_tokens("x", {"n": 1}, expected_version=None)
-        assert await b.changed()
-    finally:
-        a.close()
-        b.close()
+async def test_changed_sees_other_connections_only(store_factory: StoreFactory) -> None:
+    a, b = store_factory(), store_factory()
+    assert await a.changed()  # the first call
+    assert not await a.changed()
+    await a.put_health(Health("x"))  # its own write
+    assert not await a.changed()
+    await b.put_health(Health("y"))
+    assert await a.changed()
+    assert not await a.changed()
+    assert await b.changed()  # b's first call
+    await a.save_tokens("x", {"n": 1}, expected_version=None)
+    assert await b.changed()
 
 
 def test_repr_hides_tokens(tmp_path: Path) -> None:

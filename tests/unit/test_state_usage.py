@@ -1,4 +1,5 @@
-"""UsageLog: batching, flushing, closing, and surviving a failing store, against a real SQLite."""
+"""UsageLog: batching, flushing and closing against SQLite and Redis alike, and surviving a
+failing store (a real SQLite whose table is taken away)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ki2api.state.base import UsageRow
+from ki2api.state.base import StateStore, UsageRow
 from ki2api.state.sqlite import SQLiteStore
 from ki2api.state.usage_log import UsageLog
+from tests.support.stores import StoreFactory
 
 LONG = 3600.0  # a flush interval that never elapses within a test
 
@@ -31,7 +33,13 @@ def row(i: int) -> UsageRow:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+def store(store_factory: StoreFactory) -> StateStore:
+    s: StateStore = store_factory()
+    return s
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore.open(tmp_path / "ki2api.db")
     yield s
     await s.aclose()
@@ -46,7 +54,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.
         await asyncio.sleep(0.01)
 
 
-async def keys(store: SQLiteStore) -> list[str]:
+async def keys(store: StateStore) -> list[str]:
     return [r.client_key for r in await store.usage_rows(limit=1_000_000)]
 
 
@@ -62,7 +70,7 @@ def break_usage_table(path: Path, broken: bool) -> None:
 
 
 @pytest.mark.parametrize("count", [0, 1, 7, 1200], ids=["none", "one", "few", "many"])
-async def test_flush_writes_each_row_once(store: SQLiteStore, count: int) -> None:
+async def test_flush_writes_each_row_once(store: StateStore, count: int) -> None:
     log = UsageLog(store, flush_interval_s=LONG)
     for i in range(count):
         log.add(row(i))
@@ -73,7 +81,7 @@ async def test_flush_writes_each_row_once(store: SQLiteStore, count: int) -> Non
     assert await keys(store) == [f"key-{i}" for i in range(count)]
 
 
-async def test_max_batch_wakes_the_flusher(store: SQLiteStore) -> None:
+async def test_max_batch_wakes_the_flusher(store: StateStore) -> None:
     log = UsageLog(store, flush_interval_s=LONG, max_batch=5)
     log.start()
     try:
@@ -92,7 +100,7 @@ async def test_max_batch_wakes_the_flusher(store: SQLiteStore) -> None:
         await log.aclose()
 
 
-async def test_interval_flushes_without_a_full_batch(store: SQLiteStore) -> None:
+async def test_interval_flushes_without_a_full_batch(store: StateStore) -> None:
     log = UsageLog(store, flush_interval_s=0.01, max_batch=1000)
     log.start()
     try:
@@ -106,7 +114,7 @@ async def test_interval_flushes_without_a_full_batch(store: SQLiteStore) -> None
         await log.aclose()
 
 
-async def test_aclose_flushes_the_rest_and_is_idempotent(store: SQLiteStore) -> None:
+async def test_aclose_flushes_the_rest_and_is_idempotent(store: StateStore) -> None:
     log = UsageLog(store, flush_interval_s=LONG, max_batch=1000)
     log.start()
     for i in range(10):
@@ -119,7 +127,7 @@ async def test_aclose_flushes_the_rest_and_is_idempotent(store: SQLiteStore) -> 
     assert await keys(store) == [f"key-{i}" for i in range(11)]
 
 
-async def test_exactly_once_under_concurrent_adds_and_flushes(store: SQLiteStore) -> None:
+async def test_exactly_once_under_concurrent_adds_and_flushes(store: StateStore) -> None:
     log = UsageLog(store, flush_interval_s=0.001, max_batch=7)
     log.start()
 
@@ -138,7 +146,7 @@ async def test_exactly_once_under_concurrent_adds_and_flushes(store: SQLiteStore
     assert set(written) == {f"key-{k * 1000 + i}" for k in range(5) for i in range(300)}
 
 
-async def test_cancelled_flush_still_writes_once(store: SQLiteStore) -> None:
+async def test_cancelled_flush_still_writes_once(store: StateStore) -> None:
     log = UsageLog(store, flush_interval_s=LONG)
     for i in range(50):
         log.add(row(i))
@@ -152,8 +160,9 @@ async def test_cancelled_flush_still_writes_once(store: SQLiteStore) -> None:
 
 
 async def test_failed_write_keeps_rows_and_warns_once(
-    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    sqlite_store: StateStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    store = sqlite_store
     log = UsageLog(store, flush_interval_s=LONG)
     for i in range(3):
         log.add(row(i))
@@ -171,7 +180,8 @@ async def test_failed_write_keeps_rows_and_warns_once(
     assert await keys(store) == [f"key-{i}" for i in range(4)]
 
 
-async def test_background_task_retries_after_failure(store: SQLiteStore) -> None:
+async def test_background_task_retries_after_failure(sqlite_store: StateStore) -> None:
+    store = sqlite_store
     log = UsageLog(store, flush_interval_s=0.01)
     break_usage_table(store.path, broken=True)
     log.start()
@@ -190,8 +200,9 @@ async def test_background_task_retries_after_failure(store: SQLiteStore) -> None
 
 
 async def test_bounded_queue_drops_oldest(
-    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    sqlite_store: StateStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    store = sqlite_store
     log = UsageLog(store, flush_interval_s=LONG, max_batch=1000, max_pending=5)
     break_usage_table(store.path, broken=True)
     with caplog.at_level(logging.WARNING, logger="ki2api.state.usage_log"):

@@ -1,13 +1,11 @@
-"""The store's usage rows since a time (the console's series): real SQLite, bounded."""
+"""The store's usage rows since a time (the console's series): SQLite and Redis alike, bounded."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from ki2api.state.base import UsageRow
-from ki2api.state.sqlite import SQLiteStore
+from tests.support.stores import StoreFactory
 
 NOW = 1_800_000_000.0
 
@@ -44,14 +42,16 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "since", "key", "limit", "ats"), CASES, ids=[c[0] for c in CASES])
 async def test_usage_since(
-    tmp_path: Path, name: str, since: float, key: str | None, limit: int, ats: list[float]
+    store_factory: StoreFactory,
+    name: str,
+    since: float,
+    key: str | None,
+    limit: int,
+    ats: list[float],
 ) -> None:
-    store = SQLiteStore.open(tmp_path / "s.sqlite3")
-    try:
-        await store.record_usage(ROWS)
-        got = await store.usage_since(since, key=key, limit=limit)
-    finally:
-        await store.aclose()
+    store = store_factory()
+    await store.record_usage(ROWS)
+    got = await store.usage_since(since, key=key, limit=limit)
     assert [r.at for r in got] == ats
     for r in got:  # ttft_ms and status come back as written
         assert r == next(w for w in ROWS if w.at == r.at)

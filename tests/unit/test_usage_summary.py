@@ -1,14 +1,13 @@
-"""The usage log summed up: the store's GROUP BY (real SQLite) and the CLI's table (pure)."""
+"""The usage log summed up: the store's sums (SQLite's GROUP BY, Redis alike) and the CLI's
+table (pure)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from ki2api.cli.usage_commands import format_summary
 from ki2api.state.base import UsageRow, UsageSummary
-from ki2api.state.sqlite import SQLiteStore
+from tests.support.stores import StoreFactory
 
 NOW = 1_800_000_000.0
 
@@ -51,24 +50,18 @@ ROWS = [
     ids=["account", "key", "model", "outcome"],
 )
 async def test_summary_groups_the_last_hour(
-    tmp_path: Path, by: str, expected: list[tuple[object, ...]]
+    store_factory: StoreFactory, by: str, expected: list[tuple[object, ...]]
 ) -> None:
-    store = SQLiteStore.open(tmp_path / "s.sqlite3")
-    try:
-        await store.record_usage(ROWS)
-        got = await store.usage_summary(since=NOW - 3600, by=by)
-    finally:
-        await store.aclose()
+    store = store_factory()
+    await store.record_usage(ROWS)
+    got = await store.usage_summary(since=NOW - 3600, by=by)
     assert [(g.group, g.requests, g.ok, g.input_tokens, g.output_tokens) for g in got] == expected
 
 
-async def test_summary_refuses_an_unknown_grouping(tmp_path: Path) -> None:
-    store = SQLiteStore.open(tmp_path / "s.sqlite3")
-    try:
-        with pytest.raises(KeyError):
-            await store.usage_summary(since=0, by="id; DROP TABLE usage")
-    finally:
-        await store.aclose()
+async def test_summary_refuses_an_unknown_grouping(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    with pytest.raises(KeyError):
+        await store.usage_summary(since=0, by="id; DROP TABLE usage")
 
 
 def test_table_has_a_total_line() -> None:

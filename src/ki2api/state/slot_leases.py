@@ -13,7 +13,7 @@ import sys
 
 from ki2api.state.base import SlotHolder, SlotTake
 
-__all__ = ["take_slot_in"]
+__all__ = ["alive", "take_slot_in"]
 
 
 def take_slot_in(
@@ -58,12 +58,12 @@ def _drop_dead_holders(conn: sqlite3.Connection, account_id: str, holder: SlotHo
     """Leases of processes of this host that are gone (a killed worker) no longer count."""
     sql = "SELECT DISTINCT pid FROM slots WHERE account_id = ? AND host = ? AND pid != ?"
     pids = [int(r[0]) for r in conn.execute(sql, (account_id, holder.host, holder.pid))]
-    dead = [pid for pid in pids if not _alive(pid)]
+    dead = [pid for pid in pids if not alive(pid)]
     for pid in dead:
         conn.execute("DELETE FROM slots WHERE host = ? AND pid = ?", (holder.host, pid))
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Is process `pid` of this host alive? On Windows `os.kill(pid, 0)` would end it rather
     than probe it: there a lease counts until its ttl (`renew_slots` keeps live ones fresh)."""
     if sys.platform == "win32":

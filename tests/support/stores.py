@@ -1,0 +1,124 @@
+"""The state stores the contract tests run against: SQLite, and Redis on a real `redis-server`.
+
+`redis_server` (session scope: one server per xdist worker) starts Debian's redis-server on a
+free port, without persistence, in a temporary directory. Each test that opens a Redis store
+gets its own key prefix, so tests never see each other's keys (nothing to flush). Without
+redis-server the Redis cases skip, saying how to install it; with KI2API_REQUIRE_REDIS=1
+(`.ci/run`) they fail instead.
+
+`store_factory` is parametrised over both kinds: it opens store objects that share one backing
+(the same SQLite file, or the same Redis prefix), as two workers or replicas would, and closes
+them after the test. Import the fixtures into a test module to use them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ki2api.state.redis_store import RedisStore
+from ki2api.state.sqlite import SQLiteStore
+
+__all__ = ["KINDS", "StoreFactory", "redis_server", "start_redis", "store_factory"]
+
+KINDS = ["sqlite", "redis"]
+INSTALL_HINT = "redis-server is not installed (apt-get install redis-server)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(where: Path, *, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of our own on 127.0.0.1 (the caller stops it); its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("KI2API_REQUIRE_REDIS") == "1":
+            pytest.fail(f"{INSTALL_HINT}; KI2API_REQUIRE_REDIS=1 says it must run")
+        pytest.skip(INSTALL_HINT)
+    where.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):  # another process may take the free port first
+        chosen = port or _free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(where), "--logfile", str(where / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _answers(chosen):
+                return proc, f"redis://127.0.0.1:{chosen}/0"
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+    pytest.fail("redis-server did not start (see redis.log in the test's temporary directory)")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class StoreFactory:
+    """Opens stores of one kind sharing one backing; `kind` is "sqlite" or "redis"."""
+
+    def __init__(self, kind: str, sqlite_path: Path, redis_url: str | None) -> None:
+        self.kind = kind
+        self.sqlite_path = sqlite_path
+        self.redis_url = redis_url
+        self.opened: list[Any] = []
+
+    def __call__(self, clock: Callable[[], float] = time.time) -> Any:
+        """A new store object (SQLiteStore or RedisStore) on the shared backing."""
+        if self.kind == "sqlite":
+            store: Any = SQLiteStore.open(self.sqlite_path, clock=clock)
+        else:
+            assert self.redis_url is not None
+            store = RedisStore.open(self.redis_url, clock=clock)
+        self.opened.append(store)
+        return store
+
+    async def aclose(self) -> None:
+        for store in self.opened:
+            await store.aclose()
+
+
+@pytest.fixture(params=KINDS)
+async def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreFactory]:
+    url = None
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        url = f"{server}?prefix=t{uuid.uuid4().hex[:12]}:"
+    factory = StoreFactory(request.param, tmp_path / "state" / "ki2api.db", url)
+    try:
+        yield factory
+    finally:
+        await factory.aclose()
