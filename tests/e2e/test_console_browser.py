@@ -310,6 +310,7 @@ def sign_out_and_a_wrong_key(c: Console) -> None:
     c.by("logout").click()
     expect(c.by("login-key")).to_be_visible()
     expect(c.by("nav-overview")).to_be_hidden()
+    expect(c.by("key-row")).to_have_count(0)  # nothing of the console stays in the page
     c.page.reload()  # the cookie is gone: still signed out
     expect(c.by("login-key")).to_be_visible()
     c.by("login-key").fill("not-the-admin-key")

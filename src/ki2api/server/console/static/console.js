@@ -212,7 +212,16 @@
     state.signedIn = false;
     state.csrf = null;
     state.last = {};
+    state.selectedKey = null;
     hideNewKey();
+    // Nothing of the signed-in console stays in the page.
+    ["accounts-body", "keys-body", "requests-body", "settings-body", "plot-requests", "plot-tokens",
+      "plot-ttft", "key-usage-plot"].forEach(function (id) {
+      $(id).replaceChildren();
+      $(id).ki2Sig = null;
+    });
+    show($("key-usage"), false);
+    ["key-form", "account-form"].forEach(function (id) { $(id).reset(); });
     show($("app"), false);
     show($("signin"), true);
     placeLang();
