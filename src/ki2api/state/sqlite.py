@@ -389,16 +389,18 @@ class SQLiteStore:
         sql = f"SELECT {', '.join(_USAGE_COLS)} FROM usage WHERE {where} ORDER BY at DESC LIMIT ?"
         return await asyncio.to_thread(self._usage_rows_in, sql, (*params, max(0, limit)))
 
-    def _usage_rows_in(self, sql: str, params: Sequence[Any]) -> list[UsageRow]:
-        """Read and shape in a thread, on a read-only connection of its own: up to 200,000
-        rows take a second or two, while the store's connection (its mutex) stays free."""
+    def _read_apart(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """A long read (the usage log), in a thread, on a read-only connection of its own: the
+        store's connection (its mutex) stays free for the requests meanwhile."""
         uri = self._path.resolve().as_uri() + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_MS / 1000)
         try:
-            found = conn.execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
-        return [_usage(r) for r in reversed(found)]
+
+    def _usage_rows_in(self, sql: str, params: Sequence[Any]) -> list[UsageRow]:
+        return [_usage(r) for r in reversed(self._read_apart(sql, params))]  # up to 200,000
 
     async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
         column = USAGE_GROUPS[by]  # KeyError for anything else: never spliced from input
@@ -416,7 +418,7 @@ class SQLiteStore:
                 output_tokens=int(row[4]),
                 avg_latency_ms=float(row[5]),
             )
-            for row in self._read(sql, (since,))
+            for row in await asyncio.to_thread(self._read_apart, sql, (since,))  # a day: ~1M rows
         ]
 
     # stored responses ------------------------------------------------------------------------
