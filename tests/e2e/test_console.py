@@ -241,6 +241,8 @@ def test_every_route_answers_its_documented_shape_after_traffic(
     bad = console.http.get("/ui/api/overview", params={"window_s": "soon"})
     assert (bad.status_code, error_code(bad)) == (400, "invalid")
 
+    every = console.get("requests", limit=500)["requests"]  # the console's own calls: no rows
+    assert every and all(r["endpoint"].startswith("/v1/") for r in every)
     rows = console.get("requests", limit=2)["requests"]
     assert len(rows) == 2 and rows[0]["at"] >= rows[1]["at"]  # newest first
     assert {r["stream"] for r in rows} == {True, False}
