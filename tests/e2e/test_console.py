@@ -117,7 +117,7 @@ def error_code(r: httpx.Response) -> str:
 def test_without_admin_key_the_console_says_it_is_off(gateway_factory: Any) -> None:
     gw = gateway_factory()
     with httpx.Client(base_url=gw.url) as http:
-        for path in ("/", "/ui", "/ui/overview", "/ui/keys"):
+        for path in ("/", "/ui", "/ui/", "/ui/overview", "/ui/keys"):
             r = http.get(path)
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
             assert "console is off" in r.text and "ADMIN_KEY" in r.text and "控制台" in r.text
@@ -131,7 +131,7 @@ def test_without_admin_key_the_console_says_it_is_off(gateway_factory: Any) -> N
 
 def test_pages_redirect_and_carry_the_security_headers(gw: Gateway) -> None:
     with httpx.Client(base_url=gw.url) as http:
-        for path in ("/", "/ui"):
+        for path in ("/", "/ui", "/ui/"):
             r = http.get(path)
             assert (r.status_code, r.headers["location"]) == (302, "/ui/overview")
         for page in ("overview", "accounts", "keys", "requests", "settings"):

@@ -79,6 +79,7 @@ def _off() -> Response:
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 @router.api_route("/ui", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/ui/", methods=["GET", "HEAD"], include_in_schema=False)
 async def console_root(request: Request) -> Response:
     if not _console_on(request):
         return _off()
