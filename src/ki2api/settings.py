@@ -102,6 +102,13 @@ def _auth_url(env: Mapping[str, str], name: str, default: Callable[[], str]) -> 
     return raw.rstrip("/")
 
 
+def _store(env: Mapping[str, str], name: str, default: Callable[[], str | None]) -> str | None:
+    raw = (env.get(name) or "").strip()  # never echoed: a Redis URL may hold a password
+    if raw and not raw.startswith(("sqlite:", "redis://", "rediss://")):
+        raise SettingsError(f"{name} must be sqlite:PATH, redis://… or rediss://…")
+    return raw or default()
+
+
 def _path(env: Mapping[str, str], name: str, default: Callable[[], Path]) -> Path:
     """A path as given (an empty value is the working directory)."""
     raw = env.get(name)
@@ -323,6 +330,9 @@ class Settings:
     work_dir: Path = setting_made(None, None, Path.cwd, "working directory searched for tokens")
     data_dir: Path = setting(
         "KI2API_DATA_DIR", _path, Path("data"), "state store and token files of ours")
+    store: str | None = setting(  # state/open_store.py
+        "KI2API_STORE", _store, None,
+        "state store: sqlite:PATH, redis[s]://…; empty: SQLite in the data dir", secret=True)
     # Behaviour
     model_overrides: Mapping[str, str] = setting_made(
         "KI2API_MODEL_MAP", _model_map, dict, "JSON object: model name -> Kiro model id")

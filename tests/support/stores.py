@@ -40,17 +40,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, any_answer: bool = False) -> bool:
+    """Does the server answer PING (with a password set: answer at all, NOAUTH)?"""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            answer = s.recv(16)
+            return answer.startswith(b"+PONG") or (any_answer and answer.startswith(b"-"))
     except OSError:
         return False
 
 
-def start_redis(where: Path, *, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server of our own on 127.0.0.1 (the caller stops it); its URL."""
+def start_redis(
+    where: Path, *extra: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of our own on 127.0.0.1 (the caller stops it), with `extra` options
+    (`--requirepass`, ...); its URL (without a password)."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("KI2API_REQUIRE_REDIS") == "1":
@@ -61,13 +66,14 @@ def start_redis(where: Path, *, port: int | None = None) -> tuple[subprocess.Pop
         chosen = port or _free_port()
         proc = subprocess.Popen(
             [binary, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(where), "--logfile", str(where / "redis.log")],
+             "--appendonly", "no", "--dir", str(where), "--logfile", str(where / "redis.log"),
+             *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:
-            if _answers(chosen):
+            if _answers(chosen, bool(extra)):
                 return proc, f"redis://127.0.0.1:{chosen}/0"
             time.sleep(0.01)
         proc.kill()

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from ki2api.cli.login_commands import add_key, add_key_parser
 from ki2api.cli.proxy_commands import (
     ProxyRefused,
@@ -43,7 +45,6 @@ from ki2api.kiro.accounts.registry import (
     DISCOVERED_SOURCES,
     AccountExists,
     add_account,
-    store_path,
     sync_discovered,
     unique_id,
 )
@@ -51,7 +52,7 @@ from ki2api.kiro.accounts.trouble import describe_suspension, trouble_view
 from ki2api.kiro.endpoint import chat_region
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, Health, StateStore
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.open_store import STORE_ERRORS, open_store, store_spec
 
 __all__ = ["add_accounts_parser", "positive_int", "run_accounts"]
 
@@ -118,9 +119,9 @@ def run_accounts(settings: Settings, args: argparse.Namespace) -> int:
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     command = _COMMANDS[args.accounts_command]
     try:
-        store = SQLiteStore.open(store_path(settings))
-    except (OSError, sqlite3.Error) as exc:
-        return _fail(f"cannot open the state store {store_path(settings)}: {exc}")
+        store = open_store(settings)
+    except (OSError, sqlite3.Error, RedisError, ValueError) as exc:
+        return _fail(f"cannot open the state store {store_spec(settings).shown}: {exc}")
     try:
         await sync_discovered(settings, store)
         return await command(settings, store, args)
@@ -128,7 +129,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except GatewayError as exc:
         return _fail(exc.message)
-    except (OSError, sqlite3.Error) as exc:
+    except STORE_ERRORS as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
     finally:
         await store.aclose()

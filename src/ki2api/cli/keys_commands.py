@@ -18,12 +18,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ki2api.kiro.accounts.registry import store_path
 from ki2api.settings import Settings
 from ki2api.state.base import ClientKeyRecord, StateStore
 from ki2api.state.client_key_rules import check_name, hash_key, key_hint, new_key, parse_models
 from ki2api.state.client_key_rules import parse_expiry as expiry_of
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.open_store import STORE_ERRORS, open_store, store_spec
 
 __all__ = ["add_keys_parser", "parse_expiry", "run_keys"]
 
@@ -94,7 +93,7 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     ]
 
     async def go() -> int:
-        store = SQLiteStore.open(store_path(settings))
+        store = open_store(settings)
         try:
             return await command(store, args)
         finally:
@@ -104,6 +103,10 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(go())
     except _Problem as exc:
         print(f"ki2api keys: {exc}", file=sys.stderr)
+        return 1
+    except STORE_ERRORS as exc:
+        shown = store_spec(settings).shown
+        print(f"ki2api keys: cannot use the state store {shown}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.exceptions import RedisError
 
 from ki2api.core.errors import GatewayError
 from ki2api.http_client import create_upstream_client
@@ -33,7 +34,6 @@ from ki2api.kiro.accounts.key_accounts import add_api_key
 from ki2api.kiro.accounts.registry import (
     AccountExists,
     add_account,
-    store_path,
     sync_discovered,
 )
 from ki2api.kiro.login.api_key import check_key, mask_key
@@ -55,7 +55,7 @@ from ki2api.kiro.login.social_flow import (
 )
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.open_store import open_store
 
 __all__ = ["add_key", "add_key_parser", "add_login_parser", "run_login"]
 
@@ -128,6 +128,7 @@ def run_login(settings: Settings, args: argparse.Namespace) -> int:
         AccountSourceError,
         OSError,
         sqlite3.Error,
+        RedisError,
     ) as exc:
         message = exc.message if isinstance(exc, GatewayError) else str(exc)
         if isinstance(exc, LoginExists):
@@ -201,7 +202,7 @@ async def _login(settings: Settings, args: argparse.Namespace) -> int:
         else:
             data = await _social(settings, http, args)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    store = SQLiteStore.open(store_path(settings))
+    store = open_store(settings)
     try:
         if args.store:
             label = f"`ki2api login {args.method}` of {when}"

@@ -1,4 +1,5 @@
-"""`ki2api serve | demo | start | emulator | doctor | accounts | keys | usage | portable`."""
+"""`ki2api serve | demo | start | emulator | doctor | accounts | keys | usage | store |
+portable`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ki2api.cli.keys_commands import add_keys_parser, run_keys
 from ki2api.cli.login_commands import add_login_parser, run_login
 from ki2api.cli.portable import add_portable_parser, run_portable
 from ki2api.cli.start_command import add_start_parser, run_start
+from ki2api.cli.store_commands import add_store_parser, run_store
 from ki2api.cli.usage_commands import add_usage_parser, run_usage
 from ki2api.kiro.endpoint import identity_for
 from ki2api.settings import Settings, SettingsError, load_settings
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_accounts_parser(sub)
     add_keys_parser(sub)
     add_usage_parser(sub)
+    add_store_parser(sub)
     add_login_parser(sub)
     add_start_parser(sub, positive_int)
     add_portable_parser(sub)
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ki2api: configuration error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command in ("doctor", "accounts", "keys", "usage", "portable", "login")
+    quiet = args.command in ("doctor", "accounts", "keys", "usage", "portable", "login", "store")
     _configure_logging("error" if quiet else settings.log_level, settings.log_format)
     try:
         return _run(args, settings)
@@ -102,19 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# the commands that only need their settings and arguments
+_COMMANDS = {
+    "accounts": run_accounts,
+    "keys": run_keys,
+    "usage": run_usage,
+    "store": run_store,
+    "login": run_login,
+    "portable": run_portable,
+    "start": run_start,
+}
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "accounts":
-        return run_accounts(settings, args)
-    if args.command == "keys":
-        return run_keys(settings, args)
-    if args.command == "usage":
-        return run_usage(settings, args)
-    if args.command == "login":
-        return run_login(settings, args)
-    if args.command == "portable":
-        return run_portable(settings, args)
-    if args.command == "start":
-        return run_start(settings, args)
+    command = _COMMANDS.get(args.command)
+    if command is not None:
+        return command(settings, args)
     if args.command not in ("serve", "demo"):
         return asyncio.run(run_doctor(settings, contact_upstream=not args.no_upstream))
     # The servers (FastAPI, uvicorn) load only to serve: the other commands start in a third of

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from ki2api.kiro.accounts.registry import store_path, sync_discovered
+from ki2api.kiro.accounts.registry import sync_discovered
 from ki2api.kiro.login.credentials import discover
 from ki2api.server.app import create_app
 from ki2api.server.connections import IMPORT_STRING as CONNECTIONS_PROTOCOL
@@ -25,7 +25,7 @@ from ki2api.server.connections import protocol_for, raise_fd_limit
 from ki2api.server.hosts import is_loopback_host
 from ki2api.server.json_log import log_config
 from ki2api.settings import DEFAULT_API_KEY, Settings
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.open_store import STORE_ERRORS, open_store, store_spec
 from kiro_emulator import EmulatorConfig
 from kiro_emulator import create_app as create_emulator_app
 
@@ -42,7 +42,7 @@ LOGIN_HELP = (
 
 async def _pool_size(settings: Settings) -> int:
     """How many accounts the pool will have (the store's plus the discovered ones)."""
-    store = SQLiteStore.open(store_path(settings))  # also creates the schema before any fork
+    store = open_store(settings)  # also creates a SQLite schema before any fork
     try:
         await sync_discovered(settings, store)
         return len(await store.list_accounts())
@@ -51,9 +51,14 @@ async def _pool_size(settings: Settings) -> int:
 
 
 def no_credentials_message(settings: Settings) -> str | None:
-    """None when the pool has an account; otherwise a message naming every place searched."""
-    if asyncio.run(_pool_size(settings)) > 0:  # registers the discovered login(s) too
-        return None
+    """None when the pool has an account; otherwise a message naming every place searched.
+    A store that cannot be used (a Redis server away) ends the program with a clear line."""
+    try:
+        if asyncio.run(_pool_size(settings)) > 0:  # registers the discovered login(s) too
+            return None
+    except STORE_ERRORS as exc:
+        shown = store_spec(settings).shown
+        raise SystemExit(f"ki2api: cannot use the state store {shown}: {exc}") from None
     found = discover(settings)
     places = "\n".join(f"  - {place}" for place in found.searched)
     return f"ki2api: no Kiro login found. Looked in:\n{places}\n{LOGIN_HELP}"
@@ -212,6 +217,7 @@ def _demo_gateway_settings(settings: Settings, em_base: str, creds_dir: Path) ->
         kiro_creds_file=creds_dir / "acct-1" / "kiro-auth-token.json",
         kiro_creds_dir=None,
         data_dir=creds_dir,  # the demo's own store: real accounts never meet the emulator
+        store=None,  # (SQLite there, whatever KI2API_STORE names)
         kiro_api_base=em_base,
         kiro_auth_base=em_base,
         kiro_oidc_base=em_base,

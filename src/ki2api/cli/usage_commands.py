@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 import time
 from typing import Any
 
-from ki2api.kiro.accounts.registry import store_path
 from ki2api.settings import Settings
 from ki2api.state.base import USAGE_GROUPS, UsageSummary
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.open_store import STORE_ERRORS, open_spec, store_spec
 
 __all__ = ["add_usage_parser", "format_summary", "run_usage"]
 
@@ -80,10 +78,10 @@ def _cells(name: str, r: UsageSummary) -> tuple[str, ...]:
 
 
 async def _summary(settings: Settings, since: float, by: str) -> list[UsageSummary]:
-    path = store_path(settings)
-    if not path.exists():
+    spec = store_spec(settings)
+    if spec.path is not None and not spec.path.exists():
         return []
-    store = SQLiteStore.open(path)
+    store = open_spec(spec)
     try:
         return await store.usage_summary(since=since, by=by)
     finally:
@@ -96,8 +94,8 @@ def run_usage(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         rows = asyncio.run(_summary(settings, time.time() - args.hours * 3600, args.by))
-    except (OSError, sqlite3.Error) as exc:
-        print(f"ki2api usage: cannot read {store_path(settings)}: {exc}", file=sys.stderr)
+    except STORE_ERRORS as exc:
+        print(f"ki2api usage: cannot read {store_spec(settings).shown}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([vars(r) for r in rows], indent=2))

@@ -16,7 +16,7 @@ from ki2api.kiro.accounts.logins import credentials_factory
 from ki2api.kiro.accounts.policy import PolicyConfig
 from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.accounts.proxies import NetworkRoutes
-from ki2api.kiro.accounts.registry import store_path, sync_discovered
+from ki2api.kiro.accounts.registry import sync_discovered
 from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
 from ki2api.kiro.accounts.upkeep import QuotaPoller, quota_lookup, retry_revoked_logins
 from ki2api.kiro.backend import BackendOptions, KiroBackend
@@ -26,7 +26,7 @@ from ki2api.kiro.mcp import KiroWebSearch
 from ki2api.kiro.transport import AiohttpChatTransport, ChatTransport
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
-from ki2api.state.sqlite import SQLiteStore
+from ki2api.state.open_store import open_store
 from ki2api.state.usage_log import UsageLog
 
 __all__ = ["Services", "build_services"]
@@ -106,7 +106,7 @@ async def build_services(
     catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
         settings.model_overrides
     )
-    store = SQLiteStore.open(store_path(settings))
+    store = open_store(settings)
     routes = NetworkRoutes(settings, http)
     pool, problem = await _account_pool(settings, http, store, routes)
     chat = chat_transport

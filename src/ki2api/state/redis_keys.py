@@ -109,3 +109,15 @@ class RedisClientKeys(RedisBase):
         verdict = decide(limits, counters_of(answer[5:]), now)
         # the script and decide() read the same numbers: they agree; never admit uncounted
         return verdict if not verdict.ok else Verdict(False, "rate", "over its limit", 1.0)
+
+    # migration (cli/store_commands.py): not part of StateStore --------------------------------
+    async def seed_key_counters(self, key_id: str, counters: dict[str, Counter]) -> bool:
+        """Set a key's counters when it has none yet (copying twice never counts twice)."""
+        mapping: dict[str, int] = {}
+        for period, c in counters.items():
+            mapping |= {f"{period}:w": c.window, f"{period}:r": c.requests, f"{period}:t": c.tokens}
+        key = self._k("ck_count", key_id)
+        if not mapping or await self._r.exists(key):
+            return False
+        await self._r.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        return True

@@ -35,6 +35,7 @@ from ki2api.kiro.login.discovery import auth_method_of, discover
 from ki2api.kiro.login.token_file import TokenFileError, read_token_file
 from ki2api.settings import Settings
 from ki2api.state.base import FILE_SOURCES, AccountRecord, StateStore
+from ki2api.state.open_store import STORE_FILE_NAME
 
 __all__ = [
     "DISCOVERED_SOURCES",
@@ -47,7 +48,6 @@ __all__ = [
     "unique_id",
 ]
 
-STORE_FILE_NAME = "ki2api.sqlite3"
 DISCOVERED_SOURCES = frozenset({"file", "env"})
 _SYNC_LOCK = "accounts:sync-discovered"
 _SYNC_LOCK_TTL_S = 30.0
@@ -63,7 +63,7 @@ class AccountExists(Exception):
 
 
 def store_path(settings: Settings) -> Path:
-    """The SQLite state store of this gateway."""
+    """The SQLite state store of this gateway when KI2API_STORE names none (state/open_store.py)."""
     return settings.data_dir / STORE_FILE_NAME
 
 
