@@ -28,7 +28,14 @@ import pytest
 from ki2api.state.redis_store import RedisStore
 from ki2api.state.sqlite import SQLiteStore
 
-__all__ = ["KINDS", "StoreFactory", "redis_server", "start_redis", "store_factory"]
+__all__ = [
+    "KINDS",
+    "StoreFactory",
+    "redis_server",
+    "start_redis",
+    "store_factory",
+    "unique_prefix",
+]
 
 KINDS = ["sqlite", "redis"]
 INSTALL_HINT = "redis-server is not installed (apt-get install redis-server)"
@@ -91,6 +98,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def unique_prefix(server: str) -> str:
+    """The server's URL with a key prefix of its own (a test's keys meet no other test's)."""
+    return f"{server}?prefix=t{uuid.uuid4().hex[:12]}:"
+
+
 class StoreFactory:
     """Opens stores of one kind sharing one backing; `kind` is "sqlite" or "redis"."""
 
@@ -122,7 +134,7 @@ async def store_factory(
     url = None
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
-        url = f"{server}?prefix=t{uuid.uuid4().hex[:12]}:"
+        url = unique_prefix(server)
     factory = StoreFactory(request.param, tmp_path / "state" / "ki2api.db", url)
     try:
         yield factory

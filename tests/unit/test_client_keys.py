@@ -206,3 +206,18 @@ async def test_budgets(stores: tuple[StateStore, StateStore]) -> None:
     assert (await a.admit_client_key(record.id, T0 + 31)).ok
     month = await a.admit_client_key(record.id, T0 + 32)
     assert month.kind == "quota" and "monthly" in month.reason
+
+
+async def test_concurrent_admissions_count_exactly_once(
+    stores: tuple[StateStore, StateStore],
+) -> None:
+    """Two workers (or replicas) admitting at once: never more than the limit gets in."""
+    import asyncio
+
+    a, b = stores
+    _, record = _record(rpm=25)
+    await a.create_client_key(record)
+    verdicts = await asyncio.gather(
+        *((a if i % 2 else b).admit_client_key(record.id, T0) for i in range(60))
+    )
+    assert sum(v.ok for v in verdicts) == 25

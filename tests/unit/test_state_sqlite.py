@@ -172,6 +172,19 @@ async def test_tokens_keep_nested_json_and_unicode(store: StateStore) -> None:
     assert SECRET not in repr(store)
 
 
+async def test_concurrent_saves_have_one_winner(store_factory: StoreFactory) -> None:
+    import asyncio
+
+    stores = [store_factory() for _ in range(3)]
+    await stores[0].save_tokens("a", {"n": 0}, expected_version=None)
+    saved = await asyncio.gather(
+        *(s.save_tokens("a", {"n": i}, expected_version=1) for i, s in enumerate(stores * 4))
+    )
+    assert [v for v in saved if v is not None] == [2]  # one of twelve writers
+    got = await stores[1].load_tokens("a")
+    assert got is not None and got.version == 2
+
+
 # health --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "health",
