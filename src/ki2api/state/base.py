@@ -3,8 +3,9 @@
 Everything the pool and the credentials need to agree on across workers (and, later, across
 replicas) goes through `StateStore`: accounts and their tokens, health (cooldowns, quota,
 disablement), named locks with a time-to-live (one token refresh per account), and the usage
-log. The SQLite implementation (`state.sqlite.SQLiteStore`) is the default; a Redis one can
-implement the same protocol without touching the pool.
+log. The SQLite implementation (`state.sqlite.SQLiteStore`) is the default; the Redis one
+(`state.redis_store.RedisStore`, KI2API_STORE=redis://…) implements the same protocol for
+replicas on several machines, without touching the pool (`state.open_store` picks one).
 
 Rules every implementation keeps:
 * times are epoch seconds (float, UTC); ids are short printable strings;
@@ -13,7 +14,8 @@ Rules every implementation keeps:
 * a lock is held by one owner until it is released or its ttl runs out;
 * a stored response is opaque bytes with an expiry: never returned once expired;
 * `changed()` is cheap (called once per request): True when another process (or connection)
-  wrote anything since the previous call by this store object;
+  wrote anything since the previous call by this store object (at least: accounts, tokens or
+  health, what the pool reloads; Redis counts only those);
 * no method logs or raises a token or secret; reprs hide them;
 * client keys are stored by the SHA-256 of the key only (state/client_key_rules.py); their
   counters (`admit_client_key`, and the tokens of the usage rows naming a key, charged by
