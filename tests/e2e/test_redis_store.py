@@ -173,7 +173,7 @@ def test_migrate_copies_a_sqlite_store_into_redis(tmp_path: Path, redis_url: str
     assert "r-secret-1" not in again.stdout + again.stderr
     summed = run_cli(
         tmp_path, tmp_path, ["usage", "--by", "key", "--json"], {**env, "KI2API_STORE": redis_url}
-    )  # fmt: skip  (`ki2api usage` reads Redis)
+    )  # `ki2api usage` reads Redis
     assert [(g["group"], g["requests"]) for g in json.loads(summed.stdout)] == [("migrated", 3)]
 
     other = tmp_path / "other.sqlite3"
