@@ -114,7 +114,7 @@ async def test_two_gates_sharing_a_store_keep_one_cap(
     assert await two.take(theirs) is True
     assert await two.take(theirs) is False  # 3 in flight between the two
     one.free(mine)
-    await asyncio_idle()
+    await freed(stores[1], 2)  # the lease goes in a task of its own (a store round trip)
     assert await two.take(theirs) is True
     await two.observe()
     assert two.status(theirs) == {"max_inflight": 3, "pace_rpm": 0.0, "inflight": 3}
@@ -122,8 +122,12 @@ async def test_two_gates_sharing_a_store_keep_one_cap(
     await two.aclose()
 
 
-async def asyncio_idle() -> None:
+async def freed(store: StateStore, left: int) -> None:
+    """Until the account holds `left` leases (a bound, not a timing assertion)."""
     import asyncio
 
-    for _ in range(3):
-        await asyncio.sleep(0)
+    for _ in range(2000):
+        if (await store.slots_in_use(Clock()())).get("x") == left:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the freed lease never went")

@@ -45,6 +45,8 @@ __all__ = ["RedisStore"]
 _ACCOUNT_COLS = tuple(f.name for f in fields(AccountRecord))
 _KEPT_ON_UPSERT = frozenset({"id", "machine_id", "created_at"})
 _MIN_TTL_MS = 1_000
+_MAX_CONNECTIONS = 64
+_WAIT_S = 10.0
 
 
 def _ttl_ms(seconds: float) -> int:
@@ -68,9 +70,17 @@ class RedisStore(RedisClientKeys, RedisUsage):
     ) -> RedisStore:
         """A store on the server of `url` (nothing is connected before the first call)."""
         where = url if isinstance(url, RedisURL) else parse_redis_url(url)
-        client = aioredis.Redis.from_url(
-            where.url, decode_responses=False, health_check_interval=30, socket_timeout=10
+        # at most _MAX_CONNECTIONS per process: a burst of requests waits for one, rather than
+        # opening hundreds (Redis' maxclients is shared by every replica)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            where.url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=_WAIT_S,
+            socket_timeout=_WAIT_S,
+            socket_connect_timeout=_WAIT_S,
+            health_check_interval=30,
         )
+        client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         return cls(client, where, clock=clock, usage_max_rows=usage_max_rows)
 
     # accounts --------------------------------------------------------------------------------
