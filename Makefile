@@ -56,6 +56,8 @@ lock:
 	rm -rf /tmp/ki2api-lock && $(PYTHON) -m venv /tmp/ki2api-lock
 	/tmp/ki2api-lock/bin/pip install --quiet setuptools wheel -e '.[dev]'
 	/tmp/ki2api-lock/bin/pip freeze --all --exclude-editable | grep -v -e "^ki2api" -e "^pip==" > requirements.lock
+	# redis needs it on Python < 3.11.3 (the container's Debian 3.11.2), which freeze cannot see
+	echo "async-timeout==5.0.1" >> requirements.lock
 
 # The container's wheelhouse: the locked runtime dependencies as wheels (the Dockerfile installs
 # from it without network), then the image (deploy/README.md).
@@ -63,7 +65,8 @@ wheelhouse: deploy/container/wheels/.built
 
 deploy/container/wheels/.built: requirements.lock pyproject.toml $(STAMP)
 	rm -f deploy/container/wheels/*.whl
-	$(BIN)/python -m pip wheel --quiet -c requirements.lock -w deploy/container/wheels setuptools wheel .
+	$(BIN)/python -m pip wheel --quiet -c requirements.lock -w deploy/container/wheels setuptools wheel . \
+		async-timeout  # redis' dependency on the image's Python 3.11.2 (< 3.11.3), not on ours
 	rm -f deploy/container/wheels/ki2api-*.whl
 	@touch $@
 
