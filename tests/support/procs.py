@@ -136,7 +136,10 @@ class GatewayProc:
             r = httpx.get(f"{self.url}/health", timeout=2, headers={"x-api-key": self.api_key})
         except httpx.TransportError:
             return None
-        return int(r.json()["pid"]) if r.status_code == 200 else None
+        if r.status_code != 200:
+            return None
+        pid = r.json().get("pid")  # none: another gateway took the port first (a port race);
+        return int(pid) if pid is not None else None  # the exit check then says so
 
     def workers(self) -> list[int]:
         """The uvicorn worker processes (children of the master), or [] when single-process."""
