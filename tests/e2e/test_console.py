@@ -248,7 +248,7 @@ def test_every_route_answers_its_documented_shape_after_traffic(
     assert {r["stream"] for r in rows} == {True, False}
     for r in rows:
         assert r["status"] == 200 and r["outcome"] == "ok" and r["ttft_ms"] > 0
-        assert r["ttft_ms"] <= r["latency_ms"] + 1 and r["key"] == "key-1"
+        assert r["ttft_ms"] <= r["latency_ms"] and r["key"] == "key-1"
         assert r["endpoint"] == "/v1/chat/completions" and r["model"] == MODEL
 
     accounts = console.get("accounts")["accounts"]

@@ -25,16 +25,16 @@ from ki2api.state.base import UsageRow
 from ki2api.state.usage_log import UsageLog
 
 __all__ = [
-    "FIRST_BYTE_S",
+    "FIRST_BYTE_AT",
     "AccountingMiddleware",
     "client_key_fingerprint",
     "outcome_of",
     "trace_of",
 ]
 
-# scope["state"][FIRST_BYTE_S]: seconds from arrival to the response's start, noted by
+# scope["state"][FIRST_BYTE_AT]: the perf_counter() time of the response's start, noted by
 # server/observe.py (which times every response for the metrics): the row's ttft_ms
-FIRST_BYTE_S = "first_byte_s"
+FIRST_BYTE_AT = "first_byte_at"
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
 _STATUS_OUTCOME = {
@@ -107,13 +107,13 @@ class AccountingMiddleware:
             raise
         finally:
             try:
-                self._log(trace, status, started, (scope.get("state") or {}).get(FIRST_BYTE_S))
+                self._log(trace, status, started, (scope.get("state") or {}).get(FIRST_BYTE_AT))
             finally:
                 if usage is not None:
                     usage.end()
 
     def _log(
-        self, trace: RequestTrace, status: int, started: float, first_byte: float | None
+        self, trace: RequestTrace, status: int, started: float, first_byte_at: float | None
     ) -> None:
         usage = self._usage()
         if usage is None:
@@ -127,15 +127,19 @@ class AccountingMiddleware:
                 model=trace.model,
                 input_tokens=trace.input_tokens,
                 output_tokens=trace.output_tokens,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                latency_ms=_ms(time.perf_counter() - started),  # both from `started`: ttft <= it
                 outcome=outcome,
                 endpoint=trace.endpoint,
                 stream=trace.stream,
                 attempts=trace.attempts,
-                ttft_ms=round(first_byte * 1000, 3) if first_byte is not None else None,
+                ttft_ms=_ms(first_byte_at - started) if first_byte_at is not None else None,
                 status=status or None,
             )
         )
+
+
+def _ms(seconds: float) -> float:
+    return round(max(0.0, seconds) * 1000, 3)
 
 
 def outcome_of(status: int) -> str:

@@ -5,7 +5,7 @@ the rest: when a response is over it increments the request counter, observes th
 for a stream, the time to its first content: the route sends the 200 only with the first
 content), adds the tokens, and in JSON mode logs one line. The chat routes' `RequestTrace`
 (`server/accounting.py`) supplies the model, account, key name, attempts and tokens; the time to
-the response's start goes back to it (`FIRST_BYTE_S`: the usage row's ttft_ms). The console's
+the response's start goes back to it (`FIRST_BYTE_AT`: the usage row's ttft_ms). The console's
 paths (`/`, `/ui…`) are not the client API: not counted. Cost: a few counter increments and two
 histogram observations per request, nothing per event.
 """
@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
 from ki2api.metrics import DURATION, REQUESTS, STREAMS_OPEN, TOKENS, TTFT
-from ki2api.server.accounting import FIRST_BYTE_S, outcome_of, trace_of
+from ki2api.server.accounting import FIRST_BYTE_AT, outcome_of, trace_of
 from ki2api.server.console.console_session import is_console_path
 
 __all__ = ["ObserveMiddleware", "route_label"]
@@ -72,7 +72,7 @@ class ObserveMiddleware:
             nonlocal status, first_at, streaming
             if message["type"] == "http.response.start":
                 status, first_at = int(message["status"]), time.perf_counter()
-                scope.setdefault("state", {})[FIRST_BYTE_S] = first_at - started  # usage row
+                scope.setdefault("state", {})[FIRST_BYTE_AT] = first_at  # the usage row's ttft
                 if status == 200 and _is_sse(message):
                     streaming = True
                     STREAMS_OPEN.inc()
