@@ -22,6 +22,7 @@ import pytest
 from ki2api.state.client_key_rules import window_of
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import API_KEY, Gateway
+from tests.support.polling import until
 from tests.support.procs import run_cli
 
 MODEL = "claude-sonnet-4.5"
@@ -54,16 +55,6 @@ def chat_openai(gw: Gateway, key: str, model: str = MODEL) -> Any:
 def chat_anthropic(gw: Gateway, key: str, model: str = MODEL) -> Any:
     client = gw.anthropic(api_key=key)
     return client.messages.create(model=model, max_tokens=50, messages=HI)  # type: ignore[arg-type]
-
-
-def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Call `check` until it returns something truthy (no fixed sleep: a short poll)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.02)
 
 
 def refused(call: Callable[[], Any], error: type[Exception]) -> Any:

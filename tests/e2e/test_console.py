@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from ki2api.server.app import create_app
 from ki2api.server.connections import protocol_for
 from tests.conftest import Gateway, gateway_settings, make_account, set_behaviour
+from tests.support.polling import until
 from tests.support.servers import serve_in_thread
 
 ADMIN = "console-admin-" + "k3y" * 6
@@ -96,15 +97,6 @@ def console(gw: Gateway) -> Iterator[Console]:
     assert c.login().status_code == 200
     yield c
     c.http.close()
-
-
-def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.02)
 
 
 def error_code(r: httpx.Response) -> str:

@@ -19,10 +19,9 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import openai
@@ -43,6 +42,7 @@ from ki2api.server.app import create_app
 from ki2api.server.client_keys import CACHE_S
 from ki2api.server.connections import protocol_for
 from tests.conftest import Gateway, gateway_settings, make_account
+from tests.support.polling import until
 from tests.support.servers import serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,16 +170,6 @@ def console(browser: Browser, console_gateway: Gateway) -> Iterator[Console]:
     expect.set_options(timeout=15_000)
     yield c
     context.close()
-
-
-def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Call `check` until it returns something truthy (a short poll, no fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def refused(gw: Gateway, key: str) -> openai.AuthenticationError | None:

@@ -1,0 +1,20 @@
+"""Waiting on a condition without a fixed sleep: a short poll with a deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["until"]
+
+
+def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Call `check` until it returns something truthy, or `timeout` seconds have passed; return
+    its last result (falsy on a timeout: the caller's assertion says what was missing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(interval)
