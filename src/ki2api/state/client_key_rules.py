@@ -15,9 +15,13 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ki2api.state.base import UsageRow
 
 __all__ = [
     "KEY_PREFIX",
@@ -31,6 +35,7 @@ __all__ = [
     "hash_key",
     "key_hint",
     "looks_like_key",
+    "token_charges",
     "model_allowed",
     "new_key",
     "parse_expiry",
@@ -101,6 +106,19 @@ def model_allowed(patterns: tuple[str, ...], *names: str) -> bool:
     if not patterns:
         return True
     return any(fnmatch.fnmatchcase(n.lower(), p) for n in names if n for p in patterns)
+
+
+def token_charges(rows: Iterable[UsageRow]) -> Iterator[tuple[str, str, int, int]]:
+    """(key name, period, window, tokens) for each row naming a store key: its tokens count in
+    the minute and day windows of when it finished. Rows of API_KEY (`key-N`), of wrong keys
+    (`invalid:…`) and without tokens charge nothing. Every store charges by this rule."""
+    for row in rows:
+        tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
+        if tokens <= 0 or row.client_key.startswith(("key-", "invalid:")):
+            continue
+        done = row.at + row.latency_ms / 1000
+        for period in ("minute", "day"):
+            yield row.client_key, period, window_of(period, done), tokens
 
 
 def window_of(period: str, now: float) -> int:

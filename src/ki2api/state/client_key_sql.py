@@ -14,7 +14,15 @@ from dataclasses import astuple, fields
 from typing import Any
 
 from ki2api.state.base import ClientKeyRecord, UsageRow
-from ki2api.state.client_key_rules import PERIODS, Counter, Limits, Verdict, decide, window_of
+from ki2api.state.client_key_rules import (
+    PERIODS,
+    Counter,
+    Limits,
+    Verdict,
+    decide,
+    token_charges,
+    window_of,
+)
 
 __all__ = [
     "CLIENT_KEY_COLS",
@@ -97,14 +105,7 @@ def admit_in(conn: sqlite3.Connection, key_id: str, now: float) -> Verdict:
 def charge_usage_in(conn: sqlite3.Connection, rows: Iterable[UsageRow]) -> None:
     """Add each row's tokens to the minute and day counters of the key it names (rows of
     API_KEY or of unknown keys name none: nothing happens for them)."""
-    bumps: list[tuple[Any, ...]] = []
-    for row in rows:
-        tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
-        if tokens <= 0 or row.client_key.startswith(("key-", "invalid:")):
-            continue
-        done = row.at + row.latency_ms / 1000
-        for period in ("minute", "day"):
-            bumps.append((period, window_of(period, done), tokens, row.client_key))
+    bumps = [(period, window, tokens, key) for key, period, window, tokens in token_charges(rows)]
     if bumps:
         conn.executemany(_CHARGE, bumps)
 

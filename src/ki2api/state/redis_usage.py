@@ -18,7 +18,7 @@ import orjson
 
 from ki2api.state import redis_scripts as lua
 from ki2api.state.base import USAGE_GROUPS, UsageRow, UsageSummary
-from ki2api.state.client_key_rules import window_of
+from ki2api.state.client_key_rules import token_charges
 from ki2api.state.redis_base import RedisBase
 
 __all__ = ["RedisUsage", "charges"]
@@ -28,17 +28,9 @@ _CHUNK = 5_000  # entries read per XREVRANGE
 
 
 def charges(rows: Sequence[UsageRow]) -> list[Any]:
-    """(key name, period, window, tokens) of every row naming a client key, flat (the rules
-    of state/client_key_sql.charge_usage_in)."""
-    out: list[Any] = []
-    for row in rows:
-        tokens = (row.input_tokens or 0) + (row.output_tokens or 0)
-        if tokens <= 0 or row.client_key.startswith(("key-", "invalid:")):
-            continue
-        done = row.at + row.latency_ms / 1000
-        for period in ("minute", "day"):
-            out += [row.client_key, period, window_of(period, done), tokens]
-    return out
+    """(key name, period, window, tokens) of every row naming a client key, flat
+    (`client_key_rules.token_charges`)."""
+    return [part for charge in token_charges(rows) for part in charge]
 
 
 def _row(raw: bytes) -> UsageRow:
