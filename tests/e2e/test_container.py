@@ -35,6 +35,7 @@ from tests.support.container import (
     NoEngine,
     base_image,
     bridge_gateway,
+    cache_lock,
     docker_engine,
     host_port,
     run,
@@ -251,8 +252,9 @@ def _demo(name: str) -> None:
 @pytest.mark.timeout(900)
 def test_container_image_compose_and_space(engine: str, tmp_path: Path) -> None:
     started = time.monotonic()
-    run("make", "-s", "-C", str(ROOT), "wheelhouse", timeout=300)
-    _build(engine, ROOT, IMAGE)
+    with cache_lock("ki2api-image"):  # test_scale_out_compose.py builds the same image
+        run("make", "-s", "-C", str(ROOT), "wheelhouse", timeout=300)
+        _build(engine, ROOT, IMAGE)
     tag = uuid.uuid4().hex[:8]
     names = [f"ki2api-ct-{tag}", f"ki2api-ct-space-{tag}", f"ki2api-ct-demo-{tag}"]
     volumes = [f"ki2api-ct-data-{tag}", f"ki2api-ct-space-data-{tag}"]

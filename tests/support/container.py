@@ -28,18 +28,27 @@ from tests.support.servers import serve_in_thread
 DOCKER = "/usr/bin/docker"
 COMPOSE = "docker-compose"
 BASE_PACKAGES = ("python3", "python3-venv", "passwd", "ca-certificates", "libstdc++6")
-MMDEBSTRAP = (
-    "mmdebstrap",
-    "--variant=essential",
-    "--include=" + ",".join(BASE_PACKAGES),
-    "--aptopt=Acquire::Check-Valid-Until false",
-    "--aptopt=Acquire::Check-Date false",
-    "--dpkgopt=path-exclude=/usr/share/doc/*",
-    "--dpkgopt=path-exclude=/usr/share/man/*",
-    "--dpkgopt=path-exclude=/usr/share/locale/*",
-    "--format=tar",
-    "bookworm",
-)
+# The scale-out test's stand-in for the official redis and nginx images: Debian's packages.
+SERVICES_PACKAGES = ("redis-server", "nginx")
+
+
+def mmdebstrap(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """The recipe of a bookworm root with `packages` (its hash names the cached tar)."""
+    return (
+        "mmdebstrap",
+        "--variant=essential",
+        "--include=" + ",".join(packages),
+        "--aptopt=Acquire::Check-Valid-Until false",
+        "--aptopt=Acquire::Check-Date false",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--format=tar",
+        "bookworm",
+    )
+
+
+MMDEBSTRAP = mmdebstrap(BASE_PACKAGES)
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ki2api"
 
 
@@ -129,21 +138,36 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def base_image(mirror: str = "http://deb.debian.org/debian") -> str:
-    """The mmdebstrap-made base image's tag, built once per recipe (the tar cached on disk)."""
-    recipe = json.dumps([*MMDEBSTRAP, mirror])
+def base_image(
+    mirror: str = "http://deb.debian.org/debian",
+    packages: tuple[str, ...] = BASE_PACKAGES,
+    name: str = "base",
+) -> str:
+    """The mmdebstrap-made image's tag, built once per recipe (the tar cached on disk; two test
+    runs building the same recipe wait for each other)."""
+    recipe_args = MMDEBSTRAP if packages == BASE_PACKAGES else mmdebstrap(packages)
+    recipe = json.dumps([*recipe_args, mirror])
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    tag = f"ki2api-test-base:{key}"
-    if run(DOCKER, "image", "inspect", tag, check=False).returncode == 0:
-        return tag
-    tar = CACHE_DIR / f"base-bookworm-{key}.tar"
-    if not tar.exists():
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        partial = tar.with_suffix(".partial")
-        run("nice", "-n", "10", *MMDEBSTRAP, str(partial), mirror, timeout=600)
-        partial.rename(tar)
-    run(DOCKER, "import", str(tar), tag, timeout=300)
+    tag = f"ki2api-test-{name}:{key}"
+    with cache_lock(f"image-{name}-{key}"):
+        if run(DOCKER, "image", "inspect", tag, check=False).returncode == 0:
+            return tag
+        tar = CACHE_DIR / f"{name}-bookworm-{key}.tar"
+        if not tar.exists():
+            partial = tar.with_suffix(".partial")
+            run("nice", "-n", "10", *recipe_args, str(partial), mirror, timeout=600)
+            partial.rename(tar)
+        run(DOCKER, "import", str(tar), tag, timeout=300)
     return tag
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """An exclusive lock between test runs on this machine (a file in the cache directory)."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with (CACHE_DIR / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def bridge_gateway() -> str:
