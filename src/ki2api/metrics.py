@@ -19,6 +19,8 @@ __all__ = [
     "FAILOVERS",
     "REFRESHES",
     "REQUESTS",
+    "STORE_FAILURES",
+    "STORE_UP",
     "STREAMS_OPEN",
     "TOKENS",
     "TTFT",
@@ -59,4 +61,14 @@ TOKENS = Counter(
 REFRESHES = Counter("ki2api_token_refreshes", "Kiro token refreshes by result", ["result"])
 STREAMS_OPEN = Gauge(
     "ki2api_streams_open", "Streaming answers being sent now", multiprocess_mode="livesum"
+)
+STORE_UP = Gauge(
+    "ki2api_store_up",
+    "1 while the state store answers, 0 while it is away (the lowest of the workers')",
+    multiprocess_mode="livemin",
+)
+STORE_FAILURES = Counter(
+    "ki2api_store_errors",
+    "State store calls that failed because its server was away, by operation",
+    ["op"],
 )

@@ -34,6 +34,7 @@ from ki2api.server.routes_shared import router as shared_router
 from ki2api.server.services import build_services
 from ki2api.settings import Settings, load_settings
 from ki2api.state.base import StateStore
+from ki2api.state.store_status import StoreAway
 from ki2api.state.usage_log import UsageLog
 
 __all__ = ["create_app", "create_app_from_env", "is_anthropic_path", "render_error"]
@@ -182,6 +183,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=499)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StoreAway):  # what the state store's absence could not spare
+            away = "The gateway's state store is unreachable for a moment; try again."
+            err = GatewayError(ErrorKind.UPSTREAM_UNAVAILABLE, away, retryable=True, retry_after=1)
+            return render_error(err, request.scope)
         return render_error(
             GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."), request.scope
         )

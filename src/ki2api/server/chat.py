@@ -38,7 +38,12 @@ from ki2api.images.remote import resolve_images
 from ki2api.kiro.backend import KiroBackend
 from ki2api.server.accounting import trace_of
 from ki2api.server.auth import require_key
-from ki2api.server.client_keys import admit, client_key_of, refuse_unusable
+from ki2api.server.client_keys import (
+    admit,
+    client_key_of,
+    refuse_if_store_away,
+    refuse_unusable,
+)
 from ki2api.server.disconnect import unless_gone
 from ki2api.server.estimates import estimate_input_tokens
 from ki2api.server.services import Services
@@ -129,6 +134,7 @@ def authorize(request: Request) -> Services:
     services = services_of(request)
     record = client_key_of(request.scope)
     if record is None:
+        refuse_if_store_away(request.scope)
         require_key(request.headers, services.settings.api_keys)
     else:
         refuse_unusable(record, time.time())

@@ -7,7 +7,8 @@ or revoke is seen by every worker within that time; a chat request's admission r
 state in the store anyway; an enable counts at once). `authorize` (server/chat.py) refuses a
 key that is not usable (401); `admit`, once the model is known, checks the key's model patterns
 (403) and asks the store to count the request against its limits (429 with retry-after, or 429
-insufficient_quota).
+insufficient_quota). While a Redis store is away, a key this worker knows stays usable and one
+it does not know gets a 503 to retry (state/resilient_store.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ from ki2api.state.client_key_rules import (
     model_allowed,
     parse_models,
 )
+from ki2api.state.store_status import StoreAway
 
-__all__ = ["CACHE_S", "ClientKeyMiddleware", "admit", "client_key_of", "refuse_unusable"]
+__all__ = [
+    "CACHE_S",
+    "ClientKeyMiddleware",
+    "admit",
+    "client_key_of",
+    "refuse_if_store_away",
+    "refuse_unusable",
+]
 
 CACHE_S = 0.5
 _CACHE_MAX = 10_000
@@ -60,7 +69,11 @@ class ClientKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not is_console_path(str(scope.get("path", ""))):
-            record = await self._find(scope)
+            try:
+                record = await self._find(scope)
+            except StoreAway:  # an unknown key while the store is away: `authorize` says 503
+                scope.setdefault("state", {})["client_key_away"] = True
+                record = None
             if record is not None:
                 scope.setdefault("state", {})["client_key"] = record
         await self.app(scope, receive, send)
@@ -84,7 +97,12 @@ class ClientKeyMiddleware:
         cached = self._cache.get(key_hash)
         if cached is not None and now - cached[1] < CACHE_S:
             return cached[0]
-        record = await store.client_key_by_hash(key_hash)
+        try:
+            record = await store.client_key_by_hash(key_hash)
+        except StoreAway:  # the store is away: a key known to be active stays usable
+            if cached is None:
+                raise
+            return cached[0]
         if record is None or record.state != "active":  # only usable keys are cached: an
             self._cache.pop(key_hash, None)  # enable counts at once, a wrong key is re-read
             return record
@@ -92,6 +110,17 @@ class ClientKeyMiddleware:
             self._cache.clear()
         self._cache[key_hash] = (record, now)
         return record
+
+
+def refuse_if_store_away(scope: Scope) -> None:
+    """A store key this worker does not know, presented while the store is away: 503, retry."""
+    if (scope.get("state") or {}).get("client_key_away"):
+        raise GatewayError(
+            ErrorKind.UPSTREAM_UNAVAILABLE,
+            "The gateway cannot check this API key now (its state store is away); try again.",
+            retryable=True,
+            retry_after=1.0,
+        )
 
 
 def _denied(record: ClientKeyRecord, why: str) -> GatewayError:

@@ -24,6 +24,7 @@ from ki2api.server.auth import identify
 from ki2api.server.chat import authorize, resolve_model, services_of
 from ki2api.server.client_keys import client_key_of
 from ki2api.state.client_key_rules import model_allowed, parse_models
+from ki2api.state.store_status import store_view
 
 __all__ = ["router"]
 
@@ -109,6 +110,8 @@ async def health(request: Request) -> Response:
         "version": __version__,
         "accounts": {"total": len(accounts), "usable": usable},
     }
+    store = store_view(services.store)  # a Redis store away: serving with what is known
+    body["store_ok"] = store["ok"]
     warned = sum(1 for a in accounts if a.get("warning"))
     if warned:  # signs of trouble (docs/accounts.md): details in `pool[].warning`
         body["accounts"]["warned"] = warned
@@ -118,6 +121,7 @@ async def health(request: Request) -> Response:
     body["pid"] = os.getpid()  # which worker answered (`serve --workers N`)
     body["upstream"] = services.settings.kiro_api_base
     body["problem"] = services.credentials_problem
+    body["store"] = store
     body["pool"] = accounts
     body["queue"] = pool.slots.queue_status()  # waiting for a slot in this worker
     routes = services.routes

@@ -26,7 +26,7 @@ from ki2api.kiro.mcp import KiroWebSearch
 from ki2api.kiro.transport import AiohttpChatTransport, ChatTransport
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
-from ki2api.state.open_store import open_store
+from ki2api.state.open_store import open_gateway_store
 from ki2api.state.usage_log import UsageLog
 
 __all__ = ["Services", "build_services"]
@@ -106,7 +106,7 @@ async def build_services(
     catalogue = default_catalogue(family_fallback=settings.model_fallback).with_overrides(
         settings.model_overrides
     )
-    store = open_store(settings)
+    store = open_gateway_store(settings)
     routes = NetworkRoutes(settings, http)
     pool, problem = await _account_pool(settings, http, store, routes)
     chat = chat_transport

@@ -14,16 +14,19 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
+from ki2api.metrics import STORE_UP
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
 from ki2api.state.redis_base import RedisURL, parse_redis_url
 from ki2api.state.redis_store import RedisStore
+from ki2api.state.resilient_store import ResilientStore
 from ki2api.state.sqlite import SQLiteStore
 
 __all__ = [
     "STORE_ERRORS",
     "STORE_FILE_NAME",
     "StoreSpec",
+    "open_gateway_store",
     "open_spec",
     "open_store",
     "parse_store",
@@ -84,5 +87,15 @@ def open_spec(spec: StoreSpec) -> StateStore:
 
 
 def open_store(settings: Settings) -> StateStore:
-    """The gateway's state store (a Redis one connects on its first call)."""
+    """The store of a CLI command (a Redis one connects on its first call)."""
     return open_spec(store_spec(settings))
+
+
+def open_gateway_store(settings: Settings) -> StateStore:
+    """The gateway's store: a Redis one serves with what it knows while the server is away
+    (state/resilient_store.py); a SQLite one as it is."""
+    store = open_store(settings)
+    if isinstance(store, RedisStore):
+        return ResilientStore(store)
+    STORE_UP.set(1)  # a file of this host: never "away"
+    return store

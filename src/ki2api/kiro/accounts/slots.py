@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import logging
 import math
 import os
 import secrets
@@ -30,11 +31,13 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.accounts.pacing import Limits, busy_error_message, limits_of, start_wait
 from ki2api.kiro.accounts.policy import Candidate
 from ki2api.kiro.accounts.waitline import Ticket, Waitline
-from ki2api.state.base import AccountRecord, SlotHolder, StateStore
+from ki2api.state.base import AccountRecord, SlotHolder, SlotTake, StateStore
+from ki2api.state.store_status import StoreAway
 
 __all__ = ["Miss", "SlotAccount", "SlotConfig", "SlotGate", "Turn", "queued"]
 
 Offers = Callable[[str], frozenset[str] | None]
+_log = logging.getLogger(__name__)
 A = TypeVar("A")
 
 
@@ -117,15 +120,21 @@ class SlotGate:
                 return False
         else:
             lease = f"{self._lease_prefix}{next(self._serial)}"
-            got = await self._store.take_slot(
-                account.id,
-                lease,
-                self._holder,
-                cap=limits.cap,
-                interval_s=limits.interval_s,
-                now=now,
-                ttl_s=self.config.lease_ttl_s,
-            )
+            try:
+                got = await self._store.take_slot(
+                    account.id,
+                    lease,
+                    self._holder,
+                    cap=limits.cap,
+                    interval_s=limits.interval_s,
+                    now=now,
+                    ttl_s=self.config.lease_ttl_s,
+                )
+            except StoreAway:  # the store is away: this process's own count decides
+                if start_wait(account.inflight, self._last_start.get(account.id), limits, now):
+                    return False
+                got = SlotTake(True)
+                lease = ""  # nothing to free in the store
             if not got.taken:
                 if got.wait_s is not None:
                     self._not_before[account.id] = now + got.wait_s
@@ -150,7 +159,10 @@ class SlotGate:
     async def _free_lease(self, account_id: str, lease: str) -> None:
         assert self._store is not None
         try:
-            await self._store.free_slot(account_id, lease)
+            if lease:
+                await self._store.free_slot(account_id, lease)
+        except Exception as exc:  # the lease's time-to-live frees it; nobody awaits this task
+            _log.warning("account %s: freeing a slot lease failed (%s)", account_id, exc)
         finally:
             self.line.call()
 
@@ -164,7 +176,10 @@ class SlotGate:
         every = self.config.lease_ttl_s / 3
         while any(self._leases.values()):
             await asyncio.sleep(every)
-            await self._store.renew_slots(self._holder, self._clock() + self.config.lease_ttl_s)
+            try:
+                await self._store.renew_slots(self._holder, self._clock() + self.config.lease_ttl_s)
+            except Exception as exc:  # try again in a third of the ttl
+                _log.warning("renewing the slot leases failed (%s)", exc)
 
     async def observe(self) -> None:
         """Read the ledger (shared counting) so that `status` shows account-wide figures."""

@@ -25,6 +25,7 @@ from ki2api.kiro.accounts.quota import Quota, check_quotas, fetch_quota
 from ki2api.kiro.endpoint import account_api_base, machine_id
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
+from ki2api.state.store_status import StoreAway
 
 __all__ = ["QuotaPoller", "quota_lookup", "retry_revoked_logins"]
 
@@ -103,7 +104,10 @@ class QuotaPoller:
     async def poll_once(self) -> bool:
         """One round (if no other worker is doing it); True when this worker polled."""
         lease = max(60.0, self._settings.quota_poll_s / 2)
-        if not await self._store.try_lock("quota-poll", self._owner, lease):
+        try:
+            if not await self._store.try_lock("quota-poll", self._owner, lease):
+                return False
+        except StoreAway:  # the next round, when the store is back
             return False
         try:
             notes = await check_quotas(self._settings, self._store, self._http, self._routes)

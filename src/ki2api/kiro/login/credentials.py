@@ -16,6 +16,7 @@ does not become a refresh storm; after that the next request tries again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -39,6 +40,7 @@ from ki2api.kiro.login.token_home import FileTokenHome, MemoryTokenHome, TokenHo
 from ki2api.metrics import REFRESHES
 from ki2api.settings import Settings
 from ki2api.state.base import StateStore
+from ki2api.state.store_status import StoreAway
 
 __all__ = ["AuthSnapshot", "CredentialSource", "Discovery", "KiroCredentials", "discover"]
 
@@ -112,6 +114,7 @@ class KiroCredentials:
         self._last_ok_at: datetime | None = None
         self._load_problem: str | None = None
         self._profile_tried_at: datetime | None = None
+        self._stale: str | None = None  # the last token the upstream refused
 
     @classmethod
     def from_settings(
@@ -168,6 +171,7 @@ class KiroCredentials:
         mine = self._tokens.access_token
         if stale is not None and mine is not None and mine != stale:
             return self._snapshot()
+        self._stale = mine  # the upstream refused it: refreshed even while the store is away
         return await self._with_profile(await self._join_refresh())
 
     async def load(self) -> None:
@@ -367,7 +371,12 @@ class KiroCredentials:
         assert self._locks is not None
         name = f"refresh:{self._account_id}"
         deadline = time.monotonic() + REFRESH_TIMEOUT_S + LOCK_TTL_S
-        while not await self._locks.try_lock(name, self._owner, LOCK_TTL_S):
+        while True:
+            try:
+                if await self._locks.try_lock(name, self._owner, LOCK_TTL_S):
+                    break
+            except StoreAway:
+                return await self._refresh_unlocked(started)
             await asyncio.sleep(_LOCK_POLL_S)
             if await self._adopted_newer(before):
                 return self._snapshot()
@@ -386,13 +395,22 @@ class KiroCredentials:
             renew.cancel()
             await self._locks.unlock(name, self._owner)
 
+    async def _refresh_unlocked(self, started: datetime) -> AuthSnapshot:
+        """The store (and its lock) is away: refresh only a token that expired or that the
+        upstream refused; one still valid serves until the store is back."""
+        if self._usable(self._clock()) and self._tokens.access_token != self._stale:
+            raise GatewayError(ErrorKind.UPSTREAM_UNAVAILABLE, "The store is away.", retryable=True)
+        _log.warning("account %s: store away, token expired: refreshing unlocked", self._account_id)
+        return await self._refresh_now(started)
+
     async def _renew_lock(self, name: str) -> None:
         """Keep the refresh lock while the refresh runs (it is short, so a holder that was
         killed frees it within LOCK_TTL_S)."""
         assert self._locks is not None
         while True:
             await asyncio.sleep(_LOCK_RENEW_S)
-            await self._locks.try_lock(name, self._owner, LOCK_TTL_S)
+            with contextlib.suppress(StoreAway):  # its time-to-live keeps it a while
+                await self._locks.try_lock(name, self._owner, LOCK_TTL_S)
 
     async def _refresh_now(self, started: datetime) -> AuthSnapshot:
         try:

@@ -1,0 +1,492 @@
+"""`ResilientStore`: the gateway's Redis store, serving with what it knows while Redis is away.
+
+A Redis outage must not fail requests. The wrapper passes every call to the `RedisStore`; when
+one fails because the server cannot be reached (a connection error or a timeout: a restart, a
+network cut), `StoreStatus` turns "away", a probe pings the server every `probe_s`, and until
+it answers again every call is served without it:
+* reads (accounts, health, tokens, slots in use) answer the last value read or written;
+  `changed()` says False (nothing new is known), then True once (reload everything) after;
+* token saves are kept in memory (the newest per account, with the version they were based on)
+  and their version is given as if saved; when the server is back they are written first,
+  compare-and-set on that version: when another replica saved meanwhile, the tokens that
+  expire last win (never an older token over a newer one);
+* health writes are kept in memory here (the pool has them) and not written; enable/disable
+  of an account is written when the server is back;
+* a client key's admission lets the request in (fail open: its limits are not counted, one
+  log line per outage); a stored response is kept in memory (at most `_MAX_RESPONSES`) and
+  written when the server is back;
+* slot leases are not taken (`take_slot` raises `StoreAway`: the slot gate counts locally),
+  freed or renewed (their time-to-live frees them); a lock (`try_lock`) raises `StoreAway`
+  (a refresh then goes ahead only when the token is really expired: kiro/login/credentials.py);
+* the rest (usage rows: the usage log keeps them and retries; client keys by hash: the door
+  keeps the known ones; CLI-style writes) raises `StoreAway`.
+Only the calls made before the first failure wait for a timeout; the rest fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ki2api.state.base import (
+    AccountRecord,
+    ClientKeyRecord,
+    Health,
+    SlotHolder,
+    SlotTake,
+    StoredTokens,
+    UsageRow,
+    UsageSummary,
+)
+from ki2api.state.client_key_rules import OK, Verdict
+from ki2api.state.redis_store import RedisStore
+from ki2api.state.store_status import StoreAway, StoreStatus
+
+__all__ = ["ResilientStore"]
+
+_log = logging.getLogger(__name__)
+AWAY_ERRORS = (RedisConnectionError, RedisTimeoutError)  # BusyLoadingError is a ConnectionError
+_MAX_RESPONSES = 1_000
+
+
+@dataclass
+class _DueTokens:
+    data: Mapping[str, Any]
+    base: int | None  # the version in the store these tokens follow
+    synced_mtime_ns: int | None
+
+
+def _expiry(data: Mapping[str, Any]) -> float | None:
+    raw = data.get("expiresAt")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        return None
+
+
+class ResilientStore:
+    """A `StateStore` over a `RedisStore` (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: RedisStore,
+        *,
+        status: StoreStatus | None = None,
+        probe_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._inner = inner
+        self.status = status or StoreStatus("redis", clock=clock)
+        self._probe_s = probe_s
+        self._clock = clock
+        self._probe: asyncio.Task[None] | None = None
+        self._reload = False  # changed() says True once after an outage
+        self._accounts: list[AccountRecord] | None = None
+        self._health: dict[str, Health] | None = None
+        self._tokens: dict[str, StoredTokens] = {}
+        self._slots: dict[str, int] = {}
+        self._due_tokens: dict[str, _DueTokens] = {}
+        self._due_enabled: dict[str, tuple[bool, str | None]] = {}
+        self._due_responses: dict[str, tuple[bytes, float]] = {}
+        self._said: set[str] = set()  # what this outage already logged
+
+    def __repr__(self) -> str:
+        return f"Resilient{self._inner!r}"
+
+    @property
+    def inner(self) -> RedisStore:
+        return self._inner
+
+    # the plumbing ----------------------------------------------------------------------------
+    async def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        if not self.status.ok:
+            self.status.failed(op)
+            raise StoreAway(op)
+        try:
+            return await fn(*args, **kw)
+        except AWAY_ERRORS as exc:
+            self._lost(op, exc)
+            raise StoreAway(op) from None
+
+    def _lost(self, op: str, exc: Exception) -> None:
+        if self.status.failed(op):
+            self._said.clear()
+            _log.warning(
+                "state store %s unreachable (%s: %s): serving with what this process knows "
+                "until it is back",
+                self._inner.where.masked,
+                op,
+                type(exc).__name__,
+            )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._wait_back())
+
+    def _say_once(self, what: str, message: str, *args: object) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            _log.warning(message, *args)
+
+    async def _wait_back(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_s)
+            try:
+                await self._inner.ping()
+                written = await self._flush()
+            except AWAY_ERRORS:
+                continue
+            except Exception:  # a bug or a refusal: log it, keep the store usable
+                _log.exception("state store: writing what waited failed")
+                written = 0
+            away = self.status.recovered()
+            self._reload = True
+            _log.warning(
+                "state store %s is back after %.1f s (%d writes that waited done)",
+                self._inner.where.masked,
+                away,
+                written,
+            )
+            return
+
+    async def _flush(self) -> int:
+        """Write what waited for the server; raises when it goes away again (what is left
+        stays due)."""
+        done = 0
+        while self._due_tokens:
+            account_id = next(iter(self._due_tokens))
+            due = self._due_tokens[account_id]
+            await self._write_tokens(account_id, due)
+            if self._due_tokens.get(account_id) is due:
+                del self._due_tokens[account_id]
+            done += 1
+        while self._due_enabled:
+            account_id, (enabled, reason) = next(iter(self._due_enabled.items()))
+            await self._inner.set_enabled(account_id, enabled, reason)
+            self._due_enabled.pop(account_id, None)
+            done += 1
+        while self._due_responses:
+            response_id, (record, expires_at) = next(iter(self._due_responses.items()))
+            if expires_at > self._clock():
+                await self._inner.put_response(response_id, record, expires_at)
+            self._due_responses.pop(response_id, None)
+            done += 1
+        return done
+
+    async def _write_tokens(self, account_id: str, due: _DueTokens) -> None:
+        """Compare-and-set on the version the tokens followed; when another writer saved
+        meanwhile, the tokens that expire last stay."""
+        base = due.base
+        for _ in range(3):
+            version = await self._inner.save_tokens(
+                account_id, due.data, expected_version=base, synced_mtime_ns=due.synced_mtime_ns
+            )
+            stored = await self._inner.load_tokens(account_id)
+            if stored is not None:
+                self._tokens[account_id] = stored
+            if version is not None or stored is None:
+                return
+            mine, theirs = _expiry(due.data), _expiry(stored.data)
+            if mine is None or theirs is None or theirs >= mine:
+                _log.warning(
+                    "account %s: tokens saved elsewhere during the outage are as new as ours: "
+                    "keeping them",
+                    account_id,
+                )
+                return
+            base = stored.version
+
+    # accounts --------------------------------------------------------------------------------
+    async def list_accounts(self) -> list[AccountRecord]:
+        try:
+            found: list[AccountRecord] = await self._call("accounts", self._inner.list_accounts)
+        except StoreAway:
+            if self._accounts is None:
+                raise
+            return list(self._accounts)
+        self._accounts = list(found)
+        return found
+
+    async def get_account(self, account_id: str) -> AccountRecord | None:
+        try:
+            found: AccountRecord | None = await self._call(
+                "accounts", self._inner.get_account, account_id
+            )
+            return found
+        except StoreAway:
+            if self._accounts is None:
+                raise
+            return next((r for r in self._accounts if r.id == account_id), None)
+
+    async def upsert_account(self, record: AccountRecord) -> None:
+        await self._call("accounts", self._inner.upsert_account, record)
+
+    async def remove_account(self, account_id: str) -> bool:
+        done: bool = await self._call("accounts", self._inner.remove_account, account_id)
+        return done
+
+    async def set_enabled(self, account_id: str, enabled: bool, reason: str | None) -> bool:
+        try:
+            done: bool = await self._call(
+                "accounts", self._inner.set_enabled, account_id, enabled, reason
+            )
+            return done
+        except StoreAway:
+            self._due_enabled[account_id] = (enabled, reason)
+            if self._accounts is not None:
+                self._accounts = [
+                    dataclasses.replace(r, enabled=enabled, disabled_reason=reason)
+                    if r.id == account_id
+                    else r
+                    for r in self._accounts
+                ]
+            return True
+
+    # tokens ----------------------------------------------------------------------------------
+    async def load_tokens(self, account_id: str) -> StoredTokens | None:
+        if account_id in self._due_tokens:
+            return self._tokens[account_id]  # ours, newer than the store's until written
+        try:
+            found: StoredTokens | None = await self._call(
+                "tokens", self._inner.load_tokens, account_id
+            )
+        except StoreAway:
+            if account_id not in self._tokens:
+                raise
+            return self._tokens[account_id]
+        if found is not None:
+            self._tokens[account_id] = found
+        return found
+
+    async def save_tokens(
+        self,
+        account_id: str,
+        data: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        synced_mtime_ns: int | None = None,
+    ) -> int | None:
+        if account_id not in self._due_tokens:
+            try:
+                version: int | None = await self._call(
+                    "tokens",
+                    self._inner.save_tokens,
+                    account_id,
+                    data,
+                    expected_version=expected_version,
+                    synced_mtime_ns=synced_mtime_ns,
+                )
+            except StoreAway:
+                pass
+            else:
+                if version is not None:
+                    self._tokens[account_id] = StoredTokens(
+                        dict(data), version, synced_mtime_ns, self._clock()
+                    )
+                return version
+        return self._keep_tokens(account_id, data, expected_version, synced_mtime_ns)
+
+    def _keep_tokens(
+        self,
+        account_id: str,
+        data: Mapping[str, Any],
+        expected_version: int | None,
+        synced_mtime_ns: int | None,
+    ) -> int | None:
+        """A save while the server is away: compare-and-set against what we know, kept until
+        the server is back (then written on the version the first kept save followed)."""
+        known = self._tokens.get(account_id)
+        if (known.version if known is not None else None) != expected_version:
+            return None
+        earlier = self._due_tokens.get(account_id)
+        base = earlier.base if earlier is not None else expected_version
+        self._due_tokens[account_id] = _DueTokens(dict(data), base, synced_mtime_ns)
+        version = (expected_version or 0) + 1
+        self._tokens[account_id] = StoredTokens(dict(data), version, synced_mtime_ns, self._clock())
+        _log.warning("account %s: tokens kept in memory until the state store is back", account_id)
+        return version
+
+    # health ----------------------------------------------------------------------------------
+    async def health(self) -> dict[str, Health]:
+        try:
+            found: dict[str, Health] = await self._call("health", self._inner.health)
+        except StoreAway:
+            if self._health is None:
+                raise
+            return dict(self._health)
+        self._health = dict(found)
+        return found
+
+    async def put_health(self, health: Health) -> None:
+        if self._health is not None:
+            self._health[health.account_id] = health
+        try:
+            await self._call("health", self._inner.put_health, health)
+        except StoreAway:
+            self._say_once("health", "state store away: account health is kept in memory only")
+
+    async def changed(self) -> bool:
+        try:
+            moved: bool = await self._call("changed", self._inner.changed)
+        except StoreAway:
+            return False
+        if self._reload:
+            self._reload = False
+            return True
+        return moved
+
+    # locks -----------------------------------------------------------------------------------
+    async def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        taken: bool = await self._call("locks", self._inner.try_lock, name, owner, ttl_s)
+        return taken
+
+    async def unlock(self, name: str, owner: str) -> None:
+        with contextlib.suppress(StoreAway):  # its time-to-live frees it
+            await self._call("locks", self._inner.unlock, name, owner)
+
+    # slot leases -----------------------------------------------------------------------------
+    async def take_slot(
+        self,
+        account_id: str,
+        lease_id: str,
+        holder: SlotHolder,
+        *,
+        cap: int,
+        interval_s: float,
+        now: float,
+        ttl_s: float,
+    ) -> SlotTake:
+        kw = {"cap": cap, "interval_s": interval_s, "now": now, "ttl_s": ttl_s}
+        took: SlotTake = await self._call(
+            "slots", self._inner.take_slot, account_id, lease_id, holder, **kw
+        )
+        return took
+
+    async def free_slot(self, account_id: str, lease_id: str) -> None:
+        with contextlib.suppress(StoreAway):  # its time-to-live frees it
+            await self._call("slots", self._inner.free_slot, account_id, lease_id)
+
+    async def renew_slots(self, holder: SlotHolder, expires_at: float) -> None:
+        with contextlib.suppress(StoreAway):
+            await self._call("slots", self._inner.renew_slots, holder, expires_at)
+
+    async def slots_in_use(self, now: float) -> dict[str, int]:
+        with contextlib.suppress(StoreAway):
+            self._slots = await self._call("slots", self._inner.slots_in_use, now)
+        return dict(self._slots)
+
+    # client keys -----------------------------------------------------------------------------
+    async def create_client_key(self, record: ClientKeyRecord) -> bool:
+        done: bool = await self._call("keys", self._inner.create_client_key, record)
+        return done
+
+    async def list_client_keys(self) -> list[ClientKeyRecord]:
+        found: list[ClientKeyRecord] = await self._call("keys", self._inner.list_client_keys)
+        return found
+
+    async def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        found: ClientKeyRecord | None = await self._call("keys", self._inner.get_client_key, name)
+        return found
+
+    async def client_key_by_hash(self, key_hash: str) -> ClientKeyRecord | None:
+        found: ClientKeyRecord | None = await self._call(
+            "keys", self._inner.client_key_by_hash, key_hash
+        )
+        return found
+
+    async def update_client_key(self, record: ClientKeyRecord) -> bool:
+        done: bool = await self._call("keys", self._inner.update_client_key, record)
+        return done
+
+    async def set_client_key_state(self, name: str, state: str) -> bool:
+        done: bool = await self._call("keys", self._inner.set_client_key_state, name, state)
+        return done
+
+    async def rotate_client_key(self, name: str, key_hash: str, hint: str) -> bool:
+        done: bool = await self._call("keys", self._inner.rotate_client_key, name, key_hash, hint)
+        return done
+
+    async def admit_client_key(self, key_id: str, now: float) -> Verdict:
+        try:
+            verdict: Verdict = await self._call(
+                "admission", self._inner.admit_client_key, key_id, now
+            )
+            return verdict
+        except StoreAway:
+            self._say_once(
+                "admission",
+                "state store away: client keys are let in without counting their limits",
+            )
+            return OK
+
+    # usage log -------------------------------------------------------------------------------
+    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        await self._call("usage", self._inner.record_usage, rows)
+
+    async def usage_count(self) -> int:
+        count: int = await self._call("usage", self._inner.usage_count)
+        return count
+
+    async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
+        rows: list[UsageRow] = await self._call("usage", self._inner.usage_rows, limit=limit)
+        return rows
+
+    async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
+        found: list[UsageSummary] = await self._call(
+            "usage", self._inner.usage_summary, since=since, by=by
+        )
+        return found
+
+    async def usage_since(
+        self, since: float, *, key: str | None = None, limit: int = 200_000
+    ) -> list[UsageRow]:
+        rows: list[UsageRow] = await self._call(
+            "usage", self._inner.usage_since, since, key=key, limit=limit
+        )
+        return rows
+
+    # stored responses ------------------------------------------------------------------------
+    async def put_response(self, response_id: str, record: bytes, expires_at: float) -> None:
+        try:
+            await self._call("responses", self._inner.put_response, response_id, record, expires_at)
+        except StoreAway:
+            if len(self._due_responses) >= _MAX_RESPONSES:
+                self._due_responses.pop(next(iter(self._due_responses)))
+                self._say_once("responses", "state store away: older stored responses dropped")
+            self._due_responses[response_id] = (bytes(record), expires_at)
+
+    async def get_response(self, response_id: str, now: float) -> bytes | None:
+        kept = self._due_responses.get(response_id)
+        if kept is not None:
+            return kept[0] if kept[1] > now else None
+        found: bytes | None = await self._call(
+            "responses", self._inner.get_response, response_id, now
+        )
+        return found
+
+    async def delete_response(self, response_id: str) -> bool:
+        kept = self._due_responses.pop(response_id, None)
+        try:
+            done: bool = await self._call("responses", self._inner.delete_response, response_id)
+        except StoreAway:
+            if kept is None:
+                raise
+            return kept[1] > self._clock()
+        return done or (kept is not None and kept[1] > self._clock())
+
+    async def aclose(self) -> None:
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self._inner.aclose()
