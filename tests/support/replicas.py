@@ -1,0 +1,204 @@
+"""Several `ki2api serve` replicas on one Redis store (issue 16): tests/e2e/test_replicas.py.
+
+`start_replicas` starts single-process replicas in parallel, each on its own port and data
+directory, all with the same KI2API_STORE, and waits until each answers /health.
+`store_accounts` puts new emulator logins into that store (source "store": their tokens live in
+Redis, as they must when the replicas run on several machines); `wait_pools` waits until every
+replica's pool holds exactly the given accounts (a pool picks up the store's accounts on its
+next look at `changed()`). `HoldAuth` stands in for Kiro's auth service for one replica: it
+takes a refresh request and never answers, so that replica sits in a refresh, holding the
+account's refresh lock, until it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from ki2api.kiro.accounts.registry import add_account
+from ki2api.state.redis_store import RedisStore
+from tests.support.procs import GatewayProc, PoolMember, make_pool
+from tests.support.servers import free_port
+
+__all__ = [
+    "HoldAuth",
+    "on_store",
+    "park_account",
+    "pool_ids",
+    "remove_accounts",
+    "start_replicas",
+    "store_accounts",
+    "wait_pools",
+    "wait_until",
+]
+
+T = TypeVar("T")
+
+
+def on_store(url: str, use: Callable[[RedisStore], Awaitable[T]]) -> T:
+    """`use` a RedisStore of its own on `url` (a redis-py client belongs to one event loop)."""
+
+    async def go() -> T:
+        store = RedisStore.open(url)
+        try:
+            return await use(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
+
+
+def wait_until(check: Callable[[], bool], what: str, within_s: float = 15.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
+        time.sleep(0.02)
+
+
+def start_replicas(home: Path, cwd: Path, envs: Sequence[dict[str, str]]) -> list[GatewayProc]:
+    """One single-process `ki2api serve` per env, all started before any is waited for."""
+    started: list[GatewayProc] = []
+    try:
+        for env in envs:
+            port = free_port()
+            args = ("serve", "--host", "127.0.0.1", "--port", str(port))
+            started.append(GatewayProc.start(home, cwd, port, *args, **env))
+        for gw in started:
+            gw.wait_healthy()
+    except BaseException:
+        for gw in started:
+            gw.kill()
+        raise
+    return started
+
+
+def store_accounts(
+    emulator_url: str,
+    store_url: str,
+    folder: Path,
+    ids: Sequence[str],
+    *,
+    expired: bool = False,
+    behaviour: dict[str, Any] | None = None,
+) -> list[PoolMember]:
+    """New emulator accounts, put into the store under `ids` with their tokens (expired at the
+    emulator and in the store with `expired`)."""
+    members = make_pool(emulator_url, folder, ids, behaviour, expired=expired)
+
+    async def add(store: RedisStore) -> None:
+        for m in members:
+            await add_account(store, m.data["token_file"], label=m.pool_id, account_id=m.pool_id)
+
+    on_store(store_url, add)
+    return members
+
+
+def remove_accounts(store_url: str, ids: Iterable[str]) -> None:
+    async def remove(store: RedisStore) -> None:
+        for account_id in ids:
+            await store.remove_account(account_id)
+
+    on_store(store_url, remove)
+
+
+def park_account(store_url: str, folder: Path, emulator_url: str) -> None:
+    """A disabled account in the store: `ki2api serve` refuses to start with none at all, and a
+    disabled one is never chosen (nor counted by `pool_ids`)."""
+    [member] = store_accounts(emulator_url, store_url, folder, ["parked"])
+
+    async def disable(store: RedisStore) -> None:
+        await store.set_enabled(member.pool_id, False, "parked by the test")
+
+    on_store(store_url, disable)
+
+
+def pool_ids(gw: GatewayProc) -> set[str]:
+    """The enabled accounts of a replica's pool (its /health syncs with the store first)."""
+    r = httpx.get(f"{gw.url}/health", headers={"x-api-key": gw.api_key}, timeout=10)
+    r.raise_for_status()
+    return {str(a["id"]) for a in r.json().get("pool", []) if a["enabled"]}
+
+
+def wait_pools(replicas: Sequence[GatewayProc], ids: Iterable[str]) -> None:
+    wanted = set(ids)
+    for gw in replicas:
+        wait_until(lambda gw=gw: pool_ids(gw) == wanted, f"{gw.url}'s pool is {sorted(wanted)}")
+
+
+class HoldAuth:
+    """An HTTP listener that reads each request and never answers it: a refresh that hangs.
+
+    `bodies` are the request bodies received, in order; `arrived` is set by the first. A
+    connection is dropped when its client goes away (the replica was killed)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.bodies: list[bytes] = []
+        self.arrived = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        conn.settimeout(None)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            with self._lock:
+                self.bodies.append(body)
+            self.arrived.set()
+            while conn.recv(65536):  # never answer; until the client is gone
+                pass
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            for conn in self._conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
