@@ -167,6 +167,32 @@ def _faults_rows(faults: Json | None) -> list[Row]:
     return rows
 
 
+def _store_rows(store: Json | None) -> list[Row]:
+    if not store:
+        return []
+    sqlite, redis = store["sqlite"], store["redis"]
+    events = _get(store, "load_plan", "events")
+    return [
+        _row(
+            f"gateway CPU per request on the Redis store, {events}-event streams through a "
+            "client key; baseline: the same load on the SQLite store, same run (ms)",
+            redis["gateway_cpu_ms_per_request"],
+            sqlite["gateway_cpu_ms_per_request"],
+            _ratio(store["ratio_redis_to_sqlite"]),
+            "(reported)",
+            None,
+        ),
+        _row(
+            "redis-server CPU per request, same load (ms)",
+            redis["redis_server_cpu_ms_per_request"],
+            None,
+            None,
+            "(reported)",
+            None,
+        ),
+    ]
+
+
 def _ratio(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}x"
 
@@ -179,6 +205,7 @@ def goal_rows(results: Json) -> list[Row]:
         + _hold_rows(sections.get("hold"))
         + _loop_rows(sections.get("loop"))
         + _faults_rows(sections.get("faults"))
+        + _store_rows(sections.get("store"))
         + _decoder_rows(sections.get("decoder"))
     )
 
@@ -269,6 +296,7 @@ def _notes(results: Json) -> list[str]:
                 + (_QUEUEING if plan.get("workers", 1) > 1 else "")
             )
     notes += _faults_notes(_get(sections, "faults"))
+    notes += _store_notes(_get(sections, "store"))
     for level in _get(sections, "hold", "levels") or []:
         gw = level.get("gateway")
         if gw and gw.get("ok") and gw.get("upstream_drained_s") is None:
@@ -300,4 +328,37 @@ def _faults_notes(faults: Json | None) -> list[str]:
         f"{faults['stage_s']:.0f} s per rate, a fresh gateway (empty store) per rate; "
         + "; ".join(parts)
         + ". Status 0 = no HTTP answer; 200 = a stream cut by a fault after its first content."
+    ]
+
+
+_MICRO = (
+    ("changed", "changed()"),
+    ("slot_lease", "a slot lease taken and freed"),
+    ("admission", "a client key admitted"),
+    ("usage_batch_of_100", "100 usage rows written at once"),
+)
+
+
+def _store_notes(store: Json | None) -> list[str]:
+    if not store:
+        return []
+    micro = store.get("micro", {})
+    parts = []
+    for name, title in _MICRO:
+        redis, sqlite = _get(micro, "redis", name), _get(micro, "sqlite", name)
+        if redis and sqlite:
+            parts.append(
+                f"{title}: Redis {redis['wall_us']:.0f} µs ({redis['cpu_us']:.0f} µs of CPU), "
+                f"SQLite {sqlite['wall_us']:.0f} µs ({sqlite['cpu_us']:.0f} µs of CPU)"
+            )
+    plan = store.get("load_plan", {})
+    return [
+        f"Store: both gateways up at once, {plan.get('rounds')} alternating rounds of "
+        f"{plan.get('workers', 0) * plan.get('per_worker', 0)} requests each "
+        f"({store['sqlite']['requests_per_s']:.0f} req/s on SQLite, "
+        f"{store['redis']['requests_per_s']:.0f} on Redis); Redis costs "
+        f"{store['redis_extra_ms_per_request']:+.2f} ms of gateway CPU per request. The store "
+        "calls alone, per call, from one client (wall time; CPU of the calling process): "
+        + "; ".join(parts)
+        + "."
     ]

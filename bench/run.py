@@ -1,6 +1,6 @@
 """`make bench`: run every section, write bench/results/{latest,<UTC time>}.{json,md}.
 
-`python -m bench.run --only faults` (or `decoder`) runs one section that needs no shared
+`python -m bench.run --only faults` (or `decoder`, `store`) runs one section that needs no shared
 stack, prints its table and raw figures, and writes nothing.
 
 Processes: this driver, the emulator, the gateway and the load generator, all on 127.0.0.1, each
@@ -35,6 +35,7 @@ from bench.proc import raise_nofile_limit
 from bench.report import goal_rows, markdown
 from bench.sections import cpu_section, hold_section, ttft_section, warmup_section
 from bench.stack import LoadDriver, Stack, start_stack
+from bench.store_cost import store_section
 
 __all__ = ["main"]
 
@@ -107,6 +108,8 @@ def _stack_sections(results: dict[str, Any], root: Path, logs: Path, load: LoadD
     _guarded(results, "hold", lambda: hold_section(new_stack, load))
     # Its own emulator (three accounts) and a fresh gateway per fault rate.
     _guarded(results, "faults", lambda: faults_section(root / "faults", logs))
+    # Its own redis-server and two stacks (SQLite and Redis), side by side.
+    _guarded(results, "store", lambda: store_section(root / "store", logs))
 
 
 def _log_tails(logs: Path) -> dict[str, str]:
@@ -138,6 +141,7 @@ def _finish(results: dict[str, Any], t0: float) -> dict[str, Any]:
 STANDALONE: dict[str, Callable[[Path, Path], Any]] = {
     "decoder": lambda root, logs: measure_decoders(),
     "faults": lambda root, logs: faults_section(root / "faults", logs),
+    "store": lambda root, logs: store_section(root / "store", logs),
 }
 
 

@@ -102,12 +102,14 @@ def _wait_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any]:
     raise TimeoutError(f"{path} did not appear within {timeout_s}s")
 
 
-def _start_emulator(root: Path, logs: Path) -> tuple[Child, str, dict[str, Any]]:
+def _start_emulator(
+    root: Path, logs: Path, name: str = "emulator"
+) -> tuple[Child, str, dict[str, Any]]:
     port = free_port()
     creds = root / "creds"
     argv = [_PY, "-m", "ki2api.cli.main", "emulator", "--host", HOST, "--port", str(port)]
     argv += ["--accounts", "1", "--credentials-dir", str(creds)]
-    child = Child("emulator", argv, log_dir=logs, env=_child_env(root, {}), cwd=_REPO)
+    child = Child(name, argv, log_dir=logs, env=_child_env(root, {}), cwd=_REPO)
     url = f"http://{HOST}:{port}"
     try:
         wait_http(url + "/_emulator/stats", 30, child)
@@ -148,10 +150,14 @@ def start_gateway(
     return child, url
 
 
-def start_stack(root: Path, logs: Path) -> Stack:
-    """Start a fresh emulator (one account) and a gateway pointed at it."""
+def start_stack(
+    root: Path, logs: Path, extra: dict[str, str] | None = None, *, name: str = "gateway"
+) -> Stack:
+    """Start a fresh emulator (one account) and a gateway pointed at it (`extra`: more of the
+    gateway's settings, e.g. KI2API_STORE; `name`: its log file's)."""
     root.mkdir(parents=True, exist_ok=True)
-    emulator, em_url, token = _start_emulator(root, logs)
+    emulator_name = "emulator" if name == "gateway" else f"{name}-emulator"
+    emulator, em_url, token = _start_emulator(root, logs, emulator_name)
     try:
         token_file = root / "creds" / "acct-1" / "kiro-auth-token.json"
         gateway, gw_url = start_gateway(
@@ -164,7 +170,9 @@ def start_stack(root: Path, logs: Path) -> Stack:
                 "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
                 # the gateway's own overhead on one account: no per-account cap or wait queue
                 "KI2API_ACCOUNT_MAX_INFLIGHT": "0",
+                **(extra or {}),
             },
+            name=name,
         )
     except BaseException:
         emulator.stop()
