@@ -134,6 +134,11 @@ class RedisBase:
         """Raise when the server cannot be reached (redis.exceptions.ConnectionError)."""
         await self._r.ping()
 
+    async def drop_idle_connections(self) -> None:
+        """Forget the pooled connections not in use (after an outage their sockets are dead:
+        the next call connects afresh instead of failing on one)."""
+        await self._r.connection_pool.disconnect(inuse_connections=False)
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True

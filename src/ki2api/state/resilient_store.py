@@ -84,7 +84,7 @@ class ResilientStore:
         inner: RedisStore,
         *,
         status: StoreStatus | None = None,
-        probe_s: float = 0.5,
+        probe_s: float = 0.5,  # 0: no probe (tests call `recover`)
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._inner = inner
@@ -130,7 +130,7 @@ class ResilientStore:
                 op,
                 type(exc).__name__,
             )
-        if self._probe is None or self._probe.done():
+        if self._probe_s > 0 and (self._probe is None or self._probe.done()):
             self._probe = asyncio.get_running_loop().create_task(self._wait_back())
 
     def _say_once(self, what: str, message: str, *args: object) -> None:
@@ -139,25 +139,30 @@ class ResilientStore:
             _log.warning(message, *args)
 
     async def _wait_back(self) -> None:
-        while True:
+        while not await self.recover():
             await asyncio.sleep(self._probe_s)
-            try:
-                await self._inner.ping()
-                written = await self._flush()
-            except AWAY_ERRORS:
-                continue
-            except Exception:  # a bug or a refusal: log it, keep the store usable
-                _log.exception("state store: writing what waited failed")
-                written = 0
-            away = self.status.recovered()
-            self._reload = True
-            _log.warning(
-                "state store %s is back after %.1f s (%d writes that waited done)",
-                self._inner.where.masked,
-                away,
-                written,
-            )
-            return
+
+    async def recover(self) -> bool:
+        """Is the server back? Then write what waited for it and say so (True); the probe
+        asks every `probe_s` while it is away."""
+        try:
+            await self._inner.drop_idle_connections()
+            await self._inner.ping()
+            written = await self._flush()
+        except AWAY_ERRORS:
+            return False
+        except Exception:  # a bug or a refusal: log it, keep the store usable
+            _log.exception("state store: writing what waited failed")
+            written = 0
+        away = self.status.recovered()
+        self._reload = True
+        _log.warning(
+            "state store %s is back after %.1f s (%d writes that waited done)",
+            self._inner.where.masked,
+            away,
+            written,
+        )
+        return True
 
     async def _flush(self) -> int:
         """Write what waited for the server; raises when it goes away again (what is left

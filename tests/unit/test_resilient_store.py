@@ -1,0 +1,144 @@
+"""ResilientStore against a real redis-server that the test stops (SIGKILL) and starts again on
+the same port, with its data on disk (tests/support/redis_proc.py): while it is away, reads
+answer the last values, writes wait in memory, a lock or a slot lease says `StoreAway`, a key's
+admission lets the request in; when it is back, the kept tokens are written compare-and-set
+and never over newer ones, and `changed()` says True once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ki2api.state.base import AccountRecord, Health, SlotHolder
+from ki2api.state.redis_store import RedisStore
+from ki2api.state.resilient_store import ResilientStore
+from ki2api.state.store_status import StoreAway, StoreStatus, store_view
+from tests.support.redis_proc import RedisProc, own_redis
+
+
+@pytest.fixture
+def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
+    """A redis-server of this test's own, to stop and start (its data on disk)."""
+    with own_redis(tmp_path / "redis-own") as server:
+        yield server
+
+
+HOLDER = SlotHolder("here", 1)
+
+
+def _tokens(hours: float, name: str) -> dict[str, Any]:
+    expires = datetime.now(UTC) + timedelta(hours=hours)
+    return {"accessToken": name, "refreshToken": f"r-{name}", "expiresAt": expires.isoformat()}
+
+
+def _stores(server: RedisProc) -> tuple[ResilientStore, RedisStore]:
+    """The wrapper (no probe: the test calls `recover`) and a plain store on the same keys."""
+    url = f"{server.url}?prefix=t{uuid.uuid4().hex[:10]}:"
+    return ResilientStore(RedisStore.open(url), probe_s=0), RedisStore.open(url)
+
+
+async def test_reads_answer_what_was_known_and_writes_wait_for_the_server(
+    redis_proc: RedisProc,
+) -> None:
+    store, other = _stores(redis_proc)
+    try:
+        record = AccountRecord("a1", "store", "test", "social", "0" * 64)
+        await store.upsert_account(record)
+        assert await store.save_tokens("a1", _tokens(1, "t1"), expected_version=None) == 1
+        await store.put_health(Health("a1", strikes=1))
+        assert await store.changed()
+        assert [r.id for r in await store.list_accounts()] == ["a1"]
+        assert (await store.health())["a1"].strikes == 1
+        assert not await store.changed()
+
+        redis_proc.stop()
+        assert await store.list_accounts() == [record]  # the last value read
+        assert store_view(store)["ok"] is False and store.status.errors == 1
+        assert (await store.load_tokens("a1")).version == 1  # type: ignore[union-attr]
+        assert not await store.changed()
+        await store.put_health(Health("a1", strikes=2))  # kept here, not written
+        assert (await store.health())["a1"].strikes == 2
+        assert await store.set_enabled("a1", False, "suspended")
+        assert not (await store.get_account("a1")).enabled  # type: ignore[union-attr]
+        assert (await store.admit_client_key("ck-x", 0.0)).ok  # fail open
+        with pytest.raises(StoreAway):
+            await store.try_lock("refresh:a1", "me", 10)
+        with pytest.raises(StoreAway):
+            await store.take_slot("a1", "l1", HOLDER, cap=1, interval_s=0, now=1, ttl_s=60)
+        await store.free_slot("a1", "l1")  # its time-to-live frees it
+        await store.unlock("refresh:a1", "me")
+        await store.put_response("resp_1", b"kept", 4e9)
+        assert await store.get_response("resp_1", 1.0) == b"kept"
+        # a compare-and-set save against what is known: the stale one is refused
+        assert await store.save_tokens("a1", _tokens(1, "x"), expected_version=0) is None
+        assert await store.save_tokens("a1", _tokens(2, "t2"), expected_version=1) == 2
+        assert await store.save_tokens("a1", _tokens(3, "t3"), expected_version=2) == 3
+        assert not await store.recover()
+
+        redis_proc.start()
+        assert await store.recover()
+        assert store_view(store)["ok"] is True
+        assert await store.changed()  # reload everything, once
+        assert not await store.changed()
+        saved = await other.load_tokens("a1")
+        assert saved is not None and saved.data["accessToken"] == "t3"
+        assert saved.version == 2  # one write on the version the first kept save followed
+        assert not (await other.get_account("a1")).enabled  # type: ignore[union-attr]
+        assert await other.get_response("resp_1", 1.0) == b"kept"
+        assert (await other.health())["a1"].strikes == 1  # health waited for nobody
+        assert await store.try_lock("refresh:a1", "me", 10)
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+@pytest.mark.parametrize(
+    ("theirs_hours", "kept"),
+    [
+        (1.0, "mine"),  # saved elsewhere meanwhile, but older: ours (newer) goes over it
+        (3.0, "theirs"),  # saved elsewhere and newer: never overwritten with an older one
+    ],
+)
+async def test_tokens_kept_during_an_outage_never_go_over_newer_ones(
+    redis_proc: RedisProc, theirs_hours: float, kept: str
+) -> None:
+    store, other = _stores(redis_proc)
+    try:
+        assert await store.save_tokens("a1", _tokens(0.5, "first"), expected_version=None) == 1
+        redis_proc.stop()
+        assert await store.save_tokens("a1", _tokens(2, "mine"), expected_version=1) == 2
+        redis_proc.start()
+        assert await other.save_tokens("a1", _tokens(theirs_hours, "theirs"), expected_version=1)
+        assert await store.recover()
+        saved = await other.load_tokens("a1")
+        assert saved is not None and saved.data["accessToken"] == kept
+        assert saved.version == (3 if kept == "mine" else 2)
+        assert (await store.load_tokens("a1")) == saved
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+async def test_the_store_reports_an_outage_once_and_counts_every_failed_call() -> None:
+    now = [100.0]
+    status = StoreStatus("redis", clock=lambda: now[0])
+    assert status.failed("tokens") is True
+    now[0] = 103.0
+    assert status.failed("health") is False
+    assert status.view() == {
+        "kind": "redis",
+        "ok": False,
+        "since": 100.0,
+        "errors": 2,
+        "last_error_at": 103.0,
+    }
+    now[0] = 110.0
+    assert status.recovered() == 10.0
+    assert status.ok and status.since == 110.0
+    assert status.recovered() == 0.0
+    assert store_view(object()) == {"kind": "sqlite", "ok": True}
