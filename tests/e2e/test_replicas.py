@@ -17,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import redis.asyncio as aioredis
 
+from ki2api.kiro.login.credentials import LOCK_TTL_S
+from ki2api.kiro.login.token_file import parse_expires_at
+from ki2api.state.redis_base import parse_redis_url
 from ki2api.state.redis_store import RedisStore
 from tests.support.procs import GatewayProc, Outcome, PoolMember, chat, emulator_stats, run_cli
 from tests.support.replicas import (
+    HoldAuth,
     on_store,
     park_account,
     remove_accounts,
@@ -267,3 +272,269 @@ def test_a_keys_rate_limit_holds_across_replicas(
     assert ok == 5, (ok, limited)
     assert len(limited) == 7
     assert all(r is not None and 0 < int(r) <= 60 for r in limited), limited
+
+
+# --- 4. one replica SIGKILLed mid-load while it holds a refresh lock ------------------------------
+
+FLUSH_INTERVAL_S = 0.2  # UsageLog's default: a killed replica loses at most what it had not flushed
+SLACK_S = 0.3  # for a busy machine, as tests/e2e/test_usage_on_stop.py
+PACE_S = 0.05  # each client's pause between its requests
+
+
+@dataclass(frozen=True)
+class Call:
+    started: float
+    ended: float
+    outcome: Outcome | None  # None: no answer (the replica was killed)
+
+
+@dataclass
+class Load:
+    calls: dict[int, list[Call]]  # by key index: 0 and 1 the survivors, 3 the killed replica
+    killed_at: float = 0.0
+    lock_ttl_ms: int = 0  # the refresh lock's time to live as the killed replica held it
+    lapsed_after_s: float = 0.0  # from the kill to the lock's key gone from Redis
+
+    def answered(self, i: int) -> int:
+        return sum(1 for c in self.calls[i] if c.outcome is not None)
+
+
+async def _loop(client: httpx.AsyncClient, i: int, load: Load, stop: asyncio.Event) -> None:
+    n = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            text = f"kill {i}.{id(client) % 997}.{n}"
+            outcome: Outcome | None = await chat(
+                client, text, anthropic=n % 2 == 1, stream=i != 3 and n % 3 == 2, key=KEYS[i]
+            )
+        except httpx.TransportError:
+            outcome = None
+        load.calls[i].append(Call(started, time.monotonic(), outcome))
+        if outcome is None:
+            return  # the killed replica: nothing to send to any more
+        n += 1
+        await asyncio.sleep(PACE_S)  # a steady load, not a flood: the CPU is shared
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 30.0) -> float:
+    """Poll `check` until it is true; when it became true (monotonic)."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic()
+
+
+class Watch:
+    """What the scenario reads while it runs: the emulator's counters, the lock's key."""
+
+    def __init__(self, c: Cluster, members: list[PoolMember]) -> None:
+        self.emu = httpx.AsyncClient(base_url=c.emulator_url, timeout=10)
+        where = parse_redis_url(c.store)
+        self.redis = aioredis.Redis.from_url(where.url)
+        self.prefix = where.prefix
+        self.members = {m.pool_id: m for m in members}
+
+    async def stats(self, pool_id: str) -> dict[str, int]:
+        found = (await self.emu.get("/_emulator/stats")).json()["accounts"]
+        return dict(found[self.members[pool_id].emu_id])
+
+    def lock_key(self, pool_id: str) -> str:
+        return f"{self.prefix}lock:refresh:{pool_id}"
+
+    async def aclose(self) -> None:
+        await self.emu.aclose()
+        await self.redis.aclose()
+
+
+async def _kill_mid_load(
+    c: Cluster, killed: GatewayProc, hold: HoldAuth, watch: Watch, load: Load
+) -> str:
+    """The load on the survivors (replicas 0 and 1) and the replica to kill; returns the id of
+    the account whose refresh lock the killed replica held."""
+    stop = asyncio.Event()
+    targets = {0: c.replicas[0], 1: c.replicas[1], 3: killed}
+    limits = httpx.Limits(max_connections=8)
+    clients = {
+        i: httpx.AsyncClient(base_url=gw.url, timeout=60, limits=limits)
+        for i, gw in targets.items()
+    }
+    tasks = [asyncio.create_task(_loop(clients[3], 3, load, stop))]  # alone: it takes a lock
+
+    async def holding() -> bool:
+        return hold.arrived.is_set()
+
+    await _until(holding, "the replica to kill begins a refresh")
+    body = json.loads(hold.bodies[0])
+    [held] = [
+        m
+        for m in watch.members.values()
+        if m.data["token_file"]["refreshToken"] == body["refreshToken"]
+    ]
+    others = [i for i in watch.members if i != held.pool_id]
+    tasks += [
+        asyncio.create_task(_loop(clients[i], i, load, stop)) for i in (0, 1) for _ in range(2)
+    ]
+
+    async def others_refreshed() -> bool:
+        return all([(await watch.stats(i))["refreshes"] == 1 for i in others])
+
+    await _until(others_refreshed, "the survivors refresh the other two accounts")
+    tasks += [asyncio.create_task(_loop(clients[3], 3, load, stop)) for _ in range(3)]
+
+    async def loaded() -> bool:  # answers of the replica to kill older than a flush interval
+        old = time.monotonic() - FLUSH_INTERVAL_S - SLACK_S
+        done = [c for c in load.calls[3] if c.outcome is not None and c.ended < old]
+        return len(done) >= 10 and load.answered(0) + load.answered(1) >= 30
+
+    await _until(loaded, "answers from every replica")
+    assert (await watch.stats(held.pool_id))["refreshes"] == 0  # its lock keeps the others off
+    load.lock_ttl_ms = int(await watch.redis.pttl(watch.lock_key(held.pool_id)))
+    served = (await watch.stats(held.pool_id))["served"]
+    load.killed_at = time.monotonic()
+    await asyncio.to_thread(killed.kill)
+
+    async def lapsed() -> bool:
+        return not await watch.redis.exists(watch.lock_key(held.pool_id))
+
+    load.lapsed_after_s = await _until(lapsed, "the dead replica's lock lapses") - load.killed_at
+
+    async def served_again() -> bool:
+        return (await watch.stats(held.pool_id))["served"] >= served + 3
+
+    await _until(served_again, "a survivor refreshes the account and serves from it")
+    stop.set()
+    await asyncio.gather(*tasks)
+    for client in clients.values():
+        await client.aclose()
+    return held.pool_id
+
+
+def _version(c: Cluster) -> int:
+    async def get(store: RedisStore) -> int:
+        return int(await store._r.get(store._k("version")) or 0)  # the counter behind changed()
+
+    return on_store(c.store, get)
+
+
+def _usage_by_key(c: Cluster, since: float, ids: list[str]) -> dict[str, int]:
+    async def rows(store: RedisStore) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in await store.usage_since(since):
+            if row.account_id in ids:
+                found[row.client_key] = found.get(row.client_key, 0) + 1
+        return found
+
+    return on_store(c.store, rows)
+
+
+def _check_records(c: Cluster, members: list[PoolMember], version_before: int) -> None:
+    """Every account's tokens load and parse, are the emulator's current ones (the newest),
+    saved twice (added, then refreshed once); the version counter only went up."""
+    ids = [m.pool_id for m in members]
+
+    async def read(store: RedisStore) -> tuple[list[object], list[object], dict[str, object]]:
+        return (
+            [await store.load_tokens(i) for i in ids],
+            [a.id for a in await store.list_accounts()],
+            dict(await store.health()),
+        )
+
+    tokens, listed, _ = on_store(c.store, read)
+    current = httpx.get(f"{c.emulator_url}/_emulator/accounts").json()["accounts"]
+    live = {a["id"]: a["token_file"] for a in current}
+    for m, saved in zip(members, tokens, strict=True):
+        assert saved is not None, m.pool_id
+        data = saved.data  # type: ignore[attr-defined]
+        expires = parse_expires_at(data["expiresAt"])
+        assert expires is not None and expires[0].timestamp() > time.time(), data["expiresAt"]
+        newest = live[m.emu_id]
+        assert (data["accessToken"], data["refreshToken"]) == (
+            newest["accessToken"],
+            newest["refreshToken"],
+        ), m.pool_id
+        assert saved.version == 2, (m.pool_id, saved.version)  # type: ignore[attr-defined]
+    assert set(ids) <= set(listed)  # type: ignore[arg-type]
+    assert _version(c) > version_before
+
+
+@pytest.mark.long(20)
+def test_a_replica_killed_mid_refresh_the_others_go_on(
+    cluster: Cluster, accounts_of_test: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fourth process joins the store as the replica to kill; its Kiro auth service is a
+    listener that never answers (HoldAuth), so its first request leaves it inside a refresh,
+    holding that account's refresh lock (the emulator answers a refresh at once: a kill between
+    its answer and the save would be a race, and would also lose the rotated refresh token).
+    Every token has expired in the store. Survivors (replicas 0 and 1) take load meanwhile and
+    refresh the two other accounts; requests they send to the held account wait for the lock.
+    The killed replica serves too, from the accounts the survivors refreshed. After SIGKILL:
+
+    - no survivor request fails (those on the held account wait, then go on);
+    - the lock's key is gone from Redis within LOCK_TTL_S of the kill, and a survivor then
+      refreshes the account (one refresh per account in all, at the emulator);
+    - every account's tokens in Redis load, parse and are the emulator's current ones;
+    - usage rows: exactly one per survivor answer; of the killed replica's answers, all but
+      those within its last flush interval (0.2 s, + 0.3 s of slack) before the kill
+      (tests/e2e/test_usage_on_stop.py), and none beyond its answers and requests in flight.
+    """
+    ids = ["kill-a0", "kill-a1", "kill-a2"]
+    accounts_of_test += ids
+    hold = HoldAuth()
+    version_before = _version(cluster)
+    home, cwd = cluster.root / "home", cluster.root / "cwd"
+    [killed] = start_replicas(home, cwd, [cluster.env("killed", KIRO_AUTH_BASE=hold.url)])
+    load = Load({0: [], 1: [], 3: []})
+    try:
+        members = store_accounts(cluster.emulator_url, cluster.store, cluster.root / "logins", ids)
+        serving = [cluster.replicas[0], cluster.replicas[1], killed]
+        wait_pools(serving, ids)
+        for gw, key in zip(serving, (KEYS[0], KEYS[1], KEYS[3]), strict=True):
+            assert _post(gw, key, "the model catalogue, before the tokens expire") == 200
+        for m in members:  # every token expires: a 403 for whoever uses one next
+            httpx.post(f"{cluster.emulator_url}/_emulator/accounts/{m.emu_id}/expire")
+        since = time.time()
+
+        async def run() -> str:
+            watch = Watch(cluster, members)
+            try:
+                return await _kill_mid_load(cluster, killed, hold, watch, load)
+            finally:
+                await watch.aclose()
+
+        held = asyncio.run(run())
+    finally:
+        killed.kill()
+        hold.close()
+
+    failed = [c for i in (0, 1) for c in load.calls[i] if c.outcome is None or not c.outcome.ok]
+    assert not failed, f"{len(failed)} survivor requests failed: {failed[:3]}\n{cluster.output()}"
+    assert 0 < load.lock_ttl_ms <= LOCK_TTL_S * 1000
+    assert load.lapsed_after_s <= LOCK_TTL_S + 0.5, load.lapsed_after_s
+    lapsed_at = load.killed_at + load.lapsed_after_s
+    meanwhile = [c for i in (0, 1) for c in load.calls[i] if load.killed_at < c.ended < lapsed_at]
+    assert len(meanwhile) >= 10, "the survivors stood still while the dead replica's lock lasted"
+    refreshes = {k: v["refreshes"] for k, v in _stats(cluster, members).items()}
+    assert refreshes == dict.fromkeys(ids, 1), refreshes
+    _check_records(cluster, members, version_before)
+
+    survivors = {"key-1": load.answered(0), "key-2": load.answered(1)}
+    wait_until_rows = time.monotonic() + 10
+    while {k: _usage_by_key(cluster, since, ids).get(k, 0) for k in survivors} != survivors:
+        assert time.monotonic() < wait_until_rows, (_usage_by_key(cluster, since, ids), survivors)
+        time.sleep(0.05)
+    rows = _usage_by_key(cluster, since, ids).get("key-4", 0)
+    calls = load.calls[3]
+    answered = load.answered(3)
+    window = FLUSH_INTERVAL_S + SLACK_S
+    recent = sum(1 for c in calls if c.outcome is not None and load.killed_at - window <= c.ended)
+    in_flight = len(calls) - answered
+    with capsys.disabled():
+        print(
+            f"\nkilled replica: {answered} answered, {rows} rows, {recent} answered in the last "
+            f"{window:.1f} s, {in_flight} in flight; survivors {survivors}; lock held {held!r} "
+            f"(ttl {load.lock_ttl_ms} ms) lapsed {load.lapsed_after_s:.1f} s after the kill"
+        )
+    assert answered - recent >= 10  # the lower bound says something
+    assert answered - recent <= rows <= answered + in_flight
