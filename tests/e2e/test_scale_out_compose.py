@@ -1,7 +1,8 @@
 """The scale-out compose file (deploy/scale-out/, docs/scale-out.md) run as its documentation
 says: Redis up, the login added to the store with `docker-compose run`, then two replicas behind
 nginx; chats through nginx with the openai SDK (streamed and not) reach both replicas, the
-expired token is refreshed once for both, and Redis holds one usage row per request.
+expired token is refreshed once for both, Redis holds one usage row per request, and the
+replicas see the client's address nginx forwards.
 
 No registry here: the ki2api image is built as in test_container.py, and the official `redis:7`
 and `nginx:stable` images are stood in for by one image of Debian's `redis-server` and `nginx`
@@ -139,14 +140,18 @@ def _requests_logged(container: str) -> int:
     return sum(int(row["requests"]) for row in json.loads(out))
 
 
+def _addresses(container: str) -> list[str]:
+    inspect = json.loads(run(DOCKER, "inspect", container).stdout)[0]
+    return [net["IPAddress"] for net in inspect["NetworkSettings"]["Networks"].values()]
+
+
 def _replica_addresses(compose: Compose) -> dict[str, str]:
     """Each replica's address on the project's network -> its service name."""
-    found = {}
-    for service in ("ki2api-1", "ki2api-2"):
-        inspect = json.loads(run(DOCKER, "inspect", compose.container(service)).stdout)[0]
-        for net in inspect["NetworkSettings"]["Networks"].values():
-            found[f"{net['IPAddress']}:8989"] = service
-    return found
+    return {
+        f"{ip}:8989": service
+        for service in ("ki2api-1", "ki2api-2")
+        for ip in _addresses(compose.container(service))
+    }
 
 
 def _through_nginx(compose: Compose, emulator: str, account_id: str) -> None:
@@ -169,6 +174,18 @@ def _through_nginx(compose: Compose, emulator: str, account_id: str) -> None:
         time.sleep(0.2)
     assert logged == REQUESTS
     assert _requests_logged(compose.container("ki2api-1")) == REQUESTS
+    _clients_seen_through_nginx(compose)
+
+
+def _clients_seen_through_nginx(compose: Compose) -> None:
+    """The replicas log the client's address nginx forwards (port 0: a forwarded one), not
+    nginx's own: FORWARDED_ALLOW_IPS with X-Forwarded-For replaced by nginx."""
+    proxy_ips = set(_addresses(compose.container("proxy")))
+    for service in ("ki2api-1", "ki2api-2"):
+        logs = run(DOCKER, "logs", compose.container(service)).stdout
+        chats = [line for line in logs.splitlines() if '"POST /v1/chat/completions' in line]
+        assert chats and all(":0 - " in line for line in chats), chats
+        assert not any(f" {ip}:" in line for line in chats for ip in proxy_ips), chats
 
 
 @pytest.mark.long(60)
