@@ -6,6 +6,8 @@ and never over newer ones, and `changed()` says True once."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from ki2api.kiro.accounts.policy import Candidate
+from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
 from ki2api.state.base import AccountRecord, Health, SlotHolder
 from ki2api.state.redis_store import RedisStore
 from ki2api.state.resilient_store import ResilientStore
@@ -142,3 +146,44 @@ async def test_the_store_reports_an_outage_once_and_counts_every_failed_call() -
     assert status.ok and status.since == 110.0
     assert status.recovered() == 0.0
     assert store_view(object()) == {"kind": "sqlite", "ok": True}
+
+
+@dataclasses.dataclass(eq=False)
+class _Account:
+    record: AccountRecord
+    inflight: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def candidate(self) -> Candidate:
+        return Candidate(id=self.id, inflight=self.inflight)
+
+
+async def test_the_slot_gate_counts_locally_while_the_store_is_away(
+    redis_proc: RedisProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, plain = _stores(redis_proc)
+    record = AccountRecord("x", "store", "x", "social", "a" * 64, max_inflight=2)
+    gate = SlotGate(SlotConfig(shared=True), store)
+    bare = SlotGate(SlotConfig(shared=True), plain)  # without the wrapper
+    account = _Account(record)
+    try:
+        assert await gate.take(account) and await bare.take(account)
+        redis_proc.stop()
+        bare.free(account)  # its lease's store call fails: logged, never an unretrieved error
+        gate.free(account)
+        await asyncio.gather(*gate._tasks, *bare._tasks)
+        assert "freeing a slot lease failed" in caplog.text
+        assert await gate.take(account) is True  # this process's own count: 0 of 2
+        account.inflight = 2
+        assert await gate.take(account) is False  # 2 of 2
+        account.inflight = 0
+        gate.free(account)
+        await asyncio.gather(*gate._tasks)
+    finally:
+        await gate.aclose()
+        await bare.aclose()
+        await store.aclose()
+        await plain.aclose()

@@ -131,7 +131,7 @@ class SlotGate:
                     ttl_s=self.config.lease_ttl_s,
                 )
             except StoreAway:  # the store is away: this process's own count decides
-                if start_wait(account.inflight, self._last_start.get(account.id), limits, now):
+                if start_wait(account.inflight, self._last_start.get(account.id), limits, now) != 0:
                     return False
                 got = SlotTake(True)
                 lease = ""  # nothing to free in the store
