@@ -3,7 +3,8 @@ serves 20 clients (openai SDK; half with API_KEY, half with a client key kept in
 its redis-server is killed for 10 seconds and started again on the same port with its data
 (append-only file). Meanwhile the emulator expires one account's token, so the gateway refreshes
 it while Redis is away (the account rotates its refresh token: losing it would lock the account
-out). Clients see no error; /health says `store_ok: false` during the outage and true after;
+out). Clients see no error (a client key the gateway never saw gets a 503 to retry during the
+outage, and is served after); /health says `store_ok: false` during the outage and true after;
 `ki2api_store_errors` moved; afterwards Redis holds the tokens the gateway refreshed (a newer
 version), and the usage rows equal the requests answered.
 """
@@ -28,7 +29,7 @@ from ki2api.kiro.accounts.registry import add_account
 from ki2api.state.base import AccountRecord, ClientKeyRecord
 from ki2api.state.client_key_rules import hash_key, key_hint, new_key
 from ki2api.state.redis_store import RedisStore
-from tests.conftest import make_account
+from tests.conftest import API_KEY, make_account
 from tests.support.redis_proc import RedisProc, own_redis
 
 
@@ -117,7 +118,8 @@ class Load:
 
 
 class HealthWatch:
-    """Polls the public /health: the `store_ok` values seen, in order (repeats folded)."""
+    """Polls /health (with the API key: the `store` part too): the `store_ok` values seen, in
+    order (repeats folded)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -128,9 +130,12 @@ class HealthWatch:
     def _run(self) -> None:
         with httpx.Client(timeout=10) as http:
             while not self.stop.is_set():
-                r = http.get(f"{self.url}/health")
+                r = http.get(f"{self.url}/health", headers={"authorization": f"Bearer {API_KEY}"})
                 assert r.status_code == 200, r.text
-                ok = bool(r.json()["store_ok"])
+                body = r.json()
+                ok = bool(body["store_ok"])
+                assert body["store"]["kind"] == "redis" and body["store"]["ok"] is ok
+                assert body["status"] == "ok"  # the gateway serves: a balancer keeps it
                 if not self.seen or self.seen[-1] != ok:
                     self.seen.append(ok)
                 self.stop.wait(0.1)
@@ -171,9 +176,12 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
         ]
 
     ids = on_redis(url, add_both)
-    key = new_key()
+    key, late = new_key(), new_key()  # `late` is first presented during the outage
     made = ClientKeyRecord("ck-outage", "outage-bot", hash_key(key), key_hint(key))
     assert on_redis(url, lambda s: s.create_client_key(made))
+    made = ClientKeyRecord("ck-late", "late-bot", hash_key(late), key_hint(late))
+    assert on_redis(url, lambda s: s.create_client_key(made))
+    ask: Any = {"model": MODEL, "messages": [{"role": "user", "content": "late"}]}
     refreshed = ids[1].id
     before = on_redis(url, lambda s: s.load_tokens(refreshed))
     assert before is not None
@@ -189,11 +197,15 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
         httpx.post(f"{emulator_url}/_emulator/accounts/{second.id}/expire").raise_for_status()
         wait_for(lambda: refreshes(emulator_url, second.id) == 1)  # refreshed while away
         answered_away = load.answered
+        with pytest.raises(openai.APIStatusError) as unknown:  # a key this gateway never saw
+            gw.openai(api_key=late).chat.completions.create(**ask)
+        assert unknown.value.status_code == 503 and "try again" in unknown.value.message
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         assert load.answered > answered_away  # still serving, with the refreshed token
         redis_proc.start()
         wait_for(lambda: health.seen[-1:] == [True])
         back = load.answered
+        assert gw.openai(api_key=late).chat.completions.create(**ask).choices  # known now
         wait_for(lambda: load.answered >= back + 2 * CLIENTS)  # serving with Redis again
     assert load.errors == []
     assert health.seen == [True, False, True]
@@ -208,5 +220,5 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
     assert after.data["accessToken"] == current["accessToken"] != before.data["accessToken"]
     assert after.data["refreshToken"] == current["refreshToken"] != before.data["refreshToken"]
 
-    # one usage row per answered request, once the gateway's usage log has flushed
-    wait_for(lambda: on_redis(url, lambda s: s.usage_count()) == load.answered)
+    # one usage row per request (the load's, and the late key's two), once the log has flushed
+    wait_for(lambda: on_redis(url, lambda s: s.usage_count()) == load.answered + 2)
