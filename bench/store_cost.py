@@ -96,7 +96,23 @@ def _stage(stack: Stack, load: LoadDriver, key: str, per_worker: int, workers: i
     target = {**stack.targets()["gateway"], "secret": key}
     spec = {"stage": "requests", "target": target, "workers": workers,
             "per_worker": per_worker, "warmup": 1, "directive": TTFT_DIRECTIVE}  # fmt: skip
-    return run_stage(stack, load, spec, 180)
+    result = run_stage(stack, load, spec, 180)
+    SENT[stack.gateway.name] = SENT.get(stack.gateway.name, 0) + result["n"] + workers  # warm-up
+    return result
+
+
+SENT: dict[str, int] = {}  # requests sent to each gateway (its name), warm-ups included
+
+
+def _usage_rows(spec: str, expected: int) -> int:
+    """The usage rows in the store once the gateway has written them all (it writes in batches,
+    a moment after the answers), or what is there after 10 s."""
+    deadline = time.monotonic() + 10
+    while (count := int(_on_store(spec, _usage_count))) < expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return count
 
 
 def _load_runs(
@@ -191,7 +207,9 @@ def store_section(root: Path, logs: Path) -> Json:
         load = LoadDriver(logs)
         result = _load_runs(stacks, keys, load, redis)
         for kind in KINDS:  # every request answered was logged in its own store
-            result[kind]["usage_rows"] = _on_store(specs[kind], _usage_count)
+            sent = SENT.get(f"gateway-{kind}", 0)
+            result[kind]["usage_rows_expected"] = sent
+            result[kind]["usage_rows"] = _usage_rows(specs[kind], sent)
         result["micro"] = {
             kind: _on_store(specs[kind], lambda store, k=kind: _micro(store, ids[k]))
             for kind in KINDS
