@@ -165,26 +165,27 @@ class ResilientStore:
         return True
 
     async def _flush(self) -> int:
-        """Write what waited for the server; raises when it goes away again (what is left
+        """Write what waited for the server (and what comes meanwhile: the store is still
+        "away" for the callers until this ends); raises when it goes away again (what is left
         stays due)."""
         done = 0
-        while self._due_tokens:
-            account_id = next(iter(self._due_tokens))
-            due = self._due_tokens[account_id]
-            await self._write_tokens(account_id, due)
-            if self._due_tokens.get(account_id) is due:
-                del self._due_tokens[account_id]
-            done += 1
-        while self._due_enabled:
-            account_id, (enabled, reason) = next(iter(self._due_enabled.items()))
-            await self._inner.set_enabled(account_id, enabled, reason)
-            self._due_enabled.pop(account_id, None)
-            done += 1
-        while self._due_responses:
-            response_id, (record, expires_at) = next(iter(self._due_responses.items()))
-            if expires_at > self._clock():
-                await self._inner.put_response(response_id, record, expires_at)
-            self._due_responses.pop(response_id, None)
+        while self._due_tokens or self._due_enabled or self._due_responses:
+            if self._due_tokens:
+                account_id, due = next(iter(self._due_tokens.items()))
+                await self._write_tokens(account_id, due)
+                if self._due_tokens.get(account_id) is due:
+                    del self._due_tokens[account_id]
+            elif self._due_enabled:
+                account_id, change = next(iter(self._due_enabled.items()))
+                await self._inner.set_enabled(account_id, *change)
+                if self._due_enabled.get(account_id) is change:
+                    del self._due_enabled[account_id]
+            else:
+                response_id, kept = next(iter(self._due_responses.items()))
+                if kept[1] > self._clock():
+                    await self._inner.put_response(response_id, *kept)
+                if self._due_responses.get(response_id) is kept:
+                    del self._due_responses[response_id]
             done += 1
         return done
 
