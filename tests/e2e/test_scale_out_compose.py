@@ -210,5 +210,6 @@ def test_two_replicas_on_redis_behind_nginx(images: str, tmp_path: Path) -> None
         finally:
             compose("down", "-v")
             shutil.rmtree(cache.parents[2], ignore_errors=True)
-    left = run(DOCKER, "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
-    assert left.stdout == ""
+    label = f"label=com.docker.compose.project={project}"
+    assert run(DOCKER, "ps", "-aq", "--filter", label).stdout == ""
+    assert run(DOCKER, "volume", "ls", "-q", "--filter", label).stdout == ""  # redis-data too
