@@ -3,10 +3,12 @@ serves 20 clients (openai SDK; half with API_KEY, half with a client key kept in
 its redis-server is killed for 10 seconds and started again on the same port with its data
 (append-only file). Meanwhile the emulator expires one account's token, so the gateway refreshes
 it while Redis is away (the account rotates its refresh token: losing it would lock the account
-out). Clients see no error (a client key the gateway never saw gets a 503 to retry during the
-outage, and is served after); /health says `store_ok: false` during the outage and true after;
+out). Requests in flight are counted in Redis (slot leases, as with `--workers 2`), locally
+during the outage. Clients see no error (a client key the gateway never saw gets a 503 to retry
+during the outage, and is served after); /health says `store_ok: false` during the outage and
+true after;
 `ki2api_store_errors` moved; afterwards Redis holds the tokens the gateway refreshed (a newer
-version), and the usage rows equal the requests answered.
+version), no slot lease is left, and the usage rows equal the requests answered.
 """
 
 from __future__ import annotations
@@ -186,7 +188,14 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
     before = on_redis(url, lambda s: s.load_tokens(refreshed))
     assert before is not None
 
-    gw = gateway_factory(first, store=url, kiro_creds_file=None, metrics_token=TOKEN)
+    gw = gateway_factory(
+        first,
+        store=url,
+        kiro_creds_file=None,
+        metrics_token=TOKEN,
+        workers=2,  # requests in flight counted in Redis (slot leases), as with `--workers 2`
+        account_max_inflight=CLIENTS // 2 + 2,
+    )
     clients = [gw.openai(api_key=key) if i % 2 else gw.openai() for i in range(CLIENTS)]
     errors_before = store_errors(gw.url)
     with HealthWatch(gw.url) as health, Load(clients) as load:
@@ -219,6 +228,9 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
     current = emulator_account(emulator_url, second.id)["token_file"]
     assert after.data["accessToken"] == current["accessToken"] != before.data["accessToken"]
     assert after.data["refreshToken"] == current["refreshToken"] != before.data["refreshToken"]
+
+    # no slot lease is left behind: the ones freed during the outage were freed when it ended
+    wait_for(lambda: on_redis(url, lambda s: s.slots_in_use(time.time())) == {})
 
     # one usage row per request (the load's, and the late key's two), once the log has flushed
     wait_for(lambda: on_redis(url, lambda s: s.usage_count()) == load.answered + 2)

@@ -15,12 +15,12 @@ it answers again every call is served without it:
 * a client key's admission lets the request in (fail open: its limits are not counted, one
   log line per outage); a stored response is kept in memory (at most `_MAX_RESPONSES`) and
   written when the server is back;
-* slot leases are not taken (`take_slot` raises `StoreAway`: the slot gate counts locally),
-  freed or renewed (their time-to-live frees them); a lock (`try_lock`) raises `StoreAway`
-  (a refresh then goes ahead only when the token is really expired: kiro/login/credentials.py);
+* slot leases are not taken (`take_slot` raises `StoreAway`: the slot gate counts locally)
+  nor renewed; the ones freed meanwhile are freed when the server is back (a live holder renews
+  its leases: one left would count for ever); a lock (`try_lock`) raises `StoreAway` (a refresh
+  then goes ahead only for an expired token: kiro/login/credentials.py);
 * the rest (usage rows: the usage log keeps them and retries; client keys by hash: the door
   keeps the known ones; CLI-style writes) raises `StoreAway`.
-Only the calls made before the first failure wait for a timeout; the rest fail at once.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -57,6 +57,8 @@ __all__ = ["ResilientStore"]
 _log = logging.getLogger(__name__)
 AWAY_ERRORS = (RedisConnectionError, RedisTimeoutError)  # BusyLoadingError is a ConnectionError
 _MAX_RESPONSES = 1_000
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -100,6 +102,7 @@ class ResilientStore:
         self._due_tokens: dict[str, _DueTokens] = {}
         self._due_enabled: dict[str, tuple[bool, str | None]] = {}
         self._due_responses: dict[str, tuple[bytes, float]] = {}
+        self._due_frees: set[tuple[str, str]] = set()  # slot leases (account id, lease id)
         self._said: set[str] = set()  # what this outage already logged
 
     def __repr__(self) -> str:
@@ -110,7 +113,9 @@ class ResilientStore:
         return self._inner
 
     # the plumbing ----------------------------------------------------------------------------
-    async def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    async def _call(
+        self, op: str, fn: Callable[P, Awaitable[R]], *args: P.args, **kw: P.kwargs
+    ) -> R:
         if not self.status.ok:
             self.status.failed(op)
             raise StoreAway(op)
@@ -169,8 +174,12 @@ class ResilientStore:
         "away" for the callers until this ends); raises when it goes away again (what is left
         stays due)."""
         done = 0
-        while self._due_tokens or self._due_enabled or self._due_responses:
-            if self._due_tokens:
+        while self._due_tokens or self._due_enabled or self._due_responses or self._due_frees:
+            if self._due_frees:
+                lease = next(iter(self._due_frees))
+                await self._inner.free_slot(*lease)
+                self._due_frees.discard(lease)
+            elif self._due_tokens:
                 account_id, due = next(iter(self._due_tokens.items()))
                 await self._write_tokens(account_id, due)
                 if self._due_tokens.get(account_id) is due:
@@ -238,8 +247,7 @@ class ResilientStore:
         await self._call("accounts", self._inner.upsert_account, record)
 
     async def remove_account(self, account_id: str) -> bool:
-        done: bool = await self._call("accounts", self._inner.remove_account, account_id)
-        return done
+        return bool(await self._call("accounts", self._inner.remove_account, account_id))
 
     async def set_enabled(self, account_id: str, enabled: bool, reason: str | None) -> bool:
         try:
@@ -353,8 +361,7 @@ class ResilientStore:
 
     # locks -----------------------------------------------------------------------------------
     async def try_lock(self, name: str, owner: str, ttl_s: float) -> bool:
-        taken: bool = await self._call("locks", self._inner.try_lock, name, owner, ttl_s)
-        return taken
+        return await self._call("locks", self._inner.try_lock, name, owner, ttl_s)
 
     async def unlock(self, name: str, owner: str) -> None:
         with contextlib.suppress(StoreAway):  # its time-to-live frees it
@@ -372,15 +379,29 @@ class ResilientStore:
         now: float,
         ttl_s: float,
     ) -> SlotTake:
-        kw = {"cap": cap, "interval_s": interval_s, "now": now, "ttl_s": ttl_s}
-        took: SlotTake = await self._call(
-            "slots", self._inner.take_slot, account_id, lease_id, holder, **kw
-        )
-        return took
+        sent = self.status.ok
+        try:
+            return await self._call(
+                "slots",
+                self._inner.take_slot,
+                account_id,
+                lease_id,
+                holder,
+                cap=cap,
+                interval_s=interval_s,
+                now=now,
+                ttl_s=ttl_s,
+            )
+        except StoreAway:
+            if sent:  # it may have been taken just before the server went: freed when back
+                self._due_frees.add((account_id, lease_id))
+            raise
 
     async def free_slot(self, account_id: str, lease_id: str) -> None:
-        with contextlib.suppress(StoreAway):  # its time-to-live frees it
+        try:
             await self._call("slots", self._inner.free_slot, account_id, lease_id)
+        except StoreAway:
+            self._due_frees.add((account_id, lease_id))
 
     async def renew_slots(self, holder: SlotHolder, expires_at: float) -> None:
         with contextlib.suppress(StoreAway):
@@ -393,34 +414,25 @@ class ResilientStore:
 
     # client keys -----------------------------------------------------------------------------
     async def create_client_key(self, record: ClientKeyRecord) -> bool:
-        done: bool = await self._call("keys", self._inner.create_client_key, record)
-        return done
+        return bool(await self._call("keys", self._inner.create_client_key, record))
 
     async def list_client_keys(self) -> list[ClientKeyRecord]:
-        found: list[ClientKeyRecord] = await self._call("keys", self._inner.list_client_keys)
-        return found
+        return await self._call("keys", self._inner.list_client_keys)
 
     async def get_client_key(self, name: str) -> ClientKeyRecord | None:
-        found: ClientKeyRecord | None = await self._call("keys", self._inner.get_client_key, name)
-        return found
+        return await self._call("keys", self._inner.get_client_key, name)
 
     async def client_key_by_hash(self, key_hash: str) -> ClientKeyRecord | None:
-        found: ClientKeyRecord | None = await self._call(
-            "keys", self._inner.client_key_by_hash, key_hash
-        )
-        return found
+        return await self._call("keys", self._inner.client_key_by_hash, key_hash)
 
     async def update_client_key(self, record: ClientKeyRecord) -> bool:
-        done: bool = await self._call("keys", self._inner.update_client_key, record)
-        return done
+        return bool(await self._call("keys", self._inner.update_client_key, record))
 
     async def set_client_key_state(self, name: str, state: str) -> bool:
-        done: bool = await self._call("keys", self._inner.set_client_key_state, name, state)
-        return done
+        return bool(await self._call("keys", self._inner.set_client_key_state, name, state))
 
     async def rotate_client_key(self, name: str, key_hash: str, hint: str) -> bool:
-        done: bool = await self._call("keys", self._inner.rotate_client_key, name, key_hash, hint)
-        return done
+        return bool(await self._call("keys", self._inner.rotate_client_key, name, key_hash, hint))
 
     async def admit_client_key(self, key_id: str, now: float) -> Verdict:
         try:
@@ -440,26 +452,18 @@ class ResilientStore:
         await self._call("usage", self._inner.record_usage, rows)
 
     async def usage_count(self) -> int:
-        count: int = await self._call("usage", self._inner.usage_count)
-        return count
+        return int(await self._call("usage", self._inner.usage_count))
 
     async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
-        rows: list[UsageRow] = await self._call("usage", self._inner.usage_rows, limit=limit)
-        return rows
+        return await self._call("usage", self._inner.usage_rows, limit=limit)
 
     async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
-        found: list[UsageSummary] = await self._call(
-            "usage", self._inner.usage_summary, since=since, by=by
-        )
-        return found
+        return await self._call("usage", self._inner.usage_summary, since=since, by=by)
 
     async def usage_since(
         self, since: float, *, key: str | None = None, limit: int = 200_000
     ) -> list[UsageRow]:
-        rows: list[UsageRow] = await self._call(
-            "usage", self._inner.usage_since, since, key=key, limit=limit
-        )
-        return rows
+        return await self._call("usage", self._inner.usage_since, since, key=key, limit=limit)
 
     # stored responses ------------------------------------------------------------------------
     async def put_response(self, response_id: str, record: bytes, expires_at: float) -> None:
@@ -475,10 +479,7 @@ class ResilientStore:
         kept = self._due_responses.get(response_id)
         if kept is not None:
             return kept[0] if kept[1] > now else None
-        found: bytes | None = await self._call(
-            "responses", self._inner.get_response, response_id, now
-        )
-        return found
+        return await self._call("responses", self._inner.get_response, response_id, now)
 
     async def delete_response(self, response_id: str) -> bool:
         kept = self._due_responses.pop(response_id, None)
