@@ -14,15 +14,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ki2api.kiro.accounts.policy import Candidate
 from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
+from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
+from ki2api.kiro.login.token_home import StoreTokenHome
 from ki2api.state.base import AccountRecord, Health, SlotHolder
 from ki2api.state.redis_store import RedisStore
 from ki2api.state.resilient_store import ResilientStore
 from ki2api.state.store_status import StoreAway, StoreStatus, store_view
 from tests.support.redis_proc import RedisProc, own_redis
+from tests.unit.test_credentials import Clock, FakeKiroAuth, base_settings, social_file
 
 
 @pytest.fixture
@@ -191,3 +195,46 @@ async def test_the_slot_gate_counts_locally_while_the_store_is_away(
         await bare.aclose()
         await store.aclose()
         await plain.aclose()
+
+
+@pytest.mark.parametrize(
+    ("case", "refreshed"),
+    [
+        ("ahead", False),  # still valid, due for a refresh ahead of expiry: waits for the store
+        ("expired", True),  # expired: refreshed without the shared lock
+        ("refused", True),  # Kiro refused it (a forced refresh): refreshed too
+    ],
+)
+async def test_a_refresh_while_the_store_is_away_happens_only_when_it_must(
+    redis_proc: RedisProc, tmp_path: Path, case: str, refreshed: bool
+) -> None:
+    upstream = FakeKiroAuth()
+    store, plain = _stores(redis_proc)
+    clock = Clock()
+    await store.upsert_account(AccountRecord("a", "store", "a", "social", "1" * 64))
+    assert await store.save_tokens("a", social_file(), expected_version=None) == 1
+    home = StoreTokenHome(store, "a", default_region="us-east-1")
+    source = CredentialSource("store", None, "a")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(upstream.handler)) as http:
+        settings = base_settings(tmp_path)
+        creds = KiroCredentials(
+            source, settings, http, clock=clock, account_id="a", home=home, locks=store
+        )
+        await creds.load()
+        redis_proc.stop()
+        if case == "expired":
+            clock.advance(600)
+        if case == "refused":
+            got = await creds.refresh(stale="aoa-0")
+        else:
+            got = await creds.current()
+        assert got.access_token == ("aoa-1" if refreshed else "aoa-0")
+        assert upstream.refreshes == int(refreshed)
+        redis_proc.start()
+        assert await store.recover()
+    saved = await plain.load_tokens("a")
+    assert saved is not None
+    want = (2, "aoa-1") if refreshed else (1, "aoa-0")
+    assert (saved.version, saved.data["accessToken"]) == want
+    await store.aclose()
+    await plain.aclose()
