@@ -1,8 +1,9 @@
 """The scale-out compose file (deploy/scale-out/, docs/scale-out.md) run as its documentation
 says: Redis up, the login added to the store with `docker-compose run`, then two replicas behind
 nginx; chats through nginx with the openai SDK (streamed and not) reach both replicas, the
-expired token is refreshed once for both, Redis holds one usage row per request, and the
-replicas see the client's address nginx forwards.
+expired token is refreshed once for both, Redis holds one usage row per request, the
+replicas see the client's address nginx forwards, and a console sign-in through nginx (ADMIN_KEY)
+works on both replicas.
 
 No registry here: the ki2api image is built as in test_container.py, and the official `redis:7`
 and `nginx:stable` images are stood in for by one image of Debian's `redis-server` and `nginx`
@@ -48,6 +49,7 @@ from tests.support.container import (
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "scale-out" / "docker-compose.yml"
 KEY = "sk-scale-out-test"
+ADMIN_KEY = "admin-scale-out-test"
 IMAGE = "ki2api-test:latest"  # the image test_container.py builds (the same build, cached)
 MODEL = "claude-sonnet-4-20250514"
 REQUESTS = 10
@@ -104,7 +106,8 @@ class Compose:
             + "".join(f"  {s}:\n    environment:\n{kiro}" for s in ("ki2api-1", "ki2api-2"))
         )
         self.files = ["-f", str(COMPOSE_FILE), "-f", str(override)]
-        self.env = {**os.environ, "API_KEY": KEY, "KI2API_IMAGE": IMAGE, "KI2API_PORT": "0",
+        self.env = {**os.environ, "API_KEY": KEY, "ADMIN_KEY": ADMIN_KEY, "KI2API_IMAGE": IMAGE,
+                    "KI2API_PORT": "0",
                     "REDIS_IMAGE": services, "NGINX_IMAGE": services, "HEALTH_INTERVAL": "1s",
                     "COMPOSE_PROJECT_NAME": project}  # fmt: skip
 
@@ -181,6 +184,21 @@ def _through_nginx(compose: Compose, emulator: str, account_id: str) -> None:
     assert logged == REQUESTS
     assert _requests_logged(compose.container("ki2api-1")) == REQUESTS
     _clients_seen_through_nginx(compose)
+    _console_through_nginx(url)
+
+
+def _console_through_nginx(url: str) -> None:
+    """A console sign-in through nginx (its Origin check needs the Host the browser sent,
+    port included) gives a session both replicas honour."""
+    with httpx.Client(base_url=url, timeout=10) as web:
+        signed = web.post("/ui/api/login", json={"admin_key": ADMIN_KEY}, headers={"Origin": url})
+        assert signed.status_code == 200, signed.text
+        served = set()
+        for _ in range(6):
+            answer = web.get("/ui/api/session")
+            assert answer.status_code == 200, answer.text
+            served.add(answer.headers["x-served-by"])
+    assert len(served) == 2, served
 
 
 def _clients_seen_through_nginx(compose: Compose) -> None:
