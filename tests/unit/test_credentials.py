@@ -23,7 +23,10 @@ import pytest
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.kiro.login import token_file as tokenfile
 from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
+from ki2api.kiro.login.token_home import StoreTokenHome
 from ki2api.settings import Settings
+from ki2api.state.base import AccountRecord
+from ki2api.state.sqlite import SQLiteStore
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
 PROFILE = "arn:aws:codewhisperer:us-east-1:111111111111:profile/OLD"
@@ -576,3 +579,63 @@ async def test_unreadable_token_file_is_no_credentials(make_creds: MakeCreds) ->
     assert caught.value.kind is ErrorKind.NO_CREDENTIALS
     assert str(path) in caught.value.message
     assert "not valid JSON" in str(creds.status()["last_error"])
+
+
+class GatedStore:
+    """A real SQLite store whose n-th `load_tokens` waits for `gates[n]` before reading, so two
+    callers' reads can be put in a chosen order (the interleaving of concurrent requests)."""
+
+    def __init__(self, inner: Any, gates: dict[int, asyncio.Event]) -> None:
+        self.inner = inner
+        self.gates = gates
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def load_tokens(self, account_id: str) -> Any:
+        self.calls += 1
+        gate = self.gates.get(self.calls)
+        if gate is not None:
+            await gate.wait()
+        return await self.inner.load_tokens(account_id)
+
+
+async def _calls_reach(store: GatedStore, n: int) -> None:
+    for _ in range(1000):
+        if store.calls >= n:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{store.calls} load_tokens calls, not {n}")
+
+
+async def test_a_token_another_request_read_in_first_is_adopted_not_refreshed_again(
+    tmp_path: Path, http: httpx.AsyncClient, upstream: FakeKiroAuth
+) -> None:
+    """Two first requests of a replica load an expired token from the store together; another
+    replica's refresh lands in between: the second request reads it in, and the refresh the first
+    request began adopts it too (it once saw "no change since the last read" and refreshed
+    again: two refreshes of one account at Kiro)."""
+    store = SQLiteStore.open(tmp_path / "state.db")
+    await store.upsert_account(AccountRecord("a", "store", "a", "social", "1" * 64))
+    await store.save_tokens("a", social_file("2026-01-02T03:00:00.000Z"), expected_version=None)
+    gates = {n: asyncio.Event() for n in (1, 2, 3)}
+    gated = GatedStore(store, gates)
+    home = StoreTokenHome(gated, "a", default_region="us-east-1")  # type: ignore[arg-type]
+    source = CredentialSource("store", None, "a")
+    creds = KiroCredentials(
+        source, base_settings(tmp_path), http, clock=Clock(), account_id="a", home=home, locks=store
+    )
+    first, second = asyncio.create_task(creds.current()), asyncio.create_task(creds.current())
+    await _calls_reach(gated, 2)  # both requests are loading
+    gates[1].set()  # the first reads the expired token and begins a refresh: it reads again
+    await _calls_reach(gated, 3)
+    newer = social_file("2026-01-02T06:00:00.000Z", accessToken="aoa-r", refreshToken="aor-r")
+    assert await store.save_tokens("a", newer, expected_version=1) == 2  # another replica
+    upstream.valid_refresh.add("aor-r")
+    gates[2].set()
+    assert (await second).access_token == "aoa-r"
+    gates[3].set()
+    assert (await first).access_token == "aoa-r"
+    assert upstream.refreshes == 0
+    await store.aclose()

@@ -345,12 +345,14 @@ class KiroCredentials:
             task.exception()  # retrieved here, so an unawaited failure is not reported twice
 
     async def _adopted_newer(self, before: str | None) -> bool:
-        """Did someone else (the Kiro IDE, another worker) already put a fresh token there?"""
-        if await self._sync():
-            fresh = self._tokens.access_token
-            if fresh is not None and fresh != before and not self._needs_refresh(self._clock()):
-                _log.info("account %s: adopted a token refreshed elsewhere", self._account_id)
-                return True
+        """Did someone else (the Kiro IDE, another worker) already put a fresh token there? Also
+        when another request of this process read it in first (two first loads racing): then
+        this read sees no change, yet the token in memory is no longer `before`."""
+        await self._sync()
+        fresh = self._tokens.access_token
+        if fresh is not None and fresh != before and not self._needs_refresh(self._clock()):
+            _log.info("account %s: adopted a token refreshed elsewhere", self._account_id)
+            return True
         return False
 
     async def _refresh_flight(self) -> AuthSnapshot:
