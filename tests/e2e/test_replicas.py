@@ -17,27 +17,30 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import redis.asyncio as aioredis
 
 from ki2api.kiro.login.credentials import LOCK_TTL_S
 from ki2api.kiro.login.token_file import parse_expires_at
-from ki2api.state.redis_base import parse_redis_url
+from ki2api.state.base import StoredTokens
 from ki2api.state.redis_store import RedisStore
 from tests.support.procs import GatewayProc, Outcome, PoolMember, chat, emulator_stats, run_cli
 from tests.support.replicas import (
+    Call,
     HoldAuth,
+    Load,
+    Watch,
     on_store,
     park_account,
     remove_accounts,
     start_replicas,
     store_accounts,
+    until,
     wait_pools,
 )
 from tests.support.stores import redis_server, unique_prefix  # noqa: F401  (a fixture)
@@ -70,15 +73,10 @@ class Cluster:
             **extra,
         }
 
-    def add(self, ids: list[str], **kwargs: object) -> list[PoolMember]:
+    def add(self, ids: list[str], *, expired: bool = False) -> list[PoolMember]:
         """Accounts of one test, in the store and in every replica's pool."""
-        members = store_accounts(
-            self.emulator_url,
-            self.store,
-            self.root / "logins",
-            ids,
-            **kwargs,  # type: ignore[arg-type]
-        )
+        logins = self.root / "logins"
+        members = store_accounts(self.emulator_url, self.store, logins, ids, expired=expired)
         wait_pools(self.replicas, ids)
         return members
 
@@ -281,24 +279,6 @@ SLACK_S = 0.3  # for a busy machine, as tests/e2e/test_usage_on_stop.py
 PACE_S = 0.05  # each client's pause between its requests
 
 
-@dataclass(frozen=True)
-class Call:
-    started: float
-    ended: float
-    outcome: Outcome | None  # None: no answer (the replica was killed)
-
-
-@dataclass
-class Load:
-    calls: dict[int, list[Call]]  # by key index: 0 and 1 the survivors, 3 the killed replica
-    killed_at: float = 0.0
-    lock_ttl_ms: int = 0  # the refresh lock's time to live as the killed replica held it
-    lapsed_after_s: float = 0.0  # from the kill to the lock's key gone from Redis
-
-    def answered(self, i: int) -> int:
-        return sum(1 for c in self.calls[i] if c.outcome is not None)
-
-
 async def _loop(client: httpx.AsyncClient, i: int, load: Load, stop: asyncio.Event) -> None:
     n = 0
     while not stop.is_set():
@@ -315,37 +295,6 @@ async def _loop(client: httpx.AsyncClient, i: int, load: Load, stop: asyncio.Eve
             return  # the killed replica: nothing to send to any more
         n += 1
         await asyncio.sleep(PACE_S)  # a steady load, not a flood: the CPU is shared
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 30.0) -> float:
-    """Poll `check` until it is true; when it became true (monotonic)."""
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
-        await asyncio.sleep(0.02)
-    return time.monotonic()
-
-
-class Watch:
-    """What the scenario reads while it runs: the emulator's counters, the lock's key."""
-
-    def __init__(self, c: Cluster, members: list[PoolMember]) -> None:
-        self.emu = httpx.AsyncClient(base_url=c.emulator_url, timeout=10)
-        where = parse_redis_url(c.store)
-        self.redis = aioredis.Redis.from_url(where.url)
-        self.prefix = where.prefix
-        self.members = {m.pool_id: m for m in members}
-
-    async def stats(self, pool_id: str) -> dict[str, int]:
-        found = (await self.emu.get("/_emulator/stats")).json()["accounts"]
-        return dict(found[self.members[pool_id].emu_id])
-
-    def lock_key(self, pool_id: str) -> str:
-        return f"{self.prefix}lock:refresh:{pool_id}"
-
-    async def aclose(self) -> None:
-        await self.emu.aclose()
-        await self.redis.aclose()
 
 
 async def _kill_mid_load(
@@ -365,7 +314,7 @@ async def _kill_mid_load(
     async def holding() -> bool:
         return hold.arrived.is_set()
 
-    await _until(holding, "the replica to kill begins a refresh")
+    await until(holding, "the replica to kill begins a refresh")
     body = json.loads(hold.bodies[0])
     [held] = [
         m
@@ -380,7 +329,7 @@ async def _kill_mid_load(
     async def others_refreshed() -> bool:
         return all([(await watch.stats(i))["refreshes"] == 1 for i in others])
 
-    await _until(others_refreshed, "the survivors refresh the other two accounts")
+    await until(others_refreshed, "the survivors refresh the other two accounts")
     tasks += [asyncio.create_task(_loop(clients[3], 3, load, stop)) for _ in range(3)]
 
     async def loaded() -> bool:  # answers of the replica to kill older than a flush interval
@@ -388,7 +337,7 @@ async def _kill_mid_load(
         done = [c for c in load.calls[3] if c.outcome is not None and c.ended < old]
         return len(done) >= 10 and load.answered(0) + load.answered(1) >= 30
 
-    await _until(loaded, "answers from every replica")
+    await until(loaded, "answers from every replica")
     assert (await watch.stats(held.pool_id))["refreshes"] == 0  # its lock keeps the others off
     load.lock_ttl_ms = int(await watch.redis.pttl(watch.lock_key(held.pool_id)))
     served = (await watch.stats(held.pool_id))["served"]
@@ -398,12 +347,12 @@ async def _kill_mid_load(
     async def lapsed() -> bool:
         return not await watch.redis.exists(watch.lock_key(held.pool_id))
 
-    load.lapsed_after_s = await _until(lapsed, "the dead replica's lock lapses") - load.killed_at
+    load.lapsed_after_s = await until(lapsed, "the dead replica's lock lapses") - load.killed_at
 
     async def served_again() -> bool:
         return (await watch.stats(held.pool_id))["served"] >= served + 3
 
-    await _until(served_again, "a survivor refreshes the account and serves from it")
+    await until(served_again, "a survivor refreshes the account and serves from it")
     stop.set()
     await asyncio.gather(*tasks)
     for client in clients.values():
@@ -434,28 +383,24 @@ def _check_records(c: Cluster, members: list[PoolMember], version_before: int) -
     saved twice (added, then refreshed once); the version counter only went up."""
     ids = [m.pool_id for m in members]
 
-    async def read(store: RedisStore) -> tuple[list[object], list[object], dict[str, object]]:
-        return (
-            [await store.load_tokens(i) for i in ids],
-            [a.id for a in await store.list_accounts()],
-            dict(await store.health()),
-        )
+    async def read(store: RedisStore) -> tuple[list[StoredTokens | None], list[str]]:
+        await store.health()  # every health record decodes
+        return [await store.load_tokens(i) for i in ids], [
+            a.id for a in await store.list_accounts()
+        ]
 
-    tokens, listed, _ = on_store(c.store, read)
+    tokens, listed = on_store(c.store, read)
     current = httpx.get(f"{c.emulator_url}/_emulator/accounts").json()["accounts"]
     live = {a["id"]: a["token_file"] for a in current}
     for m, saved in zip(members, tokens, strict=True):
         assert saved is not None, m.pool_id
-        data = saved.data  # type: ignore[attr-defined]
-        expires = parse_expires_at(data["expiresAt"])
-        assert expires is not None and expires[0].timestamp() > time.time(), data["expiresAt"]
+        expires = parse_expires_at(saved.data["expiresAt"])
+        assert expires is not None and expires[0].timestamp() > time.time(), saved.data
         newest = live[m.emu_id]
-        assert (data["accessToken"], data["refreshToken"]) == (
-            newest["accessToken"],
-            newest["refreshToken"],
-        ), m.pool_id
-        assert saved.version == 2, (m.pool_id, saved.version)  # type: ignore[attr-defined]
-    assert set(ids) <= set(listed)  # type: ignore[arg-type]
+        got = (saved.data["accessToken"], saved.data["refreshToken"])
+        assert got == (newest["accessToken"], newest["refreshToken"]), m.pool_id
+        assert saved.version == 2, (m.pool_id, saved.version)
+    assert set(ids) <= set(listed)
     assert _version(c) > version_before
 
 
@@ -497,7 +442,7 @@ def test_a_replica_killed_mid_refresh_the_others_go_on(
         since = time.time()
 
         async def run() -> str:
-            watch = Watch(cluster, members)
+            watch = Watch(cluster.emulator_url, cluster.store, members)
             try:
                 return await _kill_mid_load(cluster, killed, hold, watch, load)
             finally:

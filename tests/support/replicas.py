@@ -7,7 +7,8 @@ Redis, as they must when the replicas run on several machines); `wait_pools` wai
 replica's pool holds exactly the given accounts (a pool picks up the store's accounts on its
 next look at `changed()`). `HoldAuth` stands in for Kiro's auth service for one replica: it
 takes a refresh request and never answers, so that replica sits in a refresh, holding the
-account's refresh lock, until it is killed.
+account's refresh lock, until it is killed. `Load` keeps the calls of a load by client (and
+what was seen of the kill), `Watch` reads the emulator's counters and Redis's keys meanwhile.
 """
 
 from __future__ import annotations
@@ -17,29 +18,85 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import redis.asyncio as aioredis
 
 from ki2api.kiro.accounts.registry import add_account
+from ki2api.state.redis_base import parse_redis_url
 from ki2api.state.redis_store import RedisStore
-from tests.support.procs import GatewayProc, PoolMember, make_pool
+from tests.support.procs import GatewayProc, Outcome, PoolMember, make_pool
 from tests.support.servers import free_port
 
 __all__ = [
+    "Call",
     "HoldAuth",
+    "Load",
+    "Watch",
     "on_store",
     "park_account",
     "pool_ids",
     "remove_accounts",
     "start_replicas",
     "store_accounts",
+    "until",
     "wait_pools",
     "wait_until",
 ]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call:
+    started: float
+    ended: float
+    outcome: Outcome | None  # None: no answer (the replica was killed)
+
+
+@dataclass
+class Load:
+    calls: dict[int, list[Call]]  # by key index: 0 and 1 the survivors, 3 the killed replica
+    killed_at: float = 0.0
+    lock_ttl_ms: int = 0  # the refresh lock's time to live as the killed replica held it
+    lapsed_after_s: float = 0.0  # from the kill to the lock's key gone from Redis
+
+    def answered(self, i: int) -> int:
+        return sum(1 for c in self.calls[i] if c.outcome is not None)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 30.0) -> float:
+    """Poll `check` until it is true; when it became true (monotonic)."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic()
+
+
+class Watch:
+    """What the scenario reads while it runs: the emulator's counters, the lock's key."""
+
+    def __init__(self, emulator_url: str, store_url: str, members: Sequence[PoolMember]) -> None:
+        self.emu = httpx.AsyncClient(base_url=emulator_url, timeout=10)
+        where = parse_redis_url(store_url)
+        self.redis = aioredis.Redis.from_url(where.url)
+        self.prefix = where.prefix
+        self.members = {m.pool_id: m for m in members}
+
+    async def stats(self, pool_id: str) -> dict[str, int]:
+        found = (await self.emu.get("/_emulator/stats")).json()["accounts"]
+        return dict(found[self.members[pool_id].emu_id])
+
+    def lock_key(self, pool_id: str) -> str:
+        return f"{self.prefix}lock:refresh:{pool_id}"
+
+    async def aclose(self) -> None:
+        await self.emu.aclose()
+        await self.redis.aclose()
 
 
 def on_store(url: str, use: Callable[[RedisStore], Awaitable[T]]) -> T:
