@@ -106,10 +106,9 @@ class Compose:
             + "".join(f"  {s}:\n    environment:\n{kiro}" for s in ("ki2api-1", "ki2api-2"))
         )
         self.files = ["-f", str(COMPOSE_FILE), "-f", str(override)]
-        self.env = {**os.environ, "API_KEY": KEY, "ADMIN_KEY": ADMIN_KEY, "KI2API_IMAGE": IMAGE,
-                    "KI2API_PORT": "0",
-                    "REDIS_IMAGE": services, "NGINX_IMAGE": services, "HEALTH_INTERVAL": "1s",
-                    "COMPOSE_PROJECT_NAME": project}  # fmt: skip
+        self.env = {**os.environ, "API_KEY": KEY, "ADMIN_KEY": ADMIN_KEY, "KI2API_PORT": "0",
+                    "KI2API_IMAGE": IMAGE, "REDIS_IMAGE": services, "NGINX_IMAGE": services,
+                    "HEALTH_INTERVAL": "1s", "COMPOSE_PROJECT_NAME": project}  # fmt: skip
 
     def __call__(self, *args: str, timeout: float = 180) -> str:
         proc = subprocess.run([COMPOSE, *self.files, *args], env=self.env, capture_output=True,
