@@ -184,6 +184,15 @@ def _through_nginx(compose: Compose, emulator: str, account_id: str) -> None:
     assert _requests_logged(compose.container("ki2api-1")) == REQUESTS
     _clients_seen_through_nginx(compose)
     _console_through_nginx(url)
+    # A body over nginx's default limit (1 MB) reaches a replica, which answers it itself.
+    big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * 2_000_000}]}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=big, headers=_auth(), timeout=60)
+    assert answer.headers["content-type"].startswith("application/json"), answer.text[:300]
+    assert "x-request-id" in answer.headers and "x-served-by" in answer.headers
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
 
 
 def _console_through_nginx(url: str) -> None:
