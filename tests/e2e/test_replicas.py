@@ -5,8 +5,10 @@ all have the same KI2API_STORE=redis://… (a real redis-server, one per xdist w
 prefix of this module's own). The accounts are put into the store itself (source "store"),
 as on several machines: no token file is shared, every token lives in Redis. Kiro is the
 session's emulator. The three replicas are shared by the tests of this module (one xdist
-group); each test brings accounts of its own into the store and takes them out afterwards, and
-waits until every replica's pool holds exactly its accounts.
+group; started once per session, idle once these tests are done); each test brings accounts
+of its own into the store and takes them out afterwards, and waits until every replica's pool
+holds exactly its accounts. A disabled account ("parked") stays in the store throughout:
+`ki2api serve` refuses to start without any account.
 
 Client keys: every replica accepts KEYS; the clients of replica i present KEYS[i], so a usage
 row's `client_key` (`key-{i+1}`) says which replica answered it.
@@ -84,7 +86,7 @@ class Cluster:
         return "\n".join(f"--- {gw.url}\n{gw.output()[-2000:]}" for gw in self.replicas)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": `long` tests run first, apart from the rest
 def cluster(
     redis_server: str,  # noqa: F811
     emulator_url: str,
@@ -138,7 +140,6 @@ async def _spread(c: Cluster, n: int, tag: str) -> list[Outcome]:
             await client.aclose()
 
 
-@pytest.mark.long(12)
 @pytest.mark.parametrize("how", ["expired in the store", "emulator expired them"])
 def test_300_concurrent_requests_on_three_replicas_one_refresh_per_account(
     cluster: Cluster, accounts_of_test: list[str], how: str
@@ -409,20 +410,27 @@ def test_a_replica_killed_mid_refresh_the_others_go_on(
     cluster: Cluster, accounts_of_test: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A fourth process joins the store as the replica to kill; its Kiro auth service is a
-    listener that never answers (HoldAuth), so its first request leaves it inside a refresh,
-    holding that account's refresh lock (the emulator answers a refresh at once: a kill between
-    its answer and the save would be a race, and would also lose the rotated refresh token).
-    Every token has expired in the store. Survivors (replicas 0 and 1) take load meanwhile and
-    refresh the two other accounts; requests they send to the held account wait for the lock.
-    The killed replica serves too, from the accounts the survivors refreshed. After SIGKILL:
+    listener that never answers (HoldAuth), so a refresh leaves it inside the refresh, holding
+    that account's refresh lock. (The emulator answers a refresh at once: a kill between its
+    answer and the save would be a race to arrange, and would lose the rotated refresh token,
+    which no store can save.) Each replica first serves one request with valid tokens (its
+    model catalogue, fetched from every account on a first request, is then known: otherwise
+    the replica to kill would take all three locks at once); then every token expires at the
+    emulator. The replica to kill gets the first request alone: a 403, a refresh, the lock.
+    Survivors (replicas 0 and 1) take load meanwhile and refresh the two other accounts;
+    requests they send to the held account wait for the lock. The replica to kill serves too,
+    from the tokens the survivors refreshed; then SIGKILL, mid-load:
 
-    - no survivor request fails (those on the held account wait, then go on);
+    - no survivor request fails (those on the held account wait, then go on), and the
+      survivors keep answering while the dead replica's lock lasts;
     - the lock's key is gone from Redis within LOCK_TTL_S of the kill, and a survivor then
       refreshes the account (one refresh per account in all, at the emulator);
-    - every account's tokens in Redis load, parse and are the emulator's current ones;
+    - every account's tokens in Redis load and parse, are the emulator's current ones and were
+      saved twice (added, refreshed once); the store's version counter only went up;
     - usage rows: exactly one per survivor answer; of the killed replica's answers, all but
-      those within its last flush interval (0.2 s, + 0.3 s of slack) before the kill
-      (tests/e2e/test_usage_on_stop.py), and none beyond its answers and requests in flight.
+      those within its last flush interval (0.2 s, + 0.3 s of slack) before the kill (the loss
+      tests/e2e/test_usage_on_stop.py documents for SIGKILL), and none beyond its answers and
+      its requests in flight.
     """
     ids = ["kill-a0", "kill-a1", "kill-a2"]
     accounts_of_test += ids
