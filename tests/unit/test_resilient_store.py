@@ -21,7 +21,8 @@ from ki2api.kiro.accounts.policy import Candidate
 from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
 from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.login.token_home import StoreTokenHome
-from ki2api.state.base import AccountRecord, Health, SlotHolder
+from ki2api.state.base import AccountRecord, ClientKeyRecord, Health, SlotHolder
+from ki2api.state.client_key_rules import hash_key, key_hint, new_key
 from ki2api.state.redis_store import RedisStore
 from ki2api.state.resilient_store import ResilientStore
 from ki2api.state.store_status import StoreAway, StoreStatus, store_view
@@ -238,3 +239,24 @@ async def test_a_refresh_while_the_store_is_away_happens_only_when_it_must(
     assert (saved.version, saved.data["accessToken"]) == want
     await store.aclose()
     await plain.aclose()
+
+
+async def test_a_key_is_let_in_within_its_requests_per_minute_while_the_store_is_away(
+    redis_proc: RedisProc,
+) -> None:
+    store, other = _stores(redis_proc)
+    key = new_key()
+    record = ClientKeyRecord("ck-1", "bot", hash_key(key), key_hint(key), rpm=2)
+    assert await other.create_client_key(record)
+    assert await store.client_key_by_hash(hash_key(key)) == record  # the door read it
+    minute = 60.0 * 29_000_000
+    redis_proc.stop()
+    try:
+        verdicts = [await store.admit_client_key("ck-1", minute + i) for i in range(3)]
+        assert [v.ok for v in verdicts] == [True, True, False]
+        assert verdicts[2].kind == "rate" and verdicts[2].retry_after == 58.0
+        assert (await store.admit_client_key("ck-1", minute + 60)).ok  # the next minute
+        assert (await store.admit_client_key("ck-unknown", minute)).ok  # never read: let in
+    finally:
+        await store.aclose()
+        await other.aclose()

@@ -12,9 +12,9 @@ it answers again every call is served without it:
   expire last win (never an older token over a newer one);
 * health writes are kept in memory here (the pool has them) and not written; enable/disable
   of an account is written when the server is back;
-* a client key's admission lets the request in (fail open: its limits are not counted, one
-  log line per outage); a stored response is kept in memory (at most `_MAX_RESPONSES`) and
-  written when the server is back;
+* a client key's admission lets the request in (fail open, one log line per outage) within
+  its requests per minute counted in this process (state/resilient_base.py); a stored response
+  is kept in memory (at most `_MAX_RESPONSES`) and written when the server is back;
 * slot leases are not taken (`take_slot` raises `StoreAway`: the slot gate counts locally)
   nor renewed; the ones freed meanwhile are freed when the server is back (a live holder renews
   its leases: one left would count for ever); a lock (`try_lock`) raises `StoreAway` (a refresh
@@ -29,43 +29,24 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
-
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from typing import Any
 
 from ki2api.state.base import (
     AccountRecord,
-    ClientKeyRecord,
     Health,
     SlotHolder,
     SlotTake,
     StoredTokens,
-    UsageRow,
-    UsageSummary,
 )
-from ki2api.state.client_key_rules import OK, Verdict
-from ki2api.state.redis_store import RedisStore
-from ki2api.state.store_status import StoreAway, StoreStatus
+from ki2api.state.resilient_base import AWAY_ERRORS, DueTokens, ResilientBase
+from ki2api.state.store_status import StoreAway
 
 __all__ = ["ResilientStore"]
 
 _log = logging.getLogger(__name__)
-AWAY_ERRORS = (RedisConnectionError, RedisTimeoutError)  # BusyLoadingError is a ConnectionError
 _MAX_RESPONSES = 1_000
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@dataclass
-class _DueTokens:
-    data: Mapping[str, Any]
-    base: int | None  # the version in the store these tokens follow
-    synced_mtime_ns: int | None
 
 
 def _expiry(data: Mapping[str, Any]) -> float | None:
@@ -78,70 +59,8 @@ def _expiry(data: Mapping[str, Any]) -> float | None:
         return None
 
 
-class ResilientStore:
+class ResilientStore(ResilientBase):
     """A `StateStore` over a `RedisStore` (see the module docstring)."""
-
-    def __init__(
-        self,
-        inner: RedisStore,
-        *,
-        status: StoreStatus | None = None,
-        probe_s: float = 0.5,  # 0: no probe (tests call `recover`)
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._inner = inner
-        self.status = status or StoreStatus("redis", clock=clock)
-        self._probe_s = probe_s
-        self._clock = clock
-        self._probe: asyncio.Task[None] | None = None
-        self._reload = False  # changed() says True once after an outage
-        self._accounts: list[AccountRecord] | None = None
-        self._health: dict[str, Health] | None = None
-        self._tokens: dict[str, StoredTokens] = {}
-        self._slots: dict[str, int] = {}
-        self._due_tokens: dict[str, _DueTokens] = {}
-        self._due_enabled: dict[str, tuple[bool, str | None]] = {}
-        self._due_responses: dict[str, tuple[bytes, float]] = {}
-        self._due_frees: set[tuple[str, str]] = set()  # slot leases (account id, lease id)
-        self._said: set[str] = set()  # what this outage already logged
-
-    def __repr__(self) -> str:
-        return f"Resilient{self._inner!r}"
-
-    @property
-    def inner(self) -> RedisStore:
-        return self._inner
-
-    # the plumbing ----------------------------------------------------------------------------
-    async def _call(
-        self, op: str, fn: Callable[P, Awaitable[R]], *args: P.args, **kw: P.kwargs
-    ) -> R:
-        if not self.status.ok:
-            self.status.failed(op)
-            raise StoreAway(op)
-        try:
-            return await fn(*args, **kw)
-        except AWAY_ERRORS as exc:
-            self._lost(op, exc)
-            raise StoreAway(op) from None
-
-    def _lost(self, op: str, exc: Exception) -> None:
-        if self.status.failed(op):
-            self._said.clear()
-            _log.warning(
-                "state store %s unreachable (%s: %s): serving with what this process knows "
-                "until it is back",
-                self._inner.where.masked,
-                op,
-                type(exc).__name__,
-            )
-        if self._probe_s > 0 and (self._probe is None or self._probe.done()):
-            self._probe = asyncio.get_running_loop().create_task(self._wait_back())
-
-    def _say_once(self, what: str, message: str, *args: object) -> None:
-        if what not in self._said:
-            self._said.add(what)
-            _log.warning(message, *args)
 
     async def _wait_back(self) -> None:
         while not await self.recover():
@@ -198,7 +117,7 @@ class ResilientStore:
             done += 1
         return done
 
-    async def _write_tokens(self, account_id: str, due: _DueTokens) -> None:
+    async def _write_tokens(self, account_id: str, due: DueTokens) -> None:
         """Compare-and-set on the version the tokens followed; when another writer saved
         meanwhile, the tokens that expire last stay."""
         base = due.base
@@ -324,7 +243,7 @@ class ResilientStore:
             return None
         earlier = self._due_tokens.get(account_id)
         base = earlier.base if earlier is not None else expected_version
-        self._due_tokens[account_id] = _DueTokens(dict(data), base, synced_mtime_ns)
+        self._due_tokens[account_id] = DueTokens(dict(data), base, synced_mtime_ns)
         version = (expected_version or 0) + 1
         self._tokens[account_id] = StoredTokens(dict(data), version, synced_mtime_ns, self._clock())
         _log.warning("account %s: tokens kept in memory until the state store is back", account_id)
@@ -411,59 +330,6 @@ class ResilientStore:
         with contextlib.suppress(StoreAway):
             self._slots = await self._call("slots", self._inner.slots_in_use, now)
         return dict(self._slots)
-
-    # client keys -----------------------------------------------------------------------------
-    async def create_client_key(self, record: ClientKeyRecord) -> bool:
-        return bool(await self._call("keys", self._inner.create_client_key, record))
-
-    async def list_client_keys(self) -> list[ClientKeyRecord]:
-        return await self._call("keys", self._inner.list_client_keys)
-
-    async def get_client_key(self, name: str) -> ClientKeyRecord | None:
-        return await self._call("keys", self._inner.get_client_key, name)
-
-    async def client_key_by_hash(self, key_hash: str) -> ClientKeyRecord | None:
-        return await self._call("keys", self._inner.client_key_by_hash, key_hash)
-
-    async def update_client_key(self, record: ClientKeyRecord) -> bool:
-        return bool(await self._call("keys", self._inner.update_client_key, record))
-
-    async def set_client_key_state(self, name: str, state: str) -> bool:
-        return bool(await self._call("keys", self._inner.set_client_key_state, name, state))
-
-    async def rotate_client_key(self, name: str, key_hash: str, hint: str) -> bool:
-        return bool(await self._call("keys", self._inner.rotate_client_key, name, key_hash, hint))
-
-    async def admit_client_key(self, key_id: str, now: float) -> Verdict:
-        try:
-            verdict: Verdict = await self._call(
-                "admission", self._inner.admit_client_key, key_id, now
-            )
-            return verdict
-        except StoreAway:
-            self._say_once(
-                "admission",
-                "state store away: client keys are let in without counting their limits",
-            )
-            return OK
-
-    # usage log -------------------------------------------------------------------------------
-    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
-        await self._call("usage", self._inner.record_usage, rows)
-
-    async def usage_count(self) -> int:
-        return int(await self._call("usage", self._inner.usage_count))
-
-    async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:
-        return await self._call("usage", self._inner.usage_rows, limit=limit)
-
-    async def usage_summary(self, *, since: float, by: str) -> list[UsageSummary]:
-        return await self._call("usage", self._inner.usage_summary, since=since, by=by)
-
-    async def usage_since(
-        self, since: float, *, key: str | None = None, limit: int = 200_000
-    ) -> list[UsageRow]:
-        return await self._call("usage", self._inner.usage_since, since, key=key, limit=limit)
 
     # stored responses ------------------------------------------------------------------------
     async def put_response(self, response_id: str, record: bytes, expires_at: float) -> None:
