@@ -277,7 +277,7 @@ def test_a_keys_rate_limit_holds_across_replicas(
 
 FLUSH_INTERVAL_S = 0.2  # UsageLog's default: a killed replica loses at most what it had not flushed
 SLACK_S = 0.3  # for a busy machine, as tests/e2e/test_usage_on_stop.py
-PACE_S = 0.05  # each client's pause between its requests
+PACE_S = 0.1  # each client's pause between its requests
 
 
 async def _loop(client: httpx.AsyncClient, i: int, load: Load, stop: asyncio.Event) -> None:
