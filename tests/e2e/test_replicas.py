@@ -154,7 +154,9 @@ def test_300_concurrent_requests_on_three_replicas_one_refresh_per_account(
     members = cluster.add(ids, expired=how == "expired in the store")
     if how == "emulator expired them":
         for m in members:
-            httpx.post(f"{cluster.emulator_url}/_emulator/accounts/{m.emu_id}/expire")
+            httpx.post(
+                f"{cluster.emulator_url}/_emulator/accounts/{m.emu_id}/expire"
+            ).raise_for_status()
     before = _stats(cluster, members)
 
     outcomes = asyncio.run(_spread(cluster, REQUESTS, tag))
@@ -212,7 +214,8 @@ def test_a_cooldown_learnt_by_one_replica_is_honoured_by_the_others(
     throttled, *_ = cluster.add(ids)
     a, b, c = cluster.replicas
     patch = {"behaviour": {"throttled": True}}
-    httpx.patch(f"{cluster.emulator_url}/_emulator/accounts/{throttled.emu_id}", json=patch)
+    url = f"{cluster.emulator_url}/_emulator/accounts/{throttled.emu_id}"
+    httpx.patch(url, json=patch).raise_for_status()
     for i in range(20):
         assert _post(a, KEYS[0], f"replica A {i}") == 200
         if _resting(cluster, throttled.pool_id):
@@ -233,29 +236,22 @@ def test_a_cooldown_learnt_by_one_replica_is_honoured_by_the_others(
 # --- 3. a client key's rate limit holds across replicas -----------------------------------------
 
 
-def test_a_keys_rate_limit_holds_across_replicas(
-    cluster: Cluster, accounts_of_test: list[str]
-) -> None:
-    """`ki2api keys create --rpm 5` against the Redis store; 12 requests round robin over the
-    three replicas: 5 answered, 7 refused with 429 and retry-after (the counter is one Redis
-    script for every replica). The window is the UTC minute: the test starts at least 5 s
-    before its end."""
-    accounts_of_test.append("rpm-a0")
-    cluster.add(["rpm-a0"])
-    root = cluster.root
-    env = {"KI2API_STORE": cluster.store, "KI2API_DATA_DIR": str(root / "data-cli")}
-    made = run_cli(
-        root / "home", root / "cwd", ["keys", "create", "rpm-five", "--rpm", "5", "--json"], env
-    )
+def _twelve_requests(c: Cluster, name: str) -> tuple[int, list[str | None], bool]:
+    """A new key with --rpm 5, then 12 requests round robin over the replicas: how many were
+    answered, the retry-after of each refused one, and whether all fell in one minute window
+    (they start at least 15 s before the minute's end)."""
+    root = c.root
+    env = {"KI2API_STORE": c.store, "KI2API_DATA_DIR": str(root / "data-cli")}
+    args = ["keys", "create", name, "--rpm", "5", "--json"]
+    made = run_cli(root / "home", root / "cwd", args, env)
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)["key"]
-    while time.time() % 60 > 55:  # the 12 requests all in one minute window
+    while time.time() % 60 > 45:
         time.sleep(0.05)
     clients = [
-        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
-        for gw in cluster.replicas
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0) for gw in c.replicas
     ]
-    ok, limited = 0, []
+    ok, limited, started = 0, [], time.time()
     try:
         for i in range(12):
             try:
@@ -268,6 +264,22 @@ def test_a_keys_rate_limit_holds_across_replicas(
     finally:
         for client in clients:
             client.close()
+    return ok, limited, started // 60 == time.time() // 60
+
+
+def test_a_keys_rate_limit_holds_across_replicas(
+    cluster: Cluster, accounts_of_test: list[str]
+) -> None:
+    """`ki2api keys create NAME --rpm 5` against the Redis store; 12 requests round robin over
+    the three replicas (openai SDK, no retries): 5 answered, 7 refused with 429 and
+    retry-after (the counter is one Redis script for every replica). The window is the UTC
+    minute: a machine so slow that the 12 requests crossed a minute's end tries once more."""
+    accounts_of_test.append("rpm-a0")
+    cluster.add(["rpm-a0"])
+    ok, limited, one_window = _twelve_requests(cluster, "rpm-five")
+    if not one_window:
+        ok, limited, one_window = _twelve_requests(cluster, "rpm-five-again")
+    assert one_window
     assert ok == 5, (ok, limited)
     assert len(limited) == 7
     assert all(r is not None and 0 < int(r) <= 60 for r in limited), limited
@@ -446,7 +458,9 @@ def test_a_replica_killed_mid_refresh_the_others_go_on(
         for gw, key in zip(serving, (KEYS[0], KEYS[1], KEYS[3]), strict=True):
             assert _post(gw, key, "the model catalogue, before the tokens expire") == 200
         for m in members:  # every token expires: a 403 for whoever uses one next
-            httpx.post(f"{cluster.emulator_url}/_emulator/accounts/{m.emu_id}/expire")
+            httpx.post(
+                f"{cluster.emulator_url}/_emulator/accounts/{m.emu_id}/expire"
+            ).raise_for_status()
         since = time.time()
 
         async def run() -> str:
