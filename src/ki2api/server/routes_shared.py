@@ -110,8 +110,6 @@ async def health(request: Request) -> Response:
         "version": __version__,
         "accounts": {"total": len(accounts), "usable": usable},
     }
-    store = store_view(services.store)  # a Redis store away: serving with what is known
-    body["store_ok"] = store["ok"]
     warned = sum(1 for a in accounts if a.get("warning"))
     if warned:  # signs of trouble (docs/accounts.md): details in `pool[].warning`
         body["accounts"]["warned"] = warned
@@ -121,7 +119,7 @@ async def health(request: Request) -> Response:
     body["pid"] = os.getpid()  # which worker answered (`serve --workers N`)
     body["upstream"] = services.settings.kiro_api_base
     body["problem"] = services.credentials_problem
-    body["store"] = store
+    body["store"] = store_view(services.store)  # a Redis store away: serving what is known
     body["pool"] = accounts
     body["queue"] = pool.slots.queue_status()  # waiting for a slot in this worker
     routes = services.routes
