@@ -13,12 +13,11 @@ version), no slot lease is left, and the usage rows equal the requests answered.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from ki2api.state.client_key_rules import hash_key, key_hint, new_key
 from ki2api.state.redis_store import RedisStore
 from tests.conftest import API_KEY, make_account
 from tests.support.redis_proc import RedisProc, own_redis
+from tests.support.stores import on_redis
 
 
 @pytest.fixture
@@ -47,17 +47,6 @@ MODEL = "claude-sonnet-4.5"
 TOKEN = "metrics-token-outage"
 CLIENTS = 20
 OUTAGE_S = 10.0
-
-
-def on_redis(url: str, use: Callable[[RedisStore], Awaitable[T]]) -> T:
-    async def go() -> T:
-        store = RedisStore.open(url)
-        try:
-            return await use(store)
-        finally:
-            await store.aclose()
-
-    return asyncio.run(go())
 
 
 def wait_for(check: Callable[[], bool], within_s: float = 10.0) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from ki2api.state.redis_store import RedisStore
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import make_expired_account
 from tests.support.procs import run_cli
-from tests.support.stores import redis_server, start_redis  # noqa: F401  (redis_server: a fixture)
+from tests.support.stores import on_redis, redis_server, start_redis  # noqa: F401  (redis_server: a fixture)
 
 T = TypeVar("T")
 MODEL = "claude-sonnet-4.5"
@@ -36,19 +36,6 @@ MODEL = "claude-sonnet-4.5"
 def redis_url(request: pytest.FixtureRequest) -> str:
     server: str = request.getfixturevalue("redis_server")
     return f"{server}?prefix=e2e{uuid.uuid4().hex[:10]}:"
-
-
-def on_redis(url: str, use: Callable[[RedisStore], Awaitable[T]]) -> T:
-    """`use` a store of its own (a redis-py client belongs to one event loop)."""
-
-    async def go() -> T:
-        store = RedisStore.open(url)
-        try:
-            return await use(store)
-        finally:
-            await store.aclose()
-
-    return asyncio.run(go())
 
 
 def eventually(check: Callable[[], bool], within_s: float = 10.0) -> None:

@@ -37,7 +37,6 @@ from tests.support.replicas import (
     HoldAuth,
     Load,
     Watch,
-    on_store,
     park_account,
     remove_accounts,
     start_replicas,
@@ -45,7 +44,7 @@ from tests.support.replicas import (
     until,
     wait_pools,
 )
-from tests.support.stores import redis_server, unique_prefix  # noqa: F401  (a fixture)
+from tests.support.stores import on_redis, redis_server, unique_prefix  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.xdist_group("replicas")
 
@@ -174,7 +173,7 @@ def test_300_concurrent_requests_on_three_replicas_one_refresh_per_account(
 
     current = httpx.get(f"{cluster.emulator_url}/_emulator/accounts").json()["accounts"]
     live = {a["id"]: a["token_file"]["accessToken"] for a in current}
-    assert on_store(cluster.store, saved) == [(live[m.emu_id], 2) for m in members]
+    assert on_redis(cluster.store, saved) == [(live[m.emu_id], 2) for m in members]
 
 
 # --- 2. a cooldown one replica learnt is honoured by the others within one request -------------
@@ -197,7 +196,7 @@ def _resting(c: Cluster, account_id: str) -> bool:
         health = (await store.health()).get(account_id)
         return health is not None and health.cooldown_until > time.time()
 
-    return on_store(c.store, look)
+    return on_redis(c.store, look)
 
 
 def test_a_cooldown_learnt_by_one_replica_is_honoured_by_the_others(
@@ -377,7 +376,7 @@ def _version(c: Cluster) -> int:
     async def get(store: RedisStore) -> int:
         return int(await store._r.get(store._k("version")) or 0)  # the counter behind changed()
 
-    return on_store(c.store, get)
+    return on_redis(c.store, get)
 
 
 def _usage_by_key(c: Cluster, since: float, ids: list[str]) -> dict[str, int]:
@@ -388,7 +387,7 @@ def _usage_by_key(c: Cluster, since: float, ids: list[str]) -> dict[str, int]:
                 found[row.client_key] = found.get(row.client_key, 0) + 1
         return found
 
-    return on_store(c.store, rows)
+    return on_redis(c.store, rows)
 
 
 def _check_records(c: Cluster, members: list[PoolMember], version_before: int) -> None:
@@ -402,7 +401,7 @@ def _check_records(c: Cluster, members: list[PoolMember], version_before: int) -
             a.id for a in await store.list_accounts()
         ]
 
-    tokens, listed = on_store(c.store, read)
+    tokens, listed = on_redis(c.store, read)
     current = httpx.get(f"{c.emulator_url}/_emulator/accounts").json()["accounts"]
     live = {a["id"]: a["token_file"] for a in current}
     for m, saved in zip(members, tokens, strict=True):

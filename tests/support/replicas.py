@@ -30,13 +30,13 @@ from ki2api.state.redis_base import parse_redis_url
 from ki2api.state.redis_store import RedisStore
 from tests.support.procs import GatewayProc, Outcome, PoolMember, make_pool
 from tests.support.servers import free_port
+from tests.support.stores import on_redis
 
 __all__ = [
     "Call",
     "HoldAuth",
     "Load",
     "Watch",
-    "on_store",
     "park_account",
     "pool_ids",
     "remove_accounts",
@@ -99,19 +99,6 @@ class Watch:
         await self.redis.aclose()
 
 
-def on_store(url: str, use: Callable[[RedisStore], Awaitable[T]]) -> T:
-    """`use` a RedisStore of its own on `url` (a redis-py client belongs to one event loop)."""
-
-    async def go() -> T:
-        store = RedisStore.open(url)
-        try:
-            return await use(store)
-        finally:
-            await store.aclose()
-
-    return asyncio.run(go())
-
-
 def wait_until(check: Callable[[], bool], what: str, within_s: float = 15.0) -> None:
     deadline = time.monotonic() + within_s
     while not check():
@@ -153,7 +140,7 @@ def store_accounts(
         for m in members:
             await add_account(store, m.data["token_file"], label=m.pool_id, account_id=m.pool_id)
 
-    on_store(store_url, add)
+    on_redis(store_url, add)
     return members
 
 
@@ -162,7 +149,7 @@ def remove_accounts(store_url: str, ids: Iterable[str]) -> None:
         for account_id in ids:
             await store.remove_account(account_id)
 
-    on_store(store_url, remove)
+    on_redis(store_url, remove)
 
 
 def park_account(store_url: str, folder: Path, emulator_url: str) -> None:
@@ -173,7 +160,7 @@ def park_account(store_url: str, folder: Path, emulator_url: str) -> None:
     async def disable(store: RedisStore) -> None:
         await store.set_enabled(member.pool_id, False, "parked by the test")
 
-    on_store(store_url, disable)
+    on_redis(store_url, disable)
 
 
 def pool_ids(gw: GatewayProc) -> set[str]:

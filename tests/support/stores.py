@@ -13,15 +13,16 @@ them after the test. Import the fixtures into a test module to use them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -140,3 +141,20 @@ async def store_factory(
         yield factory
     finally:
         await factory.aclose()
+
+
+T = TypeVar("T")
+
+
+def on_redis(url: str, use: Callable[[RedisStore], Awaitable[T]]) -> T:
+    """`use` a RedisStore of its own on `url`, from synchronous test code (a redis-py client
+    belongs to one event loop, so each call opens and closes its own)."""
+
+    async def go() -> T:
+        store = RedisStore.open(url)
+        try:
+            return await use(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
