@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from ki2api.kiro.accounts.policy import PolicyConfig
+from ki2api.kiro.accounts.policy import Candidate, PolicyConfig
 from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.login.file_store import TokenSet
@@ -24,7 +24,7 @@ from ki2api.settings import Settings
 from ki2api.state.base import AccountRecord, Health
 from ki2api.state.sqlite import SQLiteStore
 
-__all__ = ["FAST_POLICY", "PROFILE_ARN", "FakeAuth", "fake_pool", "health"]
+__all__ = ["FAST_POLICY", "PROFILE_ARN", "FakeAuth", "SlotAccount", "fake_pool", "health"]
 
 PROFILE_ARN = "arn:aws:codewhisperer:us-east-1:111111111111:profile/TEST"
 # the pool's rules with millisecond rests and retry delays
@@ -81,3 +81,18 @@ def health(pool: AccountPool, account_id: str) -> Health:
     account = pool.get(account_id)
     assert account is not None
     return account.health
+
+
+@dataclasses.dataclass(eq=False)
+class SlotAccount:
+    """The part of a pool account a `SlotGate` uses: its record, in-flight count, candidate."""
+
+    record: AccountRecord
+    inflight: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def candidate(self) -> Candidate:
+        return Candidate(id=self.id, inflight=self.inflight)

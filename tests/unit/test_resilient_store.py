@@ -7,7 +7,6 @@ and never over newer ones, and `changed()` says True once."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from ki2api.kiro.accounts.policy import Candidate
 from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
 from ki2api.kiro.login.credentials import CredentialSource, KiroCredentials
 from ki2api.kiro.login.token_home import StoreTokenHome
@@ -26,6 +24,7 @@ from ki2api.state.client_key_rules import hash_key, key_hint, new_key
 from ki2api.state.redis_store import RedisStore
 from ki2api.state.resilient_store import ResilientStore
 from ki2api.state.store_status import StoreAway, StoreStatus, store_view
+from tests.support.fake_pool import SlotAccount
 from tests.support.redis_proc import RedisProc, own_redis
 from tests.unit.test_credentials import Clock, FakeKiroAuth, base_settings, social_file
 
@@ -153,19 +152,6 @@ async def test_the_store_reports_an_outage_once_and_counts_every_failed_call() -
     assert store_view(object()) == {"kind": "sqlite", "ok": True}
 
 
-@dataclasses.dataclass(eq=False)
-class _Account:
-    record: AccountRecord
-    inflight: int = 0
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    def candidate(self) -> Candidate:
-        return Candidate(id=self.id, inflight=self.inflight)
-
-
 async def test_the_slot_gate_counts_locally_while_the_store_is_away(
     redis_proc: RedisProc, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -173,7 +159,7 @@ async def test_the_slot_gate_counts_locally_while_the_store_is_away(
     record = AccountRecord("x", "store", "x", "social", "a" * 64, max_inflight=2)
     gate = SlotGate(SlotConfig(shared=True), store)
     bare = SlotGate(SlotConfig(shared=True), plain)  # without the wrapper
-    account = _Account(record)
+    account = SlotAccount(record)
     try:
         assert await gate.take(account) and await bare.take(account)
         redis_proc.stop()

@@ -4,7 +4,6 @@ lease not renewed expires; and two `SlotGate`s sharing one store keep one cap be
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from ki2api.kiro.accounts.slots import SlotConfig, SlotGate
 from ki2api.state.base import AccountRecord, SlotHolder, StateStore
+from tests.support.fake_pool import SlotAccount
 from tests.support.stores import StoreFactory
 
 HOST = socket.gethostname()
@@ -88,28 +88,13 @@ async def test_a_lease_not_renewed_expires(stores: tuple[StateStore, StateStore]
     assert (await b.take_slot("x", "me", ME, cap=1, interval_s=0, now=20.5, ttl_s=5)).taken
 
 
-@dataclasses.dataclass(eq=False)
-class _Account:
-    record: AccountRecord
-    inflight: int = 0
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    def candidate(self):  # type: ignore[no-untyped-def]
-        from ki2api.kiro.accounts.policy import Candidate
-
-        return Candidate(id=self.id, inflight=self.inflight)
-
-
 async def test_two_gates_sharing_a_store_keep_one_cap(
     stores: tuple[StateStore, StateStore],
 ) -> None:
     record = AccountRecord("x", "store", "x", "social", "a" * 64, max_inflight=3)
     config = SlotConfig(max_inflight=1, shared=True)
     one, two = (SlotGate(config, s, clock=Clock()) for s in stores)
-    mine, theirs = _Account(record), _Account(record)
+    mine, theirs = SlotAccount(record), SlotAccount(record)
     assert [await one.take(mine) for _ in range(2)] == [True, True]  # its own cap: 3
     assert await two.take(theirs) is True
     assert await two.take(theirs) is False  # 3 in flight between the two
