@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 
 from tests.support.procs import GatewayProc, emulator_stats, make_pool, pool_env
-from tests.support.servers import free_port
 
 KEY = "slots-workers-key"
 REQUESTS = 40
@@ -79,11 +78,8 @@ def test_the_cap_holds_for_the_account_across_two_workers(
         KEY,
         KI2API_ACCOUNT_MAX_INFLIGHT="2",
     )
-    port = free_port()
-    args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
-    gw = GatewayProc.start(home, cwd, port, *args, **env)
+    gw = GatewayProc.serve(home, cwd, workers=2, **env)
     try:
-        gw.wait_healthy(workers=2)
         statuses = asyncio.run(_burst(gw.url))  # half of them on each worker
         assert statuses == [200] * REQUESTS, gw.output()[-3000:]
         stats = emulator_stats(emulator_url, members)

@@ -23,7 +23,6 @@ from tests.support.procs import (
     socket_owners,
     tcp_entries,
 )
-from tests.support.servers import free_port
 
 ADMIN = "workers-admin-key"
 
@@ -81,12 +80,9 @@ def served(tmp_path: Path, emulator_url: str) -> Iterator[tuple[GatewayProc, Pat
     for p in (home, cwd, creds):
         p.mkdir()
     make_pool(emulator_url, creds, ["k0"])
-    port = free_port()
     env = pool_env(emulator_url, creds, data, ADMIN)
-    args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
-    gw = GatewayProc.start(home, cwd, port, *args, **env)
+    gw = GatewayProc.serve(home, cwd, workers=2, **env)
     try:
-        gw.wait_healthy(workers=2)
         yield gw, data
     finally:
         gw.stop()

@@ -37,7 +37,6 @@ from tests.support.procs import (
     make_pool,
     run_cli,
 )
-from tests.support.servers import free_port
 
 KEY = "crash-key"
 ROUNDS = 6
@@ -59,15 +58,7 @@ def _env(tmp: Path, emulator_url: str) -> dict[str, str]:
 
 
 def _start(tmp: Path, env: dict[str, str]) -> GatewayProc:
-    port = free_port()
-    args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
-    gw = GatewayProc.start(tmp / "home", tmp / "cwd", port, *args, **env)
-    try:
-        gw.wait_healthy(workers=2)
-    except BaseException:
-        gw.stop()
-        raise
-    return gw
+    return GatewayProc.serve(tmp / "home", tmp / "cwd", workers=2, **env)
 
 
 async def _every_account_serves(

@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.faultload import set_fault_rate, upstream_counts
 from tests.support.procs import GatewayProc, PoolMember, chat_request, make_pool, pool_env
-from tests.support.servers import free_port
 
 KEY = "observe-client-key-5f1c2e"
 ADMIN = "observe-admin-key-9a7d3b"
@@ -80,7 +79,6 @@ def test_workers_metrics_are_whole_and_json_logs_name_every_request_without_secr
     set_fault_rate(emulator_url, members, 0.3, faults=["server_error"], seed=1515)
     before_files = [json.loads(m.token_file.read_text()) for m in members]
     calls_before, _ = upstream_counts(emulator_url, members)
-    port = free_port()
     env = pool_env(
         emulator_url,
         creds,
@@ -92,10 +90,8 @@ def test_workers_metrics_are_whole_and_json_logs_name_every_request_without_secr
         LOG_LEVEL="info",
         KI2API_POOL_WAIT_S="0.5",
     )
-    args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
-    gw = GatewayProc.start(home, cwd, port, *args, **env)
+    gw = GatewayProc.serve(home, cwd, workers=2, **env)
     try:
-        gw.wait_healthy(workers=2)
         results = asyncio.run(_burst(gw.url))
         calls = upstream_counts(emulator_url, members)[0] - calls_before
         scrapes = {_scrape(gw.url) for _ in range(8)}

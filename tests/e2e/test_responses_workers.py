@@ -26,7 +26,6 @@ import openai
 import pytest
 
 from tests.support.procs import GatewayProc, PoolMember, make_pool, pool_env
-from tests.support.servers import free_port
 
 KEY = "responses-workers-key"
 MODEL = "claude-sonnet-4-5"
@@ -90,12 +89,9 @@ def gateway_2w(tmp_path: Path, emulator_url: str) -> Iterator[tuple[GatewayProc,
     for folder in (home, cwd, creds):
         folder.mkdir()
     [member] = make_pool(emulator_url, creds, ["r0"])
-    port = free_port()
     env = pool_env(emulator_url, creds, data, KEY)
-    args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
-    gw = GatewayProc.start(home, cwd, port, *args, **env)
+    gw = GatewayProc.serve(home, cwd, workers=2, **env)
     try:
-        gw.wait_healthy(workers=2)
         yield gw, member
     finally:
         gw.stop()

@@ -25,10 +25,10 @@ from tests.support.procs import (
     chat,
     emulator_stats,
     make_pool,
+    pool_env,
     socket_owners,
     tcp_entries,
 )
-from tests.support.servers import free_port
 
 KEY = "workers-key"
 REQUESTS = 200
@@ -55,21 +55,9 @@ def start_workers(dirs: Dirs, emulator_url: str) -> Iterator[object]:
     started: list[GatewayProc] = []
 
     def start(**extra: str) -> GatewayProc:
-        port = free_port()
-        env = {
-            "KIRO_CREDS_DIR": str(dirs.creds),
-            "KI2API_DATA_DIR": str(dirs.data),
-            "KIRO_API_BASE": emulator_url,
-            "KIRO_AUTH_BASE": emulator_url,
-            "KIRO_OIDC_BASE": emulator_url,
-            "API_KEY": KEY,
-            "LOG_LEVEL": "warning",
-            **extra,
-        }
-        args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
-        gw = GatewayProc.start(dirs.home, dirs.cwd, port, *args, **env)
+        env = pool_env(emulator_url, dirs.creds, dirs.data, KEY, **extra)
+        gw = GatewayProc.serve(dirs.home, dirs.cwd, workers=2, **env)
         started.append(gw)
-        gw.wait_healthy(workers=2)
         return gw
 
     yield start

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from kiro_emulator.credentials import write_credentials
+from tests.support.servers import free_port
 
 __all__ = [
     "SCRIPT",
@@ -110,6 +111,20 @@ class GatewayProc:
             )
         key = extra.get("API_KEY", "ki2api-key-2024").split(",")[0].strip()
         return cls(proc, logs, f"http://127.0.0.1:{port}", key)
+
+    @classmethod
+    def serve(cls, home: Path, cwd: Path, *, workers: int = 2, **env: str) -> GatewayProc:
+        """`ki2api serve --workers N` on a free loopback port, once every worker answers
+        /health (stopped again if they do not)."""
+        port = free_port()
+        args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers))
+        gw = cls.start(home, cwd, port, *args, **env)
+        try:
+            gw.wait_healthy(workers=workers)
+        except BaseException:
+            gw.stop()
+            raise
+        return gw
 
     def output(self) -> str:
         out = (self.logs / "stdout").read_text(errors="replace")
