@@ -116,8 +116,7 @@ async def chat(request: Request) -> Response:
         cli_flavour = request.url.path == "/"
         response = await _answer_chat(state, raw, account, entry, cli_flavour, is_api_key(token))
     except Rejection as r:
-        entry["status"], entry["rejected"] = r.status, r.why or str(r)
-        return r.response(request_id_headers(state))
+        return r.logged(entry, request_id_headers(state))
     entry["status"] = None if isinstance(response, DropConnection) else response.status_code
     return response
 

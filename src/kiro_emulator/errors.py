@@ -64,6 +64,12 @@ class Rejection(Exception):
         """The same answer with these extra HTTP headers."""
         return Rejection(self.status, self.body, self.error_type, self.why, headers)
 
+    def logged(self, entry: dict[str, Any], headers: dict[str, str]) -> Response:
+        """The answer, with its status and the rule that fired noted in the request's log
+        entry (reqlog.record)."""
+        entry["status"], entry["rejected"] = self.status, self.why or str(self)
+        return self.response(headers)
+
     def response(self, headers: dict[str, str] | None = None) -> Response:
         extra = {**self.headers, **(headers or {})}
         if self.error_type:

@@ -126,8 +126,7 @@ async def mcp(request: Request) -> Response:
     try:
         _check_account(request, account)
     except Rejection as r:
-        entry["status"], entry["rejected"] = r.status, r.why or str(r)
-        return r.response(headers)
+        return r.logged(entry, headers)
     status, answer = _answer(raw)
     entry["status"] = status
     if "error" in answer:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
+from .common import emulator, json_object, request_id_headers
+from .errors import Rejection, json_response
 from .regions import REGION_KEY
 from .state import Account, EmulatorState
 
-__all__ = ["record"]
+__all__ = ["json_exchange", "record"]
 
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _SECRET_FIELDS = frozenset({"accessToken", "refreshToken", "clientSecret", "refresh_token"})
@@ -51,3 +55,20 @@ def record(
     }
     state.requests.append(entry)
     return entry
+
+
+Answer = Callable[[EmulatorState, dict[str, Any] | None, dict[str, Any]], dict[str, Any]]
+
+
+async def json_exchange(request: Request, answer: Answer) -> Response:
+    """A JSON-in, JSON-out call of the auth services (refresh, OIDC register / device start):
+    logged, `answer(state, body, log entry)` run, a `Rejection` turned into its response."""
+    state = emulator(request)
+    raw = await request.body()
+    entry = record(state, request, raw, None)
+    try:
+        body = answer(state, json_object(raw), entry)
+    except Rejection as r:
+        return r.logged(entry, request_id_headers(state))
+    entry["status"] = 200
+    return json_response(body, headers=request_id_headers(state))

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from . import credentials as cred
 from .common import emulator, json_object, request_id_headers
 from .errors import Rejection, json_response
-from .reqlog import record
+from .reqlog import json_exchange, record
 from .state import Account, EmulatorState, Registration
 
 __all__ = ["DEVICE_GRANT", "Signin", "device_token", "routes"]
@@ -271,20 +271,14 @@ async def social_token(request: Request) -> Response:
 
 
 async def _oidc_call(request: Request, which: str) -> Response:
-    state, signin = emulator(request), _signin(request)
-    raw = await request.body()
-    entry = record(state, request, raw, None)
-    body = json_object(raw)
-    try:
+    signin = _signin(request)
+
+    def answer(state: EmulatorState, body: dict[str, Any] | None, entry: Any) -> dict[str, Any]:
         if which == "register":
-            answer = _register(state, signin, body)
-        else:
-            answer = _start(state, signin, body, str(request.base_url))
-    except Rejection as r:
-        entry["status"], entry["rejected"] = r.status, r.why or str(r)
-        return r.response(request_id_headers(state))
-    entry["status"] = 200
-    return json_response(answer, headers=request_id_headers(state))
+            return _register(state, signin, body)
+        return _start(state, signin, body, str(request.base_url))
+
+    return await json_exchange(request, answer)
 
 
 async def register_client(request: Request) -> Response:

@@ -9,9 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .common import emulator, json_object, request_id_headers
-from .errors import Rejection, json_response
-from .reqlog import record
+from .errors import Rejection
+from .reqlog import json_exchange
 from .signin import DEVICE_GRANT, device_token
 from .state import Account, EmulatorState
 
@@ -96,20 +95,12 @@ def _oidc(
 
 
 async def _handle(request: Request, kind: str) -> Response:
-    state = emulator(request)
-    raw = await request.body()
-    entry = record(state, request, raw, None)
-    body = json_object(raw)
-    try:
+    def answer(state: EmulatorState, body: dict[str, Any] | None, entry: Any) -> dict[str, Any]:
         if kind == "idc" and body is not None and body.get("grantType") == DEVICE_GRANT:
-            answer = device_token(state, request.app.state.signin, body, entry)  # signin.py
-        else:
-            answer = (_social if kind == "social" else _oidc)(state, body, entry)
-    except Rejection as r:
-        entry["status"], entry["rejected"] = r.status, r.why or str(r)
-        return r.response(request_id_headers(state))
-    entry["status"] = 200
-    return json_response(answer, headers=request_id_headers(state))
+            return device_token(state, request.app.state.signin, body, entry)  # signin.py
+        return (_social if kind == "social" else _oidc)(state, body, entry)
+
+    return await json_exchange(request, answer)
 
 
 async def social_refresh(request: Request) -> Response:
