@@ -14,7 +14,6 @@ import os
 import re
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import Account
+from tests.support.polling import eventually
 from tests.support.procs import SCRIPT, clean_env
 
 SCALE = 0.02  # every wait of the device flow shrunk 50 times (the hidden --poll-scale)
@@ -94,16 +94,6 @@ def read_until(proc: subprocess.Popen[str], pattern: str) -> tuple[re.Match[str]
 def finish(proc: subprocess.Popen[str], seen: str) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=30)
     return proc.returncode, seen + out, err
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def authorization(emulator_url: str, user_code: str) -> dict[str, Any] | None:
@@ -249,7 +239,7 @@ def test_login_device_flow_writes_the_ide_token_file_and_a_gateway_serves_from_i
     found, seen = read_until(proc, r"confirm the code:\s+([A-Z]{4}-[A-Z]{4})")
     code = found.group(1)
     assert f"user_code={code}" in seen  # the address to open, with the code in it
-    wait_for(lambda: (authorization(emulator_url, code) or {}).get("polls", 0) >= 3)
+    eventually(lambda: (authorization(emulator_url, code) or {}).get("polls", 0) >= 3, 20.0)
     httpx.post(f"{emulator_url}/_emulator/device/approve", json={"user_code": code})
     status, out, err = finish(proc, seen)
     assert status == 0, err

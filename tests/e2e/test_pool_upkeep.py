@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import API_KEY, Gateway, make_expired_account, set_behaviour
+from tests.support.polling import eventually
 from tests.support.pool_accounts import Member, make_pool, requests_of, start_pool_gateway
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -20,16 +21,6 @@ MODEL = "claude-sonnet-4-20250514"
 def _chat(gw: Gateway, text: str = "hi") -> httpx.Response:
     body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
     return httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=AUTH, timeout=30)
-
-
-def _wait(probe: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def _health_account(gw: Gateway) -> dict[str, Any]:
@@ -43,7 +34,7 @@ def test_polled_quota_reset_date_is_when_a_dry_account_comes_back(gateway_factor
     reset_at = int(time.time()) + 7200
     gw: Gateway = gateway_factory(quota_poll_s=0.3)
     set_behaviour(gw.emulator_url, gw.account.id, quota_reset_at=reset_at)
-    polled = _wait(lambda: _health_account(gw)["quota_remaining"] is not None)
+    polled = eventually(lambda: _health_account(gw)["quota_remaining"] is not None, 15.0)
     assert polled
     paths = [q["path"] for q in gw.emulator_requests()]
     assert "/getUsageLimits" in paths
@@ -71,7 +62,7 @@ def test_revoked_login_comes_back_after_a_new_sign_in(
     data = json.loads(account.token_file.read_text())
     data["signedInAgain"] = True
     account.token_file.write_text(json.dumps(data))
-    ok = _wait(lambda: _chat(gw).status_code == 200)
+    ok = eventually(lambda: _chat(gw).status_code == 200, 15.0)
     assert ok and _health_account(gw)["enabled"] is True
 
 

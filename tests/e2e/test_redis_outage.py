@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from ki2api.state.base import AccountRecord, ClientKeyRecord
 from ki2api.state.client_key_rules import hash_key, key_hint, new_key
 from ki2api.state.redis_store import RedisStore
 from tests.conftest import API_KEY, make_account
+from tests.support.polling import eventually
 from tests.support.redis_proc import RedisProc, own_redis
 from tests.support.stores import on_redis
 
@@ -47,13 +48,6 @@ MODEL = "claude-sonnet-4.5"
 TOKEN = "metrics-token-outage"
 CLIENTS = 20
 OUTAGE_S = 10.0
-
-
-def wait_for(check: Callable[[], bool], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.05)
 
 
 def store_errors(url: str) -> float:
@@ -188,12 +182,12 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
     clients = [gw.openai(api_key=key) if i % 2 else gw.openai() for i in range(CLIENTS)]
     errors_before = store_errors(gw.url)
     with HealthWatch(gw.url) as health, Load(clients) as load:
-        wait_for(lambda: load.answered >= 3 * CLIENTS)  # every client is answered already
+        eventually(lambda: load.answered >= 3 * CLIENTS)  # every client is answered already
         redis_proc.stop()
         down_at = time.monotonic()
-        wait_for(lambda: health.seen[-1:] == [False])
+        eventually(lambda: health.seen[-1:] == [False])
         httpx.post(f"{emulator_url}/_emulator/accounts/{second.id}/expire").raise_for_status()
-        wait_for(lambda: refreshes(emulator_url, second.id) == 1)  # refreshed while away
+        eventually(lambda: refreshes(emulator_url, second.id) == 1)  # refreshed while away
         answered_away = load.answered
         with pytest.raises(openai.APIStatusError) as unknown:  # a key this gateway never saw
             gw.openai(api_key=late).chat.completions.create(**ask)
@@ -201,10 +195,10 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         assert load.answered > answered_away  # still serving, with the refreshed token
         redis_proc.start()
-        wait_for(lambda: health.seen[-1:] == [True])
+        eventually(lambda: health.seen[-1:] == [True])
         back = load.answered
         assert gw.openai(api_key=late).chat.completions.create(**ask).choices  # known now
-        wait_for(lambda: load.answered >= back + 2 * CLIENTS)  # serving with Redis again
+        eventually(lambda: load.answered >= back + 2 * CLIENTS)  # serving with Redis again
     assert load.errors == []
     assert health.seen == [True, False, True]
     assert store_errors(gw.url) > errors_before
@@ -219,7 +213,7 @@ def test_a_redis_outage_under_load_fails_no_request_and_loses_no_token(
     assert after.data["refreshToken"] == current["refreshToken"] != before.data["refreshToken"]
 
     # no slot lease is left behind: the ones freed during the outage were freed when it ended
-    wait_for(lambda: on_redis(url, lambda s: s.slots_in_use(time.time())) == {})
+    eventually(lambda: on_redis(url, lambda s: s.slots_in_use(time.time())) == {})
 
     # one usage row per request (the load's, and the late key's two), once the log has flushed
-    wait_for(lambda: on_redis(url, lambda s: s.usage_count()) == load.answered + 2)
+    eventually(lambda: on_redis(url, lambda s: s.usage_count()) == load.answered + 2)

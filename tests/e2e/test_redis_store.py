@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from ki2api.state.client_key_rules import hash_key, key_hint, new_key
 from ki2api.state.redis_store import RedisStore
 from ki2api.state.sqlite import SQLiteStore
 from tests.conftest import make_expired_account
+from tests.support.polling import eventually
 from tests.support.procs import run_cli
 from tests.support.stores import on_redis, redis_server, start_redis  # noqa: F401  (redis_server: a fixture)
 
@@ -36,13 +36,6 @@ MODEL = "claude-sonnet-4.5"
 def redis_url(request: pytest.FixtureRequest) -> str:
     server: str = request.getfixturevalue("redis_server")
     return f"{server}?prefix=e2e{uuid.uuid4().hex[:10]}:"
-
-
-def eventually(check: Callable[[], bool], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.02)
 
 
 def test_a_gateway_on_redis_refreshes_into_it_and_logs_usage(

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["until"]
+__all__ = ["eventually", "until"]
 
 
 def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
@@ -18,3 +18,10 @@ def until(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02
         if found or time.monotonic() > deadline:
             return found
         time.sleep(interval)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """`until`, failing the test when `check` never returned something truthy in time."""
+    found = until(check, timeout, interval)
+    assert found, f"condition not met within {timeout:g} s"
+    return found
