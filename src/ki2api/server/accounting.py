@@ -14,12 +14,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
-from ki2api.server.auth import identify
+from ki2api.server.auth import identity
 from ki2api.server.client_keys import client_key_of
 from ki2api.state.base import UsageRow
 from ki2api.state.usage_log import UsageLog
@@ -51,7 +50,7 @@ def client_key_fingerprint(scope: Scope, keys: tuple[str, ...]) -> str:
     """`key-N` for the N-th configured key (N from 1), `invalid:<hash>` or `none`; never the
     key. The same parser as authentication (`auth.identify`): the row names the key that
     authenticated the request; a store key (`ki2api keys`) by its name."""
-    client = identify(Headers(scope=scope), keys)
+    client = identity(scope, keys)
     record = client_key_of(scope)
     return record.name if record is not None and client.index is None else client.fingerprint
 

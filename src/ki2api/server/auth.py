@@ -16,9 +16,12 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["ClientKey", "identify", "presented_keys", "require_key"]
+__all__ = ["ClientKey", "identify", "identity", "presented_keys", "require_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,18 @@ def identify(headers: Mapping[str, str], keys: Sequence[str]) -> ClientKey:
     return ClientKey(index, candidates[0] if candidates else None)
 
 
-def require_key(headers: Mapping[str, str], keys: Sequence[str]) -> None:
-    """Raise AUTHENTICATION unless a configured key was presented."""
-    client = identify(headers, keys)
+def identity(scope: Scope, keys: Sequence[str]) -> ClientKey:
+    """`identify` for the request in `scope`, worked out once per request: the client-key
+    middleware, the usage row and the route all ask (kept in `scope["state"]`)."""
+    state = scope.setdefault("state", {})
+    found = state.get("identity")
+    if not isinstance(found, ClientKey):
+        found = state["identity"] = identify(Headers(scope=scope), keys)
+    return found
+
+
+def require_key(client: ClientKey) -> None:
+    """Raise AUTHENTICATION unless the request presented a configured key."""
     if client.index is not None:
         return
     if client.first is None:

@@ -37,7 +37,7 @@ from ki2api.core.trace import RequestTrace
 from ki2api.images.remote import resolve_images
 from ki2api.kiro.backend import KiroBackend
 from ki2api.server.accounting import trace_of
-from ki2api.server.auth import require_key
+from ki2api.server.auth import identity, require_key
 from ki2api.server.client_keys import (
     admit,
     client_key_of,
@@ -135,7 +135,7 @@ def authorize(request: Request) -> Services:
     record = client_key_of(request.scope)
     if record is None:
         refuse_if_store_away(request.scope)
-        require_key(request.headers, services.settings.api_keys)
+        require_key(identity(request.scope, services.settings.api_keys))
     else:
         refuse_unusable(record, time.time())
     return services

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.server.auth import identify, presented_keys
+from ki2api.server.auth import identity, presented_keys
 from ki2api.server.console.console_session import is_console_path
 from ki2api.state.base import ClientKeyRecord, StateStore
 from ki2api.state.client_key_rules import (
@@ -81,7 +81,7 @@ class ClientKeyMiddleware:
     async def _find(self, scope: Scope) -> ClientKeyRecord | None:
         headers = Headers(scope=scope)
         given = [k for k in presented_keys(headers) if looks_like_key(k)]
-        if not given or identify(headers, self._keys).index is not None:
+        if not given or identity(scope, self._keys).index is not None:
             return None  # no store key, or API_KEY (which wins)
         store = self._store()
         if store is None:

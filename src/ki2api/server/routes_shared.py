@@ -20,7 +20,7 @@ from ki2api import __version__
 from ki2api.core.errors import GatewayError
 from ki2api.core.models import ModelInfo
 from ki2api.frontends.openai.error_json import model_not_found
-from ki2api.server.auth import identify
+from ki2api.server.auth import identity
 from ki2api.server.chat import authorize, resolve_model, services_of
 from ki2api.server.client_keys import client_key_of
 from ki2api.state.client_key_rules import model_allowed, parse_models
@@ -114,7 +114,7 @@ async def health(request: Request) -> Response:
     if warned:  # signs of trouble (docs/accounts.md): details in `pool[].warning`
         body["accounts"]["warned"] = warned
         body["warning"] = f"{warned} account(s) show signs of trouble: `ki2api accounts list`"
-    if identify(request.headers, services.settings.api_keys).index is None:
+    if identity(request.scope, services.settings.api_keys).index is None:
         return JSONResponse(body)
     body["pid"] = os.getpid()  # which worker answered (`serve --workers N`)
     body["upstream"] = services.settings.kiro_api_base
