@@ -19,11 +19,15 @@ from pathlib import Path
 
 __all__ = [
     "Child",
+    "children",
     "cpu_seconds",
     "free_port",
     "raise_nofile_limit",
     "rss_kb",
     "status_kb",
+    "tree_cpu_seconds",
+    "tree_pids",
+    "tree_rss_kb",
     "wait_http",
 ]
 
@@ -49,6 +53,43 @@ def status_kb(pid: int, key: str) -> int:
 
 def rss_kb(pid: int) -> int:
     return status_kb(pid, "VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from every thread's `children` list)."""
+    out: list[int] = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            out += [int(p) for p in path.read_text().split()]
+    return out
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and all its live descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        todo += children(current)
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and its live descendants (a worker that exited is not counted)."""
+    total = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def tree_rss_kb(pid: int) -> int:
+    """VmRSS summed over `pid` and its live descendants (shared pages count once per process)."""
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError, KeyError):
+            total += rss_kb(p)
+    return total
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """`make bench`: run every section, write bench/results/{latest,<UTC time>}.{json,md}.
 
-`python -m bench.run --only faults` (or `decoder`, `store`) runs one section that needs no shared
-stack, prints its table and raw figures, and writes nothing.
+`python -m bench.run --only NAME` runs one section alone on processes of its own (`cpu` and
+`ttft` after a warm-up), prints its table and raw figures, and writes nothing.
 
 Processes: this driver, the emulator, the gateway and the load generator, all on 127.0.0.1, each
 in its own process group and always stopped at the end. Sections that fail are recorded in the
@@ -28,18 +28,22 @@ from typing import Any
 
 import botocore
 
+from bench.cpu import cpu_section
 from bench.decoder import measure_decoders
 from bench.faults import faults_section
+from bench.history import RESULTS
 from bench.loop import loop_section
 from bench.proc import raise_nofile_limit
-from bench.report import goal_rows, markdown
-from bench.sections import cpu_section, hold_section, ttft_section, warmup_section
+from bench.profile import profile_section
+from bench.report import goal_rows
+from bench.report_md import markdown
+from bench.sections import hold_section, ttft_section, warmup_section
 from bench.stack import LoadDriver, Stack, start_stack
 from bench.store_cost import store_section
+from bench.workers import workers_section
 
 __all__ = ["main"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 _REPO = RESULTS.parent.parent
 
 
@@ -106,6 +110,10 @@ def _stack_sections(results: dict[str, Any], root: Path, logs: Path, load: LoadD
         finally:
             stack.stop()
     _guarded(results, "hold", lambda: hold_section(new_stack, load))
+    # Its own emulator and gateways: one worker and `--workers 2`, side by side.
+    _guarded(results, "workers", lambda: workers_section(root / "workers", logs, load))
+    # Its own emulator and a gateway run under py-spy.
+    _guarded(results, "profile", lambda: profile_section(root / "profile", logs, load))
     # Its own emulator (three accounts) and a fresh gateway per fault rate.
     _guarded(results, "faults", lambda: faults_section(root / "faults", logs))
     # Its own redis-server and two stacks (SQLite and Redis), side by side.
@@ -137,11 +145,45 @@ def _finish(results: dict[str, Any], t0: float) -> dict[str, Any]:
     return results
 
 
-# Sections that start what they need themselves: `--only NAME` runs one of them alone.
-STANDALONE: dict[str, Callable[[Path, Path], Any]] = {
+Standalone = Callable[[Path, Path], Any]
+
+
+def _with_load(section: Callable[[Path, Path, LoadDriver], Any]) -> Standalone:
+    """A section that starts its own servers and needs a load generator."""
+
+    def run(root: Path, logs: Path) -> Any:
+        load = LoadDriver(logs)
+        try:
+            return section(root, logs, load)
+        finally:
+            load.stop()
+
+    return run
+
+
+def _on_stack(section: Callable[[Stack, LoadDriver], Any]) -> Standalone:
+    """A section of the shared stack, alone: a fresh stack, warmed up as in a full run."""
+
+    def run(root: Path, logs: Path, load: LoadDriver) -> Any:
+        stack = start_stack(root / "stack", logs)
+        try:
+            warmup_section(stack, load)
+            return section(stack, load)
+        finally:
+            stack.stop()
+
+    return _with_load(run)
+
+
+# `--only NAME` runs one of these alone.
+STANDALONE: dict[str, Standalone] = {
     "decoder": lambda root, logs: measure_decoders(),
     "faults": lambda root, logs: faults_section(root / "faults", logs),
     "store": lambda root, logs: store_section(root / "store", logs),
+    "profile": _with_load(lambda root, logs, load: profile_section(root / "p", logs, load)),
+    "workers": _with_load(lambda root, logs, load: workers_section(root / "w", logs, load)),
+    "cpu": _on_stack(cpu_section),
+    "ttft": _on_stack(ttft_section),
 }
 
 

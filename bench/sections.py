@@ -13,7 +13,6 @@ from typing import Any
 from bench.stack import LoadDriver, Stack
 
 __all__ = [
-    "cpu_section",
     "hold_section",
     "percentile",
     "stats",
@@ -30,9 +29,6 @@ TTFT_DIRECTIVE: Json = {
 }
 # (label, workers, requests per worker per target, warm-up requests per worker, rounds)
 TTFT_PLANS = (("c1", 1, 200, 10, 2), ("c64", 64, 10, 1, 2))
-# (events per stream, requests per target)
-CPU_PLANS = ((100, 200), (1000, 40))
-CPU_WORKERS = 4
 HOLD_LEVELS = (250, 500, 1000, 2000)  # 2,000: past the goal, to find the most held
 HOLD_GOAL_LEVEL = 1000  # the memory goal is stated at 1,000 streams
 HOLD_DIRECTIVE: Json = {
@@ -160,55 +156,6 @@ def _ttft_plan(stack: Stack, load: LoadDriver, plan: tuple[str, int, int, int, i
 
 def ttft_section(stack: Stack, load: LoadDriver) -> Json:
     return {plan[0]: _ttft_plan(stack, load, plan) for plan in TTFT_PLANS}
-
-
-def _cpu_plan(stack: Stack, load: LoadDriver, events: int, requests: int) -> Json:
-    targets = stack.targets()
-    directive = {"text": "word " * events, "events": events, "chunks": events}
-    runs: Json = {}
-    for name in ("direct", "gateway"):
-        spec = {
-            "stage": "requests",
-            "target": targets[name],
-            "workers": CPU_WORKERS,
-            "per_worker": requests // CPU_WORKERS,
-            "warmup": 2,
-            "directive": directive,
-            "expect_events": events,
-        }
-        r = run_stage(stack, load, spec, 300)
-        n = max(r["ok"], 1)
-        runs[name] = {
-            "requests": r["n"],
-            "ok": r["ok"],
-            "error_samples": r["error_samples"],
-            "content_events_mean": r["content_events_mean"],
-            "elapsed_s": r["elapsed_s"],
-            "gateway_cpu_ms_per_request": r["delta"]["gateway_cpu_s"] * 1e3 / n,
-            "emulator_cpu_ms_per_request": r["delta"]["emulator_cpu_s"] * 1e3 / n,
-        }
-    gw_ms = runs["gateway"]["gateway_cpu_ms_per_request"]
-    base_ms = runs["direct"]["emulator_cpu_ms_per_request"]
-    return {
-        "events": events,
-        "runs": runs,
-        "gateway_ms_per_request": gw_ms,
-        "gateway_us_per_event": gw_ms * 1e3 / events,
-        "baseline_emulator_ms_per_request": base_ms,
-        "ratio_gateway_to_emulator": gw_ms / base_ms if base_ms else None,
-        "goal_ms": 1.0 + 0.010 * events,
-    }
-
-
-def cpu_section(stack: Stack, load: LoadDriver) -> Json:
-    plans = {str(events): _cpu_plan(stack, load, events, n) for events, n in CPU_PLANS}
-    (e1, p1), (e2, p2) = ((e, plans[str(e)]) for e, _ in CPU_PLANS)
-    per_event_ms = (p2["gateway_ms_per_request"] - p1["gateway_ms_per_request"]) / (e2 - e1)
-    fit = {
-        "per_event_us": per_event_ms * 1e3,
-        "per_request_ms": p1["gateway_ms_per_request"] - per_event_ms * e1,
-    }
-    return {"plans": plans, "fit": fit}
 
 
 def _wait_drained(stack: Stack, timeout_s: float) -> float | None:

@@ -9,13 +9,14 @@ import select
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.proc import Child, cpu_seconds, free_port, rss_kb, status_kb, wait_http
+from bench.proc import Child, children, cpu_seconds, free_port, rss_kb, status_kb, wait_http
 
-__all__ = ["API_KEY", "LoadDriver", "Stack", "start_gateway", "start_stack"]
+__all__ = ["API_KEY", "LoadDriver", "Stack", "stack_login", "start_gateway", "start_stack"]
 
 HOST = "127.0.0.1"
 API_KEY = "ki2api-bench-key"
@@ -39,8 +40,9 @@ def _child_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
+def _json(url: str, headers: dict[str, str] | None = None) -> Any:
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=5) as resp:  # loopback only
         return json.loads(resp.read())
 
 
@@ -54,6 +56,11 @@ class Stack:
     gateway_url: str
     access_token: str
     profile_arn: str
+    # The gateway process itself: `gateway.pid` unless the gateway runs under a wrapper (py-spy)
+    gateway_pid: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.gateway_pid = self.gateway_pid or self.gateway.pid
 
     def targets(self) -> dict[str, dict[str, Any]]:
         em_port = int(self.emulator_url.rsplit(":", 1)[1])
@@ -71,7 +78,7 @@ class Stack:
 
     def sample(self) -> dict[str, float]:
         """CPU seconds and RSS (KB) of both servers, now."""
-        gw, em = self.gateway.pid, self.emulator.pid
+        gw, em = self.gateway_pid, self.emulator.pid
         return {
             "gateway_cpu_s": cpu_seconds(gw),
             "emulator_cpu_s": cpu_seconds(em),
@@ -121,10 +128,19 @@ def _start_emulator(
 
 
 def start_gateway(
-    root: Path, logs: Path, emulator_url: str, login: dict[str, str], *, name: str = "gateway"
+    root: Path,
+    logs: Path,
+    emulator_url: str,
+    login: dict[str, str],
+    *,
+    name: str = "gateway",
+    workers: int = 1,
+    wrap: Sequence[str] = (),
 ) -> tuple[Child, str]:
     """`ki2api serve` on a free port over the emulator; `login` adds the variables that say
-    where the accounts are (KIRO_CREDS_FILE or KIRO_CREDS_DIR) and any other settings."""
+    where the accounts are (KIRO_CREDS_FILE or KIRO_CREDS_DIR) and any other settings;
+    `workers` > 1: `--workers N`, and it returns once every worker answers;
+    `wrap` a command the gateway runs under (py-spy ... --)."""
     port = free_port()
     env = _child_env(
         root,
@@ -137,46 +153,76 @@ def start_gateway(
             **login,
         },
     )
-    argv = [_PY, "-m", "ki2api.cli.main", "serve", "--host", HOST, "--port", str(port)]
+    argv = [*wrap, _PY, "-m", "ki2api.cli.main", "serve", "--host", HOST, "--port", str(port)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     child = Child(name, argv, log_dir=logs, env=env, cwd=_REPO)
     url = f"http://{HOST}:{port}"
     try:
         body = json.loads(wait_http(url + "/health", 30, child))
         if body.get("status") != "ok":
             raise RuntimeError(f"gateway health: {body}")
+        _wait_workers(url, workers, child, 30)
     except BaseException:
         child.stop()
         raise
     return child, url
 
 
+def _wait_workers(url: str, workers: int, child: Child, timeout_s: float) -> None:
+    """Until /health answered from `workers` different processes (a new connection each, so
+    the kernel spreads them over the workers that are up)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < workers:
+        if time.monotonic() > deadline or child.poll() is not None:
+            raise RuntimeError(f"{len(seen)} of {workers} workers up:\n{child.log_tail()}")
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            seen.add(int(_json(url + "/health", {"x-api-key": API_KEY})["pid"]))
+        time.sleep(0.02)
+
+
+def stack_login(token_file: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The gateway settings of a bench stack: one account, no caps in the way."""
+    return {
+        "KIRO_CREDS_FILE": str(token_file),
+        "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
+        "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
+        # the gateway's own overhead on one account: no per-account cap or wait queue
+        "KI2API_ACCOUNT_MAX_INFLIGHT": "0",
+        **(extra or {}),
+    }
+
+
 def start_stack(
-    root: Path, logs: Path, extra: dict[str, str] | None = None, *, name: str = "gateway"
+    root: Path,
+    logs: Path,
+    extra: dict[str, str] | None = None,
+    *,
+    name: str = "gateway",
+    wrap: Sequence[str] = (),
 ) -> Stack:
     """Start a fresh emulator (one account) and a gateway pointed at it (`extra`: more of the
-    gateway's settings, e.g. KI2API_STORE; `name`: its log file's)."""
+    gateway's settings, e.g. KI2API_STORE; `name`: its log file's; `wrap`: a command the
+    gateway runs under, e.g. py-spy, whose child is then the gateway measured)."""
     root.mkdir(parents=True, exist_ok=True)
     emulator_name = "emulator" if name == "gateway" else f"{name}-emulator"
     emulator, em_url, token = _start_emulator(root, logs, emulator_name)
     try:
         token_file = root / "creds" / "acct-1" / "kiro-auth-token.json"
-        gateway, gw_url = start_gateway(
-            root,
-            logs,
-            em_url,
-            {
-                "KIRO_CREDS_FILE": str(token_file),
-                "KI2API_MAX_UPSTREAM_CONNECTIONS": "4096",
-                "KI2API_MAX_CONNECTIONS": "4096",  # the hold section opens 2,000 streams
-                # the gateway's own overhead on one account: no per-account cap or wait queue
-                "KI2API_ACCOUNT_MAX_INFLIGHT": "0",
-                **(extra or {}),
-            },
-            name=name,
-        )
+        login = stack_login(token_file, extra)
+        gateway, gw_url = start_gateway(root, logs, em_url, login, name=name, wrap=wrap)
     except BaseException:
         emulator.stop()
         raise
+    gateway_pid = 0
+    if wrap:
+        served = children(gateway.pid)
+        if len(served) != 1:
+            gateway.stop()
+            emulator.stop()
+            raise RuntimeError(f"{wrap[0]} has {len(served)} child processes, not 1")
+        gateway_pid = served[0]
     return Stack(
         emulator=emulator,
         gateway=gateway,
@@ -184,6 +230,7 @@ def start_stack(
         gateway_url=gw_url,
         access_token=str(token["accessToken"]),
         profile_arn=str(token.get("profileArn", "")),
+        gateway_pid=gateway_pid,
     )
 
 

@@ -1,8 +1,10 @@
-"""One streamed chat request, to the emulator directly or through the gateway, timed.
+"""One chat request, to the emulator directly or through the gateway, timed.
 
 Time to first token (TTFT) is measured from just before the request is written to the moment
 the first piece of content is decoded: for the emulator, the first `assistantResponseEvent`
-frame; for the gateway, the first SSE `data:` chunk with a non-empty `delta.content`.
+frame; for the gateway, the first SSE `data:` chunk with a non-empty `delta.content` (OpenAI)
+or `text_delta` (Anthropic). A non-streaming answer has no TTFT. How each answer is checked:
+`bench.consumers`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any, Protocol
 import orjson
 
 from bench.client import Connection, HttpClientError
+from bench.consumers import AnthropicSseConsumer, JsonAnswerConsumer, OpenAISseConsumer
 from ki2api.kiro.stream.codec import CodecError, EventStreamDecoder
 
 __all__ = [
     "DirectConsumer",
-    "GatewayConsumer",
     "StreamResult",
     "Target",
     "directive_text",
@@ -38,6 +40,8 @@ def directive_text(directive: Mapping[str, Any]) -> str:
 
 
 class Consumer(Protocol):
+    late_events: int  # content events only known at the end (a non-streaming answer: 1)
+
     def feed(self, piece: bytes) -> int:
         """Take a body piece; return how many content events it completed."""
         ...
@@ -49,6 +53,8 @@ class Consumer(Protocol):
 
 class DirectConsumer:
     """Reads the emulator's AWS event-stream with our decoder."""
+
+    late_events = 0
 
     def __init__(self) -> None:
         self._decoder = EventStreamDecoder()
@@ -71,92 +77,78 @@ class DirectConsumer:
         return self.error
 
 
-class GatewayConsumer:
-    """Reads the gateway's OpenAI SSE stream; a stream is good when it ends with [DONE]."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self.done = False
-        self.error: str | None = None
-
-    def feed(self, piece: bytes) -> int:
-        self._buf += piece
-        *events, self._buf = self._buf.replace(b"\r\n", b"\n").split(b"\n\n")
-        content = 0
-        for event in events:
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:"):
-                    content += self._data(line[5:].strip())
-        return content
-
-    def _data(self, data: bytes) -> int:
-        if data == b"[DONE]":
-            self.done = True
-            return 0
-        chunk = orjson.loads(data)
-        if "error" in chunk:
-            self.error = self.error or f"error chunk: {str(chunk['error'])[:200]}"
-            return 0
-        choices = chunk.get("choices") or []
-        return sum(1 for c in choices if (c.get("delta") or {}).get("content"))
-
-    def finish(self) -> str | None:
-        if self.error is None and not self.done:
-            return "stream ended without [DONE]"
-        return self.error
-
-
 @dataclass(frozen=True)
 class Target:
-    """Where the load goes: `direct` (the emulator) or `gateway` (Ki2API's OpenAI API)."""
+    """Where the load goes: `direct` (the emulator) or `gateway` (Ki2API), and for the gateway
+    which API (`openai`: /v1/chat/completions, `anthropic`: /v1/messages), streamed or not, and
+    the client's `max_tokens` (None: not sent; the Anthropic API requires it)."""
 
     kind: str
     host: str
     port: int
     secret: str  # the emulator access token or the gateway API key
     profile_arn: str = ""
+    api: str = "openai"
+    stream: bool = True
+    max_tokens: int | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Target:
+        max_tokens = raw.get("max_tokens")
         return cls(
             kind=str(raw["kind"]),
             host=str(raw["host"]),
             port=int(raw["port"]),
             secret=str(raw["secret"]),
             profile_arn=str(raw.get("profile_arn", "")),
+            api=str(raw.get("api", "openai")),
+            stream=bool(raw.get("stream", True)),
+            max_tokens=None if max_tokens is None else int(max_tokens),
         )
 
     def request(self, directive: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
-        """(path, headers, body) of one streamed chat request."""
+        """(path, headers, body) of one chat request."""
         headers = {"Authorization": f"Bearer {self.secret}", "Content-Type": "application/json"}
         text = directive_text(directive)
         if self.kind == "direct":
-            body: dict[str, Any] = {
-                "conversationState": {
-                    "chatTriggerType": "MANUAL",
-                    "conversationId": str(uuid.uuid4()),
-                    "currentMessage": {
-                        "userInputMessage": {
-                            "content": text,
-                            "modelId": UPSTREAM_MODEL,
-                            "origin": "AI_EDITOR",
-                        }
-                    },
-                    "history": [],
-                },
-                "profileArn": self.profile_arn,
-            }
-            return "/generateAssistantResponse", headers, orjson.dumps(body)
-        body = {
+            return "/generateAssistantResponse", headers, orjson.dumps(self._direct_body(text))
+        body: dict[str, Any] = {
             "model": GATEWAY_MODEL,
-            "stream": True,
+            "stream": self.stream,
             "messages": [{"role": "user", "content": text}],
         }
-        headers["Accept"] = "text/event-stream"
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if self.stream:
+            headers["Accept"] = "text/event-stream"
+        if self.api == "anthropic":
+            headers["anthropic-version"] = "2023-06-01"
+            return "/v1/messages", headers, orjson.dumps(body)
         return "/v1/chat/completions", headers, orjson.dumps(body)
 
-    def consumer(self) -> Consumer:
-        return DirectConsumer() if self.kind == "direct" else GatewayConsumer()
+    def _direct_body(self, text: str) -> dict[str, Any]:
+        return {
+            "conversationState": {
+                "chatTriggerType": "MANUAL",
+                "conversationId": str(uuid.uuid4()),
+                "currentMessage": {
+                    "userInputMessage": {
+                        "content": text,
+                        "modelId": UPSTREAM_MODEL,
+                        "origin": "AI_EDITOR",
+                    }
+                },
+                "history": [],
+            },
+            "profileArn": self.profile_arn,
+        }
+
+    def consumer(self, directive: Mapping[str, Any]) -> Consumer:
+        if self.kind == "direct":
+            return DirectConsumer()
+        if not self.stream:
+            return JsonAnswerConsumer(self.api, str(directive.get("text", "")))
+        return AnthropicSseConsumer() if self.api == "anthropic" else OpenAISseConsumer()
 
 
 _STREAM_ERRORS = (
@@ -186,7 +178,7 @@ async def run_stream(
 ) -> StreamResult:
     """Send one request on `conn`, read the stream to its end, time the first content."""
     path, headers, body = target.request(directive)
-    consumer = target.consumer()
+    consumer = target.consumer(directive)
     ttft: int | None = None
     events = 0
     t0 = time.perf_counter_ns()
@@ -208,4 +200,5 @@ async def run_stream(
         await conn.close()
         return StreamResult(False, ttft, time.perf_counter_ns() - t0, events, repr(exc)[:300])
     error = consumer.finish()
+    events += consumer.late_events
     return StreamResult(error is None, ttft, time.perf_counter_ns() - t0, events, error)

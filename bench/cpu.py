@@ -1,0 +1,147 @@
+"""The CPU section: gateway CPU per request, beside the emulator called directly (same run).
+
+Every gateway request sends `max_tokens` (MAX_TOKENS, far above what the answers use, so it
+never cuts one short; the gateway then counts output tokens as a client's limit requires).
+At 100 events: the OpenAI stream and, in the same rounds, the OpenAI non-streaming answer and
+the Anthropic `/v1/messages` stream and non-streaming answer, each compared with the OpenAI
+stream. At 1,000 events: the OpenAI stream, for the fixed + per-event fit. Rounds alternate
+the targets so drift on a shared machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.sections import run_stage
+from bench.stack import LoadDriver, Stack
+
+__all__ = ["MAX_TOKENS", "VARIANTS", "cpu_section"]
+
+Json = dict[str, Any]
+
+MAX_TOKENS = 4096
+# (events per stream, requests per target per round)
+CPU_SIZES = ((100, 200), (1000, 40))
+CPU_ROUNDS = 2
+CPU_WORKERS = 4
+VARIANT_EVENTS = 100
+REFERENCE = "openai_stream"
+# (name, gateway API, streamed, title): every one runs at VARIANT_EVENTS, the first at every size
+VARIANTS = (
+    (REFERENCE, "openai", True, "OpenAI /v1/chat/completions, streamed"),
+    ("openai_json", "openai", False, "OpenAI /v1/chat/completions, not streamed"),
+    ("anthropic_stream", "anthropic", True, "Anthropic /v1/messages, streamed"),
+    ("anthropic_json", "anthropic", False, "Anthropic /v1/messages, not streamed"),
+)
+
+
+def gateway_target(stack: Stack, api: str = "openai", stream: bool = True) -> Json:
+    """The gateway as a load target, with the client's `max_tokens` set."""
+    return {**stack.targets()["gateway"], "api": api, "stream": stream, "max_tokens": MAX_TOKENS}
+
+
+def events_directive(events: int) -> Json:
+    return {"text": "word " * events, "events": events, "chunks": events}
+
+
+def _targets(stack: Stack, events: int) -> dict[str, Json]:
+    variants = VARIANTS if events == VARIANT_EVENTS else VARIANTS[:1]
+    out = {"direct": stack.targets()["direct"]}
+    for name, api, stream, _ in variants:
+        out[name] = gateway_target(stack, api, stream)
+    return out
+
+
+def _run(stack: Stack, load: LoadDriver, target: Json, events: int, requests: int) -> Json:
+    streamed = target.get("stream", True)
+    spec = {
+        "stage": "requests",
+        "target": target,
+        "workers": CPU_WORKERS,
+        "per_worker": requests // CPU_WORKERS,
+        "warmup": 2,
+        "directive": events_directive(events),
+        "expect_events": events if streamed else 1,  # a whole JSON answer counts as one
+    }
+    r = run_stage(stack, load, spec, 300)
+    return {
+        "requests": r["n"],
+        "ok": r["ok"],
+        "events_mismatched": r["events_mismatched"],
+        "error_samples": r["error_samples"],
+        "content_events_mean": r["content_events_mean"],
+        "elapsed_s": r["elapsed_s"],
+        "gateway_cpu_s": r["delta"]["gateway_cpu_s"],
+        "emulator_cpu_s": r["delta"]["emulator_cpu_s"],
+    }
+
+
+def _merge(rounds: list[Json]) -> Json:
+    ok = sum(r["ok"] for r in rounds)
+    n = max(ok, 1)
+    return {
+        "requests": sum(r["requests"] for r in rounds),
+        "ok": ok,
+        # every answer complete and with the expected number of content events
+        "valid": all(r["ok"] == r["requests"] and not r["events_mismatched"] for r in rounds),
+        "error_samples": sorted({e for r in rounds for e in r["error_samples"]})[:5],
+        "elapsed_s": sum(r["elapsed_s"] for r in rounds),
+        "gateway_cpu_ms_per_request": sum(r["gateway_cpu_s"] for r in rounds) * 1e3 / n,
+        "emulator_cpu_ms_per_request": sum(r["emulator_cpu_s"] for r in rounds) * 1e3 / n,
+        "rounds": rounds,
+    }
+
+
+def _size(stack: Stack, load: LoadDriver, events: int, requests: int) -> Json:
+    targets = _targets(stack, events)
+    rounds: dict[str, list[Json]] = {name: [] for name in targets}
+    for _ in range(CPU_ROUNDS):
+        for name, target in targets.items():
+            rounds[name].append(_run(stack, load, target, events, requests))
+    runs = {name: _merge(r) for name, r in rounds.items()}
+    gw_ms = runs[REFERENCE]["gateway_cpu_ms_per_request"]
+    base_ms = runs["direct"]["emulator_cpu_ms_per_request"]
+    return {
+        "events": events,
+        "runs": runs,
+        "gateway_ms_per_request": gw_ms,
+        "gateway_us_per_event": gw_ms * 1e3 / events,
+        "baseline_emulator_ms_per_request": base_ms,
+        "ratio_gateway_to_emulator": gw_ms / base_ms if base_ms else None,
+        "valid": runs[REFERENCE]["valid"],
+    }
+
+
+def _variants(plan: Json) -> Json:
+    runs, ref = plan["runs"], plan["gateway_ms_per_request"]
+    out: Json = {}
+    for name, api, stream, title in VARIANTS[1:]:
+        run = runs[name]
+        ms = run["gateway_cpu_ms_per_request"]
+        out[name] = {
+            "title": title,
+            "api": api,
+            "stream": stream,
+            "gateway_ms_per_request": ms,
+            "reference_ms_per_request": ref,
+            "ratio_to_reference": ms / ref if ref else None,
+            "valid": run["valid"],
+        }
+    return out
+
+
+def cpu_section(stack: Stack, load: LoadDriver) -> Json:
+    plans = {str(events): _size(stack, load, events, n) for events, n in CPU_SIZES}
+    (e1, p1), (e2, p2) = ((e, plans[str(e)]) for e, _ in CPU_SIZES)
+    per_event_ms = (p2["gateway_ms_per_request"] - p1["gateway_ms_per_request"]) / (e2 - e1)
+    fit = {
+        "per_event_us": per_event_ms * 1e3,
+        "per_request_ms": p1["gateway_ms_per_request"] - per_event_ms * e1,
+    }
+    return {
+        "max_tokens": MAX_TOKENS,
+        "reference": REFERENCE,
+        "plans": plans,
+        "fit": fit,
+        "variants": _variants(plans[str(VARIANT_EVENTS)]),
+    }
