@@ -22,7 +22,7 @@ Json = dict[str, Any]
 MAX_TOKENS = 4096
 # (events per stream, requests per target per round)
 CPU_SIZES = ((100, 200), (1000, 40))
-CPU_ROUNDS = 2
+CPU_ROUNDS = 3
 CPU_WORKERS = 4
 VARIANT_EVENTS = 100
 REFERENCE = "openai_stream"

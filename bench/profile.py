@@ -63,6 +63,8 @@ def _split(frame: str) -> tuple[str, str]:
     name, _, where = frame.rpartition(" (")
     if not name:
         return frame, ""
+    if "__create_fn__" in name:  # the __init__ (etc.) that @dataclass generates
+        name = "(dataclass) " + name.rpartition(".")[2]
     return name, where.rstrip(")").rpartition(":")[0]
 
 

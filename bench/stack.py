@@ -162,7 +162,8 @@ def start_gateway(
         body = json.loads(wait_http(url + "/health", 30, child))
         if body.get("status") != "ok":
             raise RuntimeError(f"gateway health: {body}")
-        _wait_workers(url, workers, child, 30)
+        if workers > 1:
+            _wait_workers(url, workers, child, 30)
     except BaseException:
         child.stop()
         raise
