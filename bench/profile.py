@@ -153,6 +153,7 @@ def _profiled_load(root: Path, logs: Path, load: LoadDriver, exe: str, out: Path
         "error_samples": r["error_samples"],
         "requests_per_s": r["n"] / r["elapsed_s"] if r["elapsed_s"] else None,
         "gateway_cpu_ms_per_request": r["delta"]["gateway_cpu_s"] * 1e3 / n,
+        "gateway_cpu_s": r["delta"]["gateway_cpu_s"],  # the measured load, not the warm-up
         "py_spy_exit": stack.gateway.poll(),
     }
 
@@ -177,4 +178,8 @@ def profile_section(root: Path, logs: Path, load: LoadDriver) -> Json:
     if not out.is_file():
         tail = (logs / "profiled-gateway.log").read_text(errors="replace")[-500:]
         return {"plan": plan, "run": run, "skipped": f"py-spy wrote no profile: {tail}"}
-    return {"plan": plan, "run": run, **summarize_raw(out.read_text())}
+    summary = summarize_raw(out.read_text())
+    # Samples are taken while the gateway's thread is runnable, running or not: far more sampled
+    # seconds than CPU seconds mean it waited for a core (a busy machine).
+    summary["sampled_s"] = summary["samples"] / RATE_HZ
+    return {"plan": plan, "run": run, **summary}

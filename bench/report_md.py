@@ -222,12 +222,15 @@ def profile_lines(profile: Json | None) -> list[str]:
         f"The gateway under py-spy at {plan.get('rate_hz')} Hz while serving "
         f"{plan.get('requests')} streamed {plan.get('events')}-event OpenAI answers with "
         f"max_tokens, {plan.get('clients')} clients (after {plan.get('warmup_requests')} "
-        f"warm-up requests, sampled too): {profile['samples']} samples, "
+        f"warm-up requests, sampled too): {profile['samples']} samples "
+        f"({num(profile.get('sampled_s') or 0.0)} s; the measured load took "
+        f"{num(run.get('gateway_cpu_s') or 0.0)} s of gateway CPU: many more sampled seconds "
+        "mean the gateway waited for a core), "
         f"{run.get('ok')}/{run.get('requests')} answers complete, "
         f"{num(run.get('gateway_cpu_ms_per_request') or 0.0)} ms of gateway CPU per answer "
         f"under the profiler. {profile['startup_samples_excluded']} samples in imports "
         "(start-up) left out. Time in C code (orjson, uvloop, the GC) counts in the Python "
-        "function that called it."
+        "function that called it; uvloop's own loop shows as `Runner.run`."
     )
     packages = ", ".join(f"{name} {pct:.1f}%" for name, pct in profile["packages"].items())
     lines += ["", f"By package: {packages}.", ""]
