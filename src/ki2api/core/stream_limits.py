@@ -91,7 +91,8 @@ class TokenBudget:
 
     def fit(self, text: str) -> tuple[str, bool]:
         """Count `text`; return (the longest prefix within the cap, whether the cap was reached)."""
-        bound = _MAX_TOKENS_PER_BYTE * len(text.encode()) + 1
+        size = len(text) if text.isascii() else len(text.encode())
+        bound = _MAX_TOKENS_PER_BYTE * size + 1
         if self.limit is None or self._settled + self._bound + bound < self.limit:
             self._pieces.append(text)
             self._bound += bound
@@ -222,7 +223,8 @@ class StreamLimiter:
         count_tokens: Callable[[str], int] = estimate_text_tokens,
     ) -> None:
         self._matcher = StopMatcher(stop)
-        self._passthrough = max_tokens is None and not self._matcher.stops
+        self._no_stops = not self._matcher.stops
+        self._passthrough = max_tokens is None and self._no_stops
         self._budget = TokenBudget(max_tokens, count_tokens)
         self._input_tokens = input_tokens
         self._upstream_usage: Usage | None = None
@@ -240,8 +242,21 @@ class StreamLimiter:
         if self._done:
             return []
         if isinstance(event, TextDelta):
-            return self._text(event.text)
+            return self._text(event)
         return self._other(event, self._release_held())
+
+    def feed_batch(self, events: list[Event]) -> list[Event]:
+        """`feed` each event in order, until `done`: all the events to pass on (with no limits,
+        `events` itself)."""
+        if self._passthrough:
+            return events
+        out: list[Event] = []
+        feed = self.feed
+        for event in events:
+            if self._done:
+                break
+            out += feed(event)
+        return out
 
     def _other(self, event: Event, out: list[Event]) -> list[Event]:
         piece = _output_piece(event)
@@ -254,8 +269,11 @@ class StreamLimiter:
         out.append(event)
         return out
 
-    def _text(self, text: str) -> list[Event]:
+    def _text(self, event: TextDelta) -> list[Event]:
+        text = event.text
         fitted, full = self._budget.fit(text)
+        if self._no_stops and not full:  # nothing to cut or hold back: the event itself
+            return [event] if text else []
         released, stopped = self._matcher.feed(fitted)
         if stopped:
             return self._end(_text_events(released), "stop_sequence")

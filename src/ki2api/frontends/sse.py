@@ -14,6 +14,9 @@ import orjson
 __all__ = ["sse_comment", "sse_data", "sse_done", "sse_event"]
 
 _DONE = b"data: [DONE]\n\n"
+# the encoded `event:` line of each event name seen (a dialect has a dozen names)
+_EVENT_HEADS: dict[str, bytes] = {}
+_MAX_EVENT_HEADS = 64
 
 
 def sse_data(obj: Any) -> bytes:
@@ -38,6 +41,11 @@ def sse_comment(text: str = "keep-alive") -> bytes:
 
 def sse_event(name: str, obj: Any) -> bytes:
     """`event: <name>` + `data: <json>` (the Anthropic streaming dialect)."""
-    if any(c in name for c in "\r\n"):
-        raise ValueError("an SSE event name cannot contain a line break")
-    return b"event: " + name.encode("utf-8") + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+    head = _EVENT_HEADS.get(name)
+    if head is None:
+        if any(c in name for c in "\r\n"):
+            raise ValueError("an SSE event name cannot contain a line break")
+        head = b"event: " + name.encode("utf-8") + b"\ndata: "
+        if len(_EVENT_HEADS) < _MAX_EVENT_HEADS:
+            _EVENT_HEADS[name] = head
+    return head + orjson.dumps(obj) + b"\n\n"

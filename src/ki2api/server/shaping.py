@@ -42,6 +42,20 @@ def _apply(
     return out
 
 
+def _apply_batch(
+    batch: list[Event], limiter: StreamLimiter | None, check: StreamJSONCheck | None
+) -> list[Event]:
+    """The events to pass on for one batch (none past the end the limiter set)."""
+    if check is None and limiter is not None:
+        return limiter.feed_batch(batch)
+    out: list[Event] = []
+    for event in batch:
+        out.extend(_apply(event, limiter, check))
+        if limiter is not None and limiter.done:
+            break
+    return out
+
+
 async def _shaped(
     batches: AsyncGenerator[list[Event], None],
     limiter: StreamLimiter | None,
@@ -49,11 +63,7 @@ async def _shaped(
 ) -> AsyncIterator[list[Event]]:
     try:
         async for batch in batches:
-            out: list[Event] = []
-            for event in batch:
-                out.extend(_apply(event, limiter, check))
-                if limiter is not None and limiter.done:
-                    break
+            out = _apply_batch(batch, limiter, check)
             if out:
                 yield out
             if limiter is not None and limiter.done:

@@ -37,6 +37,7 @@ from ki2api.core.tokens import estimate_text_tokens
 __all__ = [
     "DELTA_USAGE_KEYS",
     "DIRECT_CALLER",
+    "BlockKind",
     "BlockMachine",
     "StreamEvent",
     "stop_reason",
@@ -134,6 +135,15 @@ class BlockMachine:
             case MessageStop(reason=reason):
                 return self._finish(reason)
         raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+
+    def continues(self, kind: BlockKind, text: str, key: int | None = None) -> int | None:
+        """The index of the open block when non-empty `text` continues it (a block of `kind`;
+        for a tool call, the call `key`): the text is taken as `feed` takes it, and its one
+        `content_block_delta` is the caller's to send. None: `feed` the event instead."""
+        if self._open != kind or not text or self._tool_key != key or self.finished:
+            return None
+        self._output.append(text)
+        return self._next_index
 
     # -- blocks ---------------------------------------------------------------------------
 

@@ -11,17 +11,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from pydantic_core import from_json
 
 from ki2api.core.errors import ErrorKind, GatewayError
-from ki2api.core.events import Event
-from ki2api.frontends.anthropic.blocks import BlockMachine, StreamEvent
+from ki2api.core.events import Event, TextDelta, ThinkingDelta, ToolArgsDelta
+from ki2api.frontends.anthropic.blocks import BlockKind, BlockMachine, StreamEvent
 from ki2api.frontends.anthropic.error_json import stream_error_body
 from ki2api.frontends.sse import sse_event
 
 __all__ = ["PING", "MessageEncoder", "fold", "message_response"]
 
 PING = sse_event("ping", {"type": "ping"})
+_dumps = orjson.dumps
+# the bytes of a `content_block_delta` before its index, and between the index and the text
+_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_DELTA_MIDDLE: dict[BlockKind, bytes] = {
+    "text": b',"delta":{"type":"text_delta","text":',
+    "thinking": b',"delta":{"type":"thinking_delta","thinking":',
+    "tool_use": b',"delta":{"type":"input_json_delta","partial_json":',
+}
 
 
 class MessageEncoder:
@@ -55,6 +64,24 @@ class MessageEncoder:
         return self._failed or self._machine.finished
 
     def feed(self, event: Event) -> bytes:
+        if self._started and not self._failed:  # a delta continuing the open block: one step
+            if isinstance(event, TextDelta):
+                return self._delta(event, "text", event.text, None)
+            if isinstance(event, ToolArgsDelta):
+                return self._delta(event, "tool_use", event.fragment, event.index)
+            if isinstance(event, ThinkingDelta) and event.signature is None:
+                return self._delta(event, "thinking", event.text, None)
+        return self._feed(event)
+
+    def _delta(self, event: Event, block: BlockKind, text: str, key: int | None) -> bytes:
+        """The one `content_block_delta` of a delta continuing the open block, as `_feed` would
+        encode it (else `_feed`)."""
+        index = self._machine.continues(block, text, key)
+        if index is None:
+            return self._feed(event)
+        return b"%b%d%b%b}}\n\n" % (_DELTA_HEAD, index, _DELTA_MIDDLE[block], _dumps(text))
+
+    def _feed(self, event: Event) -> bytes:
         if self.finished:
             return b""
         events = self._machine.feed(event)

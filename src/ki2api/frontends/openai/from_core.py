@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, assert_never
 
+import orjson
+
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import (
     Completion,
@@ -31,7 +33,22 @@ from ki2api.frontends.openai.error_json import stream_error_body
 from ki2api.frontends.openai.usage import OutputTally, finish_reason, usage_object
 from ki2api.frontends.sse import sse_data, sse_done
 
+_dumps = orjson.dumps
+
 __all__ = ["ChunkEncoder", "completion_response"]
+
+
+def _chunk_frame(envelope: dict[str, Any], include_usage: bool) -> tuple[bytes, bytes]:
+    """The SSE bytes of a chunk before and after its delta's JSON (finish_reason null)."""
+    marker = "\x00delta\x00"  # only keys and null follow it, so its last occurrence is it
+    body: dict[str, Any] = {
+        **envelope,
+        "choices": [{"index": 0, "delta": marker, "finish_reason": None, "logprobs": None}],
+    }
+    if include_usage:
+        body["usage"] = None
+    head, _, tail = sse_data(body).rpartition(_dumps(marker))
+    return head, tail
 
 
 def completion_response(
@@ -104,6 +121,9 @@ class ChunkEncoder:
             "model": model,
         }
         self._include_usage = include_usage
+        # a content chunk is these bytes around the JSON text: what `_chunk` makes of it
+        self._head, self._tail = _chunk_frame(self._envelope, include_usage)
+        self._content_head, self._content_tail = self._head + b'{"content":', b"}" + self._tail
         self._include_reasoning = include_reasoning
         self._prompt_fallback = prompt_tokens_fallback
         self._started = False
@@ -119,6 +139,10 @@ class ChunkEncoder:
 
     def feed(self, event: Event) -> bytes:
         """SSE bytes for one event (possibly empty). Events after the end are ignored."""
+        if type(event) is TextDelta and self._started and not self._finished:
+            text = event.text  # the common event, encoded as `_encode` does, in one step
+            self._tally.add_text(text)
+            return self._content_head + _dumps(text) + self._content_tail if text else b""
         if self._finished:
             return b""
         out = b""
@@ -192,6 +216,8 @@ class ChunkEncoder:
         return out + sse_done()
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        if finish is None:
+            return self._head + _dumps(delta) + self._tail
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         body: dict[str, Any] = {**self._envelope, "choices": [choice]}
         if self._include_usage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, TypeAlias, assert_never
 
 from ki2api.core.events import StopReason, Usage
@@ -38,12 +39,9 @@ class OutputTally:
     def __init__(self) -> None:
         self._output: list[str] = []
         self._thinking: list[str] = []
-
-    def add_text(self, text: str) -> None:
-        self._output.append(text)
-
-    def add_thinking(self, text: str) -> None:
-        self._thinking.append(text)
+        # called on every streamed fragment: the lists' own appends, no method of ours between
+        self.add_text: Callable[[str], None] = self._output.append
+        self.add_thinking: Callable[[str], None] = self._thinking.append
 
     @property
     def reasoning_tokens(self) -> int:

@@ -79,26 +79,40 @@ class Frame:
 
     `header_types` holds the wire type of each decoded header (empty for hand-built frames);
     it is not part of equality, so a decoded frame equals `Frame(headers=..., payload=...)`.
+    `message_type` (":message-type", "event" when absent or not a string) and `event_type`
+    (":event-type" when a string) are worked out from the headers when the frame is built (the
+    decoder takes them from its cache of parsed headers blocks).
     """
 
     headers: dict[str, HeaderValue]
     payload: bytes
     header_types: Mapping[str, HeaderType] = field(default_factory=dict, compare=False, repr=False)
+    message_type: str = field(init=False, compare=False, repr=False)
+    event_type: str | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def message_type(self) -> str:
-        v = self.headers.get(":message-type", "event")
-        return v if isinstance(v, str) else "event"
-
-    @property
-    def event_type(self) -> str | None:
-        v = self.headers.get(":event-type")
-        return v if isinstance(v, str) else None
+    def __post_init__(self) -> None:
+        message_type, event_type = _kinds(self.headers)
+        _SET_MESSAGE_TYPE(self, message_type)
+        _SET_EVENT_TYPE(self, event_type)
 
     @property
     def exception_type(self) -> str | None:
         v = self.headers.get(":exception-type")
         return v if isinstance(v, str) else None
+
+
+_SET_MESSAGE_TYPE = Frame.__dict__["message_type"].__set__
+_SET_EVENT_TYPE = Frame.__dict__["event_type"].__set__
+
+
+def _kinds(headers: Mapping[str, HeaderValue]) -> tuple[str, str | None]:
+    """(message type, event type) of a headers mapping, as `Frame` exposes them."""
+    message_type = headers.get(":message-type", "event")
+    event_type = headers.get(":event-type")
+    return (
+        message_type if isinstance(message_type, str) else "event",
+        event_type if isinstance(event_type, str) else None,
+    )
 
 
 # --------------------------------------------------------------------------- errors
@@ -289,7 +303,8 @@ _VALUE_PARSERS: tuple[_ValueParser, ...] = (
 )
 _HEADER_TYPES = tuple(HeaderType)
 
-_Headers: TypeAlias = tuple[dict[str, HeaderValue], Mapping[str, HeaderType]]
+# A parsed headers block: (name -> value, name -> wire type, message type, event type).
+_Headers: TypeAlias = tuple[dict[str, HeaderValue], Mapping[str, HeaderType], str, str | None]
 
 
 def _parse_headers(block: bytes) -> _Headers:
@@ -313,7 +328,8 @@ def _parse_headers(block: bytes) -> _Headers:
             raise InvalidHeaderError(f"duplicate header {name!r}")
         values[name], off = _VALUE_PARSERS[type_byte](block, name_end + 1)
         types[name] = _HEADER_TYPES[type_byte]
-    return values, MappingProxyType(types)  # shared by every frame with this block: read-only
+    # the types are shared by every frame with this block: read-only
+    return (values, MappingProxyType(types), *_kinds(values))
 
 
 # --------------------------------------------------------------------------- decoder
@@ -328,7 +344,10 @@ _FRAME_FILL = (
     Frame.__dict__["headers"].__set__,
     Frame.__dict__["payload"].__set__,
     Frame.__dict__["header_types"].__set__,
+    _SET_MESSAGE_TYPE,
+    _SET_EVENT_TYPE,
 )
+_NO_HEADERS: _Headers = ({}, MappingProxyType({}), "event", None)
 
 
 class EventStreamDecoder:
@@ -355,7 +374,7 @@ class EventStreamDecoder:
         # Kiro repeats a handful of identical headers blocks: parse each one once.
         self._header_cache: dict[bytes, _Headers] = {}
         self._last_block = b""
-        self._last_headers: _Headers = ({}, MappingProxyType({}))  # the empty block's headers
+        self._last_headers = _NO_HEADERS  # the empty block's headers
 
     @property
     def pending_bytes(self) -> int:
@@ -403,13 +422,21 @@ class EventStreamDecoder:
         """Cut the complete frames out of `chunk` (the pending bytes): (frames, bytes consumed).
 
         The hot path, kept flat: one loop, locals only, helpers called only on a miss or error.
+        A headers block equal to the previous frame's (Kiro repeats a few) is recognised in
+        place, without cutting it out, and its parsed headers are reused.
         """
         frames: list[Frame] = []
         pos, end, need = 0, len(chunk), _PRELUDE
         max_message, max_headers = self._max_message, self._max_headers
         last_block, last_headers = self._last_block, self._last_headers
-        crc32, prelude, u32 = binascii.crc32, _U32X3.unpack_from, _U32.unpack_from
-        new, set_headers, set_payload, set_types = _FRAME_FILL
+        last_len = len(last_block)
+        crc32, prelude, u32, starts = (
+            binascii.crc32,
+            _U32X3.unpack_from,
+            _U32.unpack_from,
+            chunk.startswith,
+        )
+        new, set_headers, set_payload, set_types, set_message, set_event = _FRAME_FILL
         while end - pos >= _PRELUDE:
             total, headers_len, prelude_crc = prelude(chunk, pos)
             if crc32(chunk[pos : pos + 8]) != prelude_crc:
@@ -427,13 +454,15 @@ class EventStreamDecoder:
             if crc32(chunk[pos + 8 : crc_at], prelude_crc) != u32(chunk, crc_at)[0]:
                 raise MessageCRCError(f"message CRC mismatch at stream offset {pos}")
             payload_at = pos + _PRELUDE + headers_len
-            block = chunk[pos + _PRELUDE : payload_at]
-            if block != last_block:  # Kiro repeats the same block: parse it once
-                last_block, last_headers = block, self._headers(block)
+            if headers_len != last_len or not starts(last_block, pos + _PRELUDE):
+                last_block = chunk[pos + _PRELUDE : payload_at]
+                last_len, last_headers = headers_len, self._headers(last_block)
             frame = new(Frame)  # Frame is frozen: fill its slots directly (2x faster)
             set_headers(frame, last_headers[0].copy())
             set_payload(frame, chunk[payload_at:crc_at])
             set_types(frame, last_headers[1])
+            set_message(frame, last_headers[2])
+            set_event(frame, last_headers[3])
             frames.append(frame)
             pos += total
         self._need = need

@@ -30,6 +30,12 @@ class ThinkingSplitter:
         self._mode = "detect" if enabled else "text"
         self._held = ""
 
+    @property
+    def passthrough(self) -> bool:
+        """True once the text goes out as it comes (the leading block is over, or never was):
+        `feed(text)` is then `[TextDelta(text)]` for any non-empty text."""
+        return self._mode == "text"
+
     def feed(self, text: str) -> list[Event]:
         out: list[Event] = []
         buf, self._held = self._held + text, ""

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +85,8 @@ _IGNORED = frozenset(
         "supplementaryWebLinksEvent",
     }
 )
-_CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta)
+_CONTENT_TYPES = frozenset({TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta})
+_TEXT = "assistantResponseEvent"
 
 
 # The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
@@ -183,6 +184,8 @@ class KiroStreamTranslator:
         self._max_tokens = False
         self._finished = False
         self._content_events = 0
+        # text goes out as it comes (no thinking block to split off, no `[Called` to find)
+        self._direct = not split_thinking and not self._called.active
 
     @property
     def content_events(self) -> int:
@@ -192,6 +195,37 @@ class KiroStreamTranslator:
     def feed(self, frame: Frame) -> list[Event]:
         if self._finished:
             raise RuntimeError("feed() after finish()")
+        if self._direct and frame.event_type == _TEXT and frame.message_type == "event":
+            return self._direct_text(frame.payload)
+        return self._feed(frame)
+
+    def feed_frames(self, frames: Iterable[Frame], out: list[Event]) -> None:
+        """`feed` each frame in order, appending the events to `out`. When a frame fails, the
+        events of the frames before it are in `out` and the error is raised."""
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        direct_text = self._direct_text
+        for frame in frames:
+            if self._direct and frame.event_type == _TEXT and frame.message_type == "event":
+                out += direct_text(frame.payload)
+            else:
+                out += self._feed(frame)
+
+    def _direct_text(self, raw: bytes) -> list[Event]:
+        """A text event while the text goes out as it comes: `_on_text` without the filters."""
+        payload = _load(_TEXT, raw)
+        content = payload.get("content")
+        if type(content) is not str:
+            content = _field(payload, "content", str, _TEXT)
+            if not content:
+                return []
+        elif not content:
+            return []
+        self._output_text.append(content)
+        self._content_events += 1
+        return [TextDelta(content)]
+
+    def _feed(self, frame: Frame) -> list[Event]:
         if frame.message_type in ("exception", "error"):
             result = classify_exception_frame(frame)
             if isinstance(result, GatewayError):
@@ -249,7 +283,7 @@ class KiroStreamTranslator:
         return []
 
     def _count(self, events: list[Event]) -> list[Event]:
-        self._content_events += sum(isinstance(e, _CONTENT_EVENTS) for e in events)
+        self._content_events += sum(map(_CONTENT_TYPES.__contains__, map(type, events)))
         return events
 
     def _on_text(self, payload: dict[str, Any]) -> list[Event]:
@@ -257,7 +291,9 @@ class KiroStreamTranslator:
         if not content:
             return []
         self._output_text.append(content)
-        return self._filter(self._splitter.feed(content))
+        events = self._filter(self._splitter.feed(content))
+        self._direct = self._splitter.passthrough and not self._called.active
+        return events
 
     def _filter(self, events: list[Event]) -> list[Event]:
         """Text through the `[Called ...]` filter; other events as they are."""
@@ -289,7 +325,9 @@ class KiroStreamTranslator:
     def _release_text(self) -> list[Event]:
         """Everything held back in the text (thinking tags, a `[Called` candidate)."""
         out = self._filter(self._splitter.flush())
-        return out + self._pieces(self._called.flush())
+        out += self._pieces(self._called.flush())
+        self._direct = self._splitter.passthrough and not self._called.active
+        return out
 
     def _on_reasoning(self, payload: dict[str, Any]) -> list[Event]:
         text = _field(payload, "text", str, "reasoningContentEvent") or ""
