@@ -1,0 +1,320 @@
+"""The streaming hot path's one-step cases agree with the general path they shortcut.
+
+Each fast path (decoder: a headers block recognised in place; translator: text while nothing is
+held back, `feed_frames`; limiter: text without stop strings, `feed_batch`; encoders: a delta
+written around pre-encoded bytes) is run against the general code on tricky inputs: unicode
+split across reads, empty content, tool events interleaved, exception frames, corrupt CRCs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from ki2api.core.errors import GatewayError
+from ki2api.core.events import (
+    Event,
+    MessageStop,
+    TextDelta,
+    ThinkingDelta,
+    ToolArgsDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+)
+from ki2api.core.stream_limits import StreamLimiter
+from ki2api.frontends.anthropic.blocks import BlockMachine
+from ki2api.frontends.anthropic.from_core import MessageEncoder
+from ki2api.frontends.openai.from_core import ChunkEncoder
+from ki2api.frontends.sse import sse_data, sse_event
+from ki2api.kiro.stream.codec import (
+    EventStreamDecoder,
+    Frame,
+    MessageCRCError,
+    PreludeCRCError,
+    encode_event,
+    encode_exception,
+    encode_frame,
+)
+from ki2api.kiro.stream.translate import KiroStreamTranslator
+
+TRICKY = [
+    "word ",
+    "",
+    "é",
+    "文字",
+    "🚀 x",
+    'quote " and \\ back',
+    "line\nbreak\t\x01",
+    "\u2028\u2029",
+]
+
+
+def text_frame(content: Any) -> bytes:
+    return encode_event("assistantResponseEvent", orjson.dumps({"content": content}))
+
+
+def tool_frames(tool_id: str, *fragments: str) -> list[bytes]:
+    ident = {"name": "get_weather", "toolUseId": tool_id}
+    out = [encode_event("toolUseEvent", orjson.dumps(ident))]
+    out += [encode_event("toolUseEvent", orjson.dumps({"input": f, **ident})) for f in fragments]
+    return [*out, encode_event("toolUseEvent", orjson.dumps({**ident, "stop": True}))]
+
+
+STREAMS: dict[str, list[bytes]] = {
+    "plain text": [text_frame(t) for t in TRICKY * 3],
+    "thinking first": [text_frame(t) for t in ["<thin", "king>plan", "</thinking>", "\n\nhi", "x"]],
+    "whitespace then text": [text_frame(t) for t in ["  ", "\n", "ok", ""]],
+    "tool between text": [
+        text_frame("before "),
+        *tool_frames("t1", '{"a": "é', '文"}'),
+        text_frame("after"),
+        *tool_frames("t2", "{}"),
+        text_frame("end"),
+    ],
+    "missing and null content": [
+        encode_event("assistantResponseEvent", b"{}"),
+        encode_event("assistantResponseEvent", b'{"content": null}'),
+        text_frame("x"),
+    ],
+    "other events": [
+        text_frame("a"),
+        encode_event("meteringEvent", b'{"usage": 0.5}'),
+        encode_event("contextUsageEvent", b'{"contextUsagePercentage": 2.5}'),
+        encode_event("unknownEvent", b"not json"),
+        text_frame("b"),
+    ],
+    "content-length exception": [
+        text_frame("a"),
+        encode_exception("ContentLengthExceededException", b'{"message": "too long"}'),
+    ],
+    "throttling exception": [
+        text_frame("a"),
+        encode_exception("ThrottlingException", b'{"message": "slow down"}'),
+    ],
+    "content of the wrong type": [text_frame("a"), text_frame(5)],
+}
+
+
+class GeneralTranslator(KiroStreamTranslator):
+    """The translator with its one-step text path switched off."""
+
+    @property  # type: ignore[override]
+    def _direct(self) -> bool:
+        return False
+
+    @_direct.setter
+    def _direct(self, value: bool) -> None:
+        pass
+
+
+def translate(translator: KiroStreamTranslator, reads: list[bytes], batch: bool) -> list[Any]:
+    """Events (and the error that ended them, as its message) of the reads, as a list."""
+    decoder = EventStreamDecoder()
+    out: list[Any] = []
+    try:
+        for read in reads:
+            frames = decoder.feed(read)
+            if batch:
+                translator.feed_frames(frames, out)
+            else:
+                for frame in frames:
+                    out += translator.feed(frame)
+        decoder.finish()
+        out += translator.finish()
+    except GatewayError as err:
+        out.append(("error", err.kind, err.message))
+    return [*out, ("content events", translator.content_events)]
+
+
+def split_reads(data: bytes, seed: int) -> list[bytes]:
+    """`data` cut at random places (inside frames, inside multi-byte characters)."""
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, 6)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+@pytest.mark.parametrize("name", STREAMS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_translator_fast_path_agrees(name: str, seed: int) -> None:
+    reads = split_reads(b"".join(STREAMS[name]), seed)
+    expected = translate(GeneralTranslator(input_tokens=5), reads, batch=False)
+    assert translate(KiroStreamTranslator(input_tokens=5), reads, batch=False) == expected
+    assert translate(KiroStreamTranslator(input_tokens=5), reads, batch=True) == expected
+
+
+def test_feed_frames_keeps_the_events_before_a_failure() -> None:
+    decoder = EventStreamDecoder()
+    frames = decoder.feed(text_frame("a") + text_frame("b") + text_frame(["not", "text"]))
+    out: list[Event] = []
+    with pytest.raises(GatewayError):
+        KiroStreamTranslator(input_tokens=1).feed_frames(frames, out)
+    assert out == [TextDelta("a"), TextDelta("b")]
+
+
+# -- decoder ------------------------------------------------------------------------------
+
+
+def frame_of(event_type: str, payload: bytes) -> bytes:
+    return encode_frame([(":event-type", event_type), (":message-type", "event")], payload)
+
+
+def test_decoder_tells_same_length_header_blocks_apart() -> None:
+    """Blocks of one length but different bytes (`aaaa` / `bbbb`) are never mistaken."""
+    data = b"".join(frame_of(t, b"%d" % i) for i, t in enumerate(["aaaa", "bbbb", "aaaa", "aaab"]))
+    for size in (1, 7, len(data)):
+        decoder = EventStreamDecoder()
+        frames = [f for i in range(0, len(data), size) for f in decoder.feed(data[i : i + size])]
+        assert [(f.event_type, f.payload) for f in frames] == [
+            ("aaaa", b"0"),
+            ("bbbb", b"1"),
+            ("aaaa", b"2"),
+            ("aaab", b"3"),
+        ]
+        assert all(f.message_type == "event" for f in frames)
+
+
+@pytest.mark.parametrize(
+    ("offset", "error"), [(-1, MessageCRCError), (-10, MessageCRCError), (2, PreludeCRCError)]
+)
+def test_decoder_fails_closed_on_a_corrupt_repeated_frame(offset: int, error: type) -> None:
+    """A corrupt frame whose headers block was cached a frame earlier still fails its check."""
+    good = text_frame("a")
+    bad = bytearray(good)
+    bad[offset] ^= 0x01
+    decoder = EventStreamDecoder()
+    assert len(decoder.feed(good)) == 1
+    with pytest.raises(error):
+        decoder.feed(bytes(bad))
+
+
+def test_hand_built_frame_types_match_decoded() -> None:
+    data = text_frame("a") + encode_exception("X", b"{}")
+    decoded = EventStreamDecoder().feed(data)
+    built = [Frame(headers=dict(f.headers), payload=f.payload) for f in decoded]
+    assert [(f.message_type, f.event_type) for f in built] == [
+        ("event", "assistantResponseEvent"),
+        ("exception", None),
+    ]
+    assert [(f.message_type, f.event_type) for f in decoded] == [
+        (f.message_type, f.event_type) for f in built
+    ]
+    assert Frame(headers={":message-type": 5}, payload=b"").message_type == "event"
+
+
+# -- limiter ------------------------------------------------------------------------------
+
+LIMITED: list[Event] = [
+    *(TextDelta(t) for t in TRICKY * 4),
+    ThinkingDelta("hmm"),
+    TextDelta("more text " * 5),
+    ToolCallStart(0, "t1", "get_weather"),
+    ToolArgsDelta(0, '{"a": 1}'),
+    ToolCallEnd(0),
+    Usage(input_tokens=3, output_tokens=40, estimated=False),
+    MessageStop("end_turn"),
+]
+
+
+def limited(events: list[Event], max_tokens: int | None, stop: list[str], batch: bool) -> Any:
+    limiter = StreamLimiter(max_tokens=max_tokens, stop=stop, input_tokens=3)
+    if batch:
+        return limiter.feed_batch(events)
+    out: list[Event] = []
+    for event in events:
+        out += limiter.feed(event)
+    return out
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 5, 9, 20, 40, 4096])
+def test_limiter_fast_path_agrees(max_tokens: int | None) -> None:
+    """No stop strings (one step per text event) equals a stop string that never matches."""
+    general = limited(LIMITED, max_tokens, ["\x00never"], batch=False)
+    fast = limited(LIMITED, max_tokens, [], batch=False)
+    assert fast == general
+    assert limited(LIMITED, max_tokens, [], batch=True) == general
+    assert limited(LIMITED, max_tokens, ["xt", "🚀"], batch=True) == limited(
+        LIMITED, max_tokens, ["xt", "🚀"], batch=False
+    )
+
+
+def test_limiter_without_limits_passes_the_batch_itself() -> None:
+    batch: list[Event] = [TextDelta("a")]
+    assert StreamLimiter(max_tokens=None, stop=[]).feed_batch(batch) is batch
+
+
+# -- encoders -----------------------------------------------------------------------------
+
+MODELS = ["gpt-4o", 'we"ird\\model \u0000delta\u0000', "模型"]
+
+
+def openai_general(events: list[Event], model: str, include_usage: bool) -> bytes:
+    """The chunks as `sse_data` of the whole chunk object (what the encoder did before)."""
+    envelope = {"id": "c1", "object": "chat.completion.chunk", "created": 7, "model": model}
+
+    def chunk(delta: dict[str, Any]) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+        body: dict[str, Any] = {**envelope, "choices": [choice]}
+        if include_usage:
+            body["usage"] = None
+        return sse_data(body)
+
+    out = chunk({"role": "assistant", "content": ""})
+    return out + b"".join(
+        chunk({"content": e.text}) for e in events if isinstance(e, TextDelta) and e.text
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_openai_content_chunks_are_byte_identical(model: str, include_usage: bool) -> None:
+    events: list[Event] = [TextDelta(t) for t in TRICKY]
+    encoder = ChunkEncoder(
+        completion_id="c1",
+        created=7,
+        model=model,
+        include_usage=include_usage,
+        prompt_tokens_fallback=1,
+    )
+    sent = b"".join(encoder.feed(e) for e in events)
+    assert sent == openai_general(events, model, include_usage)
+    for line in sent.split(b"\n\n")[:-1]:
+        assert json.loads(line.removeprefix(b"data: "))["model"] == model
+
+
+ANTHROPIC: list[Event] = [
+    ThinkingDelta("plan "),
+    ThinkingDelta("é文🚀"),
+    ThinkingDelta("", "sig"),
+    *(TextDelta(t) for t in TRICKY),
+    ToolCallStart(0, "t1", "get_weather"),
+    ToolArgsDelta(0, '{"a": "'),
+    ToolArgsDelta(0, ""),
+    ToolArgsDelta(0, 'é\\"}'),
+    ToolCallEnd(0),
+    TextDelta("after"),
+    Usage(input_tokens=3, output_tokens=40, estimated=False),
+    MessageStop("end_turn"),
+]
+
+
+def test_anthropic_stream_is_byte_identical_to_the_block_machine() -> None:
+    machine = BlockMachine(message_id="m1", model="claude", input_tokens=3)
+    expected = [machine.start()]
+    for event in ANTHROPIC:
+        expected += machine.feed(event)
+    encoder = MessageEncoder(message_id="m1", model="claude", input_tokens=3)
+    sent = b"".join(encoder.feed(e) for e in ANTHROPIC)
+    assert sent == b"".join(sse_event(name, payload) for name, payload in expected)
+    assert encoder.finished
+
+
+def test_anthropic_args_for_a_call_not_open_still_fail() -> None:
+    encoder = MessageEncoder(message_id="m1", model="claude", input_tokens=3)
+    encoder.feed(ToolCallStart(0, "t1", "f"))
+    with pytest.raises(GatewayError):
+        encoder.feed(ToolArgsDelta(1, "{}"))
