@@ -121,7 +121,9 @@ class Target:
             body["max_tokens"] = self.max_tokens
         if self.stream:
             headers["Accept"] = "text/event-stream"
-        if self.api == "anthropic":
+        if self.api == "anthropic":  # the way Anthropic's clients present the key
+            del headers["Authorization"]
+            headers["x-api-key"] = self.secret
             headers["anthropic-version"] = "2023-06-01"
             return "/v1/messages", headers, orjson.dumps(body)
         return "/v1/chat/completions", headers, orjson.dumps(body)
