@@ -1,7 +1,8 @@
 """Per-event CPU of the streaming hot path, without the network: upstream bytes -> SSE bytes.
 
 The same stages a streamed answer goes through in the gateway, called in the same way:
-`EventStreamDecoder.feed` on each upstream read, `KiroStreamTranslator.feed` on each frame,
+`EventStreamDecoder.feed_raw` on each upstream read and `KiroStreamTranslator.feed_raw` on its
+frames (in older code, which had neither: `feed` and `feed` on each frame),
 `StreamLimiter.feed` (through `server.shaping`) when the request has `max_tokens`, and the
 frontend's encoder (`ChunkEncoder` or `MessageEncoder`) on each event, the bytes of one read
 joined. The answers are the emulator's (`kiro_emulator.stream`): `assistantResponseEvent`s of
@@ -123,10 +124,14 @@ def run_answer(reads: list[bytes], dialect: str, max_tokens: int | None) -> byte
     limiter = _limiter(max_tokens)
     encoder = _encoder(dialect)
     sent: list[bytes] = []
+    fused = hasattr(translator, "feed_raw")  # what `kiro.backend` calls (older code: per frame)
     for read in reads:
         batch: list[Event] = []
-        for frame in decoder.feed(read):
-            batch.extend(translator.feed(frame))
+        if fused:
+            translator.feed_raw(decoder.feed_raw(read), batch)
+        else:
+            for frame in decoder.feed(read):
+                batch.extend(translator.feed(frame))
         sent.append(b"".join([encoder.feed(ev) for ev in _shaped(batch, limiter)]))
         if limiter is not None and limiter.done:
             return b"".join(sent)

@@ -1,7 +1,7 @@
 """The streaming hot path's one-step cases agree with the general path they shortcut.
 
 Each fast path (decoder: a headers block recognised in place; translator: text while nothing is
-held back, `feed_frames`; limiter: text without stop strings, `feed_batch`; encoders: a delta
+held back, `feed_raw`; limiter: text without stop strings, `feed_batch`; encoders: a delta
 written around pre-encoded bytes) is run against the general code on tricky inputs: unicode
 split across reads, empty content, tool events interleaved, exception frames, corrupt CRCs.
 """
@@ -40,6 +40,7 @@ from ki2api.kiro.stream.codec import (
     encode_exception,
     encode_frame,
 )
+from ki2api.kiro.stream.payload import load_payload
 from ki2api.kiro.stream.translate import KiroStreamTranslator
 
 TRICKY = [
@@ -56,6 +57,10 @@ TRICKY = [
 
 def text_frame(content: Any) -> bytes:
     return encode_event("assistantResponseEvent", orjson.dumps({"content": content}))
+
+
+def tool_event(payload: dict[str, Any]) -> bytes:
+    return encode_event("toolUseEvent", orjson.dumps(payload))
 
 
 def tool_frames(tool_id: str, *fragments: str) -> list[bytes]:
@@ -97,6 +102,30 @@ STREAMS: dict[str, list[bytes]] = {
         encode_exception("ThrottlingException", b'{"message": "slow down"}'),
     ],
     "content of the wrong type": [text_frame("a"), text_frame(5)],
+    "tool events of every shape": [
+        tool_event({"toolUseId": "t1", "name": "f"}),
+        tool_event({"toolUseId": "t1", "name": "f", "input": '{"a"'}),
+        tool_event({"toolUseEvent": {"toolUseId": "t1", "name": "f", "input": ": 1"}}),
+        tool_event({"toolUseId": "t1", "input": ", "}),
+        tool_event({"toolUseId": "t1", "name": "f", "input": ""}),
+        tool_event({"toolUseId": "t1", "name": "f", "input": '"b": 2', "stop": False}),
+        tool_event({"toolUseId": "t1", "name": "f", "input": "}", "stop": True}),
+        tool_event({"toolUseId": "t1", "name": "f", "stop": True}),
+        tool_event({"toolUseId": "t2", "name": "g"}),
+        tool_event({"toolUseId": "t2", "name": "g", "input": {"x": [1, "é"]}}),
+        tool_event({"name": "g", "input": ""}),
+        tool_event({"toolUseId": "t3", "name": "h", "input": "{}"}),
+        tool_event({"toolUseId": "t2", "name": "g", "input": "{}"}),
+    ],
+    "tool name of the wrong type": [
+        tool_event({"toolUseId": "t1", "name": "f"}),
+        tool_event({"toolUseId": "t1", "name": 5, "input": "{}"}),
+    ],
+    "tool stop of the wrong type": [
+        tool_event({"toolUseId": "t1", "name": "f"}),
+        tool_event({"toolUseId": "t1", "name": "f", "input": "{}", "stop": 1}),
+    ],
+    "tool input cut off": [*tool_frames("t1", '{"a": ')[:-1]],
 }
 
 
@@ -111,6 +140,9 @@ class GeneralTranslator(KiroStreamTranslator):
     def _direct(self, value: bool) -> None:
         pass
 
+    def _direct_args(self, raw: bytes) -> list[Event]:
+        return self._count(self._on_tool(load_payload("toolUseEvent", raw)))
+
 
 def translate(translator: KiroStreamTranslator, reads: list[bytes], batch: bool) -> list[Any]:
     """Events (and the error that ended them, as its message) of the reads, as a list."""
@@ -118,11 +150,10 @@ def translate(translator: KiroStreamTranslator, reads: list[bytes], batch: bool)
     out: list[Any] = []
     try:
         for read in reads:
-            frames = decoder.feed(read)
             if batch:
-                translator.feed_frames(frames, out)
+                translator.feed_raw(decoder.feed_raw(read), out)
             else:
-                for frame in frames:
+                for frame in decoder.feed(read):
                     out += translator.feed(frame)
         decoder.finish()
         out += translator.finish()
@@ -140,19 +171,27 @@ def split_reads(data: bytes, seed: int) -> list[bytes]:
 
 @pytest.mark.parametrize("name", STREAMS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_translator_fast_path_agrees(name: str, seed: int) -> None:
+@pytest.mark.parametrize("single", [False, True])
+def test_translator_fast_path_agrees(name: str, seed: int, single: bool) -> None:
     reads = split_reads(b"".join(STREAMS[name]), seed)
-    expected = translate(GeneralTranslator(input_tokens=5), reads, batch=False)
-    assert translate(KiroStreamTranslator(input_tokens=5), reads, batch=False) == expected
-    assert translate(KiroStreamTranslator(input_tokens=5), reads, batch=True) == expected
+    ids = iter(f"id{i}" for i in range(100))
+
+    def new(kind: type[KiroStreamTranslator]) -> KiroStreamTranslator:
+        return kind(input_tokens=5, single_tool_call=single, id_factory=lambda: next(ids))
+
+    expected = translate(new(GeneralTranslator), reads, batch=False)
+    ids = iter(f"id{i}" for i in range(100))
+    assert translate(new(KiroStreamTranslator), reads, batch=False) == expected
+    ids = iter(f"id{i}" for i in range(100))
+    assert translate(new(KiroStreamTranslator), reads, batch=True) == expected
 
 
-def test_feed_frames_keeps_the_events_before_a_failure() -> None:
+def test_feed_raw_keeps_the_events_before_a_failure() -> None:
     decoder = EventStreamDecoder()
-    frames = decoder.feed(text_frame("a") + text_frame("b") + text_frame(["not", "text"]))
+    frames = decoder.feed_raw(text_frame("a") + text_frame("b") + text_frame(["not", "text"]))
     out: list[Event] = []
     with pytest.raises(GatewayError):
-        KiroStreamTranslator(input_tokens=1).feed_frames(frames, out)
+        KiroStreamTranslator(input_tokens=1).feed_raw(frames, out)
     assert out == [TextDelta("a"), TextDelta("b")]
 
 
@@ -318,3 +357,17 @@ def test_anthropic_args_for_a_call_not_open_still_fail() -> None:
     encoder.feed(ToolCallStart(0, "t1", "f"))
     with pytest.raises(GatewayError):
         encoder.feed(ToolArgsDelta(1, "{}"))
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 5, 9, 20, 40, 60, 4096])
+@pytest.mark.parametrize("size", [1, 3, 7, 100])
+def test_limiter_text_batches_agree(max_tokens: int, size: int) -> None:
+    """Batches of text only (counted in one step while far from the cap) end where single
+    events do, with the same usage."""
+    events: list[Event] = [TextDelta(t) for t in TRICKY * 6]
+    events += [Usage(input_tokens=3, output_tokens=9, estimated=False), MessageStop("end_turn")]
+    batched = StreamLimiter(max_tokens=max_tokens, stop=[], input_tokens=3)
+    out: list[Event] = []
+    for i in range(0, len(events), size):
+        out += batched.feed_batch(events[i : i + size])
+    assert out == limited(events, max_tokens, [], batch=False)

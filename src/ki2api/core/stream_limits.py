@@ -115,6 +115,18 @@ class TokenBudget:
         self._pieces, self._bound = [pending + text[:lo]], exact
         return text[:lo], True
 
+    def fit_all(self, texts: list[str]) -> bool:
+        """`fit` for each text in order when none of them comes near the cap (then True: all
+        fit whole); else False, and nothing is counted."""
+        joined = "".join(texts)
+        size = len(joined) if joined.isascii() else len(joined.encode())
+        bound = _MAX_TOKENS_PER_BYTE * size + len(texts)  # the sum of each text's own bound
+        if self.limit is not None and self._settled + self._bound + bound >= self.limit:
+            return False
+        self._pieces.append(joined)
+        self._bound += bound
+        return True
+
     def _gallop(self, pending: str, text: str) -> tuple[int, int]:
         """Bounds (a prefix length that fits, one that may not) found by doubling from a short
         prefix: the work follows the length that fits, not the delta's (a huge delta with a
@@ -243,13 +255,18 @@ class StreamLimiter:
             return []
         if isinstance(event, TextDelta):
             return self._text(event)
-        return self._other(event, self._release_held())
+        return self._other(event, [] if self._no_stops else self._release_held())
 
     def feed_batch(self, events: list[Event]) -> list[Event]:
         """`feed` each event in order, until `done`: all the events to pass on (with no limits,
         `events` itself)."""
         if self._passthrough:
             return events
+        if self._no_stops and not self._done:
+            texts = [e.text for e in events if type(e) is TextDelta]
+            # the common batch: all text, far from the cap
+            if len(texts) == len(events) and self._budget.fit_all(texts):
+                return [e for e, text in zip(events, texts, strict=True) if text]
         out: list[Event] = []
         feed = self.feed
         for event in events:

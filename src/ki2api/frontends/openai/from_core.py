@@ -139,10 +139,13 @@ class ChunkEncoder:
 
     def feed(self, event: Event) -> bytes:
         """SSE bytes for one event (possibly empty). Events after the end are ignored."""
-        if type(event) is TextDelta and self._started and not self._finished:
-            text = event.text  # the common event, encoded as `_encode` does, in one step
-            self._tally.add_text(text)
-            return self._content_head + _dumps(text) + self._content_tail if text else b""
+        if self._started and not self._finished:  # the common events, as `_encode` does
+            if isinstance(event, TextDelta):
+                text = event.text
+                self._tally.add_text(text)
+                return self._content_head + _dumps(text) + self._content_tail if text else b""
+            if isinstance(event, ToolArgsDelta):
+                return self._tool_args(event.index, event.fragment)
         if self._finished:
             return b""
         out = b""

@@ -3,10 +3,10 @@
 Frame layout (docs/kiro-protocol.md §5.2): total_length u32 | headers_length u32 | prelude_crc u32 |
 headers | payload | message_crc u32, big-endian, CRC-32 (zlib). Header value types 0..9 (§5.3).
 
-Encoder: `encode_frame`, `encode_event`, `encode_exception`.
-Decoder: `EventStreamDecoder` (feed bytes in any pieces, get whole `Frame`s; `finish()` at end of
-stream). It fails closed: any corruption raises a `CodecError` and every later call raises
-`DecoderClosedError`; there is no byte-skipping resync.
+Encoder: `encode_frame`, `encode_event`, `encode_exception` (from `frame_encoder`, with the header
+value types). Decoder: `EventStreamDecoder` (feed bytes in any pieces, get whole `Frame`s, or raw
+frames with `feed_raw`; `finish()` at end of stream). It fails closed: any corruption raises a
+`CodecError` and every later call raises `DecoderClosedError`; there is no byte-skipping resync.
 """
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ from __future__ import annotations
 import binascii
 import struct
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import IntEnum
+from datetime import timedelta
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
+
+from ki2api.kiro.stream.frame_encoder import (
+    EPOCH,
+    HeaderType,
+    HeaderValue,
+    TypedHeader,
+    encode_event,
+    encode_exception,
+    encode_frame,
+)
 
 __all__ = [
     "CodecError",
@@ -27,50 +36,27 @@ __all__ = [
     "EventStreamDecoder",
     "Frame",
     "FrameTooLargeError",
+    "HeaderBlock",
     "HeaderType",
     "HeaderValue",
     "InvalidFrameError",
     "InvalidHeaderError",
     "MessageCRCError",
     "PreludeCRCError",
+    "RawFrame",
     "TruncatedStreamError",
     "TypedHeader",
     "decode_all",
     "encode_event",
     "encode_exception",
     "encode_frame",
+    "frame_of",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 24 * 1024 * 1024
 DEFAULT_MAX_HEADERS_BYTES = 128 * 1024
 _PRELUDE = 12
 _OVERHEAD = 16  # prelude + message CRC
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-
-
-class HeaderType(IntEnum):
-    BOOL_TRUE = 0
-    BOOL_FALSE = 1
-    BYTE = 2
-    SHORT = 3
-    INTEGER = 4
-    LONG = 5
-    BYTE_ARRAY = 6
-    STRING = 7
-    TIMESTAMP = 8
-    UUID = 9
-
-
-HeaderValue: TypeAlias = bool | int | bytes | str | datetime | uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class TypedHeader:
-    """A header value with an explicit wire type (needed for the integer widths)."""
-
-    type: HeaderType
-    value: HeaderValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,84 +136,6 @@ class DecoderClosedError(CodecError):
     """The decoder failed (or finished) earlier and accepts no more input."""
 
 
-# --------------------------------------------------------------------------- encoder
-
-
-def _infer_type(value: HeaderValue) -> HeaderType:
-    if isinstance(value, bool):
-        return HeaderType.BOOL_TRUE if value else HeaderType.BOOL_FALSE
-    if isinstance(value, str):
-        return HeaderType.STRING
-    if isinstance(value, bytes):
-        return HeaderType.BYTE_ARRAY
-    if isinstance(value, uuid.UUID):
-        return HeaderType.UUID
-    if isinstance(value, datetime):
-        return HeaderType.TIMESTAMP
-    return HeaderType.INTEGER if -(2**31) <= value < 2**31 else HeaderType.LONG
-
-
-def _epoch_ms(value: datetime) -> int:
-    """Exact milliseconds since the epoch (naive datetimes are local time, as `.timestamp()`)."""
-    aware = value if value.tzinfo is not None else value.astimezone()
-    return (aware - _EPOCH) // _ONE_MS
-
-
-def _encode_value(htype: HeaderType, value: HeaderValue) -> bytes:
-    if htype in (HeaderType.BOOL_TRUE, HeaderType.BOOL_FALSE):
-        return b""
-    if htype in (HeaderType.STRING, HeaderType.BYTE_ARRAY):
-        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
-        return struct.pack(">H", len(raw)) + raw
-    if htype is HeaderType.UUID:
-        assert isinstance(value, uuid.UUID)
-        return value.bytes
-    if htype is HeaderType.TIMESTAMP:
-        ms = _epoch_ms(value) if isinstance(value, datetime) else int(value)
-        return struct.pack(">q", ms)
-    fmt = {HeaderType.BYTE: ">b", HeaderType.SHORT: ">h", HeaderType.INTEGER: ">i"}.get(htype, ">q")
-    return struct.pack(fmt, int(value))  # type: ignore[arg-type]
-
-
-def encode_frame(headers: Sequence[tuple[str, HeaderValue | TypedHeader]], payload: bytes) -> bytes:
-    """Encode one message. Header order is kept as given."""
-    hblock = bytearray()
-    for name, raw in headers:
-        typed = raw if isinstance(raw, TypedHeader) else TypedHeader(_infer_type(raw), raw)
-        bname = name.encode("utf-8")
-        hblock += bytes([len(bname)]) + bname + bytes([typed.type])
-        hblock += _encode_value(typed.type, typed.value)
-    total = 16 + len(hblock) + len(payload)
-    prelude = struct.pack(">II", total, len(hblock))
-    prelude_crc = binascii.crc32(prelude)
-    body = prelude + struct.pack(">I", prelude_crc) + bytes(hblock) + payload
-    return body + struct.pack(">I", binascii.crc32(body))
-
-
-def encode_event(event_type: str, payload: bytes) -> bytes:
-    """An `event` message with the three headers Kiro sends, in Kiro's order."""
-    return encode_frame(
-        [
-            (":event-type", event_type),
-            (":content-type", "application/json"),
-            (":message-type", "event"),
-        ],
-        payload,
-    )
-
-
-def encode_exception(exception_type: str, payload: bytes) -> bytes:
-    """An `exception` message (a mid-stream failure), e.g. ThrottlingException."""
-    return encode_frame(
-        [
-            (":exception-type", exception_type),
-            (":content-type", "application/json"),
-            (":message-type", "exception"),
-        ],
-        payload,
-    )
-
-
 # --------------------------------------------------------------------------- header parsing
 
 # A value parser takes the headers block and the offset of the value; returns (value, next offset).
@@ -278,7 +186,7 @@ def _timestamp(block: bytes, off: int) -> tuple[HeaderValue, int]:
     end = _take(block, off, 8)
     ms: int = struct.unpack_from(">q", block, off)[0]
     try:
-        return _EPOCH + timedelta(milliseconds=ms), end
+        return EPOCH + timedelta(milliseconds=ms), end
     except OverflowError:
         raise InvalidHeaderError("timestamp header out of range") from None
 
@@ -303,8 +211,19 @@ _VALUE_PARSERS: tuple[_ValueParser, ...] = (
 )
 _HEADER_TYPES = tuple(HeaderType)
 
-# A parsed headers block: (name -> value, name -> wire type, message type, event type).
-_Headers: TypeAlias = tuple[dict[str, HeaderValue], Mapping[str, HeaderType], str, str | None]
+
+class HeaderBlock(NamedTuple):
+    """A parsed headers block, shared by every frame that carries the same bytes."""
+
+    values: dict[str, HeaderValue]  # never handed out: a `Frame` gets a copy
+    types: Mapping[str, HeaderType]
+    message_type: str
+    event_type: str | None
+
+
+# A frame as `EventStreamDecoder.feed_raw` gives it: (its parsed headers, its payload).
+RawFrame: TypeAlias = tuple[HeaderBlock, bytes]
+_Headers: TypeAlias = HeaderBlock
 
 
 def _parse_headers(block: bytes) -> _Headers:
@@ -329,7 +248,7 @@ def _parse_headers(block: bytes) -> _Headers:
         values[name], off = _VALUE_PARSERS[type_byte](block, name_end + 1)
         types[name] = _HEADER_TYPES[type_byte]
     # the types are shared by every frame with this block: read-only
-    return (values, MappingProxyType(types), *_kinds(values))
+    return HeaderBlock(values, MappingProxyType(types), *_kinds(values))
 
 
 # --------------------------------------------------------------------------- decoder
@@ -347,7 +266,20 @@ _FRAME_FILL = (
     _SET_MESSAGE_TYPE,
     _SET_EVENT_TYPE,
 )
-_NO_HEADERS: _Headers = ({}, MappingProxyType({}), "event", None)
+_NO_HEADERS = HeaderBlock({}, MappingProxyType({}), "event", None)
+
+
+def frame_of(raw: RawFrame) -> Frame:
+    """The `Frame` of a raw frame (what `EventStreamDecoder.feed` gives for it)."""
+    head, payload = raw
+    new, set_headers, set_payload, set_types, set_message, set_event = _FRAME_FILL
+    frame = new(Frame)  # Frame is frozen: fill its slots directly (2x faster)
+    set_headers(frame, head.values.copy())
+    set_payload(frame, payload)
+    set_types(frame, head.types)
+    set_message(frame, head.message_type)
+    set_event(frame, head.event_type)
+    return frame
 
 
 class EventStreamDecoder:
@@ -383,6 +315,11 @@ class EventStreamDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Add a piece of the stream; return every frame it completes, in order."""
+        return [frame_of(raw) for raw in self.feed_raw(data)]
+
+    def feed_raw(self, data: bytes | bytearray | memoryview) -> list[RawFrame]:
+        """`feed`, each frame as (its parsed headers, its payload): no `Frame` object built,
+        for a caller that looks at most frames' types only (`frame_of` makes the `Frame`)."""
         if self._closed is not None:
             raise DecoderClosedError(f"decoder is closed ({self._closed})")
         buf = self._buf
@@ -418,25 +355,20 @@ class EventStreamDecoder:
         self._buf = bytearray()
         self._header_cache = {}
 
-    def _drain(self, chunk: bytes) -> tuple[list[Frame], int]:
+    def _drain(self, chunk: bytes) -> tuple[list[RawFrame], int]:
         """Cut the complete frames out of `chunk` (the pending bytes): (frames, bytes consumed).
 
         The hot path, kept flat: one loop, locals only, helpers called only on a miss or error.
         A headers block equal to the previous frame's (Kiro repeats a few) is recognised in
         place, without cutting it out, and its parsed headers are reused.
         """
-        frames: list[Frame] = []
+        frames: list[RawFrame] = []
         pos, end, need = 0, len(chunk), _PRELUDE
         max_message, max_headers = self._max_message, self._max_headers
         last_block, last_headers = self._last_block, self._last_headers
         last_len = len(last_block)
-        crc32, prelude, u32, starts = (
-            binascii.crc32,
-            _U32X3.unpack_from,
-            _U32.unpack_from,
-            chunk.startswith,
-        )
-        new, set_headers, set_payload, set_types, set_message, set_event = _FRAME_FILL
+        crc32, prelude, u32 = binascii.crc32, _U32X3.unpack_from, _U32.unpack_from
+        starts, append = chunk.startswith, frames.append
         while end - pos >= _PRELUDE:
             total, headers_len, prelude_crc = prelude(chunk, pos)
             if crc32(chunk[pos : pos + 8]) != prelude_crc:
@@ -457,13 +389,7 @@ class EventStreamDecoder:
             if headers_len != last_len or not starts(last_block, pos + _PRELUDE):
                 last_block = chunk[pos + _PRELUDE : payload_at]
                 last_len, last_headers = headers_len, self._headers(last_block)
-            frame = new(Frame)  # Frame is frozen: fill its slots directly (2x faster)
-            set_headers(frame, last_headers[0].copy())
-            set_payload(frame, chunk[payload_at:crc_at])
-            set_types(frame, last_headers[1])
-            set_message(frame, last_headers[2])
-            set_event(frame, last_headers[3])
-            frames.append(frame)
+            append((last_headers, chunk[payload_at:crc_at]))
             pos += total
         self._need = need
         self._last_block, self._last_headers = last_block, last_headers

@@ -45,8 +45,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import (
     Event,
@@ -62,7 +60,15 @@ from ki2api.core.events import (
 from ki2api.core.tokens import estimate_text_tokens
 from ki2api.kiro.classify import classify_exception_frame
 from ki2api.kiro.stream.called_text import CalledTextFilter, TextCall
-from ki2api.kiro.stream.codec import Frame
+from ki2api.kiro.stream.codec import Frame, RawFrame, frame_of
+from ki2api.kiro.stream.payload import (
+    load_payload,
+    number,
+    optional_field,
+    protocol_error,
+    rounded,
+    tool_fragment,
+)
 from ki2api.kiro.stream.thinking_split import ThinkingSplitter
 
 __all__ = ["TOOL_INPUT_CUT", "KiroStreamTranslator", "truncated_arguments_message"]
@@ -86,7 +92,7 @@ _IGNORED = frozenset(
     }
 )
 _CONTENT_TYPES = frozenset({TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta})
-_TEXT = "assistantResponseEvent"
+_TEXT, _TOOL = "assistantResponseEvent", "toolUseEvent"
 
 
 # The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
@@ -94,41 +100,8 @@ _TEXT = "assistantResponseEvent"
 TOOL_INPUT_CUT = "tool_input_truncated"
 
 
-def _protocol(message: str) -> GatewayError:
-    return GatewayError(ErrorKind.UPSTREAM_PROTOCOL, message)
-
-
 def _default_tool_id() -> str:
     return "tooluse_" + uuid.uuid4().hex[:22]
-
-
-def _load(event_type: str, raw: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise _protocol(f"Kiro sent a malformed {event_type} payload (invalid JSON)") from None
-    if not isinstance(obj, dict):
-        raise _protocol(f"Kiro sent a malformed {event_type} payload (not a JSON object)")
-    inner = obj.get(event_type)
-    if len(obj) == 1 and isinstance(inner, dict):  # the {"toolUseEvent": {...}} wrapper
-        return inner
-    return obj
-
-
-def _field(payload: dict[str, Any], name: str, kind: type, event: str) -> Any:
-    """An optional field that, when present and not null, must have the given type."""
-    value = payload.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-        raise _protocol(f"Kiro sent a malformed {event} payload ({name!r} has the wrong type)")
-    return value
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
 
 
 @dataclass(slots=True)
@@ -195,28 +168,36 @@ class KiroStreamTranslator:
     def feed(self, frame: Frame) -> list[Event]:
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        if self._direct and frame.event_type == _TEXT and frame.message_type == "event":
-            return self._direct_text(frame.payload)
+        if frame.message_type == "event":
+            if self._direct and frame.event_type == _TEXT:
+                return self._direct_text(frame.payload)
+            if self._open is not None and frame.event_type == _TOOL:
+                return self._direct_args(frame.payload)
         return self._feed(frame)
 
-    def feed_frames(self, frames: Iterable[Frame], out: list[Event]) -> None:
-        """`feed` each frame in order, appending the events to `out`. When a frame fails, the
-        events of the frames before it are in `out` and the error is raised."""
+    def feed_raw(self, frames: Iterable[RawFrame], out: list[Event]) -> None:
+        """`feed` each of the decoder's raw frames (`EventStreamDecoder.feed_raw`) in order,
+        appending the events to `out`: a `Frame` is built only for a frame that is not plain
+        text. When a frame fails, the events of the frames before it are in `out`."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        direct_text = self._direct_text
-        for frame in frames:
-            if self._direct and frame.event_type == _TEXT and frame.message_type == "event":
-                out += direct_text(frame.payload)
-            else:
-                out += self._feed(frame)
+        for raw in frames:
+            head = raw[0]
+            if head.message_type == "event":
+                if self._direct and head.event_type == _TEXT:
+                    out += self._direct_text(raw[1])
+                    continue
+                if self._open is not None and head.event_type == _TOOL:
+                    out += self._direct_args(raw[1])
+                    continue
+            out += self._feed(frame_of(raw))
 
     def _direct_text(self, raw: bytes) -> list[Event]:
         """A text event while the text goes out as it comes: `_on_text` without the filters."""
-        payload = _load(_TEXT, raw)
+        payload = load_payload(_TEXT, raw)
         content = payload.get("content")
         if type(content) is not str:
-            content = _field(payload, "content", str, _TEXT)
+            content = optional_field(payload, "content", str, _TEXT)
             if not content:
                 return []
         elif not content:
@@ -224,6 +205,27 @@ class KiroStreamTranslator:
         self._output_text.append(content)
         self._content_events += 1
         return [TextDelta(content)]
+
+    def _direct_args(self, raw: bytes) -> list[Event]:
+        """A tool event while a call is open: a plain piece of that call's arguments in one
+        step, anything else through `_on_tool`."""
+        payload = load_payload(_TOOL, raw)
+        call, fragment, stop = self._open, payload.get("input"), payload.get("stop")
+        name = payload.get("name")
+        if (
+            call is None
+            or call.dropped
+            or type(fragment) is not str
+            or not fragment
+            or payload.get("toolUseId") != call.id
+            or not (stop is None or stop is False)
+            or not (name is None or type(name) is str)
+        ):
+            return self._count(self._on_tool(payload))
+        self._output_text.append(fragment)
+        call.parts.append(fragment)
+        self._content_events += 1
+        return [ToolArgsDelta(call.index, fragment)]
 
     def _feed(self, frame: Frame) -> list[Event]:
         if frame.message_type in ("exception", "error"):
@@ -236,11 +238,11 @@ class KiroStreamTranslator:
         if frame.message_type != "event" or event_type is None:
             return []
         if event_type in _IGNORED:
-            _load(event_type, frame.payload)
+            load_payload(event_type, frame.payload)
             return []
         if event_type not in _HANDLED:
             return []
-        return self._count(self._dispatch(event_type, _load(event_type, frame.payload)))
+        return self._count(self._dispatch(event_type, load_payload(event_type, frame.payload)))
 
     def finish(self) -> list[Event]:
         if self._finished:
@@ -272,11 +274,11 @@ class KiroStreamTranslator:
             case "toolUseEvent":
                 return self._on_tool(payload)
             case "meteringEvent":
-                usage = _number(payload.get("usage"))
+                usage = number(payload.get("usage"))
                 if usage is not None:
                     self._credits = (self._credits or 0.0) + usage
             case "contextUsageEvent":
-                percent = _number(payload.get("contextUsagePercentage"))
+                percent = number(payload.get("contextUsagePercentage"))
                 self._percent = self._percent if percent is None else percent
             case _:  # metadataEvent
                 self._on_metadata(payload)
@@ -287,7 +289,7 @@ class KiroStreamTranslator:
         return events
 
     def _on_text(self, payload: dict[str, Any]) -> list[Event]:
-        content = _field(payload, "content", str, "assistantResponseEvent")
+        content = optional_field(payload, "content", str, "assistantResponseEvent")
         if not content:
             return []
         self._output_text.append(content)
@@ -330,8 +332,8 @@ class KiroStreamTranslator:
         return out
 
     def _on_reasoning(self, payload: dict[str, Any]) -> list[Event]:
-        text = _field(payload, "text", str, "reasoningContentEvent") or ""
-        signature = _field(payload, "signature", str, "reasoningContentEvent") or None
+        text = optional_field(payload, "text", str, "reasoningContentEvent") or ""
+        signature = optional_field(payload, "signature", str, "reasoningContentEvent") or None
         if not text and signature is None:
             return []
         self._output_text.append(text)
@@ -341,7 +343,7 @@ class KiroStreamTranslator:
         usage = payload.get("tokenUsage")
         if not isinstance(usage, dict):
             return
-        n = {k: _number(v) for k, v in usage.items()}
+        n = {k: number(v) for k, v in usage.items()}
         uncached, output, total = (
             n.get("uncachedInputTokens"),
             n.get("outputTokens"),
@@ -350,10 +352,10 @@ class KiroStreamTranslator:
         if uncached is None and total is not None and output is not None:
             uncached = max(0.0, total - output)
         meta = _Metadata(
-            input_tokens=_int(uncached),
-            output_tokens=_int(output),
-            cache_read=_int(n.get("cacheReadInputTokens")),
-            cache_write=_int(n.get("cacheWriteInputTokens")),
+            input_tokens=rounded(uncached),
+            output_tokens=rounded(output),
+            cache_read=rounded(n.get("cacheReadInputTokens")),
+            cache_write=rounded(n.get("cacheWriteInputTokens")),
         )
         self._metadata = meta
         percent = n.get("contextUsagePercentage")
@@ -362,10 +364,10 @@ class KiroStreamTranslator:
     # -- tool calls -----------------------------------------------------------------------
 
     def _on_tool(self, payload: dict[str, Any]) -> list[Event]:
-        tool_id = _field(payload, "toolUseId", str, "toolUseEvent") or None
-        name = _field(payload, "name", str, "toolUseEvent") or ""
-        stop = _field(payload, "stop", bool, "toolUseEvent") is True
-        fragment = _fragment(payload.get("input"))
+        tool_id = optional_field(payload, "toolUseId", str, "toolUseEvent") or None
+        name = optional_field(payload, "name", str, "toolUseEvent") or ""
+        stop = optional_field(payload, "stop", bool, "toolUseEvent") is True
+        fragment = tool_fragment(payload.get("input"))
         call = self._find_call(tool_id, name)
         out: list[Event] = []
         if call is None:
@@ -378,7 +380,7 @@ class KiroStreamTranslator:
                 out.append(ToolCallStart(call.index, call.id, call.client_name))
         elif call.closed:
             if fragment:
-                raise _protocol(
+                raise protocol_error(
                     f"Kiro sent arguments for tool call {call.client_name!r} after its end"
                 )
             return []
@@ -474,17 +476,3 @@ def truncated_arguments_message(name: str, received_chars: int) -> str:
         " was not passed on. Kiro truncates very large tool inputs; ask the model to write large"
         " content in smaller pieces (for example several smaller edits or appends) and retry."
     )
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else round(value)
-
-
-def _fragment(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    raise _protocol("Kiro sent a malformed toolUseEvent payload ('input' has the wrong type)")
