@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from ki2api.server.accounting import AccountingMiddleware
+from ki2api.server.front_door import FrontDoor
 from ki2api.state.sqlite import SQLiteStore
 from ki2api.state.usage_log import UsageLog
 
@@ -51,7 +51,7 @@ async def test_outcome_of_an_unfinished_request(
 ) -> None:
     store = SQLiteStore.open(tmp_path / "state.sqlite3")
     log = UsageLog(store)
-    middleware = AccountingMiddleware(app, usage=lambda: log, keys=("k",))  # type: ignore[arg-type]
+    middleware = FrontDoor(app, usage=lambda: log, keys=("k",))  # type: ignore[arg-type]
     scope = {"type": "http", "path": "/v1/messages", "headers": [], "method": "POST"}
 
     async def receive() -> Message:

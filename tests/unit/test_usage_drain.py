@@ -2,8 +2,8 @@
 
 uvicorn cancels the requests that outlive its graceful shutdown and then closes the app at
 once; a cancelled request reaches the `add` of its row only after its own clean-up (closing the
-upstream call and the like). `AccountingMiddleware` brackets each request with `begin` / `end`,
-and `UsageLog.aclose` waits for them (at most `drain_s`) before its last write.
+upstream call and the like). `FrontDoor` (its accounting) brackets each request with `begin` /
+`end`, and `UsageLog.aclose` waits for them (at most `drain_s`) before its last write.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ki2api.server.accounting import AccountingMiddleware
+from ki2api.server.front_door import FrontDoor
 from ki2api.state.base import UsageRow
 from ki2api.state.sqlite import SQLiteStore
 from ki2api.state.usage_log import UsageLog
@@ -59,7 +59,7 @@ async def test_aclose_waits_for_a_cancelled_request_to_add_its_row(
     log = UsageLog(store, flush_interval_s=3600)
     log.start()
     entered = asyncio.Event()
-    app = AccountingMiddleware(slow_to_unwind(entered, steps), usage=lambda: log, keys=("k",))
+    app = FrontDoor(slow_to_unwind(entered, steps), usage=lambda: log, keys=("k",))
     request = asyncio.create_task(app(dict(SCOPE), _receive, _send))
     await entered.wait()
     request.cancel()  # what uvicorn does when the graceful shutdown times out ...

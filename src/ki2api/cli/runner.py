@@ -148,7 +148,7 @@ def serve(settings: Settings, workers: int = 1) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return 0
     config = _uvicorn_config(
-        create_app(settings),
+        create_app(settings, long_lived=True),
         settings.host,
         settings.port,
         settings.log_level,
@@ -255,7 +255,7 @@ async def demo(settings: Settings, *, emulator_port: int = 0, browser: bool = Tr
     # (another port) would only confuse the banner below.
     gw_server = uvicorn.Server(
         _uvicorn_config(
-            create_app(gateway_settings),
+            create_app(gateway_settings, long_lived=True),
             settings.host,
             settings.port,
             settings.log_level,

@@ -1,7 +1,8 @@
 """One usage-log row per chat request, whatever happens to it.
 
-`AccountingMiddleware` wraps the chat endpoints (`CHAT_PATHS`: chat completions, messages and
-the Responses API's create; not count_tokens, a local estimate that asks no model). It puts a
+`Accounting` (applied by `server/front_door.py`) follows the chat endpoints (`CHAT_PATHS`: chat
+completions, messages and the Responses API's create; not count_tokens, a local estimate that
+asks no model). It puts a
 `RequestTrace` in the request scope (`scope["state"]["trace"]`), lets the route, the backend
 and the stream fill it in (model, accounts tried, usage, outcome), and when the response is
 over (sent, failed, or abandoned by the client) hands exactly one `UsageRow` to the usage log.
@@ -10,11 +11,10 @@ The log writes in batches off the request path.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from ki2api.core.errors import ErrorKind
 from ki2api.core.trace import RequestTrace
@@ -25,14 +25,15 @@ from ki2api.state.usage_log import UsageLog
 
 __all__ = [
     "FIRST_BYTE_AT",
-    "AccountingMiddleware",
+    "CHAT_PATHS",
+    "Accounting",
     "client_key_fingerprint",
     "outcome_of",
     "trace_of",
 ]
 
 # scope["state"][FIRST_BYTE_AT]: the perf_counter() time of the response's start, noted by
-# server/observe.py (which times every response for the metrics): the row's ttft_ms
+# server/front_door.py (which times every response for the metrics): the row's ttft_ms
 FIRST_BYTE_AT = "first_byte_at"
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
@@ -60,81 +61,62 @@ def trace_of(scope: Scope) -> RequestTrace | None:
     return trace if isinstance(trace, RequestTrace) else None
 
 
-class AccountingMiddleware:
+class Accounting:
+    """The chat requests' traces and usage rows (see the module's docstring)."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         usage: Callable[[], UsageLog | None],
         keys: tuple[str, ...],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.app = app
         self._usage = usage
         self._keys = keys
         self._clock = clock
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") not in CHAT_PATHS:
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
+    def open(self, scope: Scope) -> RequestTrace:
+        """The request's trace, put in its scope; the usage log now waits for its row."""
         trace = RequestTrace(
             at=self._clock(),
             endpoint=str(scope["path"]),
             client_key=client_key_fingerprint(scope, self._keys),
         )
         scope.setdefault("state", {})["trace"] = trace
-        status = 0
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
         usage = self._usage()
         if usage is not None:
             usage.begin()  # closing the log waits for this row
-        try:
-            await self.app(scope, receive, send_and_note)
-        except asyncio.CancelledError:  # the server stopping, or the client gone
-            trace.fail(ErrorKind.CANCELLED.value)
-            raise
-        except BaseException:
-            trace.fail(ErrorKind.INTERNAL.value if status == 0 else ErrorKind.CANCELLED.value)
-            raise
-        finally:
-            try:
-                self._log(trace, status, started, (scope.get("state") or {}).get(FIRST_BYTE_AT))
-            finally:
-                if usage is not None:
-                    usage.end()
+        return trace
 
-    def _log(
+    def close(
         self, trace: RequestTrace, status: int, started: float, first_byte_at: float | None
     ) -> None:
+        """The request is over (`status` 0: no response started): its one usage row."""
         usage = self._usage()
         if usage is None:
             return
-        outcome = trace.outcome or outcome_of(status)
-        usage.add(
-            UsageRow(
-                at=trace.at,
-                client_key=trace.client_key,
-                account_id=trace.account_id,
-                model=trace.model,
-                input_tokens=trace.input_tokens,
-                output_tokens=trace.output_tokens,
-                latency_ms=_ms(time.perf_counter() - started),  # both from `started`: ttft <= it
-                outcome=outcome,
-                endpoint=trace.endpoint,
-                stream=trace.stream,
-                attempts=trace.attempts,
-                ttft_ms=_ms(first_byte_at - started) if first_byte_at is not None else None,
-                status=status or None,
-            )
-        )
+        try:
+            usage.add(_row(trace, status, started, first_byte_at))
+        finally:
+            usage.end()
+
+
+def _row(trace: RequestTrace, status: int, started: float, first_byte_at: float | None) -> UsageRow:
+    return UsageRow(
+        at=trace.at,
+        client_key=trace.client_key,
+        account_id=trace.account_id,
+        model=trace.model,
+        input_tokens=trace.input_tokens,
+        output_tokens=trace.output_tokens,
+        latency_ms=_ms(time.perf_counter() - started),  # both from `started`: ttft <= it
+        outcome=trace.outcome or outcome_of(status),
+        endpoint=trace.endpoint,
+        stream=trace.stream,
+        attempts=trace.attempts,
+        ttft_ms=_ms(first_byte_at - started) if first_byte_at is not None else None,
+        status=status or None,
+    )
 
 
 def _ms(seconds: float) -> float:

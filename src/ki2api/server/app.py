@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,14 +21,14 @@ from ki2api.core.tokenizer import default_counter
 from ki2api.frontends.anthropic.error_json import error_response as anthropic_error_response
 from ki2api.frontends.openai.error_json import error_response
 from ki2api.kiro.transport import ChatTransport
-from ki2api.server.accounting import AccountingMiddleware, trace_of
-from ki2api.server.client_keys import ClientKeyMiddleware
+from ki2api.server.accounting import trace_of
 from ki2api.server.console import console_accounts, console_api, console_pages
-from ki2api.server.hosts import HostCheckMiddleware, is_loopback_host
-from ki2api.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from ki2api.server.observe import ObserveMiddleware
+from ki2api.server.front_door import FrontDoor
+from ki2api.server.hosts import is_loopback_host
+from ki2api.server.routes_anthropic import create_message
 from ki2api.server.routes_anthropic import router as anthropic_router
 from ki2api.server.routes_metrics import router as metrics_router
+from ki2api.server.routes_openai import chat_completions
 from ki2api.server.routes_openai import router as openai_router
 from ki2api.server.routes_responses import router as responses_router
 from ki2api.server.routes_shared import router as shared_router
@@ -77,8 +78,11 @@ def create_app(
     *,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     chat_transport: ChatTransport | None = None,
+    long_lived: bool = False,
 ) -> FastAPI:
-    """`upstream_transport` / `chat_transport`: test seams (see `build_services`)."""
+    """`upstream_transport` / `chat_transport`: test seams (see `build_services`);
+    `long_lived`: the app is its process's whole life (`ki2api serve`), so what start-up
+    built is frozen out of the garbage collector's sight."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +92,12 @@ def create_app(
         app.state.services = services
         # Load the tokenizer's vocabulary now (~0.2 s), not inside the first request.
         await asyncio.to_thread(default_counter().count, "warm-up")
+        # What start-up built (modules, the vocabulary, the services) lives as long as the
+        # process: out of the collector's sight, a full collection stops walking it again and
+        # again under load.
+        if long_lived:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -115,15 +125,19 @@ def create_app(
         services = getattr(app.state, "services", None)
         return services.store if services is not None else None
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=limit_error)
-    app.add_middleware(AccountingMiddleware, usage=usage_log, keys=settings.api_keys)
-    app.add_middleware(ClientKeyMiddleware, store=store_of, keys=settings.api_keys)  # outside
-    if is_loopback_host(settings.host):  # DNS rebinding defence (server/hosts.py)
-        app.add_middleware(
-            HostCheckMiddleware, allowed=settings.allowed_hosts, on_error=limit_error
-        )
-    app.add_middleware(ObserveMiddleware, json_access_log=settings.log_format == "json")
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        FrontDoor,
+        keys=settings.api_keys,
+        usage=usage_log,
+        store=store_of,
+        on_error=limit_error,
+        on_exception=_on_route_exception,
+        routes={"/v1/chat/completions": chat_completions, "/v1/messages": create_message},
+        max_body_bytes=settings.max_body_bytes,
+        # DNS rebinding defence (server/hosts.py): only when bound to loopback
+        allowed_hosts=settings.allowed_hosts if is_loopback_host(settings.host) else None,
+        json_access_log=settings.log_format == "json",
+    )
     return app
 
 
@@ -144,62 +158,78 @@ def _include_routers(app: FastAPI) -> None:
 
 def create_app_from_env() -> FastAPI:
     """The app of one worker of `ki2api serve --workers N` (settings from the environment)."""
-    return create_app(load_settings())
+    return create_app(load_settings(), long_lived=True)
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    trace = trace_of(request.scope)
+    if trace is not None:
+        trace.fail(exc.kind.value)
+    return render_error(exc, request.scope)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        err = GatewayError(
+            ErrorKind.INVALID_REQUEST, f"Method {request.method} is not allowed on this path."
+        )
+        response = render_error(err, request.scope)
+        response.status_code = 405
+        response.headers["allow"] = _allow(exc)
+        return response
+    kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID_REQUEST
+    message = f"Unknown path {request.url.path}." if exc.status_code == 404 else str(exc.detail)
+    return render_error(GatewayError(kind, message), request.scope)
+
+
+async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away while its request was arriving: nobody to answer, nothing
+    broken. One quiet line, the usage row says `cancelled`; the response goes nowhere."""
+    trace = trace_of(request.scope)
+    if trace is not None:
+        trace.fail(ErrorKind.CANCELLED.value)
+    log.info(
+        "%s %s: the client went away before its request arrived",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=499)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreAway):  # what the state store's absence could not spare
+        away = "The gateway's state store is unreachable for a moment; try again."
+        err = GatewayError(ErrorKind.UPSTREAM_UNAVAILABLE, away, retryable=True, retry_after=1)
+        return render_error(err, request.scope)
+    return render_error(
+        GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."), request.scope
+    )
+
+
+async def _on_console_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, console_api.ConsoleError)
+    return console_api.console_error_response(exc)
+
+
+async def _on_route_exception(request: Request, exc: Exception) -> Response:
+    """What FastAPI's handlers make of an exception of a chat route the front door calls
+    directly (`server/front_door.py`): a GatewayError, a client gone while its request
+    arrived. Anything else goes on up, as it does from FastAPI's routes."""
+    if isinstance(exc, GatewayError):
+        return await _on_gateway_error(request, exc)
+    if isinstance(exc, ClientDisconnect):
+        return await _on_client_disconnect(request, exc)
+    raise exc
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def on_gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        trace = trace_of(request.scope)
-        if trace is not None:
-            trace.fail(exc.kind.value)
-        return render_error(exc, request.scope)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 405:
-            err = GatewayError(
-                ErrorKind.INVALID_REQUEST, f"Method {request.method} is not allowed on this path."
-            )
-            response = render_error(err, request.scope)
-            response.status_code = 405
-            response.headers["allow"] = _allow(exc)
-            return response
-        kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID_REQUEST
-        message = f"Unknown path {request.url.path}." if exc.status_code == 404 else str(exc.detail)
-        return render_error(GatewayError(kind, message), request.scope)
-
-    async def on_client_disconnect(request: Request, exc: Exception) -> Response:
-        """The client went away while its request was arriving: nobody to answer, nothing
-        broken. One quiet line, the usage row says `cancelled`; the response goes nowhere."""
-        trace = trace_of(request.scope)
-        if trace is not None:
-            trace.fail(ErrorKind.CANCELLED.value)
-        log.info(
-            "%s %s: the client went away before its request arrived",
-            request.method,
-            request.url.path,
-        )
-        return Response(status_code=499)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, StoreAway):  # what the state store's absence could not spare
-            away = "The gateway's state store is unreachable for a moment; try again."
-            err = GatewayError(ErrorKind.UPSTREAM_UNAVAILABLE, away, retryable=True, retry_after=1)
-            return render_error(err, request.scope)
-        return render_error(
-            GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."), request.scope
-        )
-
-    async def on_console_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, console_api.ConsoleError)
-        return console_api.console_error_response(exc)
-
-    app.add_exception_handler(console_api.ConsoleError, on_console_error)
-    app.add_exception_handler(GatewayError, on_gateway_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(console_api.ConsoleError, _on_console_error)
+    app.add_exception_handler(GatewayError, _on_gateway_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_disconnect)
+    app.add_exception_handler(Exception, _on_unexpected)
 
 
 def _allow(exc: StarletteHTTPException) -> str:

@@ -130,7 +130,7 @@ def services_of(request: Request) -> Services:
 
 def authorize(request: Request) -> Services:
     """The app's services, once the request's API key is accepted (else a 401): API_KEY, or a
-    usable store key (found by `client_keys.ClientKeyMiddleware`)."""
+    usable store key (found by `client_keys.ClientKeyFinder`)."""
     services = services_of(request)
     record = client_key_of(request.scope)
     if record is None:

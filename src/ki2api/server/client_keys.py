@@ -1,7 +1,7 @@
 """Client keys of the store (`ki2api keys`) at the door: who the request is, and may it start.
 
-`ClientKeyMiddleware` looks a presented `sk-ki2api-…` key up by its SHA-256 (unless the request
-presents `API_KEY`, which wins and stays unlimited) and puts the record in
+`ClientKeyFinder` (at the front door) looks a presented `sk-ki2api-…` key up by its SHA-256
+(unless the request presents `API_KEY`, which wins and stays unlimited) and puts the record in
 `scope["state"]["client_key"]`; a worker keeps an active key it found for `CACHE_S` (a disable
 or revoke is seen by every worker within that time; a chat request's admission reads the key's
 state in the store anyway; an enable counts at once). `authorize` (server/chat.py) refuses a
@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.server.auth import identity, presented_keys
-from ki2api.server.console.console_session import is_console_path
 from ki2api.state.base import ClientKeyRecord, StateStore
 from ki2api.state.client_key_rules import (
     Verdict,
@@ -34,7 +33,7 @@ from ki2api.state.store_status import StoreAway
 
 __all__ = [
     "CACHE_S",
-    "ClientKeyMiddleware",
+    "ClientKeyFinder",
     "admit",
     "client_key_of",
     "refuse_if_store_away",
@@ -50,39 +49,37 @@ def client_key_of(scope: Scope) -> ClientKeyRecord | None:
     return found if isinstance(found, ClientKeyRecord) else None
 
 
-class ClientKeyMiddleware:
+class ClientKeyFinder:
     """Finds the store key a request presents (see the module's docstring)."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         store: Callable[[], StateStore | None],
         keys: tuple[str, ...],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.app = app
         self._store = store
         self._keys = keys
         self._clock = clock
         self._cache: dict[str, tuple[ClientKeyRecord, float]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not is_console_path(str(scope.get("path", ""))):
-            try:
-                record = await self._find(scope)
-            except StoreAway:  # an unknown key while the store is away: `authorize` says 503
-                scope.setdefault("state", {})["client_key_away"] = True
-                record = None
-            if record is not None:
-                scope.setdefault("state", {})["client_key"] = record
-        await self.app(scope, receive, send)
+    async def note(self, scope: Scope) -> None:
+        """Put the store key the request presents (if any, and known) in its scope's state."""
+        try:
+            record = await self._find(scope)
+        except StoreAway:  # an unknown key while the store is away: `authorize` says 503
+            scope.setdefault("state", {})["client_key_away"] = True
+            record = None
+        if record is not None:
+            scope.setdefault("state", {})["client_key"] = record
 
     async def _find(self, scope: Scope) -> ClientKeyRecord | None:
-        headers = Headers(scope=scope)
-        given = [k for k in presented_keys(headers) if looks_like_key(k)]
-        if not given or identity(scope, self._keys).index is not None:
-            return None  # no store key, or API_KEY (which wins)
+        if identity(scope, self._keys).index is not None:
+            return None  # API_KEY, which wins
+        given = [k for k in presented_keys(Headers(scope=scope)) if looks_like_key(k)]
+        if not given:
+            return None
         store = self._store()
         if store is None:
             return None

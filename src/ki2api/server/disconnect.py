@@ -11,43 +11,97 @@ call) and CANCELLED is raised (the usage row says `cancelled`; nobody reads the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["unless_gone"]
+__all__ = ["ClientWatch", "client_watch", "close_watch", "unless_gone"]
 
 T = TypeVar("T")
 
 
-async def _gone(receive: Receive) -> None:
-    """Returns when the client has disconnected (the request body was read already)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+_WATCH = "client_watch"  # scope["state"] key of the request's ClientWatch
+
+
+class ClientWatch:
+    """The request's one listener for the client's disconnect: a task awaiting `receive()`
+    (the request body was read already). A task that `run`s work under it is cancelled when
+    the client goes; the cancellation ends that work the normal way (its `finally` blocks
+    close the upstream call) and comes out as CANCELLED. One watcher serves the wait for the
+    answer and the stream after it (`streaming.SSEResponse`), so a request needs no task of its
+    own per wait and no task group."""
+
+    __slots__ = ("_guarded", "_listener", "_receive", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._guarded: set[asyncio.Task[Any]] = set()
+        self.gone = False
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        try:
+            while (await self._receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # a receive that fails: nothing more will come from this client
+            pass
+        self.gone = True
+        for task in self._guarded:
+            task.cancel()
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """`work`'s result, or CANCELLED when the client goes first."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self.gone:
+            _close(work)
+            raise _cancelled()
+        self._guarded.add(task)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if self.gone and task.uncancel() == 0:  # ours, and nobody else's
+                raise _cancelled() from None
+            raise
+        finally:
+            self._guarded.discard(task)
+
+    def close(self) -> None:
+        """The request is over: stop listening."""
+        self._listener.cancel()
+
+
+def client_watch(scope: Scope, receive: Receive) -> ClientWatch:
+    """The request's watcher, started on first use."""
+    state = scope.setdefault("state", {})
+    watch = state.get(_WATCH)
+    if not isinstance(watch, ClientWatch):
+        watch = state[_WATCH] = ClientWatch(receive)
+    return watch
+
+
+def close_watch(scope: Scope) -> None:
+    """Stop the request's watcher, if it has one (the front door, when the request is over)."""
+    watch = (scope.get("state") or {}).get(_WATCH)
+    if isinstance(watch, ClientWatch):
+        watch.close()
 
 
 async def unless_gone(request: Request, work: Awaitable[T]) -> T:
-    task: asyncio.Future[T] = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_gone(request.receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        watcher.cancel()
-        with contextlib.suppress(BaseException):
-            await watcher
-    if task.cancelled():
-        raise GatewayError(
-            ErrorKind.CANCELLED, "The client closed the connection before the answer was ready."
-        )
-    return task.result()
+    return await client_watch(request.scope, request.receive).run(work)
+
+
+def _close(work: Awaitable[Any]) -> None:
+    close = getattr(work, "close", None)  # a coroutine never awaited: no warning
+    if close is not None:
+        close()
+
+
+def _cancelled() -> GatewayError:
+    return GatewayError(
+        ErrorKind.CANCELLED, "The client closed the connection before the answer was ready."
+    )

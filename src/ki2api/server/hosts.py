@@ -13,13 +13,13 @@ it is meant to be reached under names we cannot know.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["HostCheckMiddleware", "host_allowed", "host_name", "is_loopback_host"]
+__all__ = ["host_allowed", "host_name", "host_refusal", "is_loopback_host"]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -54,34 +54,16 @@ def host_allowed(header: str | None, extra: Iterable[str]) -> bool:
     return is_loopback_host(name) or name in allowed
 
 
-class HostCheckMiddleware:
-    """403 for requests whose `Host` is not allowed (see the module docstring)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        allowed: tuple[str, ...],
-        on_error: Callable[[GatewayError, Scope], ASGIApp],
-    ) -> None:
-        self.app = app
-        self.allowed = allowed
-        self.on_error = on_error
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raw = dict(scope.get("headers") or []).get(b"host")
-        header = raw.decode("latin-1") if raw is not None else None
-        if host_allowed(header, self.allowed):
-            await self.app(scope, receive, send)
-            return
-        name = host_name(header or "")[:100]
-        err = GatewayError(
-            ErrorKind.PERMISSION,
-            f"Host {name!r} is not allowed: this gateway listens on loopback and answers "
-            "requests for localhost only. Behind a reverse proxy, add its host name to "
-            "KI2API_ALLOWED_HOSTS.",
-        )
-        await self.on_error(err, scope)(scope, receive, send)
+def host_refusal(scope: Scope, allowed: tuple[str, ...]) -> GatewayError | None:
+    """The 403 of a request whose `Host` is not allowed (see the module docstring), else None."""
+    raw = dict(scope.get("headers") or []).get(b"host")
+    header = raw.decode("latin-1") if raw is not None else None
+    if host_allowed(header, allowed):
+        return None
+    name = host_name(header or "")[:100]
+    return GatewayError(
+        ErrorKind.PERMISSION,
+        f"Host {name!r} is not allowed: this gateway listens on loopback and answers "
+        "requests for localhost only. Behind a reverse proxy, add its host name to "
+        "KI2API_ALLOWED_HOSTS.",
+    )

@@ -1,51 +1,17 @@
-"""ASGI middleware: request ids, processing time, and the request body size limit."""
+"""Request ids (a client's own kept when fit to echo) and the request body size limit, as
+`server/front_door.py` applies them."""
 
 from __future__ import annotations
 
 import re
-import secrets
-import time
-from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "given_request_id"]
+__all__ = ["body_limit", "given_request_id"]
 
 _PRINTABLE_ID = re.compile(rb"[\x20-\x7e]{1,128}")
-
-
-class RequestIdMiddleware:
-    """Adds `x-request-id` (and Anthropic's `request-id`) to every response and
-    `openai-processing-ms` to every 2xx; puts the id in `scope["state"]["request_id"]`. A
-    client's own `x-request-id` is kept when it is printable ASCII of at most 128 characters;
-    otherwise (or without one) the gateway makes one."""
-
-    def __init__(self, app: ASGIApp, *, id_factory: Callable[[], str] | None = None) -> None:
-        self.app = app
-        self._new_id = id_factory or (lambda: "req_" + secrets.token_hex(12))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = given_request_id(scope) or self._new_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.append((b"request-id", request_id.encode()))
-                if 200 <= message["status"] < 300:
-                    ms = int((time.perf_counter() - started) * 1000)
-                    headers.append((b"openai-processing-ms", str(ms).encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 def given_request_id(scope: Scope) -> str | None:
@@ -57,40 +23,28 @@ def given_request_id(scope: Scope) -> str | None:
     return None
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over `max_bytes` (by Content-Length, and while streaming in) with 413."""
+def body_limit(scope: Scope, receive: Receive, max_bytes: int) -> Receive | GatewayError:
+    """The refusal of a body declared over `max_bytes` (Content-Length), else `receive`
+    counting what streams in and raising that refusal once more than `max_bytes` arrived."""
+    declared = dict(scope.get("headers", [])).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        return _too_large(max_bytes)
+    seen = 0
 
-    def __init__(
-        self, app: ASGIApp, *, max_bytes: int, on_error: Callable[[GatewayError, Scope], ASGIApp]
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.on_error = on_error
+    async def counting_receive() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise _too_large(max_bytes)
+        return message
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self.on_error(self._error(), scope)(scope, receive, send)
-            return
-        seen = 0
+    return counting_receive
 
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self._error()
-            return message
 
-        await self.app(scope, counting_receive, send)
-
-    def _error(self) -> GatewayError:
-        return GatewayError(
-            ErrorKind.REQUEST_TOO_LARGE,
-            f"Request body is larger than the limit of {self.max_bytes} bytes "
-            "(KI2API_MAX_BODY_BYTES).",
-        )
+def _too_large(max_bytes: int) -> GatewayError:
+    return GatewayError(
+        ErrorKind.REQUEST_TOO_LARGE,
+        f"Request body is larger than the limit of {max_bytes} bytes (KI2API_MAX_BODY_BYTES).",
+    )

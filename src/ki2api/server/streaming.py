@@ -7,14 +7,23 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event
 from ki2api.core.trace import RequestTrace
 from ki2api.frontends.sse import sse_comment
+from ki2api.server.disconnect import client_watch
 from ki2api.server.pump import Pump, PumpTimeout
 
-__all__ = ["FirstBatch", "StreamEncoder", "collect", "open_stream", "sse_response"]
+__all__ = [
+    "FirstBatch",
+    "SSEResponse",
+    "StreamEncoder",
+    "collect",
+    "open_stream",
+    "sse_response",
+]
 
 log = logging.getLogger("ki2api.stream")
 
@@ -136,6 +145,24 @@ def _fail(trace: RequestTrace | None, outcome: str) -> bool:
     return True
 
 
+class SSEResponse(StreamingResponse):
+    """Starlette's `StreamingResponse` without the task group it starts per response to hear
+    a disconnect (two tasks and their cancel scopes): the request's `ClientWatch` (already
+    listening since the wait for the first batch) cancels the writing instead. A client gone
+    mid-stream ends the response quietly, as Starlette's does; the body's `finally` notes it
+    and closes the upstream."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            await client_watch(scope, receive).run(self.stream_response(send))
+        except GatewayError as err:
+            if err.kind is not ErrorKind.CANCELLED:
+                raise
+
+
 def sse_response(
     stream: FirstBatch,
     encoder: StreamEncoder,
@@ -144,10 +171,10 @@ def sse_response(
     idle_limit_s: float = 300.0,
     keepalive: bytes | None = None,
     trace: RequestTrace | None = None,
-) -> StreamingResponse:
+) -> SSEResponse:
     """`keepalive`: what is sent after `keepalive_s` of upstream silence (an SSE comment by
     default; the Anthropic route sends its `ping` event)."""
-    return StreamingResponse(
+    return SSEResponse(
         _body(stream, encoder, keepalive_s, idle_limit_s, keepalive or sse_comment(), trace),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
