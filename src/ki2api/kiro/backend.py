@@ -87,7 +87,7 @@ class KiroBackend:
         self._pool = pool
         self._options = options
         self._new_id = id_factory
-        self._urls: dict[str, str] = {}  # per Q region
+        self._urls: dict[tuple[str | None, str | None], str] = {}  # per (profile ARN, region)
 
     async def stream(
         self,
@@ -126,6 +126,7 @@ class KiroBackend:
                     break
         finally:
             await run.settle()  # the passing faults' strikes, now that we know whose they were
+        del conv  # not kept for the length of the stream
         if opened is None or isinstance(opened, GatewayError):
             raise self._pool.unavailable(run.last)
         account, source, first, started_at = opened
@@ -237,6 +238,9 @@ class KiroBackend:
         except GatewayError as err:
             state.mark(err)
             raise
+        # Neither the conversation nor the request body (each as large as the whole history)
+        # is needed once the answer is coming: this frame lives as long as the stream.
+        del conv
         try:
             translator = KiroStreamTranslator(
                 input_tokens=input_tokens,
@@ -245,6 +249,7 @@ class KiroBackend:
                 text_call_names=request.text_call_names,
                 single_tool_call=request.single_tool_call,
             )
+            del request
             decoder = EventStreamDecoder()
             ended = False
             async for chunk in response.chunks():
@@ -306,15 +311,16 @@ class KiroBackend:
 
     def _url_for(self, auth: AuthSnapshot) -> str:
         """The chat URL of the account's Q region (kiro/endpoint.py)."""
-        region = chat_region(
-            profile_arn=auth.profile_arn or self._options.profile_arn,
-            login_region=auth.region,
-            override=self._options.region,
-        )
-        url = self._urls.get(region)
+        key = (auth.profile_arn, auth.region)
+        url = self._urls.get(key)
         if url is None:
+            region = chat_region(
+                profile_arn=auth.profile_arn or self._options.profile_arn,
+                login_region=auth.region,
+                override=self._options.region,
+            )
             url = f"{api_base(self._options.api_base, region)}/generateAssistantResponse"
-            self._urls[region] = url
+            self._urls[key] = url
         return url
 
     def fit(self, conv: Conversation) -> Conversation:
@@ -366,14 +372,15 @@ def _translate(
 ) -> tuple[list[Event], GatewayError | None]:
     """The events of the frames completed by `chunk`, and the failure that stopped them."""
     try:
-        frames = decoder.feed_raw(chunk)
+        frames = decoder.feed(chunk)
     except CodecError as exc:
         return [], _protocol_error(f"corrupt event-stream data from Kiro ({exc})")
     out: list[Event] = []
-    try:
-        translator.feed_raw(frames, out)  # out: the events of the frames before a failure
-    except GatewayError as exc:
-        return out, exc
+    for frame in frames:
+        try:
+            out.extend(translator.feed(frame))
+        except GatewayError as exc:
+            return out, exc
     return out, None
 
 

@@ -29,6 +29,7 @@ chat, ListAvailableModels, getUsageLimits and /mcp calls of an API-key account a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -104,12 +105,15 @@ SDK_VERSION = BUILT_IN.sdk_version  # aws-sdk-js codewhispererstreaming client
 NODE_VERSION = BUILT_IN.node_version
 
 _identity = BUILT_IN
+# machine id -> the identity's headers for it (the same on every call of the account)
+_identity_headers: dict[str, dict[str, str]] = {}
 
 
 def set_identity(identity: ClientIdentity) -> None:
     """Present every Kiro call from now on as `identity` (from settings, at start)."""
     global _identity
     _identity = identity
+    _identity_headers.clear()
 
 
 def client_identity() -> ClientIdentity:
@@ -138,6 +142,7 @@ def client_version() -> str:
     return _identity.ide_version
 
 
+@functools.lru_cache(maxsize=4096)
 def machine_id(seed: str) -> str:
     """A stable 64-hex machine id per account (never derived from a secret we would log)."""
     return hashlib.sha256(f"ki2api-machine/{seed}".encode()).hexdigest()
@@ -153,12 +158,17 @@ def is_api_key(token: str) -> bool:
 
 
 def chat_headers(access_token: str, *, machine: str, invocation_id: str) -> dict[str, str]:
+    identity = _identity_headers.get(machine)
+    if identity is None:  # built once per account (its user agents, its OS)
+        if len(_identity_headers) >= 4096:
+            _identity_headers.clear()
+        identity = _identity_headers[machine] = _identity.headers(machine)
     headers = {
         "authorization": f"Bearer {access_token}",
         "content-type": "application/json",
         "accept": "application/json",
         "x-amzn-codewhisperer-optout": "true",
-        **_identity.headers(machine),
+        **identity,
         "amz-sdk-invocation-id": invocation_id,
         "amz-sdk-request": "attempt=1; max=3",
     }

@@ -29,6 +29,7 @@ from ki2api.core.messages import Conversation, ImagePart, TextPart
 __all__ = ["kiro_conversation_id", "start_digest"]
 
 _NAMESPACE = uuid.UUID("5d6f3c0e-5a54-4f0e-9a0b-6b3d2c1e4f70")  # ki2api conversations
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def start_digest(conv: Conversation, *, with_model: bool) -> str:
@@ -46,5 +47,15 @@ def start_digest(conv: Conversation, *, with_model: bool) -> str:
 def kiro_conversation_id(conv: Conversation) -> str:
     """The `conversationId` for every request of this conversation (a UUID string)."""
     if conv.conversation_id:
-        return str(uuid.uuid5(_NAMESPACE, "client:" + conv.conversation_id))
-    return str(uuid.uuid5(_NAMESPACE, "start:" + start_digest(conv, with_model=False)))
+        return _uuid5("client:" + conv.conversation_id)
+    return _uuid5("start:" + start_digest(conv, with_model=False))
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(_NAMESPACE, name))`, the same string at a third of the cost (no UUID
+    objects): on every request."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    x = raw.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
