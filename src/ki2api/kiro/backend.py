@@ -372,15 +372,14 @@ def _translate(
 ) -> tuple[list[Event], GatewayError | None]:
     """The events of the frames completed by `chunk`, and the failure that stopped them."""
     try:
-        frames = decoder.feed(chunk)
+        frames = decoder.feed_raw(chunk)
     except CodecError as exc:
         return [], _protocol_error(f"corrupt event-stream data from Kiro ({exc})")
     out: list[Event] = []
-    for frame in frames:
-        try:
-            out.extend(translator.feed(frame))
-        except GatewayError as exc:
-            return out, exc
+    try:
+        translator.feed_raw(frames, out)  # out: the events of the frames before a failure
+    except GatewayError as exc:
+        return out, exc
     return out, None
 
 
