@@ -102,6 +102,13 @@ STREAMS: dict[str, list[bytes]] = {
         encode_exception("ThrottlingException", b'{"message": "slow down"}'),
     ],
     "content of the wrong type": [text_frame("a"), text_frame(5)],
+    "wrapped text": [
+        text_frame("a"),
+        encode_event("assistantResponseEvent", b'{"assistantResponseEvent": {"content": "b"}}'),
+        encode_event("assistantResponseEvent", b'{"assistantResponseEvent": 1, "content": "c"}'),
+    ],
+    "text that is not JSON": [text_frame("a"), encode_event("assistantResponseEvent", b"{")],
+    "text that is a list": [text_frame("a"), encode_event("assistantResponseEvent", b"[1]")],
     "tool events of every shape": [
         tool_event({"toolUseId": "t1", "name": "f"}),
         tool_event({"toolUseId": "t1", "name": "f", "input": '{"a"'}),
@@ -140,8 +147,8 @@ class GeneralTranslator(KiroStreamTranslator):
     def _direct(self, value: bool) -> None:
         pass
 
-    def _direct_args(self, raw: bytes) -> list[Event]:
-        return self._count(self._on_tool(load_payload("toolUseEvent", raw)))
+    def _direct_args(self, raw: bytes, out: list[Event]) -> None:
+        out += self._count(self._on_tool(load_payload("toolUseEvent", raw)))
 
 
 def translate(translator: KiroStreamTranslator, reads: list[bytes], batch: bool) -> list[Any]:
@@ -371,3 +378,16 @@ def test_limiter_text_batches_agree(max_tokens: int, size: int) -> None:
     for i in range(0, len(events), size):
         out += batched.feed_batch(events[i : i + size])
     assert out == limited(events, max_tokens, [], batch=False)
+
+
+def test_parsed_headers_shared_between_decoders_stay_unchanged() -> None:
+    """The parsed headers are shared by every decoder: a frame's headers are its own copy."""
+    first = EventStreamDecoder().feed(text_frame("a"))[0]
+    first.headers[":event-type"] = "changed"
+    second = EventStreamDecoder().feed(text_frame("b"))[0]
+    assert second.headers[":event-type"] == "assistantResponseEvent"
+    assert second.event_type == "assistantResponseEvent"
+    head, payload = EventStreamDecoder().feed_raw(text_frame("c"))[0]
+    with pytest.raises(TypeError):
+        head.values[":event-type"] = "x"  # type: ignore[index]
+    assert payload == b'{"content":"c"}'

@@ -215,7 +215,7 @@ _HEADER_TYPES = tuple(HeaderType)
 class HeaderBlock(NamedTuple):
     """A parsed headers block, shared by every frame that carries the same bytes."""
 
-    values: dict[str, HeaderValue]  # never handed out: a `Frame` gets a copy
+    values: Mapping[str, HeaderValue]  # read-only: a `Frame` gets a copy
     types: Mapping[str, HeaderType]
     message_type: str
     event_type: str | None
@@ -248,15 +248,19 @@ def _parse_headers(block: bytes) -> _Headers:
         values[name], off = _VALUE_PARSERS[type_byte](block, name_end + 1)
         types[name] = _HEADER_TYPES[type_byte]
     # the types are shared by every frame with this block: read-only
-    return HeaderBlock(values, MappingProxyType(types), *_kinds(values))
+    return HeaderBlock(MappingProxyType(values), MappingProxyType(types), *_kinds(values))
 
 
 # --------------------------------------------------------------------------- decoder
 
 _U32X3 = struct.Struct(">III")
 _U32 = struct.Struct(">I")
+# Kiro repeats a handful of identical headers blocks in every answer: each is parsed once per
+# process. A parsed block is read-only (a `Frame` gets a copy of its values), so every decoder
+# shares this cache (of blocks that parsed, and of bounded size).
 _CACHE_MAX_ENTRIES = 64
 _CACHE_MAX_BLOCK = 1024
+_HEADER_CACHE: dict[bytes, _Headers] = {}
 # Frame is frozen and slotted: the decoder fills the slots with their descriptors' __set__.
 _FRAME_FILL = (
     object.__new__,
@@ -266,7 +270,7 @@ _FRAME_FILL = (
     _SET_MESSAGE_TYPE,
     _SET_EVENT_TYPE,
 )
-_NO_HEADERS = HeaderBlock({}, MappingProxyType({}), "event", None)
+_NO_HEADERS = HeaderBlock(MappingProxyType({}), MappingProxyType({}), "event", None)
 
 
 def frame_of(raw: RawFrame) -> Frame:
@@ -274,7 +278,7 @@ def frame_of(raw: RawFrame) -> Frame:
     head, payload = raw
     new, set_headers, set_payload, set_types, set_message, set_event = _FRAME_FILL
     frame = new(Frame)  # Frame is frozen: fill its slots directly (2x faster)
-    set_headers(frame, head.values.copy())
+    set_headers(frame, dict(head.values))
     set_payload(frame, payload)
     set_types(frame, head.types)
     set_message(frame, head.message_type)
@@ -303,8 +307,6 @@ class EventStreamDecoder:
         self._buf = bytearray()
         self._need = _PRELUDE  # pending bytes needed before decoding can progress
         self._closed: str | None = None  # why the decoder accepts no more input
-        # Kiro repeats a handful of identical headers blocks: parse each one once.
-        self._header_cache: dict[bytes, _Headers] = {}
         self._last_block = b""
         self._last_headers = _NO_HEADERS  # the empty block's headers
 
@@ -353,7 +355,6 @@ class EventStreamDecoder:
     def _fail(self, reason: str) -> None:
         self._closed = reason
         self._buf = bytearray()
-        self._header_cache = {}
 
     def _drain(self, chunk: bytes) -> tuple[list[RawFrame], int]:
         """Cut the complete frames out of `chunk` (the pending bytes): (frames, bytes consumed).
@@ -395,14 +396,15 @@ class EventStreamDecoder:
         self._last_block, self._last_headers = last_block, last_headers
         return frames, pos
 
-    def _headers(self, block: bytes) -> _Headers:
-        parsed = self._header_cache.get(block)
+    @staticmethod
+    def _headers(block: bytes) -> _Headers:
+        parsed = _HEADER_CACHE.get(block)
         if parsed is None:
-            parsed = _parse_headers(block)
+            parsed = _parse_headers(block)  # raises on a bad block: only good ones are kept
             if len(block) <= _CACHE_MAX_BLOCK:
-                if len(self._header_cache) >= _CACHE_MAX_ENTRIES:
-                    self._header_cache.clear()
-                self._header_cache[block] = parsed
+                if len(_HEADER_CACHE) >= _CACHE_MAX_ENTRIES:
+                    _HEADER_CACHE.clear()
+                _HEADER_CACHE[block] = parsed
         return parsed
 
 

@@ -45,6 +45,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orjson import JSONDecodeError
+from orjson import loads as _loads
+
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import (
     Event,
@@ -168,11 +171,14 @@ class KiroStreamTranslator:
     def feed(self, frame: Frame) -> list[Event]:
         if self._finished:
             raise RuntimeError("feed() after finish()")
+        out: list[Event] = []
         if frame.message_type == "event":
             if self._direct and frame.event_type == _TEXT:
-                return self._direct_text(frame.payload)
+                self._direct_text(frame.payload, out)
+                return out
             if self._open is not None and frame.event_type == _TOOL:
-                return self._direct_args(frame.payload)
+                self._direct_args(frame.payload, out)
+                return out
         return self._feed(frame)
 
     def feed_raw(self, frames: Iterable[RawFrame], out: list[Event]) -> None:
@@ -181,32 +187,33 @@ class KiroStreamTranslator:
         text. When a frame fails, the events of the frames before it are in `out`."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        for raw in frames:
-            head = raw[0]
+        for head, payload in frames:
             if head.message_type == "event":
                 if self._direct and head.event_type == _TEXT:
-                    out += self._direct_text(raw[1])
+                    self._direct_text(payload, out)
                     continue
                 if self._open is not None and head.event_type == _TOOL:
-                    out += self._direct_args(raw[1])
+                    self._direct_args(payload, out)
                     continue
-            out += self._feed(frame_of(raw))
+            out += self._feed(frame_of((head, payload)))
 
-    def _direct_text(self, raw: bytes) -> list[Event]:
+    def _direct_text(self, raw: bytes, out: list[Event]) -> None:
         """A text event while the text goes out as it comes: `_on_text` without the filters."""
-        payload = load_payload(_TEXT, raw)
+        try:
+            payload = _loads(raw)
+        except JSONDecodeError:
+            payload = None
+        if type(payload) is not dict or _TEXT in payload:  # let it fail, or unwrap it
+            payload = load_payload(_TEXT, raw)
         content = payload.get("content")
         if type(content) is not str:
             content = optional_field(payload, "content", str, _TEXT)
-            if not content:
-                return []
-        elif not content:
-            return []
-        self._output_text.append(content)
-        self._content_events += 1
-        return [TextDelta(content)]
+        if content:
+            self._output_text.append(content)
+            self._content_events += 1
+            out.append(TextDelta(content))
 
-    def _direct_args(self, raw: bytes) -> list[Event]:
+    def _direct_args(self, raw: bytes, out: list[Event]) -> None:
         """A tool event while a call is open: a plain piece of that call's arguments in one
         step, anything else through `_on_tool`."""
         payload = load_payload(_TOOL, raw)
@@ -221,11 +228,12 @@ class KiroStreamTranslator:
             or not (stop is None or stop is False)
             or not (name is None or type(name) is str)
         ):
-            return self._count(self._on_tool(payload))
+            out += self._count(self._on_tool(payload))
+            return
         self._output_text.append(fragment)
         call.parts.append(fragment)
         self._content_events += 1
-        return [ToolArgsDelta(call.index, fragment)]
+        out.append(ToolArgsDelta(call.index, fragment))
 
     def _feed(self, frame: Frame) -> list[Event]:
         if frame.message_type in ("exception", "error"):
