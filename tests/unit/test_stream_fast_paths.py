@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -36,11 +37,12 @@ from ki2api.kiro.stream.codec import (
     Frame,
     MessageCRCError,
     PreludeCRCError,
+    RawFrame,
     encode_event,
     encode_exception,
     encode_frame,
+    frame_of,
 )
-from ki2api.kiro.stream.payload import load_payload
 from ki2api.kiro.stream.translate import KiroStreamTranslator
 
 TRICKY = [
@@ -137,18 +139,13 @@ STREAMS: dict[str, list[bytes]] = {
 
 
 class GeneralTranslator(KiroStreamTranslator):
-    """The translator with its one-step text path switched off."""
+    """The translator with its one-step paths switched off: every frame through `_feed`."""
 
-    @property  # type: ignore[override]
-    def _direct(self) -> bool:
-        return False
-
-    @_direct.setter
-    def _direct(self, value: bool) -> None:
-        pass
-
-    def _direct_args(self, raw: bytes, out: list[Event]) -> None:
-        out += self._count(self._on_tool(load_payload("toolUseEvent", raw)))
+    def feed_raw(self, frames: Iterable[RawFrame], out: list[Event]) -> None:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        for raw in frames:
+            out += self._feed(frame_of(raw))
 
 
 def translate(translator: KiroStreamTranslator, reads: list[bytes], batch: bool) -> list[Any]:
@@ -205,13 +202,15 @@ def test_feed_raw_keeps_the_events_before_a_failure() -> None:
 # -- decoder ------------------------------------------------------------------------------
 
 
-def frame_of(event_type: str, payload: bytes) -> bytes:
+def typed_frame(event_type: str, payload: bytes) -> bytes:
     return encode_frame([(":event-type", event_type), (":message-type", "event")], payload)
 
 
 def test_decoder_tells_same_length_header_blocks_apart() -> None:
     """Blocks of one length but different bytes (`aaaa` / `bbbb`) are never mistaken."""
-    data = b"".join(frame_of(t, b"%d" % i) for i, t in enumerate(["aaaa", "bbbb", "aaaa", "aaab"]))
+    data = b"".join(
+        typed_frame(t, b"%d" % i) for i, t in enumerate(["aaaa", "bbbb", "aaaa", "aaab"])
+    )
     for size in (1, 7, len(data)):
         decoder = EventStreamDecoder()
         frames = [f for i in range(0, len(data), size) for f in decoder.feed(data[i : i + size])]

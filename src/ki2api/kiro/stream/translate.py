@@ -63,7 +63,7 @@ from ki2api.core.events import (
 from ki2api.core.tokens import estimate_text_tokens
 from ki2api.kiro.classify import classify_exception_frame
 from ki2api.kiro.stream.called_text import CalledTextFilter, TextCall
-from ki2api.kiro.stream.codec import Frame, RawFrame, frame_of
+from ki2api.kiro.stream.codec import Frame, HeaderBlock, RawFrame, frame_of
 from ki2api.kiro.stream.payload import (
     load_payload,
     number,
@@ -169,17 +169,11 @@ class KiroStreamTranslator:
         return self._content_events
 
     def feed(self, frame: Frame) -> list[Event]:
-        if self._finished:
-            raise RuntimeError("feed() after finish()")
+        """The events of one frame."""
+        head = HeaderBlock(frame.headers, frame.header_types, frame.message_type, frame.event_type)
         out: list[Event] = []
-        if frame.message_type == "event":
-            if self._direct and frame.event_type == _TEXT:
-                self._direct_text(frame.payload, out)
-                return out
-            if self._open is not None and frame.event_type == _TOOL:
-                self._direct_args(frame.payload, out)
-                return out
-        return self._feed(frame)
+        self.feed_raw([(head, frame.payload)], out)
+        return out
 
     def feed_raw(self, frames: Iterable[RawFrame], out: list[Event]) -> None:
         """`feed` each of the decoder's raw frames (`EventStreamDecoder.feed_raw`) in order,
@@ -187,31 +181,27 @@ class KiroStreamTranslator:
         text. When a frame fails, the events of the frames before it are in `out`."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        for head, payload in frames:
-            if head.message_type == "event":
-                if self._direct and head.event_type == _TEXT:
-                    self._direct_text(payload, out)
-                    continue
-                if self._open is not None and head.event_type == _TOOL:
-                    self._direct_args(payload, out)
-                    continue
-            out += self._feed(frame_of((head, payload)))
-
-    def _direct_text(self, raw: bytes, out: list[Event]) -> None:
-        """A text event while the text goes out as it comes: `_on_text` without the filters."""
-        try:
-            payload = _loads(raw)
-        except JSONDecodeError:
-            payload = None
-        if type(payload) is not dict or _TEXT in payload:  # let it fail, or unwrap it
-            payload = load_payload(_TEXT, raw)
-        content = payload.get("content")
-        if type(content) is not str:
-            content = optional_field(payload, "content", str, _TEXT)
-        if content:
-            self._output_text.append(content)
-            self._content_events += 1
-            out.append(TextDelta(content))
+        for head, raw in frames:
+            if head.message_type != "event":
+                out += self._feed(frame_of((head, raw)))
+            elif self._direct and head.event_type == _TEXT:  # `_on_text` without the filters
+                try:
+                    payload = _loads(raw)
+                except JSONDecodeError:
+                    payload = None
+                if type(payload) is not dict or _TEXT in payload:  # let it fail, or unwrap it
+                    payload = load_payload(_TEXT, raw)
+                content = payload.get("content")
+                if type(content) is not str:
+                    content = optional_field(payload, "content", str, _TEXT)
+                if content:
+                    self._output_text.append(content)
+                    self._content_events += 1
+                    out.append(TextDelta(content))
+            elif self._open is not None and head.event_type == _TOOL:
+                self._direct_args(raw, out)
+            else:
+                out += self._feed(frame_of((head, raw)))
 
     def _direct_args(self, raw: bytes, out: list[Event]) -> None:
         """A tool event while a call is open: a plain piece of that call's arguments in one
