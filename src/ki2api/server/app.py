@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ki2api import __version__
 from ki2api.core.errors import ErrorKind, GatewayError
@@ -38,7 +39,14 @@ from ki2api.state.base import StateStore
 from ki2api.state.store_status import StoreAway
 from ki2api.state.usage_log import UsageLog
 
-__all__ = ["create_app", "create_app_from_env", "is_anthropic_path", "render_error"]
+__all__ = [
+    "GatewayApp",
+    "create_app",
+    "route_exception_response",
+    "create_app_from_env",
+    "is_anthropic_path",
+    "render_error",
+]
 
 log = logging.getLogger("ki2api.server")
 
@@ -73,6 +81,22 @@ def render_error(err: GatewayError, scope: Scope | None = None) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class GatewayApp(FastAPI):
+    """FastAPI with the front door (`server/front_door.py`) in front of FastAPI's own layers:
+    every HTTP request meets it first, and the chat requests it answers itself never enter
+    them (no frames of theirs held for a stream's life, no wrapper per SSE chunk)."""
+
+    door: FrontDoor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        door = self.door
+        if door is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette does: Request.app
+        await door(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -103,7 +127,7 @@ def create_app(
         finally:
             await services.aclose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Ki2API",
         version=__version__,
         lifespan=lifespan,
@@ -113,7 +137,11 @@ def create_app(
     )
     _include_routers(app)
     _install_error_handlers(app)
+    app.door = _front_door(app, settings)
+    return app
 
+
+def _front_door(app: GatewayApp, settings: Settings) -> FrontDoor:
     def limit_error(err: GatewayError, scope: Scope) -> ASGIApp:
         return render_error(err, scope)
 
@@ -125,20 +153,19 @@ def create_app(
         services = getattr(app.state, "services", None)
         return services.store if services is not None else None
 
-    app.add_middleware(
-        FrontDoor,
+    return FrontDoor(
+        functools.partial(FastAPI.__call__, app),
         keys=settings.api_keys,
         usage=usage_log,
         store=store_of,
         on_error=limit_error,
-        on_exception=_on_route_exception,
+        on_exception=route_exception_response,
         routes={"/v1/chat/completions": chat_completions, "/v1/messages": create_message},
         max_body_bytes=settings.max_body_bytes,
         # DNS rebinding defence (server/hosts.py): only when bound to loopback
         allowed_hosts=settings.allowed_hosts if is_loopback_host(settings.host) else None,
         json_access_log=settings.log_format == "json",
     )
-    return app
 
 
 def _include_routers(app: FastAPI) -> None:
@@ -213,15 +240,16 @@ async def _on_console_error(request: Request, exc: Exception) -> Response:
     return console_api.console_error_response(exc)
 
 
-async def _on_route_exception(request: Request, exc: Exception) -> Response:
+async def route_exception_response(request: Request, exc: Exception) -> Response:
     """What FastAPI's handlers make of an exception of a chat route the front door calls
     directly (`server/front_door.py`): a GatewayError, a client gone while its request
-    arrived. Anything else goes on up, as it does from FastAPI's routes."""
+    arrived, and anything else (the front door raises it on after sending this answer, as
+    Starlette's ServerErrorMiddleware does, so it is logged with its traceback)."""
     if isinstance(exc, GatewayError):
         return await _on_gateway_error(request, exc)
     if isinstance(exc, ClientDisconnect):
         return await _on_client_disconnect(request, exc)
-    raise exc
+    return await _on_unexpected(request, exc)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

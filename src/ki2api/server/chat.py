@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event
@@ -57,6 +58,7 @@ __all__ = [
     "Prepared",
     "Shaper",
     "authorize",
+    "read_body",
     "resolve_model",
     "run_chat",
     "services_of",
@@ -121,6 +123,19 @@ class ChatAdapter(Protocol):
     def encoder(self, ready: Prepared) -> StreamEncoder:
         """The SSE encoder of a streamed answer."""
         ...
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body, read once and not kept: Starlette's `Request.body()` caches it on
+    the request, which lives as long as a streamed answer (a long history, for minutes)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def services_of(request: Request) -> Services:
@@ -203,6 +218,11 @@ def _trace(request: Request, adapter: ChatAdapter, input_tokens: int) -> Request
     return trace
 
 
+def _without_messages(ready: Prepared) -> Prepared:
+    conv = dataclasses.replace(ready.conv, messages=(), system=(), tools=())
+    return dataclasses.replace(ready, conv=conv)
+
+
 async def _answer(
     request: Request,
     services: Services,
@@ -210,8 +230,12 @@ async def _answer(
     ready: Prepared,
     answer: AnswerSource | None,
 ) -> Response:
+    # The shaping lives as long as the stream: it keeps the conversation's settings, not its
+    # messages (an answer of several upstream answers, `answer`, needs them all along).
+    kept = ready if answer is not None else _without_messages(ready)
+
     def shaped(upstream: AsyncGenerator[list[Event], None]) -> AsyncIterator[list[Event]]:
-        return adapter.shaped(upstream, ready)
+        return adapter.shaped(upstream, kept)
 
     batches = (
         answer(ready, shaped)

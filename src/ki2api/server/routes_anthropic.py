@@ -51,7 +51,7 @@ from ki2api.frontends.anthropic.wire import (
 from ki2api.frontends.json_output import JSONFormat, StreamJSONCheck, instruction
 from ki2api.frontends.sse import sse_event
 from ki2api.images.remote import resolve_images
-from ki2api.server.chat import Prepared, authorize, resolve_model, run_chat
+from ki2api.server.chat import Prepared, authorize, read_body, resolve_model, run_chat
 from ki2api.server.estimates import estimate_input_tokens, stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import shape
@@ -65,7 +65,7 @@ router = APIRouter()
 @router.post("/v1/messages")
 async def create_message(request: Request) -> Response:
     services = authorize(request)
-    adapter = AnthropicChat(parse_messages_request(await request.body()))
+    adapter = AnthropicChat(parse_messages_request(await read_body(request)))
     return await run_chat(request, services, adapter)
 
 
@@ -77,7 +77,8 @@ class AnthropicChat:
     def __init__(self, req: MessagesRequest) -> None:
         if wants_thread(req.thread):  # never answer a continuation without its history
             raise thread_unsupported()
-        self.req = req
+        self.req: MessagesRequest | None = req  # until the conversation is made of it
+        self.tools = req.tools or []
         self.json_format = parse_output_format(req.output_config, req.output_format)
         self.model = req.model
         self.stream = bool(req.stream)
@@ -88,7 +89,10 @@ class AnthropicChat:
         return error_json.model_not_found(name, hint)
 
     def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
-        conv = to_conversation(self.req, model.kiro_id, remote_images=remote_images)
+        req, self.req = self.req, None  # the stream need not keep every message alive
+        if req is None:
+            raise RuntimeError("a request's conversation is made once")
+        conv = to_conversation(req, model.kiro_id, remote_images=remote_images)
         return _with_format(conv, self.json_format)
 
     def overflow(self, err: GatewayError, prompt_tokens: int, context_window: int) -> GatewayError:
@@ -99,7 +103,7 @@ class AnthropicChat:
 
     async def intercept(self, services: Services, ready: Prepared) -> Response | None:
         """Claude Code's WebSearch sub-request: served by Kiro's /mcp, not by the model."""
-        query = web_search_request_query(self.req.tools or [], ready.conv)
+        query = web_search_request_query(self.tools, ready.conv)
         if query is None:
             return None
         return await _web_search(services, query, self.model, ready.input_tokens, self.stream)
@@ -125,8 +129,10 @@ class AnthropicChat:
         )
 
     def encoder(self, ready: Prepared) -> StreamEncoder:
+        tokens, window = ready.input_tokens, ready.model.context_window  # not the conversation
+
         def on_error(err: GatewayError) -> GatewayError:
-            return self.overflow(err, ready.input_tokens, ready.model.context_window)
+            return self.overflow(err, tokens, window)
 
         return MessageEncoder(
             message_id=self.message_id,

@@ -27,7 +27,7 @@ from ki2api.frontends.openai.from_core import ChunkEncoder, completion_response
 from ki2api.frontends.openai.response_format import parse_format
 from ki2api.frontends.openai.to_core import to_conversation
 from ki2api.frontends.openai.wire import ChatCompletionRequest, parse_chat_request
-from ki2api.server.chat import Prepared, authorize, run_chat
+from ki2api.server.chat import Prepared, authorize, read_body, run_chat
 from ki2api.server.estimates import stream_limiter
 from ki2api.server.services import Services
 from ki2api.server.shaping import shape
@@ -41,7 +41,7 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     services = authorize(request)
-    adapter = OpenAIChat(parse_chat_request(await request.body()))
+    adapter = OpenAIChat(parse_chat_request(await read_body(request)))
     return await run_chat(request, services, adapter)
 
 
@@ -51,7 +51,8 @@ class OpenAIChat:
     keepalive: bytes | None = None  # an SSE comment
 
     def __init__(self, req: ChatCompletionRequest) -> None:
-        self.req = req
+        self.req: ChatCompletionRequest | None = req  # until the conversation is made of it
+        self.stream_options = req.stream_options
         self.model = req.model
         self.stream = bool(req.stream)
         self.json_format = parse_format(req.response_format)
@@ -63,7 +64,10 @@ class OpenAIChat:
         return error_json.model_not_found(name, hint)
 
     def conversation(self, model: ModelInfo, *, remote_images: bool) -> Conversation:
-        conv = to_conversation(self.req, model, remote_images=remote_images)
+        req, self.req = self.req, None  # the stream need not keep every message alive
+        if req is None:
+            raise RuntimeError("a request's conversation is made once")
+        conv = to_conversation(req, model, remote_images=remote_images)
         if self.json_rule:  # response_format: the JSON instruction after the client's system
             conv = dataclasses.replace(conv, system=(*conv.system, self.json_rule))
         return conv
@@ -93,7 +97,7 @@ class OpenAIChat:
         )
 
     def encoder(self, ready: Prepared) -> StreamEncoder:
-        options = self.req.stream_options
+        options = self.stream_options
         return ChunkEncoder(
             completion_id=self.completion_id,
             created=self.created,
