@@ -390,3 +390,28 @@ def test_parsed_headers_shared_between_decoders_stay_unchanged() -> None:
     with pytest.raises(TypeError):
         head.values[":event-type"] = "x"  # type: ignore[index]
     assert payload == b'{"content":"c"}'
+
+
+def test_feed_all_equals_feed_one_by_one() -> None:
+    events: list[Event] = [*ANTHROPIC[:-2], TextDelta("x"), *ANTHROPIC[-2:], TextDelta("late")]
+
+    def openai() -> ChunkEncoder:
+        return ChunkEncoder(
+            completion_id="c1",
+            created=7,
+            model="m",
+            include_usage=True,
+            prompt_tokens_fallback=1,
+            include_reasoning=True,
+        )
+
+    def anthropic() -> MessageEncoder:
+        return MessageEncoder(message_id="m1", model="claude", input_tokens=3)
+
+    for new in (openai, anthropic):
+        one, batched = new(), new()
+        expected = b"".join(one.feed(e) for e in events)
+        assert b"".join(batched.feed_all(events[i : i + 4]) for i in range(0, len(events), 4)) == (
+            expected
+        )
+        assert batched.finished

@@ -73,6 +73,10 @@ class MessageEncoder:
                 return self._delta(event, "thinking", event.text, None)
         return self._feed(event)
 
+    def feed_all(self, events: Iterable[Event]) -> bytes:
+        """`feed` each event in order: all their bytes, joined."""
+        return b"".join([self.feed(event) for event in events])
+
     def _delta(self, event: Event, block: BlockKind, text: str, key: int | None) -> bytes:
         """The one `content_block_delta` of a delta continuing the open block, as `_feed` would
         encode it (else `_feed`)."""

@@ -12,6 +12,7 @@ otherwise it is dropped, never shown as content. Either way its tokens count in 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, assert_never
 
 import orjson
@@ -153,6 +154,20 @@ class ChunkEncoder:
             self._started = True
             out = self._chunk({"role": "assistant", "content": ""})
         return out + self._encode(event)
+
+    def feed_all(self, events: Iterable[Event]) -> bytes:
+        """`feed` each event in order: all their bytes, joined (text chunks without a call)."""
+        parts: list[bytes] = []
+        head, tail, add_text = self._content_head, self._content_tail, self._tally.add_text
+        for event in events:
+            if type(event) is TextDelta and self._started and not self._finished:
+                text = event.text
+                add_text(text)
+                if text:
+                    parts += (head, _dumps(text), tail)
+            else:
+                parts.append(self.feed(event))
+        return b"".join(parts)
 
     def error(self, err: GatewayError) -> bytes:
         """The in-stream error event for a failure after the stream started; ends the stream."""
