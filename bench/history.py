@@ -78,6 +78,11 @@ COLUMNS: tuple[tuple[str, Callable[[Json], Any], Callable[[Any], str]], ...] = (
         lambda r: _get(r, "sections", "ttft", "c64", "overhead_p50_ms"),
         _fmt(".1f"),
     ),
+    (
+        "TTFT overhead 64 paced p50 (ms)",
+        lambda r: _get(r, "sections", "ttft", "c64paced", "overhead_p50_ms"),
+        _fmt(".1f"),
+    ),
     ("failed sections", lambda r: ", ".join(sorted(r.get("errors") or {})), lambda v: v or "–"),
 )
 

@@ -63,7 +63,11 @@ def summarize(results: list[StreamResult], expect_events: int | None) -> Json:
     }
 
 
-async def _worker(conn: Connection, target: Target, directive: Json, n: int) -> list[StreamResult]:
+async def _worker(
+    conn: Connection, target: Target, directive: Json, n: int, delay_s: float = 0.0
+) -> list[StreamResult]:
+    if delay_s:
+        await asyncio.sleep(delay_s)
     return [await run_stream(conn, target, directive) for _ in range(n)]
 
 
@@ -78,7 +82,12 @@ async def requests_stage(spec: Json) -> Json:
         await ready()
         t0 = time.perf_counter()
         per = int(spec["per_worker"])
-        batches = await asyncio.gather(*(_worker(c, target, directive, per) for c in conns))
+        # `stagger_s`: worker i starts i x stagger_s after the go, so clients whose answers
+        # take a while arrive spread out, as real ones do, not all in the same instant
+        stagger = float(spec.get("stagger_s", 0.0))
+        batches = await asyncio.gather(
+            *(_worker(c, target, directive, per, i * stagger) for i, c in enumerate(conns))
+        )
         elapsed = time.perf_counter() - t0
     finally:
         await asyncio.gather(*(c.close() for c in conns))

@@ -30,7 +30,11 @@ def _row(metric: str, measured: Any, baseline: Any, relation: Any, goal: str, me
 
 
 # (label, title, goal on the p50 overhead in ms): the time-to-first-token goals
-TTFT_GOALS = (("c1", "concurrency 1", 1.0), ("c64", "concurrency 64", 5.0))
+TTFT_GOALS: tuple[tuple[str, str, float | None], ...] = (
+    ("c1", "concurrency 1", 1.0),
+    ("c64paced", "64 concurrent clients, answers at model speed (100 events 20 ms apart)", 5.0),
+    ("c64", "64 clients back to back, short answers (saturated: mostly queueing)", None),
+)
 CPU_GOAL_MS = 1.0  # per 100-event streamed answer with max_tokens
 CPU_GOAL_EVENTS = "100"
 PER_EVENT_GOAL_US = 3.0
@@ -45,9 +49,10 @@ def _ttft_rows(ttft: Json | None) -> list[Row]:
         plan = get(ttft or {}, label) or {}
         for q in ("p50", "p99"):
             over = plan.get(f"overhead_{q}_ms")
-            goal, met = f"overhead <= {goal_ms:g} ms", None if over is None else over <= goal_ms
-            if q == "p99":
+            if q == "p99" or goal_ms is None:
                 goal, met = "(reported)", None
+            else:
+                goal, met = f"overhead <= {goal_ms:g} ms", None if over is None else over <= goal_ms
             measured, base = get(plan, "gateway_ms", q), get(plan, "direct_ms", q)
             rows.append(_row(f"TTFT {q}, {title} (ms)", measured, base, over, goal, met))
     return rows
