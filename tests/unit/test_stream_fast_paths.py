@@ -365,12 +365,25 @@ def test_anthropic_args_for_a_call_not_open_still_fail() -> None:
         encoder.feed(ToolArgsDelta(1, "{}"))
 
 
-@pytest.mark.parametrize("max_tokens", [1, 2, 5, 9, 20, 40, 60, 4096])
+MIXED: list[Event] = [
+    *(TextDelta(t) for t in TRICKY * 3),
+    ThinkingDelta(""),
+    ThinkingDelta("é" * 30),
+    ToolCallStart(0, "t1", "get_weather"),
+    *(ToolArgsDelta(0, f) for f in ['{"a": ', "", '"文字', '"}']),
+    ToolCallEnd(0),
+    Usage(input_tokens=3, output_tokens=9, estimated=False),
+    *(TextDelta(t) for t in TRICKY * 3),
+]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 5, 9, 20, 40, 60, 100, 4096])
 @pytest.mark.parametrize("size", [1, 3, 7, 100])
-def test_limiter_text_batches_agree(max_tokens: int, size: int) -> None:
-    """Batches of text only (counted in one step while far from the cap) end where single
-    events do, with the same usage."""
-    events: list[Event] = [TextDelta(t) for t in TRICKY * 6]
+@pytest.mark.parametrize("kind", ["text", "mixed"])
+def test_limiter_batches_agree(max_tokens: int, size: int, kind: str) -> None:
+    """Batches (counted in one step while far from the cap) end where single events do, with
+    the same usage."""
+    events: list[Event] = [TextDelta(t) for t in TRICKY * 6] if kind == "text" else [*MIXED]
     events += [Usage(input_tokens=3, output_tokens=9, estimated=False), MessageStop("end_turn")]
     batched = StreamLimiter(max_tokens=max_tokens, stop=[], input_tokens=3)
     out: list[Event] = []

@@ -263,10 +263,9 @@ class StreamLimiter:
         if self._passthrough:
             return events
         if self._no_stops and not self._done:
-            texts = [e.text for e in events if type(e) is TextDelta]
-            # the common batch: all text, far from the cap
-            if len(texts) == len(events) and self._budget.fit_all(texts):
-                return [e for e, text in zip(events, texts, strict=True) if text]
+            whole = self._far_from_cap(events)
+            if whole is not None:
+                return whole
         out: list[Event] = []
         feed = self.feed
         for event in events:
@@ -274,6 +273,26 @@ class StreamLimiter:
                 break
             out += feed(event)
         return out
+
+    def _far_from_cap(self, events: list[Event]) -> list[Event] | None:
+        """With no stop strings: the whole batch, counted in one step, when all of its output
+        is far from the cap (what `feed` one by one gives then); else None, nothing counted."""
+        pieces: list[str] = []
+        usage: Usage | None = None
+        for event in events:
+            if isinstance(event, TextDelta | ThinkingDelta):
+                pieces.append(event.text)
+            elif isinstance(event, ToolArgsDelta):
+                pieces.append(event.fragment)
+            elif isinstance(event, ToolCallStart):
+                pieces.append(event.name)
+            elif isinstance(event, Usage):
+                usage = event
+        if not self._budget.fit_all(pieces):
+            return None
+        if usage is not None:
+            self._upstream_usage = usage
+        return [e for e in events if not isinstance(e, TextDelta) or e.text]
 
     def _other(self, event: Event, out: list[Event]) -> list[Event]:
         piece = _output_piece(event)

@@ -206,7 +206,12 @@ class KiroStreamTranslator:
     def _direct_args(self, raw: bytes, out: list[Event]) -> None:
         """A tool event while a call is open: a plain piece of that call's arguments in one
         step, anything else through `_on_tool`."""
-        payload = load_payload(_TOOL, raw)
+        try:
+            payload = _loads(raw)
+        except JSONDecodeError:
+            payload = None
+        if type(payload) is not dict or _TOOL in payload:  # let it fail, or unwrap it
+            payload = load_payload(_TOOL, raw)
         call, fragment, stop = self._open, payload.get("input"), payload.get("stop")
         name = payload.get("name")
         if (
