@@ -32,6 +32,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", "connecti
 
 class StreamEncoder(Protocol):
     def feed(self, event: Event) -> bytes: ...
+    def feed_all(self, events: list[Event]) -> bytes: ...
     def error(self, err: GatewayError) -> bytes: ...
     @property
     def finished(self) -> bool: ...
@@ -113,7 +114,7 @@ async def _body(
                 yield keepalive
             else:
                 idle = 0.0
-                out = b"".join([encoder.feed(ev) for ev in batch])
+                out = encoder.feed_all(batch)
                 if out:
                     yield out
             try:

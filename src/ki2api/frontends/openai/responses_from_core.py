@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any, assert_never
 
 from ki2api.core.errors import ErrorKind, GatewayError
@@ -369,6 +370,10 @@ class ResponsesEncoder:
         if isinstance(event, MessageStop):
             self._finished = True
         return _encode(events)
+
+    def feed_all(self, events: Iterable[Event]) -> bytes:
+        """The bytes of a whole batch."""
+        return b"".join([self.feed(event) for event in events])
 
     def error(self, err: GatewayError) -> bytes:
         if self._finished:
