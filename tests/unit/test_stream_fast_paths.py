@@ -308,16 +308,30 @@ def openai_general(events: list[Event], model: str, include_usage: bool) -> byte
             body["usage"] = None
         return sse_data(body)
 
-    out = chunk({"role": "assistant", "content": ""})
-    return out + b"".join(
-        chunk({"content": e.text}) for e in events if isinstance(e, TextDelta) and e.text
-    )
+    out = [chunk({"role": "assistant", "content": ""})]
+    calls: dict[int, int] = {}
+    for e in events:
+        if isinstance(e, TextDelta) and e.text:
+            out.append(chunk({"content": e.text}))
+        elif isinstance(e, ToolCallStart):
+            k = calls[e.index] = len(calls)
+            function = {"name": e.name, "arguments": ""}
+            call = {"index": k, "id": e.id, "type": "function", "function": function}
+            out.append(chunk({"tool_calls": [call]}))
+        elif isinstance(e, ToolArgsDelta) and e.fragment:
+            args = {"index": calls[e.index], "function": {"arguments": e.fragment}}
+            out.append(chunk({"tool_calls": [args]}))
+    return b"".join(out)
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("include_usage", [True, False])
-def test_openai_content_chunks_are_byte_identical(model: str, include_usage: bool) -> None:
+def test_openai_content_and_argument_chunks_are_byte_identical(
+    model: str, include_usage: bool
+) -> None:
     events: list[Event] = [TextDelta(t) for t in TRICKY]
+    events += [ToolCallStart(3, "t1", "f"), *(ToolArgsDelta(3, t) for t in TRICKY)]
+    events += [ToolCallStart(5, "t2", "g"), *(ToolArgsDelta(5, t) for t in TRICKY)]
     encoder = ChunkEncoder(
         completion_id="c1",
         created=7,

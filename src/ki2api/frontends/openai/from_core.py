@@ -220,7 +220,13 @@ class ChunkEncoder:
         self._tally.add_text(fragment)
         if not fragment:
             return b""
-        return self._chunk({"tool_calls": [{"index": k, "function": {"arguments": fragment}}]})
+        # _chunk({"tool_calls": [{"index": k, "function": {"arguments": fragment}}]}), in bytes
+        return b'%b{"tool_calls":[{"index":%d,"function":{"arguments":%b}}]}%b' % (
+            self._head,
+            k,
+            _dumps(fragment),
+            self._tail,
+        )
 
     def _stop(self, reason: StopReason) -> bytes:
         self._finished = True
