@@ -57,6 +57,7 @@ class MessageEncoder:
         )
         self._on_error = on_error
         self._started = False
+        self._prefix: tuple[int, BlockKind, bytes] = (-1, "text", b"")  # of the last delta
         self._failed = False
 
     @property
@@ -83,7 +84,11 @@ class MessageEncoder:
         index = self._machine.continues(block, text, key)
         if index is None:
             return self._feed(event)
-        return b"%b%d%b%b}}\n\n" % (_DELTA_HEAD, index, _DELTA_MIDDLE[block], _dumps(text))
+        at, kind, prefix = self._prefix
+        if at != index or kind != block:  # a new block: its bytes before the text, once
+            prefix = b"%b%d%b" % (_DELTA_HEAD, index, _DELTA_MIDDLE[block])
+            self._prefix = (index, block, prefix)
+        return prefix + _dumps(text) + b"}}\n\n"
 
     def _feed(self, event: Event) -> bytes:
         if self.finished:
