@@ -3,18 +3,20 @@
 The same stages a streamed answer goes through in the gateway, called in the same way:
 `EventStreamDecoder.feed_raw` on each upstream read and `KiroStreamTranslator.feed_raw` on its
 frames (in older code, which had neither: `feed` and `feed` on each frame),
-`StreamLimiter.feed` (through `server.shaping`) when the request has `max_tokens`, and the
-frontend's encoder (`ChunkEncoder` or `MessageEncoder`) on each event, the bytes of one read
-joined. The answers are the emulator's (`kiro_emulator.stream`): `assistantResponseEvent`s of
-`"word "` (what `bench` and the profile request) then `contextUsageEvent` and `meteringEvent`,
-arriving in a few large reads; and a tool-call answer (some text, then one call whose
-arguments come in many fragments).
+`server.shaping`'s batch step (the `StreamLimiter`) when the request has `max_tokens`, and the
+frontend's encoder (`ChunkEncoder` or `MessageEncoder`) on each read's events (`feed_all`; older
+code: `feed` per event, joined). The answers are the emulator's (`kiro_emulator.stream`):
+`assistantResponseEvent`s of `"word "` (what `bench` and the profile request) then
+`contextUsageEvent` and `meteringEvent`, arriving in a few large reads; and a tool-call answer
+(some text, then one call whose arguments come in many fragments).
 
 Each case runs at `SMALL` and `LARGE` events; µs per additional event is the slope between the
-two, µs per answer is the `SMALL` (100-event) figure. Timings are the minimum over repeats
-(the machine is shared: the minimum is the least disturbed figure).
+two, µs per answer is the `SMALL` (100-event) figure. Timings are CPU time of this process,
+the minimum over repeats (the machine is shared: the minimum is the least disturbed figure).
+The same script measures older code: run it from a checkout of that code (see `_shaped`,
+`_encode`, `run_answer`: each stage falls back to the calls that code had).
 
-    .venv/bin/python -m bench.pipeline [--repeats N] [--json]
+    .venv/bin/python -m bench.pipeline [--repeats N] [--json] [-k NAME]
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def text_answer(events: int) -> bytes:
 def tool_answer(events: int) -> bytes:
     """A few text events, then one tool call whose arguments fill the rest of `events`."""
     text = [_event("assistantResponseEvent", {"content": "Let me look. ", "modelId": MODEL})] * 4
-    ident = {"name": "get_weather", "toolUseId": "tooluse_0123456789abcdefghijkl"}
+    ident: dict[str, object] = {
+        "name": "get_weather",
+        "toolUseId": "tooluse_0123456789abcdefghijkl",
+    }
     pieces = ['{"location": "Paris", "notes": "'] + ["ab cd "] * (events - 7) + ['"}']
     args = [_event("toolUseEvent", {"input": p, **ident}) for p in pieces]
     stop = _event("toolUseEvent", {**ident, "stop": True})
@@ -117,6 +122,15 @@ def _shaped(events: list[Event], limiter: StreamLimiter | None) -> list[Event]:
     return out
 
 
+def _encode(encoder: ChunkEncoder | MessageEncoder, events: list[Event]) -> bytes:
+    """The SSE bytes of one batch, as `server.streaming` writes them (older code: per event)."""
+    feed_all = getattr(encoder, "feed_all", None)
+    if feed_all is not None:
+        out: bytes = feed_all(events)
+        return out
+    return b"".join([encoder.feed(ev) for ev in events])
+
+
 def run_answer(reads: list[bytes], dialect: str, max_tokens: int | None) -> bytes:
     """One answer through decoder, translator, limiter and encoder: the SSE bytes sent."""
     decoder = EventStreamDecoder()
@@ -132,12 +146,11 @@ def run_answer(reads: list[bytes], dialect: str, max_tokens: int | None) -> byte
         else:
             for frame in decoder.feed(read):
                 batch.extend(translator.feed(frame))
-        sent.append(b"".join([encoder.feed(ev) for ev in _shaped(batch, limiter)]))
+        sent.append(_encode(encoder, _shaped(batch, limiter)))
         if limiter is not None and limiter.done:
             return b"".join(sent)
     decoder.finish()
-    tail = _shaped(translator.finish(), limiter)
-    sent.append(b"".join([encoder.feed(ev) for ev in tail]))
+    sent.append(_encode(encoder, _shaped(translator.finish(), limiter)))
     return b"".join(sent)
 
 
