@@ -15,5 +15,6 @@ import contracts in `.importlinter`):
    bytes -> core events); independent of each other.
 5. `classify` (upstream failures -> `GatewayError`), `endpoint` (hosts, regions, headers, machine
    id) and `transport` (the chat call's HTTP client and its seam).
-6. `client_identity`: the client versions the headers name (one place, updatable by a file).
+6. `client_identity`: the client versions the headers name (one place, updatable by a file),
+   and `http11` (the direct chat calls' small HTTP/1.1 client), independent of each other.
 """

@@ -3,8 +3,10 @@
 The streaming chat call is the hot path: every upstream event crosses it. httpx parses HTTP/1.1
 chunks in pure Python (h11) and walks its whole pool on every request; aiohttp parses in C and
 hands over everything that arrived in one read. Measured on the benchmark (bench/README.md),
-this halves the gateway's CPU per event and per request. Refresh calls, which are rare, stay on
-httpx. aiohttp exceptions become GatewayErrors here and nowhere else (`map_aiohttp_errors`).
+this halves the gateway's CPU per event and per request. A call that needs no proxy goes through
+the lighter `http11.DirectChatClient` instead (same failures, as aiohttp's exception classes).
+Refresh calls, which are rare, stay on httpx. aiohttp exceptions become GatewayErrors here and
+nowhere else (`map_aiohttp_errors`).
 
 The backend and the web search see the chat call through two small protocols, `ChatTransport`
 and `ChatResponse` (the shape httpx gives its transports: post one request, read its answer as
@@ -29,6 +31,7 @@ from python_socks import ProxyType
 
 from ki2api.core.errors import NetworkFailure, network_error
 from ki2api.core.proxy import ProxyURL, proxy_failure
+from ki2api.kiro.http11 import DirectChatClient
 
 __all__ = [
     "AiohttpChatResponse",
@@ -223,6 +226,13 @@ class AiohttpChatTransport:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
+        # calls that go straight to Kiro (no proxy): the lighter client (kiro/http11.py)
+        self._direct = DirectChatClient(
+            map_aiohttp_errors,
+            max_connections=max_connections,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
 
     def _proxy_for(self, url: str) -> str | None:
         """HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, as httpx honours them.
@@ -276,11 +286,14 @@ class AiohttpChatTransport:
         body: bytes,
         headers: Mapping[str, str],
         proxy: ProxyURL | None = None,
-    ) -> AiohttpChatResponse:
+    ) -> ChatResponse:
+        via: str | None = self._proxy_for(url) if proxy is None else None
+        if proxy is None and via is None:
+            with map_aiohttp_errors():
+                return await self._direct.post(url, body, headers)
         session = self._open(proxy)
         # aiohttp streams a large body from a file-like object instead of one big write.
         data: bytes | io.BytesIO = body if len(body) < _LARGE_BODY else io.BytesIO(body)
-        via: str | None = self._proxy_for(url) if proxy is None else None
         auth: dict[str, str] | None = None
         sent = dict(headers)
         if proxy is not None and not proxy.socks:
@@ -301,6 +314,7 @@ class AiohttpChatTransport:
         return AiohttpChatResponse(response)
 
     async def aclose(self) -> None:
+        await self._direct.aclose()
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
