@@ -5,7 +5,9 @@ never cuts one short; the gateway then counts output tokens as a client's limit 
 At 100 events: the OpenAI stream and, in the same rounds, the OpenAI non-streaming answer and
 the Anthropic `/v1/messages` stream and non-streaming answer, each compared with the OpenAI
 stream. At 1,000 events: the OpenAI stream, for the fixed + per-event fit. Rounds alternate
-the targets so drift on a shared machine hits all of them alike.
+the targets so drift on a shared machine hits all of them alike. Then `bulk`: the OpenAI
+stream's two sizes again with the emulator's body re-chunked into 64 KiB pieces, so the fit
+splits the per-event work from the per-read I/O (a read, an SSE write, the loop's turn).
 """
 
 from __future__ import annotations
@@ -40,8 +42,16 @@ def gateway_target(stack: Stack, api: str = "openai", stream: bool = True) -> Js
     return {**stack.targets()["gateway"], "api": api, "stream": stream, "max_tokens": MAX_TOKENS}
 
 
-def events_directive(events: int) -> Json:
-    return {"text": "word " * events, "events": events, "chunks": events}
+def events_directive(events: int, split_bytes: int | None = None) -> Json:
+    directive: Json = {"text": "word " * events, "events": events, "chunks": events}
+    if split_bytes:
+        directive["split_bytes"] = split_bytes  # the emulator re-chunks its body
+    return directive
+
+
+# The same answers sent in 64 KiB pieces: a few upstream reads (and SSE writes) per answer
+# instead of one per event or two, which leaves the per-event work alone in the fit.
+BULK_SPLIT_BYTES = 65536
 
 
 def _targets(stack: Stack, events: int) -> dict[str, Json]:
@@ -52,7 +62,14 @@ def _targets(stack: Stack, events: int) -> dict[str, Json]:
     return out
 
 
-def _run(stack: Stack, load: LoadDriver, target: Json, events: int, requests: int) -> Json:
+def _run(
+    stack: Stack,
+    load: LoadDriver,
+    target: Json,
+    events: int,
+    requests: int,
+    split_bytes: int | None = None,
+) -> Json:
     streamed = target.get("stream", True)
     spec = {
         "stage": "requests",
@@ -60,7 +77,7 @@ def _run(stack: Stack, load: LoadDriver, target: Json, events: int, requests: in
         "workers": CPU_WORKERS,
         "per_worker": requests // CPU_WORKERS,
         "warmup": 2,
-        "directive": events_directive(events),
+        "directive": events_directive(events, split_bytes),
         "expect_events": events if streamed else 1,  # a whole JSON answer counts as one
     }
     r = run_stage(stack, load, spec, 300)
@@ -130,18 +147,37 @@ def _variants(plan: Json) -> Json:
     return out
 
 
+def _fit(ms_by_events: dict[int, float]) -> Json:
+    (e1, ms1), (e2, ms2) = sorted(ms_by_events.items())
+    per_event_ms = (ms2 - ms1) / (e2 - e1)
+    return {"per_event_us": per_event_ms * 1e3, "per_request_ms": ms1 - per_event_ms * e1}
+
+
+def _bulk(stack: Stack, load: LoadDriver) -> Json:
+    """The OpenAI stream's sizes again, the upstream body in BULK_SPLIT_BYTES pieces."""
+    target = gateway_target(stack)
+    rounds: dict[int, list[Json]] = {events: [] for events, _ in CPU_SIZES}
+    for _ in range(CPU_ROUNDS):
+        for events, n in CPU_SIZES:
+            rounds[events].append(_run(stack, load, target, events, n, BULK_SPLIT_BYTES))
+    runs = {events: _merge(r) for events, r in rounds.items()}
+    ms = {events: run["gateway_cpu_ms_per_request"] for events, run in runs.items()}
+    return {
+        "split_bytes": BULK_SPLIT_BYTES,
+        "gateway_ms_per_request": {str(e): v for e, v in ms.items()},
+        "valid": all(run["valid"] for run in runs.values()),
+        "fit": _fit(ms),
+    }
+
+
 def cpu_section(stack: Stack, load: LoadDriver) -> Json:
     plans = {str(events): _size(stack, load, events, n) for events, n in CPU_SIZES}
-    (e1, p1), (e2, p2) = ((e, plans[str(e)]) for e, _ in CPU_SIZES)
-    per_event_ms = (p2["gateway_ms_per_request"] - p1["gateway_ms_per_request"]) / (e2 - e1)
-    fit = {
-        "per_event_us": per_event_ms * 1e3,
-        "per_request_ms": p1["gateway_ms_per_request"] - per_event_ms * e1,
-    }
+    fit = _fit({e: plans[str(e)]["gateway_ms_per_request"] for e, _ in CPU_SIZES})
     return {
         "max_tokens": MAX_TOKENS,
         "reference": REFERENCE,
         "plans": plans,
         "fit": fit,
         "variants": _variants(plans[str(VARIANT_EVENTS)]),
+        "bulk": _bulk(stack, load),
     }

@@ -83,6 +83,13 @@ def _cpu_rows(cpu: Json | None) -> list[Row]:
         rows.append(_row(title, per_event, None, None, goal, per_event <= PER_EVENT_GOAL_US))
         title = "gateway CPU, fixed per request (ms, fit of the two sizes)"
         rows.append(_row(title, per_request, None, None, "(reported)", None))
+    bulk = get(cpu or {}, "bulk", "fit")
+    if bulk:
+        title = (
+            "gateway CPU, marginal per event, upstream body in 64 KiB reads (µs, fit): the "
+            "per-event work without a read and a write per event or two"
+        )
+        rows.append(_row(title, bulk["per_event_us"], None, None, "(reported)", None))
     return rows + _variant_rows(get(cpu or {}, "variants"))
 
 
