@@ -157,6 +157,7 @@ class DirectResponse:
         self._conn: _Connection | None = conn
         self.status: int = conn.status
         self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(conn.raw_headers))
+        conn.raw_headers.clear()  # not kept twice for the length of the stream
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
