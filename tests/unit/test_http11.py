@@ -4,11 +4,14 @@ what goes upstream, keep-alive, and each way a call fails (the same GatewayError
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import trustme
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.kiro import http11
 from ki2api.kiro.transport import AiohttpChatTransport, ChatResponse, read_body
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -156,3 +159,42 @@ async def test_silence_is_a_read_timeout_and_no_listener_no_connection(upstream:
     assert silent.value.kind is ErrorKind.UPSTREAM_TIMEOUT
     assert refused.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE
     assert "ClientConnectorError" in refused.value.message
+
+
+async def test_https_checks_the_certificate_and_names_the_host(
+    upstream: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authority = trustme.CA()
+    served = authority.issue_cert("localhost")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.configure_cert(server_tls)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(up, reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    up = Upstream(handler)
+    up.server = await asyncio.start_server(up._serve, "localhost", 0, ssl=server_tls)
+    port = up.server.sockets[0].getsockname()[1]
+    chat = transport()
+    try:  # the system's CAs do not know this one: refused, as aiohttp refuses it
+        with pytest.raises(GatewayError) as untrusted:
+            await chat.post(f"https://localhost:{port}/x", b"{}", {})
+        assert untrusted.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE
+
+        def trusting() -> ssl.SSLContext:
+            context = ssl.create_default_context()
+            authority.configure_trust(context)
+            return context
+
+        monkeypatch.setattr(http11, "_tls_context", trusting)
+        chat2 = transport()
+        response = await chat2.post(f"https://localhost:{port}/x", b"{}", {})
+        assert response.status == 200 and await body_of(response) == b"ok"
+        await response.aclose()
+        await chat2.aclose()
+    finally:
+        await chat.aclose()
+        up.server.close()
+    assert up.heads[0].startswith(b"POST /x HTTP/1.1\r\nHost: localhost:%d\r\n" % port)
