@@ -98,8 +98,9 @@ def _notes(results: Json) -> list[str]:
             notes.append(
                 f"TTFT {label}: {em['requests_per_s']:.0f} req/s direct, "
                 f"{gw['requests_per_s']:.0f} req/s through the gateway "
-                f"(gateway CPU {gw['gateway_cpu_ms_per_request']:.2f} ms per request)."
-                + (_QUEUEING if plan.get("workers", 1) > 1 else "")
+                f"(gateway CPU {gw['gateway_cpu_ms_per_request']:.2f} ms per request, the "
+                f"emulator's {em['emulator_cpu_ms_per_request']:.2f} ms when called directly)."
+                + (_QUEUEING if label == "c64" else "")
             )
     notes += _cpu_notes(get(sections, "cpu"))
     notes += _workers_notes(get(sections, "workers"))
