@@ -17,10 +17,13 @@ import pytest
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.events import Event, MessageStop, TextDelta
 from ki2api.core.messages import Conversation, Message, TextPart
+from ki2api.kiro import backend as backend_module
 from ki2api.kiro.accounts.pool import AccountPool
 from ki2api.kiro.backend import BackendOptions, KiroBackend
 from ki2api.kiro.mcp import KiroWebSearch
-from tests.support.fake_pool import FakeAuth, fake_pool, health
+from ki2api.kiro.request.build import KiroRequest, build_kiro_request
+from ki2api.kiro.request.conversation_id import kiro_conversation_id
+from tests.support.fake_pool import PROFILE_ARN, FakeAuth, fake_pool, health
 from tests.support.fake_transport import (
     DROP,
     FakeChatTransport,
@@ -248,3 +251,26 @@ async def test_the_web_search_refreshes_a_refused_token_once(rig: Rig) -> None:
     assert chat.tokens() == ["tok-p0-0", "tok-p0-1"]
     assert chat.posted[0].url == "https://q.test/mcp"
     assert rig.auth.refreshes == {"p0": 1}
+
+
+# fit() then stream(): the request measured is the one sent --------------------------------------
+async def test_a_fitted_conversation_is_built_once_and_sent_as_a_fresh_build_would_be(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Conversation] = []
+    real = build_kiro_request
+
+    def counting(conv: Conversation, **kw: Any) -> KiroRequest:
+        built.append(conv)
+        return real(conv, **kw)
+
+    monkeypatch.setattr(backend_module, "build_kiro_request", counting)
+    backend = rig.backend([answer("ok"), answer("again")])
+    conv = backend.fit(CONV)
+    assert text([b async for b in backend.stream(conv, input_tokens=10)]) == "ok"
+    assert len(built) == 1
+    expected = real(CONV, conversation_id=kiro_conversation_id(CONV), profile_arn=PROFILE_ARN)
+    assert rig.chat.posted[0].body == expected.body
+    assert list(rig.chat.posted[0].body) == list(expected.body)  # the same keys, in order
+    await run(backend)  # streamed without fit(): built in _prepare, as before
+    assert len(built) == 2 and rig.chat.posted[1].body == expected.body

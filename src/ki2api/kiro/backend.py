@@ -13,11 +13,13 @@ it in the client's dialect).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -55,8 +57,8 @@ Shaper = Callable[[AsyncGenerator[list[Event], None]], AsyncIterator[list[Event]
 _log = logging.getLogger(__name__)
 _MAX_ERROR_BODY = 64 * 1024
 _CONTENT = (TextDelta, ThinkingDelta, ToolCallStart)
-# Stand-ins of typical length for sizing a request before the real values are known.
-_PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
+_MAX_FITTED = 256  # fitted requests waiting for their account (see KiroBackend._fitted)
+# A stand-in of typical length for sizing a request before the account's ARN is known.
 _PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:000000000000:profile/PLACEHOLDER00"
 
 
@@ -88,6 +90,9 @@ class KiroBackend:
         self._options = options
         self._new_id = id_factory
         self._urls: dict[tuple[str | None, str | None], str] = {}  # per (profile ARN, region)
+        # fit() -> _prepare(): the request built while measuring, not built twice (by id of the
+        # conversation fit() returned, until its request takes it or ends)
+        self._fitted: dict[int, tuple[Conversation, KiroRequest]] = {}
 
     async def stream(
         self,
@@ -126,6 +131,7 @@ class KiroBackend:
                     break
         finally:
             await run.settle()  # the passing faults' strikes, now that we know whose they were
+        self._fitted.pop(id(conv), None)  # the request ended before an account took it
         del conv  # not kept for the length of the stream
         if opened is None or isinstance(opened, GatewayError):
             raise self._pool.unavailable(run.last)
@@ -327,12 +333,16 @@ class KiroBackend:
         """`conv` within the upstream size budget (trimmed when configured), or
         CONTEXT_TOO_LONG; run before anything else is spent on the request."""
         arn = self._options.profile_arn or _PLACEHOLDER_ARN
+        conversation_id = kiro_conversation_id(conv)  # the same length as any other's
+        measured: list[KiroRequest] = []
 
         def measure(c: Conversation) -> int:
-            body = build_kiro_request(c, conversation_id=_PLACEHOLDER_ID, profile_arn=arn).body
-            return text_bytes(body)  # image bytes do not count (docs/kiro-protocol.md §3.9)
+            request = build_kiro_request(c, conversation_id=conversation_id, profile_arn=arn)
+            if c is conv:
+                measured.append(request)
+            return text_bytes(request.body)  # image bytes do not count (docs/kiro-protocol.md §3.9)
 
-        return fit_conversation(
+        fitted = fit_conversation(
             conv,
             max_body_bytes=self._options.max_body_bytes,
             trim=self._options.trim_history,
@@ -340,11 +350,23 @@ class KiroBackend:
             max_tools=self._options.max_tools,
             max_image_bytes=self._options.max_image_bytes,
         )
+        if fitted is conv and measured:  # kept whole: _prepare sends what was measured
+            if len(self._fitted) >= _MAX_FITTED:
+                del self._fitted[next(iter(self._fitted))]  # the oldest, never sent
+            self._fitted[id(conv)] = (conv, measured[0])
+        return fitted
 
     def _prepare(self, conv: Conversation, auth: AuthSnapshot) -> tuple[KiroRequest, bytes]:
         """The request and its bytes, within the upstream size budget (request/budget.py)."""
-        conversation_id = kiro_conversation_id(conv)  # one per conversation, as real clients
         profile_arn = auth.profile_arn or self._options.profile_arn
+        built = self._fitted.pop(id(conv), None)
+        if built is not None and built[0] is conv:  # built by fit(): only the ARN differs
+            request = _with_arn(built[1], profile_arn)
+            payload = orjson.dumps(request.body)
+            limit = self._options.max_body_bytes
+            if len(payload) - body_image_bytes(request.body) <= limit:
+                return request, payload
+        conversation_id = kiro_conversation_id(conv)  # one per conversation, as real clients
 
         def build(c: Conversation) -> tuple[KiroRequest, bytes]:
             request = build_kiro_request(
@@ -365,6 +387,17 @@ class KiroBackend:
             )
             request, payload = build(fitted)
         return request, payload
+
+
+def _with_arn(request: KiroRequest, profile_arn: str | None) -> KiroRequest:
+    """`request` for the account's profile ARN: the body `build_kiro_request` would give."""
+    old = request.body
+    body: dict[str, Any] = {"conversationState": old["conversationState"]}
+    if profile_arn:
+        body["profileArn"] = profile_arn
+    if "additionalModelRequestFields" in old:
+        body["additionalModelRequestFields"] = old["additionalModelRequestFields"]
+    return dataclasses.replace(request, body=body)
 
 
 def _translate(
