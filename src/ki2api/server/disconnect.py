@@ -19,12 +19,15 @@ from starlette.types import Receive, Scope
 
 from ki2api.core.errors import ErrorKind, GatewayError
 
-__all__ = ["ClientWatch", "client_watch", "close_watch", "unless_gone"]
+__all__ = ["RAW_RECEIVE", "ClientWatch", "client_watch", "close_watch", "unless_gone"]
 
 T = TypeVar("T")
 
 
 _WATCH = "client_watch"  # scope["state"] key of the request's ClientWatch
+# scope["state"] key of the server's own `receive`, when a wrapper (the body limit) is in
+# between: the watcher listens on it directly once the body is read
+RAW_RECEIVE = "raw_receive"
 
 
 class ClientWatch:
@@ -80,7 +83,7 @@ def client_watch(scope: Scope, receive: Receive) -> ClientWatch:
     state = scope.setdefault("state", {})
     watch = state.get(_WATCH)
     if not isinstance(watch, ClientWatch):
-        watch = state[_WATCH] = ClientWatch(receive)
+        watch = state[_WATCH] = ClientWatch(state.get(RAW_RECEIVE) or receive)
     return watch
 
 

@@ -39,7 +39,7 @@ from ki2api.metrics import STREAMS_OPEN
 from ki2api.server.accounting import CHAT_PATHS, FIRST_BYTE_AT, Accounting
 from ki2api.server.client_keys import ClientKeyFinder
 from ki2api.server.console.console_session import is_console_path
-from ki2api.server.disconnect import close_watch
+from ki2api.server.disconnect import RAW_RECEIVE, close_watch
 from ki2api.server.hosts import host_refusal
 from ki2api.server.middleware import body_limit, given_request_id
 from ki2api.server.observe import Observer
@@ -133,6 +133,7 @@ class FrontDoor:
         if scope.get("path") in CHAT_PATHS:
             visit.trace = self._accounting.open(scope)
         if self._max_body is not None:
+            scope["state"][RAW_RECEIVE] = receive
             limited = body_limit(scope, receive, self._max_body)
             if isinstance(limited, GatewayError):
                 await self._refuse(limited, scope, receive, visit.send)

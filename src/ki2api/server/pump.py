@@ -63,7 +63,18 @@ class Pump(Generic[T]):
                     error, self._error = self._error, None
                     raise error
                 raise StopAsyncIteration
-            await self._wait(timeout)
+            # The wait, inline (a held stream keeps one coroutine frame less)
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if waiter.result():
+                raise PumpTimeout
         item = self._items.pop(0)
         space = self._space
         if space is not None and not space.done():
@@ -77,19 +88,6 @@ class Pump(Generic[T]):
         if space is not None and not space.done():
             space.set_result(None)
         return items
-
-    async def _wait(self, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-        if waiter.result():
-            raise PumpTimeout
 
     async def aclose(self) -> None:
         """Stop reading and close the source (and its upstream response).
