@@ -126,7 +126,6 @@ class FakeResponse:
                     yield step
 
     async def arrived(self) -> tuple[bytes, bool]:
-        await asyncio.sleep(0)
         data = b""
         with map_aiohttp_errors():
             while self._steps:

@@ -424,6 +424,8 @@ async def _with_arrived(
 ) -> tuple[list[Event], GatewayError | None, bool]:
     """`batch` plus the events of the bytes that already arrived behind it; the failure among
     them; whether the answer is complete (its closing checks done)."""
+    for _ in range(2):  # the event loop's turns to read what is already on the socket
+        await asyncio.sleep(0)
     data, eof = await response.arrived()
     more, failure = _translate(decoder, translator, data) if data else ([], None)
     batch = batch + more if more else batch

@@ -174,10 +174,8 @@ class DirectResponse:
                     await conn.wait(self._client.read_timeout_s)
 
     async def arrived(self) -> tuple[bytes, bool]:
-        """What already arrived behind the last read (after two turns of the event loop), and
-        whether the body is complete; never waits for the network."""
-        for _ in range(2):
-            await asyncio.sleep(0)
+        """What already arrived behind the last read, and whether the body is complete; never
+        waits for the network."""
         conn = self._conn
         assert conn is not None
         if conn.buffered:

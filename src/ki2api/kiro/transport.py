@@ -61,7 +61,8 @@ class ChatResponse(Protocol):
 
     async def arrived(self) -> tuple[bytes, bool]:
         """The bytes that already arrived behind the last read, and whether the body is
-        complete; never waits for the network (the backend's first-content hold)."""
+        complete; never waits for the network (the backend's first-content hold, which gives
+        the event loop its turns to read the socket first)."""
         ...
 
     async def aclose(self) -> None:
@@ -167,11 +168,8 @@ class AiohttpChatResponse:
                 yield data
 
     async def arrived(self) -> tuple[bytes, bool]:
-        """The bytes that have already arrived behind the last read (the event loop first
-        gets two turns to read the socket), and whether the body is complete. Never waits
-        for the network."""
-        for _ in range(2):
-            await asyncio.sleep(0)
+        """The bytes that have already arrived behind the last read, and whether the body is
+        complete. Never waits for the network."""
         content = self._response.content
         with map_aiohttp_errors():
             data = content.read_nowait()

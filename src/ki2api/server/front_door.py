@@ -123,8 +123,9 @@ class FrontDoor:
             self._leave(visit, scope)
 
     async def _enter(self, visit: _Visit, scope: Scope, receive: Receive) -> None:
+        headers = dict(scope.get("headers") or ())  # once, for the Host and the body limit
         if self._allowed is not None:
-            refused = host_refusal(scope, self._allowed)
+            refused = host_refusal(headers.get(b"host"), self._allowed)
             if refused is not None:
                 await self._refuse(refused, scope, receive, visit.send)
                 return
@@ -134,7 +135,7 @@ class FrontDoor:
             visit.trace = self._accounting.open(scope)
         if self._max_body is not None:
             scope["state"][RAW_RECEIVE] = receive
-            limited = body_limit(scope, receive, self._max_body)
+            limited = body_limit(headers.get(b"content-length"), receive, self._max_body)
             if isinstance(limited, GatewayError):
                 await self._refuse(limited, scope, receive, visit.send)
                 return

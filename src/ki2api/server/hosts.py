@@ -15,8 +15,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from starlette.types import Scope
-
 from ki2api.core.errors import ErrorKind, GatewayError
 
 __all__ = ["host_allowed", "host_name", "host_refusal", "is_loopback_host"]
@@ -54,9 +52,9 @@ def host_allowed(header: str | None, extra: Iterable[str]) -> bool:
     return is_loopback_host(name) or name in allowed
 
 
-def host_refusal(scope: Scope, allowed: tuple[str, ...]) -> GatewayError | None:
-    """The 403 of a request whose `Host` is not allowed (see the module docstring), else None."""
-    raw = dict(scope.get("headers") or []).get(b"host")
+def host_refusal(raw: bytes | None, allowed: tuple[str, ...]) -> GatewayError | None:
+    """The 403 of a request whose `Host` header (`raw`) is not allowed (see the module
+    docstring), else None."""
     header = raw.decode("latin-1") if raw is not None else None
     if host_allowed(header, allowed):
         return None

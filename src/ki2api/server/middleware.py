@@ -23,10 +23,9 @@ def given_request_id(scope: Scope) -> str | None:
     return None
 
 
-def body_limit(scope: Scope, receive: Receive, max_bytes: int) -> Receive | GatewayError:
-    """The refusal of a body declared over `max_bytes` (Content-Length), else `receive`
+def body_limit(declared: bytes | None, receive: Receive, max_bytes: int) -> Receive | GatewayError:
+    """The refusal of a body declared (`Content-Length`) over `max_bytes`, else `receive`
     counting what streams in and raising that refusal once more than `max_bytes` arrived."""
-    declared = dict(scope.get("headers", [])).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         return _too_large(max_bytes)
     seen = 0
