@@ -152,7 +152,13 @@ async def drive(
     """`clients` clients sending requests back to back for `duration_s` seconds."""
     run = FaultRun()
     deadline = time.monotonic() + duration_s
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # An idle connection is dropped by the client before the server's keep-alive timeout
+    # (uvicorn's 5 s) can close it: at equal timeouts (httpx's default is 5 s too) a request
+    # sent on a connection the server is closing at that instant fails with a ReadError, a race
+    # of the client's pool, not a failure of the gateway's.
+    limits = httpx.Limits(
+        max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0
+    )
 
     async def client(c: httpx.AsyncClient, n: int) -> None:
         i = 0
