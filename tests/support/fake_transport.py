@@ -14,7 +14,7 @@ GatewayError the real transport would raise), or `DROP` (the connection breaks o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +114,7 @@ class FakeResponse:
         self._steps = list(reply.body)
         self.closed = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def read(self) -> bytes:
         with map_aiohttp_errors():
             while self._steps:
                 step = self._steps.pop(0)
@@ -122,8 +122,9 @@ class FakeResponse:
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, BaseException):
                     raise step
-                else:
-                    yield step
+                elif step:
+                    return step
+        return b""
 
     async def arrived(self) -> tuple[bytes, bool]:
         data = b""

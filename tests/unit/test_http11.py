@@ -70,7 +70,10 @@ def transport(read_timeout_s: float = 5.0) -> AiohttpChatTransport:
 
 
 async def body_of(response: ChatResponse) -> bytes:
-    return b"".join([chunk async for chunk in response.chunks()])
+    parts = []
+    while chunk := await response.read():
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 async def test_a_call_sends_host_headers_and_length_and_the_connection_is_kept(

@@ -135,7 +135,9 @@ class KiroBackend:
         del conv  # not kept for the length of the stream
         if opened is None or isinstance(opened, GatewayError):
             raise self._pool.unavailable(run.last)
+        del run  # nor the attempts' bookkeeping (three sets)
         account, source, first, started_at = opened
+        del opened
         self._pool.stick(key, account)
         # The rest of an answer that has started: no retry from here on. (Inline rather than a
         # helper generator: every batch would cross one more generator.)
@@ -143,6 +145,7 @@ class KiroBackend:
             await self._pool.succeeded(account, started_at=started_at)
             _observe(trace, first)
             yield first
+            del first
             async for batch in source:
                 _observe(trace, batch)
                 yield batch
@@ -258,7 +261,7 @@ class KiroBackend:
             del request
             decoder = EventStreamDecoder()
             ended = False
-            async for chunk in response.chunks():
+            while chunk := await response.read():  # (no reader generator under this one)
                 batch, failure = _translate(decoder, translator, chunk)
                 if failure is None and state.first and translator.content_events:
                     # the first content: take what already arrived behind it too, so that a

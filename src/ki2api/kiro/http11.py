@@ -5,7 +5,7 @@ three queues and a timer context per call; for one POST whose answer is read as 
 of that is unused. Measured on the benchmark's stack (bench/README.md), this client takes 0.2 to
 0.4 ms of CPU off every request and about 9 KB off every open stream. It is used only for calls
 that go straight to Kiro (`transport.AiohttpChatTransport` keeps aiohttp for proxied ones), and it
-fails the way aiohttp does: the same exception classes reach `transport.map_aiohttp_errors`.
+fails the way aiohttp does: the same exception classes reach `transport.aiohttp_error`.
 
 What goes upstream is what aiohttp sent: the request line, `Host`, the caller's headers as given
 and `Content-Length`. Connections are kept alive per origin (at most `max_connections` in use;
@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -31,8 +30,9 @@ __all__ = ["DirectChatClient", "DirectResponse"]
 
 _HIGH_WATER = 256 * 1024  # unread bytes before the socket stops being read
 _Origin = tuple[str, str, int]  # scheme, host, port
-# what turns the aiohttp exceptions raised here into GatewayErrors (transport.map_aiohttp_errors)
-Errors = Callable[[], AbstractContextManager[None]]
+# what turns an aiohttp exception raised here into its GatewayError (transport.aiohttp_error);
+# a plain function rather than a context manager: a held stream keeps no object for it
+Errors = Callable[[BaseException], BaseException]
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -42,17 +42,24 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: one answer at a time, its body buffered until it is read."""
+    """One HTTP/1.1 connection: one answer at a time, its body buffered until it is read.
+
+    The read timeout has one timer per connection, not one per read: it is set for the first
+    wait and, when it fires before the current wait's deadline (data came in between), set
+    again for that deadline."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # of the current wait (loop time)
         self.start()
 
     def start(self) -> None:
         self.status = 0
-        self.raw_headers: list[tuple[str, str]] = []
+        self.head: list[bytes] = []  # the header names and values, until the head is complete
+        self.head_block = b""  # then: the same, joined by "\n" (one object for the stream)
         self.buffered: list[bytes] = []
         self.size = 0
         self.complete = False
@@ -76,6 +83,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
+        self.stop_timer()
         if not self.complete:
             self.fail(
                 aiohttp.ClientPayloadError("Response payload is not completed")
@@ -91,8 +99,14 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
+        self.stop_timer()
         if self.transport is not None:
             self.transport.close()
+
+    def stop_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -100,11 +114,13 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.head += (name, value)
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.reusable = self.parser.should_keep_alive()
+        self.head_block = b"\n".join(self.head)  # neither holds a newline (llhttp refuses it)
+        self.head = []
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -127,51 +143,89 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         return data
 
-    async def wait(self, timeout_s: float) -> None:
-        """Until something arrives (head, body, end or failure); the read timeout as aiohttp's
-        `sock_read`: SocketTimeoutError when nothing came for `timeout_s`."""
+    def waiting(self, timeout_s: float) -> asyncio.Future[bool]:
+        """A future for the next arrival (head, body, end or failure): False when something
+        came, True when nothing did for `timeout_s` (aiohttp's `sock_read`). The caller awaits
+        it and then clears `waiter`."""
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout_s, _expire, waiter)
+        self.deadline = deadline = loop.time() + timeout_s
+        timer = self.timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_at(deadline, self._expire)
+        return waiter
+
+    def _expire(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait sets a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._expire)
+        else:
+            waiter.set_result(True)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until something arrives; SocketTimeoutError when nothing came for `timeout_s`."""
         try:
-            expired = await waiter
+            expired = await self.waiting(timeout_s)
         finally:
-            timer.cancel()
             self.waiter = None
         if expired:
-            self.close()
-            raise aiohttp.SocketTimeoutError(f"Timeout on reading data from socket ({timeout_s} s)")
+            raise self.timed_out(timeout_s)
 
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
+    def timed_out(self, timeout_s: float) -> aiohttp.SocketTimeoutError:
+        self.close()
+        return aiohttp.SocketTimeoutError(f"Timeout on reading data from socket ({timeout_s} s)")
 
 
 class DirectResponse:
     """An answer whose body is read as it arrives (`transport.ChatResponse`)."""
+
+    __slots__ = ("_client", "_conn", "_head", "_headers", "_origin", "status")
 
     def __init__(self, client: DirectChatClient, origin: _Origin, conn: _Connection) -> None:
         self._client = client
         self._origin = origin
         self._conn: _Connection | None = conn
         self.status: int = conn.status
-        self.headers: Mapping[str, str] = CIMultiDictProxy(CIMultiDict(conn.raw_headers))
-        conn.raw_headers.clear()  # not kept twice for the length of the stream
+        # the header map is made when first asked for (a streamed 200's usually is not)
+        self._head = conn.head_block
+        self._headers: Mapping[str, str] | None = None
+        conn.head_block = b""
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    @property
+    def headers(self) -> Mapping[str, str]:
+        headers = self._headers
+        if headers is None:
+            parts = self._head.decode("latin-1").split("\n") if self._head else []
+            pairs = zip(parts[::2], parts[1::2], strict=True)
+            headers = self._headers = CIMultiDictProxy(CIMultiDict(pairs))
+        return headers
+
+    async def read(self) -> bytes:
+        """The bytes that arrived since the last read, waiting for some; b"" at the end. (The
+        wait inline: a held stream keeps one coroutine frame for it, no generator.)"""
         conn = self._conn
         assert conn is not None
-        with self._client.errors():
-            while True:
-                if conn.buffered:
-                    yield conn.take()
-                elif conn.complete:
-                    return
-                elif conn.error is not None:
-                    raise conn.error
-                else:
-                    await conn.wait(self._client.read_timeout_s)
+        while True:
+            if conn.buffered:
+                return conn.take()
+            if conn.complete:
+                return b""
+            error = conn.error
+            if error is None:
+                try:
+                    expired = await conn.waiting(self._client.read_timeout_s)
+                finally:
+                    conn.waiter = None
+                if not expired:
+                    continue
+                error = conn.timed_out(self._client.read_timeout_s)
+            raise self._client.errors(error) from None
 
     async def arrived(self) -> tuple[bytes, bool]:
         """What already arrived behind the last read, and whether the body is complete; never
@@ -181,8 +235,7 @@ class DirectResponse:
         if conn.buffered:
             return conn.take(), conn.complete
         if conn.error is not None:
-            with self._client.errors():
-                raise conn.error
+            raise self._client.errors(conn.error) from None
         return b"", conn.complete
 
     async def aclose(self) -> None:
@@ -295,6 +348,7 @@ class DirectChatClient:
         stream abandoned half-way ends its upstream call)."""
         if self._slots is not None:
             self._slots.release()
+        conn.stop_timer()
         if conn.complete and conn.reusable and conn.error is None and conn.open:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)

@@ -6,7 +6,7 @@ hands over everything that arrived in one read. Measured on the benchmark (bench
 this halves the gateway's CPU per event and per request. A call that needs no proxy goes through
 the lighter `http11.DirectChatClient` instead (same failures, as aiohttp's exception classes).
 Refresh calls, which are rare, stay on httpx. aiohttp exceptions become GatewayErrors here and
-nowhere else (`map_aiohttp_errors`).
+nowhere else (`aiohttp_error`, and `map_aiohttp_errors` around a block).
 
 The backend and the web search see the chat call through two small protocols, `ChatTransport`
 and `ChatResponse` (the shape httpx gives its transports: post one request, read its answer as
@@ -20,7 +20,7 @@ import asyncio
 import io
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ __all__ = [
     "AiohttpChatTransport",
     "ChatResponse",
     "ChatTransport",
+    "aiohttp_error",
     "map_aiohttp_errors",
     "read_body",
 ]
@@ -54,9 +55,9 @@ class ChatResponse(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """Whatever bytes have arrived, as they arrive (not aligned to frames); GatewayError
-        when the connection breaks off."""
+    async def read(self) -> bytes:
+        """Whatever bytes have arrived since the last read, waiting for some (not aligned to
+        frames); b"" at the end of the body; GatewayError when the connection breaks off."""
         ...
 
     async def arrived(self) -> tuple[bytes, bool]:
@@ -91,7 +92,7 @@ async def read_body(response: ChatResponse, limit: int) -> tuple[bytes, bool]:
     parts: list[bytes] = []
     size = 0
     try:
-        async for chunk in response.chunks():
+        while chunk := await response.read():
             parts.append(chunk)
             size += len(chunk)
             if size > limit:
@@ -101,26 +102,33 @@ async def read_body(response: ChatResponse, limit: int) -> tuple[bytes, bool]:
     return b"".join(parts), False
 
 
+_BROKEN = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+def aiohttp_error(exc: BaseException, what: str = "Kiro") -> BaseException:
+    """The one place aiohttp exceptions become GatewayErrors (anything else comes back as it
+    is); the most specific class wins. The same table as `http_client.map_transport_errors`
+    (httpx): no connection (refused, or not made in time) is UPSTREAM_UNAVAILABLE, an answer
+    that did not come in time UPSTREAM_TIMEOUT, a connection that broke off UPSTREAM_PROTOCOL;
+    all three are retryable."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return network_error(NetworkFailure.NO_CONNECTION, what, exc)
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return network_error(NetworkFailure.NO_ANSWER, what, exc)
+    if isinstance(exc, _BROKEN):
+        return network_error(NetworkFailure.BROKEN, what, exc)
+    if isinstance(exc, aiohttp.ClientError):
+        return network_error(NetworkFailure.OTHER, what, exc)
+    return exc
+
+
 @contextmanager
 def map_aiohttp_errors(what: str = "Kiro") -> Iterator[None]:
-    """The one place aiohttp exceptions become GatewayErrors; the most specific class wins.
-    The same table as `http_client.map_transport_errors` (httpx): no connection (refused, or
-    not made in time) is UPSTREAM_UNAVAILABLE, an answer that did not come in time
-    UPSTREAM_TIMEOUT, a connection that broke off UPSTREAM_PROTOCOL; all three are retryable."""
+    """`aiohttp_error` around a block."""
     try:
         yield
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise network_error(NetworkFailure.NO_CONNECTION, what, exc) from None
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise network_error(NetworkFailure.NO_ANSWER, what, exc) from None
-    except (
-        aiohttp.ClientPayloadError,
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientOSError,
-    ) as exc:
-        raise network_error(NetworkFailure.BROKEN, what, exc) from None
-    except aiohttp.ClientError as exc:
-        raise network_error(NetworkFailure.OTHER, what, exc) from None
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise aiohttp_error(exc, what) from None
 
 
 # Failures at an account's proxy: none of these happens once the tunnel to Kiro is open.
@@ -157,15 +165,12 @@ class AiohttpChatResponse:
         self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Whatever bytes have arrived, as they arrive (not aligned to frames or chunks)."""
-        content = self._response.content
-        with map_aiohttp_errors():
-            while True:
-                data = await content.readany()
-                if not data:
-                    return
-                yield data
+    async def read(self) -> bytes:
+        """Whatever bytes have arrived, waiting for some (not aligned to frames or chunks)."""
+        try:
+            return await self._response.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise aiohttp_error(exc) from None
 
     async def arrived(self) -> tuple[bytes, bool]:
         """The bytes that have already arrived behind the last read, and whether the body is
@@ -226,7 +231,7 @@ class AiohttpChatTransport:
         )
         # calls that go straight to Kiro (no proxy): the lighter client (kiro/http11.py)
         self._direct = DirectChatClient(
-            map_aiohttp_errors,
+            aiohttp_error,
             max_connections=max_connections,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
