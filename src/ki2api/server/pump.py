@@ -1,8 +1,11 @@
 """Pump: read an upstream async iterator in its own task so the consumer can wait with a deadline.
 
-Waiting costs one bare future and one timer per wait (no task per event), which keeps the
-per-event overhead low on the streaming hot path. Cancelling the pump (`aclose`) cancels the
-reader task, which closes the upstream generator (and so the upstream HTTP response).
+Waiting costs one bare future per wait and one timer per pump (no task per event, no timer per
+wait: the deadline timer is set again only when it fires before the current wait's deadline),
+which keeps the per-event overhead low on the streaming hot path. A consumer may await the
+future itself (`waiting`, then `take`): a held stream keeps no coroutine frame for the wait.
+Cancelling the pump (`aclose`) cancels the reader task, which closes the upstream generator
+(and so the upstream HTTP response).
 """
 
 from __future__ import annotations
@@ -21,12 +24,27 @@ class PumpTimeout(Exception):
 
 
 class Pump(Generic[T]):
+    __slots__ = (
+        "_deadline",
+        "_done",
+        "_error",
+        "_items",
+        "_max",
+        "_source",
+        "_space",
+        "_task",
+        "_timer",
+        "_waiter",
+    )
+
     def __init__(self, source: AsyncIterator[T], *, max_buffered: int = 1024) -> None:
         self._source = source
         self._items: list[T] = []  # a batch or two at a time (a deque costs 760 B per stream)
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # of the current wait (loop time)
         self._space: asyncio.Future[None] | None = None
         self._max = max_buffered
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -51,30 +69,60 @@ class Pump(Generic[T]):
                 await closer()
 
     def _wake(self) -> None:
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(False)
 
+    @property
+    def ready(self) -> bool:
+        """An item is buffered, or the source has ended: `take` will not wait."""
+        return bool(self._items) or self._done
+
+    def waiting(self, timeout: float | None) -> asyncio.Future[bool]:
+        """A future for the next item or the source's end: False when one came, True when
+        nothing did for `timeout` s. Call it only when not `ready`."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        if timeout is None:
+            self._deadline = None
+            return waiter
+        self._deadline = deadline = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+        return waiter
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # nobody waits with a deadline: the next such wait sets a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._expire)
+        else:
+            self._waiter = None
+            waiter.set_result(True)
+
+    def take(self) -> list[T]:
+        """Every item buffered (at least one), without waiting; at the end the source's error,
+        or StopAsyncIteration. Call it when `ready`."""
+        if not self._items:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            raise StopAsyncIteration
+        return self.drain()
+
     async def get(self, timeout: float | None) -> T:
         """The next item; raises StopAsyncIteration at the end, PumpTimeout after `timeout` s."""
-        while not self._items:
-            if self._done:
-                if self._error is not None:
-                    error, self._error = self._error, None
-                    raise error
-                raise StopAsyncIteration
-            # The wait, inline (a held stream keeps one coroutine frame less)
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
-            if waiter.result():
+        while not self.ready:
+            if await self.waiting(timeout):
                 raise PumpTimeout
+        if not self._items:
+            self.take()  # raises
         item = self._items.pop(0)
         space = self._space
         if space is not None and not space.done():
@@ -96,6 +144,9 @@ class Pump(Generic[T]):
         inside an anyio cancel scope), and a cancelled awaiter cancels what it awaits, which
         would abort the upstream close half-way. The reader finishes closing on its own.
         """
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if not self._task.done():
             self._task.cancel()
         try:
@@ -105,8 +156,3 @@ class Pump(Generic[T]):
                 raise
         except Exception:
             pass
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)

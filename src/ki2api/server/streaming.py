@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -28,6 +29,11 @@ __all__ = [
 log = logging.getLogger("ki2api.stream")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no", "connection": "keep-alive"}
+# what Starlette's `init_headers` makes of them, made once (not 11 objects per stream)
+_RAW_HEADERS = [
+    *((name.encode("latin-1"), value.encode("latin-1")) for name, value in SSE_HEADERS.items()),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]
 
 
 class StreamEncoder(Protocol):
@@ -83,13 +89,10 @@ async def open_stream(
     return FirstBatch(pump, first)
 
 
-async def _next_batch(pump: Pump[list[Event]], keepalive_s: float) -> list[Event] | None:
-    """The next events (all that are already buffered, coalesced), or None after silence."""
-    try:
-        batch = await pump.get(keepalive_s)
-    except PumpTimeout:
-        return None
-    for more in pump.drain():
+def _coalesced(batches: list[list[Event]]) -> list[Event]:
+    """The batches already buffered, as one (the writer sends them in one piece)."""
+    batch = batches[0]
+    for more in batches[1:]:
         batch.extend(more)
     return batch
 
@@ -102,7 +105,9 @@ async def _body(
     keepalive: bytes,
     trace: RequestTrace | None,
 ) -> AsyncIterator[bytes]:
+    pump = stream.pump
     batch: list[Event] | None = stream.first
+    del stream  # (nor its first batch, once sent)
     idle = 0.0
     ended = False
     try:
@@ -117,8 +122,12 @@ async def _body(
                 out = encoder.feed_all(batch)
                 if out:
                     yield out
+            # the wait inline, on the pump's future: no coroutine frame per held stream for it
+            if not pump.ready and await pump.waiting(keepalive_s):
+                batch = None  # silence: a keep-alive
+                continue
             try:
-                batch = await _next_batch(stream.pump, keepalive_s)
+                batch = _coalesced(pump.take())
             except StopAsyncIteration:
                 break
         if not encoder.finished:
@@ -126,18 +135,23 @@ async def _body(
                 ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
             )
         ended = True
-    except GatewayError as err:
-        log.warning("stream failed after start: %s", err.message)
+    except Exception as exc:
+        err = _logged(exc)
         ended = _fail(trace, err.kind.value)
         yield encoder.error(err)
-    except Exception:
-        log.exception("stream failed after start")
-        ended = _fail(trace, ErrorKind.INTERNAL.value)
-        yield encoder.error(GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error."))
     finally:
         if not ended:  # the client went away (or the server is stopping) mid-stream
             _fail(trace, ErrorKind.CANCELLED.value)
-        await stream.pump.aclose()
+        await pump.aclose()
+
+
+def _logged(exc: Exception) -> GatewayError:
+    """The in-stream error for a failure after the start, logged (called while handling it)."""
+    if isinstance(exc, GatewayError):
+        log.warning("stream failed after start: %s", exc.message)
+        return exc
+    log.exception("stream failed after start")
+    return GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error.")
 
 
 def _fail(trace: RequestTrace | None, outcome: str) -> bool:
@@ -151,17 +165,35 @@ class SSEResponse(StreamingResponse):
     a disconnect (two tasks and their cancel scopes): the request's `ClientWatch` (already
     listening since the wait for the first batch) cancels the writing instead. A client gone
     mid-stream ends the response quietly, as Starlette's does; the body's `finally` notes it
-    and closes the upstream."""
+    and closes the upstream. The writing is inline in `__call__` (Starlette's `stream_response`
+    and the watch's `run` would be two more coroutine frames per held stream)."""
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        self.body_iterator = content
+        self.status_code = 200
+        self.media_type = "text/event-stream"
+        self.background = None
+        self.raw_headers = list(_RAW_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        watch = client_watch(scope, receive)
+        if watch.gone:
+            return
+        task = watch.guard()
         try:
-            await client_watch(scope, receive).run(self.stream_response(send))
-        except GatewayError as err:
-            if err.kind is not ErrorKind.CANCELLED:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await send(start)
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not watch.ours(task):
                 raise
+        finally:
+            watch.unguard(task)
 
 
 def sse_response(
@@ -176,7 +208,5 @@ def sse_response(
     """`keepalive`: what is sent after `keepalive_s` of upstream silence (an SSE comment by
     default; the Anthropic route sends its `ping` event)."""
     return SSEResponse(
-        _body(stream, encoder, keepalive_s, idle_limit_s, keepalive or sse_comment(), trace),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
+        _body(stream, encoder, keepalive_s, idle_limit_s, keepalive or sse_comment(), trace)
     )
