@@ -96,6 +96,7 @@ _IGNORED = frozenset(
 )
 _CONTENT_TYPES = frozenset({TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta})
 _TEXT, _TOOL = "assistantResponseEvent", "toolUseEvent"
+_JOIN_EVERY = 16  # output text pieces kept apart, at most (each str costs ~50 B besides its text)
 
 
 # The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
@@ -153,7 +154,8 @@ class KiroStreamTranslator:
         self._emitted = 0
         self._calls: dict[str, _ToolCall] = {}
         self._open: _ToolCall | None = None
-        self._output_text: list[str] = []
+        self._output_text: list[str] = []  # for the output estimate; see feed_raw
+        self._joined = 0  # how many pieces at its front are already joins of earlier ones
         self._credits: float | None = None
         self._percent: float | None = None
         self._metadata: _Metadata | None = None
@@ -202,6 +204,14 @@ class KiroStreamTranslator:
                 self._direct_args(raw, out)
             else:
                 out += self._feed(frame_of((head, raw)))
+        self._join_text()
+
+    def _join_text(self) -> None:
+        """A long answer's output text pieces joined 16 at a time (checked once per read)."""
+        text = self._output_text
+        if len(text) - self._joined >= _JOIN_EVERY:
+            text[self._joined :] = ["".join(text[self._joined :])]
+            self._joined += 1
 
     def _direct_args(self, raw: bytes, out: list[Event]) -> None:
         """A tool event while a call is open: a plain piece of that call's arguments in one
