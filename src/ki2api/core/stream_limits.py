@@ -223,7 +223,7 @@ class StreamLimiter:
 
     `input_tokens`, when given, goes into the estimated `Usage` sent before a stop of our own
     (the upstream's usage arrives at the end, which is never read); without it no `Usage` is
-    sent and the encoder's own fallbacks apply.
+    sent and the encoder's own fallbacks apply. A function is asked only for that `Usage`.
     """
 
     def __init__(
@@ -231,7 +231,7 @@ class StreamLimiter:
         *,
         max_tokens: int | None,
         stop: Sequence[str],
-        input_tokens: int | None = None,
+        input_tokens: int | Callable[[], int] | None = None,
         count_tokens: Callable[[str], int] = estimate_text_tokens,
     ) -> None:
         self._matcher = StopMatcher(stop)
@@ -338,9 +338,11 @@ class StreamLimiter:
                 cache_read_input_tokens=seen.cache_read_input_tokens,
                 cache_creation_input_tokens=seen.cache_creation_input_tokens,
             )
-        if self._input_tokens is None:
+        tokens = self._input_tokens
+        if tokens is None:
             return None
-        return Usage(input_tokens=self._input_tokens, output_tokens=self._budget.used)
+        tokens = tokens() if callable(tokens) else tokens
+        return Usage(input_tokens=tokens, output_tokens=self._budget.used)
 
 
 def _output_piece(event: Event) -> str | None:

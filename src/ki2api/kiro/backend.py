@@ -98,7 +98,7 @@ class KiroBackend:
         self,
         conv: Conversation,
         *,
-        input_tokens: int,
+        input_tokens: int | Callable[[], int],  # a function: see _attempt
         context_window: int = 200_000,
         trace: RequestTrace | None = None,
         whole: Shaper | None = None,
@@ -164,7 +164,7 @@ class KiroBackend:
         conv: Conversation,
         trace: RequestTrace | None,
         whole: Shaper | None,
-        sizes: tuple[int, int],
+        sizes: tuple[int | Callable[[], int], int],
     ) -> _Opened | GatewayError | None:
         """One attempt up to the first content: the account, its answer, what came so far and
         when it began; the error when another attempt may follow; None when no account is left
@@ -235,13 +235,17 @@ class KiroBackend:
         self,
         conv: Conversation,
         account: PoolAccount,
-        input_tokens: int,
+        input_tokens: int | Callable[[], int],
         context_window: int,
         state: _AttemptState,
     ) -> AsyncGenerator[list[Event], None]:
         """One account's answer, as batches of events (one per upstream network read). Every
         failure of the upstream is noted in `state` before it is raised (or, when it came in
-        the same read as events, before those events are handed on)."""
+        the same read as events, before those events are handed on). `input_tokens` (what a
+        usage Kiro does not report falls back on) may be a function that computes it once: it is
+        called while the request to Kiro is on its way, off the time to first token."""
+        if callable(input_tokens):  # on the loop's first turn the request waits for Kiro
+            asyncio.get_running_loop().call_soon(input_tokens)
         try:
             response, request = await self._open(conv, account.credentials)
         except GatewayError as err:
@@ -252,7 +256,7 @@ class KiroBackend:
         del conv
         try:
             translator = KiroStreamTranslator(
-                input_tokens=input_tokens,
+                input_tokens=input_tokens() if callable(input_tokens) else input_tokens,
                 context_window=context_window,
                 tool_names=request.tool_names,
                 text_call_names=request.text_call_names,

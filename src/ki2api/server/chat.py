@@ -9,7 +9,8 @@ rest in this order:
 3. images: limits applied and remote images fetched, once, on the conversation
    (`images.remote.resolve_images`; the text budget is checked before any download);
 4. the size budget (`KiroBackend.fit`: too big is a 400 now, before any work, or trimmed);
-5. the input-token estimate and the request's trace (model, stream, input tokens);
+5. the request's trace (model, stream) and its input-token estimate (`InputEstimate`: made
+   once, while the request to Kiro is on its way, or earlier by whatever needs it first);
 6. the adapter's `intercept` (a request answered without the model, e.g. Claude Code's web
    search), else the answer: Kiro's events shaped (max_tokens, stop, the dialect's own checks),
    collected into the dialect's JSON body, or streamed through its SSE encoder.
@@ -46,7 +47,7 @@ from ki2api.server.client_keys import (
     refuse_unusable,
 )
 from ki2api.server.disconnect import unless_gone
-from ki2api.server.estimates import estimate_input_tokens
+from ki2api.server.estimates import InputEstimate, estimate_input_tokens
 from ki2api.server.services import Services
 from ki2api.server.shaping import answer_batches
 from ki2api.server.streaming import StreamEncoder, collect, open_stream, sse_response
@@ -77,8 +78,12 @@ class Prepared:
 
     conv: Conversation
     model: ModelInfo
-    input_tokens: int
+    estimate: InputEstimate  # the input tokens, computed once (lazy: see `InputEstimate`)
     trace: RequestTrace | None
+
+    @property
+    def input_tokens(self) -> int:
+        return self.estimate()
 
 
 # an answer made of several upstream answers: (the prepared request, the shaping) -> its batches
@@ -177,12 +182,15 @@ async def run_chat(
     model = await resolve_model(services, adapter.model, adapter.model_not_found)
     await admit(request.scope, services.store, adapter.model, model.id)
     conv = await _conversation(services, adapter, model)
-    input_tokens = estimate_input_tokens(conv)
-    ready = Prepared(conv, model, input_tokens, _trace(request, adapter, input_tokens))
-    early = await adapter.intercept(services, ready)
-    if early is not None:
-        return early
-    return await _answer(request, services, adapter, ready, answer)
+    trace = _trace(request, adapter)
+    ready = Prepared(conv, model, InputEstimate(conv, trace), trace)
+    try:
+        early = await adapter.intercept(services, ready)
+        if early is not None:
+            return early
+        return await _answer(request, services, adapter, ready, answer)
+    finally:
+        ready.estimate()  # made by now unless Kiro was never asked: the usage row has it too
 
 
 async def _conversation(services: Services, adapter: ChatAdapter, model: ModelInfo) -> Conversation:
@@ -211,10 +219,10 @@ def _fit(
         raise adapter.overflow(err, tokens, model.context_window) from None
 
 
-def _trace(request: Request, adapter: ChatAdapter, input_tokens: int) -> RequestTrace | None:
+def _trace(request: Request, adapter: ChatAdapter) -> RequestTrace | None:
     trace = trace_of(request.scope)
     if trace is not None:
-        trace.model, trace.stream, trace.input_tokens = adapter.model, adapter.stream, input_tokens
+        trace.model, trace.stream = adapter.model, adapter.stream
     return trace
 
 
@@ -243,7 +251,7 @@ async def _answer(
         else answer_batches(
             services.require_backend(),
             ready.conv,
-            input_tokens=ready.input_tokens,
+            input_tokens=ready.estimate,
             context_window=ready.model.context_window,
             trace=ready.trace,
             stream=adapter.stream,

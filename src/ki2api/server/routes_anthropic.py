@@ -115,7 +115,7 @@ class AnthropicChat:
         state per attempt)."""
         finder = StopSequenceFinder(ready.conv.params.stop)
         self.finders.append(finder)
-        limiter = stream_limiter(ready.conv, ready.input_tokens)
+        limiter = stream_limiter(ready.conv, ready.estimate)
         check = StreamJSONCheck(self.json_format) if self.json_format else None
         return shape(finder.watch(upstream), limiter=limiter, check=check)
 

@@ -83,7 +83,7 @@ class OpenAIChat:
     ) -> AsyncIterator[list[Event]]:
         """max_tokens / stop / response_format on the stream (fresh state per attempt)."""
         check = StreamJSONCheck(self.json_format) if self.json_format else None
-        limiter = stream_limiter(ready.conv, ready.input_tokens)
+        limiter = stream_limiter(ready.conv, ready.estimate)
         return shape(upstream, limiter=limiter, check=check)
 
     def body(self, events: list[Event], ready: Prepared) -> dict[str, Any]:

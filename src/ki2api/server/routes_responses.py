@@ -229,7 +229,7 @@ class ResponsesChat:
     ) -> AsyncIterator[list[Event]]:
         """max_output_tokens / text.format on the stream (fresh state per attempt)."""
         check = StreamJSONCheck(self.format) if self.format is not None else None
-        return shape(upstream, limiter=stream_limiter(ready.conv, ready.input_tokens), check=check)
+        return shape(upstream, limiter=stream_limiter(ready.conv, ready.estimate), check=check)
 
     def _builder(self, ready: Prepared) -> ResponseBuilder:
         builder = ResponseBuilder(

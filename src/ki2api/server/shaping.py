@@ -7,7 +7,7 @@ pays nothing. When the limiter ends the answer, the upstream is closed at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from ki2api.core.events import Event
 from ki2api.core.messages import Conversation
@@ -76,7 +76,7 @@ def answer_batches(
     backend: KiroBackend,
     conv: Conversation,
     *,
-    input_tokens: int,
+    input_tokens: int | Callable[[], int],
     context_window: int,
     trace: RequestTrace | None,
     stream: bool,
