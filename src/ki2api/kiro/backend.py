@@ -135,9 +135,8 @@ class KiroBackend:
         del conv  # not kept for the length of the stream
         if opened is None or isinstance(opened, GatewayError):
             raise self._pool.unavailable(run.last)
-        del run  # nor the attempts' bookkeeping (three sets)
         account, source, first, started_at = opened
-        del opened
+        del run, opened  # nor the attempts' bookkeeping (three sets)
         self._pool.stick(key, account)
         # The rest of an answer that has started: no retry from here on. (Inline rather than a
         # helper generator: every batch would cross one more generator.)
