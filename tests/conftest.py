@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from ki2api.server.app import create_app
-from ki2api.server.connections import protocol_for
+from ki2api.server.http1 import protocol_for
 from ki2api.settings import Settings
 from kiro_emulator import EmulatorConfig
 from kiro_emulator import create_app as create_emulator_app

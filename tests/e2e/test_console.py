@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from ki2api.server.app import create_app
-from ki2api.server.connections import protocol_for
+from ki2api.server.http1 import protocol_for
 from tests.conftest import Gateway, gateway_settings, make_account, set_behaviour
 from tests.support.polling import until
 from tests.support.servers import serve_in_thread

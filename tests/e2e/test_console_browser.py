@@ -40,7 +40,7 @@ from playwright.sync_api import (
 
 from ki2api.server.app import create_app
 from ki2api.server.client_keys import CACHE_S
-from ki2api.server.connections import protocol_for
+from ki2api.server.http1 import protocol_for
 from tests.conftest import Gateway, gateway_settings, make_account
 from tests.support.polling import until
 from tests.support.servers import serve_in_thread

@@ -53,7 +53,7 @@ def serve_in_thread(
     app: Any, *, port: int | None = None, http: Any = "auto", host: str = "127.0.0.1"
 ) -> Iterator[str]:
     """Serve `app` on `host` and yield its base URL (no trailing slash). `http`: uvicorn's
-    protocol, e.g. `ki2api.server.connections.protocol_for(settings)` as `ki2api serve` uses."""
+    protocol, e.g. `ki2api.server.http1.protocol_for(settings)` as `ki2api serve` uses."""
     sock = _listening_socket(host) if port is None else None
     if sock is not None:
         port = int(sock.getsockname()[1])

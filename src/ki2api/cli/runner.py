@@ -20,9 +20,10 @@ import uvicorn
 from ki2api.kiro.accounts.registry import sync_discovered
 from ki2api.kiro.login.credentials import discover
 from ki2api.server.app import create_app
-from ki2api.server.connections import IMPORT_STRING as CONNECTIONS_PROTOCOL
-from ki2api.server.connections import protocol_for, raise_fd_limit
+from ki2api.server.connections import raise_fd_limit
 from ki2api.server.hosts import is_loopback_host
+from ki2api.server.http1 import IMPORT_STRING as CONNECTIONS_PROTOCOL
+from ki2api.server.http1 import protocol_for
 from ki2api.server.json_log import log_config
 from ki2api.settings import DEFAULT_API_KEY, Settings
 from ki2api.state.open_store import STORE_ERRORS, open_store, store_spec

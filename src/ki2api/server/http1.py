@@ -1,0 +1,450 @@
+"""The gateway's HTTP/1.1 server protocol: uvicorn runs the server, this speaks HTTP.
+
+uvicorn's `Server` keeps doing what it does well (binding, signals, graceful shutdown, the
+`Date` header, `--workers`); `uvicorn.Config(http=...)` hands each accepted connection to
+`GatewayProtocol` (`protocol_for(settings)`, or `IMPORT_STRING` in a worker). It replaces
+uvicorn's httptools protocol and its request cycle, for two reasons measured with `make bench`
+(issue 17): a held stream kept about 13 KB in them (two `asyncio.Event`s with a deque each, a
+pipeline deque, per-connection copies of the server's settings, a flow-control object), and
+every SSE chunk went through a general `send`. Here an exchange is one slotted object
+(`server/http1_exchange.py`) that waits on a plain future only while someone waits.
+
+On top of plain HTTP/1.1 (keep-alive, pipelining, `Expect: 100-continue`, chunked or sized
+bodies both ways, flow control), the connection is bounded (`server/connections.py`):
+
+- idle   (after accept, and after a response on a keep-alive connection): nothing arrives for
+  `idle_timeout_s` -> the connection is closed (silently: no request is pending).
+- head   (from the first byte of a request to the end of its headers): `header_timeout_s` ->
+  `408 Request Timeout` with `Connection: close`; a head above `MAX_HEAD_BYTES` -> `431`.
+- body   (from the end of the headers to the end of the body): `body_timeout_s` plus one second
+  per `BODY_MIN_RATE` bytes the request declares -> `408` if no response has started, and the
+  application's next `receive()` returns `http.disconnect`.
+- answering: no deadline. Writing a response (a long, mostly silent stream) is never timed.
+
+At most `max_connections` connections are open per process. A connection that would exceed
+the cap first evicts the connection that has been idle (or reading a head) the longest, so an
+idle flood cannot lock out a real client (`/health` keeps answering); when every connection is
+busy with a request, the newcomer gets a `503` with `Connection: close` without being read.
+WebSocket upgrades are not offered: such a request is answered as plain HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import urllib.parse
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+
+from ki2api.server.connections import (
+    BUSY_RESPONSE,
+    HEAD_TIMEOUT_RESPONSE,
+    HEAD_TOO_LARGE_RESPONSE,
+    MAX_HEAD_BYTES,
+    ConnectionLimits,
+    Registry,
+    body_deadline_s,
+    limits_from_env,
+)
+from ki2api.server.http1_exchange import HIGH_WATER, Exchange, bad_request
+from ki2api.settings import Settings
+
+__all__ = ["IMPORT_STRING", "GatewayProtocol", "protocol_for"]
+
+IMPORT_STRING = "ki2api.server.http1:GatewayProtocol"
+_REFUSAL_LOG_EVERY_S = 60.0
+
+log = logging.getLogger("ki2api.connections")
+_error_log = logging.getLogger("uvicorn.error")
+
+
+class Shared:
+    """What every connection of one uvicorn server shares (one per `ServerState`), so that a
+    connection keeps none of it: the application, the server's settings, the limits."""
+
+    __slots__ = (
+        "access_log",
+        "access_logger",
+        "app",
+        "app_state",
+        "asgi",
+        "limit_concurrency",
+        "limits",
+        "registry",
+        "reset_contextvars",
+        "root_path",
+        "server_state",
+    )
+
+    def __init__(
+        self, config: Any, app_state: dict[str, Any], server_state: Any, limits: ConnectionLimits
+    ) -> None:
+        self.app = config.loaded_app
+        self.app_state = app_state
+        self.server_state = server_state
+        self.root_path: str = config.root_path
+        self.asgi = {"version": config.asgi_version, "spec_version": "2.3"}
+        self.limit_concurrency: int | None = config.limit_concurrency
+        self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
+        self.access_logger = logging.getLogger("uvicorn.access")
+        self.access_log = self.access_logger.hasHandlers()
+        self.limits = limits
+        self.registry = Registry(limits.max_connections)
+
+    def scope(self, conn: GatewayProtocol, method: str, http_version: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": self.asgi,
+            "http_version": http_version,
+            "server": conn.server,
+            "client": conn.client,
+            "scheme": conn.scheme,
+            "root_path": self.root_path,
+            "method": method,
+            "state": self.app_state.copy() if self.app_state else {},
+        }
+
+    def app_for(self, conn: GatewayProtocol) -> Any:
+        limit = self.limit_concurrency
+        state = self.server_state
+        if limit is not None and (len(state.connections) >= limit or len(state.tasks) >= limit):
+            _error_log.warning("Exceeded concurrency limit.")
+            return service_unavailable
+        return self.app
+
+
+_servers: weakref.WeakKeyDictionary[Any, Shared] = weakref.WeakKeyDictionary()
+
+
+class GatewayProtocol(asyncio.Protocol):
+    """One client connection (see the module's docstring)."""
+
+    limits: ClassVar[ConnectionLimits | None] = None  # None: from the environment
+
+    __slots__ = (
+        "_expect_100",
+        "_head_bytes",
+        "_headers",
+        "_queued",
+        "_reading",
+        "_refused",
+        "_timer",
+        "_url",
+        "client",
+        "cycle",
+        "drain_waiters",
+        "loop",
+        "parser",
+        "read_paused",
+        "scheme",
+        "server",
+        "server_state",
+        "shared",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.loop = _loop or asyncio.get_event_loop()
+        self.server_state = server_state
+        shared = _servers.get(server_state)
+        if shared is None:
+            limits = type(self).limits or limits_from_env()
+            shared = _servers[server_state] = Shared(config, app_state, server_state, limits)
+        self.shared = shared
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.cycle: Exchange | None = None
+        self._queued: list[tuple[Exchange, Any]] | None = None  # pipelined, oldest first
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading: str | None = None  # "head" / "body" while a request is arriving
+        self._refused = False
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future[None]] | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._expect_100 = False
+        self._head_bytes = 0
+
+    # Connection lifecycle (asyncio.Protocol)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.server_state.connections.add(self)
+        self.transport = transport
+        self.server = get_local_addr(transport)  # type: ignore[assignment]
+        self.client = get_remote_addr(transport)
+        if is_ssl(transport):
+            self.scheme = "https"
+        if not self.shared.registry.admit(self):
+            self._refuse()
+            return
+        self._become_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self._cancel_timer()
+        self.shared.registry.forget(self)
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.complete:
+                cycle.disconnected = True
+            cycle.notify()
+        self.resume_writing()
+        if exc is None:
+            self.transport.close()
+        self.parser = None  # type: ignore[assignment]
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.parser is None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no upgrade is offered: the request is answered as plain HTTP
+        except httptools.HttpParserError:
+            _error_log.warning("Invalid HTTP request received.")
+            self._answer_and_close(bad_request(self.server_state.default_headers))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiters, self.drain_waiters = self.drain_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport takes writes again (or the connection is gone)."""
+        waiter = self.loop.create_future()
+        if self.drain_waiters is None:
+            self.drain_waiters = []
+        self.drain_waiters.append(waiter)
+        await waiter
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close now if nothing is being answered, else after."""
+        if self.cycle is None or self.cycle.complete:
+            self.transport.close()
+        else:
+            self.cycle.keep_alive = False
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection (this one was idle or reading a head)."""
+        self._cancel_timer()
+        log.debug("closing an idle connection to make room for a new one")
+        self._close()
+
+    # Parser callbacks (called from data_received)
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._expect_100 = False
+        self._head_bytes = 0
+        self._reading = "head"
+        self._arm(self.shared.limits.header_timeout_s, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect_100 = True
+        self._headers.append((name, value))
+        self._count_head(len(name) + len(value) + 4)
+
+    def on_headers_complete(self) -> None:
+        if self._head_bytes > MAX_HEAD_BYTES:
+            return  # answered with 431; the connection is closing
+        self._reading = "body"
+        self.shared.registry.set_evictable(self, False)
+        limits = self.shared.limits
+        self._arm(body_deadline_s(limits, self._declared_length()), self._body_timed_out)
+        parser = self.parser
+        http_version = parser.get_http_version()
+        scope = self.shared.scope(self, parser.get_method().decode("ascii"), http_version)
+        url = httptools.parse_url(self._url)
+        raw_path: bytes = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.shared.root_path
+        scope["path"] = root + path
+        scope["raw_path"] = root.encode("ascii") + raw_path
+        scope["query_string"] = url.query or b""
+        scope["headers"] = self._headers
+        keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        previous = self.cycle
+        self.cycle = cycle = Exchange(scope, self, keep_alive, self._expect_100)
+        app = self.shared.app_for(self)
+        if previous is None or previous.complete:
+            self._start(cycle, app)
+        else:  # pipelined: answered in order, once the previous response is complete
+            self.pause_reading()
+            if self._queued is None:
+                self._queued = []
+            self._queued.append((cycle, app))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.complete:
+            return
+        cycle.add_body(body)
+        if cycle.buffered() > HIGH_WATER:
+            self.pause_reading()
+        cycle.notify()
+
+    def on_message_complete(self) -> None:
+        self._reading = None
+        self._cancel_timer()
+        cycle = self.cycle
+        if cycle is None:
+            return
+        if cycle.complete:
+            if not self._queued:
+                self._become_idle()  # answered before its body was read: the body is in now
+            return
+        cycle.more_body = False
+        cycle.notify()
+
+    # The exchange's callbacks
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.resume_reading()
+        if self._queued:
+            cycle, app = self._queued.pop(0)
+            self._start(cycle, app)
+            return
+        if self._reading is None:
+            self._become_idle()  # else the rest of a request is arriving
+
+    def _start(self, cycle: Exchange, app: Any) -> None:
+        coro = cycle.run_asgi(app)
+        if self.shared.reset_contextvars:
+            task = self.loop.create_task(coro, context=contextvars.Context())
+        else:
+            task = self.loop.create_task(coro)
+        tasks = self.server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    # Timers
+
+    def _become_idle(self) -> None:
+        self.shared.registry.set_evictable(self, True)
+        self._arm(self.shared.limits.idle_timeout_s, self._idle_timed_out)
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _idle_timed_out(self) -> None:
+        self._timer = None
+        self._close()
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        log.debug("request head not received within the header deadline")
+        self._answer_and_close(HEAD_TIMEOUT_RESPONSE)
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        log.debug("request body not received in time; closing the connection")
+        cycle = self.cycle
+        if cycle is not None and not cycle.complete:
+            if not cycle.started and not self.transport.is_closing():
+                self.transport.write(HEAD_TIMEOUT_RESPONSE)
+            # The application sees the disconnect at once and its later writes go nowhere.
+            cycle.disconnected = True
+            cycle.notify()
+        self._close()
+
+    # Helpers
+
+    def _count_head(self, size: int) -> None:
+        before = self._head_bytes
+        self._head_bytes = before + size
+        if before <= MAX_HEAD_BYTES < self._head_bytes:
+            log.debug("request head larger than %d bytes", MAX_HEAD_BYTES)
+            self._answer_and_close(HEAD_TOO_LARGE_RESPONSE)
+
+    def _declared_length(self) -> int:
+        for name, value in self._headers:
+            if name == b"content-length":
+                return int(value) if value.isdigit() else 0
+        return 0
+
+    def _answer_and_close(self, response: bytes) -> None:
+        self._cancel_timer()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+        self._close()
+
+    def _close(self) -> None:
+        self.shared.registry.forget(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _refuse(self) -> None:
+        self._refused = True
+        now = time.monotonic()
+        if now - self.shared.registry.last_refusal_log >= _REFUSAL_LOG_EVERY_S:
+            self.shared.registry.last_refusal_log = now
+            log.warning(
+                "%d client connections are open and busy (KI2API_MAX_CONNECTIONS): "
+                "refusing new ones with 503",
+                len(self.shared.registry.open),
+            )
+        self.transport.write(BUSY_RESPONSE)
+        self.transport.close()
+
+
+def protocol_for(settings: Settings) -> type[GatewayProtocol]:
+    """The protocol class for `uvicorn.Config(http=...)` with these settings' limits."""
+    limits = ConnectionLimits.from_settings(settings)
+    return type("GatewayProtocol", (GatewayProtocol,), {"limits": limits, "__slots__": ()})
