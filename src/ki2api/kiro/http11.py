@@ -26,6 +26,8 @@ import httptools
 from aiohttp.client_reqrep import ConnectionKey
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ki2api.core.deadlines import Deadlines, Entry, deadlines
+
 __all__ = ["DirectChatClient", "DirectResponse"]
 
 _HIGH_WATER = 256 * 1024  # unread bytes before the socket stops being read
@@ -44,15 +46,16 @@ def _tls_context() -> ssl.SSLContext:
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: one answer at a time, its body buffered until it is read.
 
-    The read timeout has one timer per connection, not one per read: it is set for the first
-    wait and, when it fires before the current wait's deadline (data came in between), set
-    again for that deadline."""
+    The read timeout is one entry on the loop's shared timer (core/deadlines.py), not a timer
+    per read: set for the first wait and, when it falls due before the current wait's deadline
+    (data came in between), set again for that deadline."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadlines = deadlines()
+        self.entry: Entry | None = None
         self.deadline = 0.0  # of the current wait (loop time)
         self.start()
 
@@ -104,9 +107,9 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def stop_timer(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            Deadlines.cancel(entry)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -150,21 +153,20 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
         self.deadline = deadline = loop.time() + timeout_s
-        timer = self.timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self.timer = loop.call_at(deadline, self._expire)
+        entry = self.entry
+        if entry is None or entry[0] > deadline:
+            if entry is not None:
+                Deadlines.cancel(entry)
+            self.entry = self.deadlines.at(deadline, self)
         return waiter
 
-    def _expire(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        self.entry = None
         waiter = self.waiter
         if waiter is None or waiter.done():
-            return  # nobody waits: the next wait sets a timer again
-        loop = asyncio.get_running_loop()
-        if loop.time() < self.deadline:
-            self.timer = loop.call_at(self.deadline, self._expire)
+            return  # nobody waits: the next wait sets an entry again
+        if asyncio.get_running_loop().time() < self.deadline:
+            self.entry = self.deadlines.at(self.deadline, self)
         else:
             waiter.set_result(True)
 

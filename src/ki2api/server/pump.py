@@ -1,7 +1,7 @@
 """Pump: read an upstream async iterator in its own task so the consumer can wait with a deadline.
 
-Waiting costs one bare future per wait and one timer per pump (no task per event, no timer per
-wait: the deadline timer is set again only when it fires before the current wait's deadline),
+Waiting costs one bare future per wait and one entry on the loop's shared timer per pump (no
+task per event, no timer per wait: core/deadlines.py),
 which keeps the per-event overhead low on the streaming hot path. A consumer may await the
 future itself (`waiting`, then `take`): a held stream keeps no coroutine frame for the wait.
 Cancelling the pump (`aclose`) cancels the reader task, which closes the upstream generator
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
+
+from ki2api.core.deadlines import Deadlines, Entry, deadlines
 
 __all__ = ["Pump", "PumpTimeout"]
 
@@ -26,14 +28,15 @@ class PumpTimeout(Exception):
 class Pump(Generic[T]):
     __slots__ = (
         "_deadline",
+        "_deadlines",
         "_done",
+        "_entry",
         "_error",
         "_items",
         "_max",
         "_source",
         "_space",
         "_task",
-        "_timer",
         "_waiter",
     )
 
@@ -43,7 +46,8 @@ class Pump(Generic[T]):
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[bool] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = deadlines()  # the loop's shared timer (core/deadlines.py)
+        self._entry: Entry | None = None  # this pump's place on it
         self._deadline: float | None = None  # of the current wait (loop time)
         self._space: asyncio.Future[None] | None = None
         self._max = max_buffered
@@ -87,21 +91,21 @@ class Pump(Generic[T]):
             self._deadline = None
             return waiter
         self._deadline = deadline = loop.time() + timeout
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._expire)
+        entry = self._entry
+        if entry is None or entry[0] > deadline:
+            if entry is not None:
+                Deadlines.cancel(entry)
+            self._entry = self._deadlines.at(deadline, self)
         return waiter
 
-    def _expire(self) -> None:
-        self._timer = None
+    def expired(self) -> None:
+        """The deadline entry fell due: the wait times out, or waits on (it began later)."""
+        self._entry = None
         waiter, deadline = self._waiter, self._deadline
         if waiter is None or waiter.done() or deadline is None:
-            return  # nobody waits with a deadline: the next such wait sets a timer again
-        loop = asyncio.get_running_loop()
-        if loop.time() < deadline:
-            self._timer = loop.call_at(deadline, self._expire)
+            return  # nobody waits with a deadline: the next such wait sets an entry again
+        if asyncio.get_running_loop().time() < deadline:
+            self._entry = self._deadlines.at(deadline, self)
         else:
             self._waiter = None
             waiter.set_result(True)
@@ -144,9 +148,9 @@ class Pump(Generic[T]):
         inside an anyio cancel scope), and a cancelled awaiter cancels what it awaits, which
         would abort the upstream close half-way. The reader finishes closing on its own.
         """
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            Deadlines.cancel(entry)
         if not self._task.done():
             self._task.cancel()
         try:

@@ -1,0 +1,94 @@
+"""Many timeouts on one timer of the event loop.
+
+A held stream has two timeouts running at all times: the upstream read timeout
+(`kiro/http11.py`) and the keep-alive interval (`server/pump.py`). A timer of the loop costs
+about 0.5 KB while it is set (uvloop's TimerHandle, its UVTimer, the libuv handle and the bound
+callback); an entry here is one small list in a heap, and the loop has one timer for the
+earliest entry. Entries are not removed when cancelled (their owner is let go, the list stays
+until it falls due), and their owners set an entry for a wait only when they have none due
+earlier: a later wait keeps the entry, which sets itself again when it fires early (see the
+owners' `expired`). So a stream sets about one entry per timeout period, not one per wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import weakref
+from typing import Any, Protocol
+
+__all__ = ["Deadlines", "Entry", "Expiring", "deadlines"]
+
+# [when (loop time), tie-breaker, owner or None once cancelled]
+Entry = list[Any]
+
+
+class Expiring(Protocol):
+    def expired(self) -> None:
+        """Called at (or just after) the entry's time, inside the loop."""
+
+
+class Deadlines:
+    """The entries of one event loop (`deadlines()`), on one timer."""
+
+    __slots__ = ("_firing", "_heap", "_order", "_timer")
+
+    def __init__(self) -> None:
+        self._heap: list[Entry] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._firing = False
+
+    def at(self, when: float, owner: Expiring) -> Entry:
+        """`owner.expired()` at loop time `when`, unless `cancel`ed before."""
+        entry: Entry = [when, next(self._order), owner]
+        heapq.heappush(self._heap, entry)
+        if not self._firing:
+            timer = self._timer
+            if timer is None or when < timer.when():
+                if timer is not None:
+                    timer.cancel()
+                self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+        return entry
+
+    @staticmethod
+    def cancel(entry: Entry) -> None:
+        entry[2] = None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heap = self._heap
+        self._firing = True
+        try:
+            while heap and heap[0][0] <= now:
+                owner = heapq.heappop(heap)[2]
+                if owner is None:
+                    continue
+                try:
+                    owner.expired()
+                except Exception as exc:  # one owner's failure must not stop the others'
+                    loop.call_exception_handler({"message": "expired() failed", "exception": exc})
+        finally:
+            self._firing = False
+            if heap:
+                self._timer = loop.call_at(heap[0][0], self._fire)
+
+
+_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def deadlines() -> Deadlines:
+    """The running loop's entries (keep the result: this looks the loop up)."""
+    loop = asyncio.get_running_loop()
+    found = _LOOPS.get(loop)
+    if found is None:
+        found = _LOOPS[loop] = Deadlines()
+    return found
