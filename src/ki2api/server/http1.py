@@ -99,6 +99,14 @@ class Shared:
         self.registry = Registry(limits.max_connections)
 
     def scope(self, conn: GatewayProtocol, method: str, http_version: str) -> dict[str, Any]:
+        """A request's ASGI scope, made in one piece (a dict grown key by key is resized
+        twice and kept at its larger size for the request's life)."""
+        url = httptools.parse_url(conn.url)
+        raw_path: bytes = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.root_path
         return {
             "type": "http",
             "asgi": self.asgi,
@@ -106,8 +114,12 @@ class Shared:
             "server": conn.server,
             "client": conn.client,
             "scheme": conn.scheme,
-            "root_path": self.root_path,
+            "root_path": root,
             "method": method,
+            "path": root + path if root else path,
+            "raw_path": root.encode("ascii") + raw_path if root else raw_path,
+            "query_string": url.query or b"",
+            "headers": conn.headers,
             "state": self.app_state.copy() if self.app_state else {},
         }
 
@@ -131,12 +143,12 @@ class GatewayProtocol(asyncio.Protocol):
     __slots__ = (
         "_expect_100",
         "_head_bytes",
-        "_headers",
+        "headers",
         "_queued",
         "_reading",
         "_refused",
         "_timer",
-        "_url",
+        "url",
         "client",
         "cycle",
         "drain_waiters",
@@ -181,8 +193,8 @@ class GatewayProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] | None = None
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
         self._expect_100 = False
         self._head_bytes = 0
 
@@ -272,22 +284,22 @@ class GatewayProtocol(asyncio.Protocol):
     # Parser callbacks (called from data_received)
 
     def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
+        self.url = b""
+        self.headers = []
         self._expect_100 = False
         self._head_bytes = 0
         self._reading = "head"
         self._arm(self.shared.limits.header_timeout_s, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self.url += url
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_100 = True
-        self._headers.append((name, value))
+        self.headers.append((name, value))
         self._count_head(len(name) + len(value) + 4)
 
     def on_headers_complete(self) -> None:
@@ -300,16 +312,6 @@ class GatewayProtocol(asyncio.Protocol):
         parser = self.parser
         http_version = parser.get_http_version()
         scope = self.shared.scope(self, parser.get_method().decode("ascii"), http_version)
-        url = httptools.parse_url(self._url)
-        raw_path: bytes = url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        root = self.shared.root_path
-        scope["path"] = root + path
-        scope["raw_path"] = root.encode("ascii") + raw_path
-        scope["query_string"] = url.query or b""
-        scope["headers"] = self._headers
         keep_alive = http_version != "1.0" and parser.should_keep_alive()
         previous = self.cycle
         self.cycle = cycle = Exchange(scope, self, keep_alive, self._expect_100)
@@ -414,7 +416,7 @@ class GatewayProtocol(asyncio.Protocol):
             self._answer_and_close(HEAD_TOO_LARGE_RESPONSE)
 
     def _declared_length(self) -> int:
-        for name, value in self._headers:
+        for name, value in self.headers:
             if name == b"content-length":
                 return int(value) if value.isdigit() else 0
         return 0

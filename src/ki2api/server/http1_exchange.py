@@ -225,7 +225,7 @@ class Exchange:
         status = int(message["status"])
         conn = self.conn
         shared = conn.shared
-        if shared.access_log:
+        if shared.access_log and shared.access_logger.isEnabledFor(logging.INFO):
             scope = self.scope
             shared.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
