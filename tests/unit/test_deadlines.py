@@ -60,3 +60,20 @@ async def test_an_owner_may_set_itself_again_and_a_failing_one_stops_nobody() ->
     await asyncio.sleep(0.06)
     assert log == ["again", "other", "again"]
     assert [str(e) for e in errors] == ["boom"]
+
+
+def test_a_time_already_past_fires_at_once_on_uvloop_too() -> None:
+    """uvloop gives a plain Handle (no `when()`) for a time already past."""
+    import uvloop
+
+    async def main() -> list[str]:
+        log: list[str] = []
+        now = asyncio.get_running_loop().time()
+        shared = deadlines()
+        shared.at(now - 1.0, Owner("past", log))
+        shared.at(now + 0.01, Owner("soon", log))  # compared with the timer's time
+        shared.at(now - 0.5, Owner("past too", log))
+        await asyncio.sleep(0.03)
+        return log
+
+    assert uvloop.run(main()) == ["past", "past too", "soon"]

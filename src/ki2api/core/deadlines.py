@@ -32,12 +32,13 @@ class Expiring(Protocol):
 class Deadlines:
     """The entries of one event loop (`deadlines()`), on one timer."""
 
-    __slots__ = ("_firing", "_heap", "_order", "_timer")
+    __slots__ = ("_due", "_firing", "_heap", "_order", "_timer")
 
     def __init__(self) -> None:
         self._heap: list[Entry] = []
         self._order = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # (a time already past gives a plain Handle)
+        self._due = 0.0  # when the timer fires
         self._firing = False
 
     def at(self, when: float, owner: Expiring) -> Entry:
@@ -46,11 +47,15 @@ class Deadlines:
         heapq.heappush(self._heap, entry)
         if not self._firing:
             timer = self._timer
-            if timer is None or when < timer.when():
+            if timer is None or when < self._due:
                 if timer is not None:
                     timer.cancel()
-                self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+                self._set(asyncio.get_running_loop(), when)
         return entry
+
+    def _set(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._due = when
+        self._timer = loop.call_at(when, self._fire)
 
     @staticmethod
     def cancel(entry: Entry) -> None:
@@ -77,7 +82,7 @@ class Deadlines:
         finally:
             self._firing = False
             if heap:
-                self._timer = loop.call_at(heap[0][0], self._fire)
+                self._set(loop, heap[0][0])
 
 
 _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
