@@ -18,9 +18,11 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import pytest
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ki2api.server.connections import MAX_HEAD_BYTES
 from ki2api.server.http1 import protocol_for
+from ki2api.server.http1_shared import forwarded
 from ki2api.settings import load_settings
 from tests.support.servers import serve_in_thread
 
@@ -68,35 +70,68 @@ async def _big(send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = await _read_body(receive)
+    await _respond(send, scope["method"].encode() + b" " + body)
+
+
+async def _boom(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    raise RuntimeError("the app failed before answering")
+
+
+async def _silent(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    return  # never answers
+
+
+async def _bad_header(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    headers = [(b"x-evil", b"a\r\nset-cookie: stolen=1")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+async def _client(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    host = scope["client"][0] if scope["client"] else "-"
+    await _respond(send, f"{host} {scope['scheme']}".encode())
+
+
+async def _watch(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"first", "more_body": True})
+    SEEN.messages.append(await receive())  # the client goes away here
+    SEEN.event.set()
+
+
+async def _half(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    if scope["query_string"] == b"raise":
+        raise RuntimeError("the app failed mid-response")
+
+
+ROUTES = {
+    "/half": _half,
+    "/echo": _echo,
+    "/hello": lambda scope, receive, send: _respond(send, b"hello"),
+    "/big": lambda scope, receive, send: _big(send),
+    "/boom": _boom,
+    "/silent": _silent,
+    "/bad-header": _bad_header,
+    "/client": _client,
+    "/watch": _watch,
+}
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    path = scope["path"]
-    if path == "/echo":
-        body = await _read_body(receive)
-        await _respond(send, scope["method"].encode() + b" " + body)
-    elif path == "/hello":
-        await _respond(send, b"hello")
-    elif path == "/big":
-        await _big(send)
-    elif path == "/boom":
-        raise RuntimeError("the app failed before answering")
-    elif path == "/silent":
-        return  # never answers
-    elif path == "/bad-header":
-        headers = [(b"x-evil", b"a\r\nset-cookie: stolen=1")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-    elif path == "/watch":
-        await _read_body(receive)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"first", "more_body": True})
-        SEEN.messages.append(await receive())  # the client goes away here
-        SEEN.event.set()
-    else:
+    route = ROUTES.get(scope["path"])
+    if route is None:
         await _respond(send, b"not found", 404)
+    else:
+        await route(scope, receive, send)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +263,16 @@ def test_an_app_that_fails_before_answering_gets_a_500(
         assert closed(f)
 
 
+@pytest.mark.parametrize("path", ["/half", "/half?raise"], ids=["returns", "raises"])
+def test_a_response_the_app_leaves_unfinished_is_cut_not_completed(address: Any, path: str) -> None:
+    """A chunked response without its last chunk: the client sees a broken response, never
+    a complete one."""
+    with connection(address) as (sock, f):
+        sock.sendall(request("GET", path))
+        rest = f.read()
+        assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"7\r\npartial\r\n"), rest
+
+
 def test_a_header_value_with_a_line_break_is_never_written(address: Any) -> None:
     with connection(address) as (sock, f):
         sock.sendall(request("GET", "/bad-header"))
@@ -260,6 +305,8 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(address: Any) -> None:
         extra = "connection: upgrade\r\nupgrade: websocket\r\n"
         sock.sendall(request("GET", "/hello", extra=extra))
         assert read_response(f)[::2] == (200, b"hello")
+        sock.sendall(request("POST", "/echo", b"after"))  # the connection still speaks HTTP
+        assert read_response(f)[::2] == (200, b"POST after")
 
 
 def test_a_slow_client_stream_loses_nothing(address: Any) -> None:
@@ -280,3 +327,56 @@ def test_a_slow_client_stream_loses_nothing(address: Any) -> None:
         return b"".join(parts)
 
     assert asyncio.run(read_slowly()) == BIG_BODY
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("", b"127.0.0.1 http"),
+        ("x-forwarded-for: 203.0.113.9\r\nx-forwarded-proto: https\r\n", b"203.0.113.9 https"),
+        ("x-forwarded-proto: gopher\r\n", b"127.0.0.1 http"),
+    ],
+)
+def test_a_trusted_proxy_s_forwarded_headers_set_the_client(
+    address: Any, extra: str, expected: bytes
+) -> None:
+    """uvicorn's proxy-header handling (on by default, trusting 127.0.0.1) still applies."""
+    with connection(address) as (sock, f):
+        sock.sendall(request("GET", "/client", extra=extra))
+        assert read_response(f)[2] == expected
+
+
+def _uvicorn_forwarded(scope: dict[str, Any], trusted: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.update(scope)
+
+    asyncio.run(ProxyHeadersMiddleware(inner, trusted_hosts=trusted)(dict(scope), None, None))  # type: ignore[arg-type]
+    return seen
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1", "*", "10.0.0.0/8", "192.168.1.1"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"x-forwarded-for", b"203.0.113.9")],
+        [(b"x-forwarded-for", b"203.0.113.9, 10.0.0.2")],
+        [(b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-for", b"10.1.1.1")],
+        [(b"x-forwarded-for", b"")],
+        [(b"x-forwarded-for", b"[2001:db8::1]:4711")],
+        [(b"x-forwarded-proto", b" https ")],
+        [(b"x-forwarded-proto", b"wss"), (b"x-forwarded-for", b"198.51.100.1:8080")],
+        [(b"x-forwarded-proto", b"ftp")],
+    ],
+)
+@pytest.mark.parametrize("client", [("127.0.0.1", 5000), ("10.0.0.2", 5000), None])
+def test_forwarded_matches_uvicorn_s_proxy_headers_middleware(
+    trusted: str, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None
+) -> None:
+    scope = {"type": "http", "client": client, "scheme": "http", "headers": headers}
+    ours = dict(scope)
+    forwarded(ours, ProxyHeadersMiddleware(app, trusted_hosts=trusted).trusted_hosts)
+    theirs = _uvicorn_forwarded(scope, trusted)
+    assert (ours["client"], ours["scheme"]) == (theirs["client"], theirs["scheme"])

@@ -93,8 +93,12 @@ class GatewayApp(FastAPI):
         if door is None or scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        scope["app"] = self  # as Starlette does: Request.app
         await door(scope, receive, send)
+
+    def http_entry(self) -> ASGIApp:
+        """What serves an HTTP request, for a server that calls it without this layer
+        (`server/http1_shared.py`): the front door (which sets `scope["app"]` to this app)."""
+        return self.door if self.door is not None else self
 
 
 def create_app(
@@ -155,6 +159,7 @@ def _front_door(app: GatewayApp, settings: Settings) -> FrontDoor:
 
     return FrontDoor(
         functools.partial(FastAPI.__call__, app),
+        scope_app=app,
         keys=settings.api_keys,
         usage=usage_log,
         store=store_of,

@@ -71,6 +71,7 @@ class FrontDoor:
         app: ASGIApp,
         *,
         keys: tuple[str, ...],
+        scope_app: object = None,
         usage: Callable[[], UsageLog | None] = _none,
         store: Callable[[], StateStore | None] = _none,
         on_error: ErrorApp | None = None,
@@ -83,8 +84,10 @@ class FrontDoor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`allowed_hosts`: None when the gateway is not bound to loopback (no Host check);
-        `on_error`: the client-dialect response of a refusal made here (413, a Host's 403)."""
+        `on_error`: the client-dialect response of a refusal made here (413, a Host's 403);
+        `scope_app`: set as `scope["app"]` (Starlette's `Request.app`), as Starlette does."""
         self.app = app
+        self._scope_app = scope_app
         self._accounting = Accounting(usage=usage, keys=keys, clock=clock)
         self._finder = ClientKeyFinder(store=store, keys=keys)
         self._observer = Observer(json_access_log=json_access_log)
@@ -99,12 +102,16 @@ class FrontDoor:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._scope_app is not None:
+            scope["app"] = self._scope_app
         state = scope.setdefault("state", {})
         request_id = given_request_id(scope) or self._new_id()
         state["request_id"] = request_id
         visit = _Visit(scope, send, request_id.encode())
         try:
-            await self._enter(visit, scope, receive)
+            answer = await self._enter(visit, scope, receive)
+            if answer is not None:  # awaited here: no frame of _enter held while it runs
+                await answer
         except asyncio.CancelledError:  # the server stopping, or the client gone
             visit.fail(ErrorKind.CANCELLED.value)
             raise
@@ -122,13 +129,17 @@ class FrontDoor:
         finally:
             self._leave(visit, scope)
 
-    async def _enter(self, visit: _Visit, scope: Scope, receive: Receive) -> None:
+    async def _enter(
+        self, visit: _Visit, scope: Scope, receive: Receive
+    ) -> Awaitable[None] | None:
+        """The request's checks, then what answers it (not yet awaited), or None when a
+        refusal was the answer."""
         headers = dict(scope.get("headers") or ())  # once, for the Host and the body limit
         if self._allowed is not None:
             refused = host_refusal(headers.get(b"host"), self._allowed)
             if refused is not None:
                 await self._refuse(refused, scope, receive, visit.send)
-                return
+                return None
         if visit.observed:
             await self._finder.note(scope)
         if scope.get("path") in CHAT_PATHS:
@@ -138,31 +149,30 @@ class FrontDoor:
             limited = body_limit(headers.get(b"content-length"), receive, self._max_body)
             if isinstance(limited, GatewayError):
                 await self._refuse(limited, scope, receive, visit.send)
-                return
+                return None
             receive = limited
         endpoint = self._routes.get(scope["path"]) if scope.get("method") == "POST" else None
         if endpoint is None:
-            await self.app(scope, receive, visit.send)
-        else:
-            await self._direct(endpoint, scope, receive, visit.send)
+            return self.app(scope, receive, visit.send)
+        response = await self._direct(endpoint, scope, receive)
+        return response(scope, receive, visit.send)
 
     async def _refuse(self, err: GatewayError, scope: Scope, receive: Receive, send: Send) -> None:
         if self._on_error is None:
             raise err
         await self._on_error(err, scope)(scope, receive, send)
 
-    async def _direct(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _direct(self, endpoint: Endpoint, scope: Scope, receive: Receive) -> Response:
         """A chat endpoint without FastAPI's layers (router, dependency solver, exception
         middlewares): what FastAPI's handlers make of a GatewayError or of a client gone
         mid-upload is made here, by the same handlers (anything else: see `_answer`)."""
         request = Request(scope, receive)
         try:
-            response = await endpoint(request)
+            return await endpoint(request)
         except (GatewayError, ClientDisconnect) as exc:
             if self._on_exception is None:
                 raise
-            response = await self._on_exception(request, exc)
-        await response(scope, receive, send)
+            return await self._on_exception(request, exc)
 
     async def _answer(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
         """An exception nobody answered (before any response: in a step of ours, or a chat

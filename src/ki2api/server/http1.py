@@ -34,13 +34,11 @@ import asyncio
 import contextvars
 import logging
 import time
-import urllib.parse
 import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from ki2api.server.connections import (
@@ -49,11 +47,11 @@ from ki2api.server.connections import (
     HEAD_TOO_LARGE_RESPONSE,
     MAX_HEAD_BYTES,
     ConnectionLimits,
-    Registry,
     body_deadline_s,
     limits_from_env,
 )
 from ki2api.server.http1_exchange import HIGH_WATER, Exchange, bad_request
+from ki2api.server.http1_shared import Shared
 from ki2api.settings import Settings
 
 __all__ = ["IMPORT_STRING", "GatewayProtocol", "protocol_for"]
@@ -63,73 +61,6 @@ _REFUSAL_LOG_EVERY_S = 60.0
 
 log = logging.getLogger("ki2api.connections")
 _error_log = logging.getLogger("uvicorn.error")
-
-
-class Shared:
-    """What every connection of one uvicorn server shares (one per `ServerState`), so that a
-    connection keeps none of it: the application, the server's settings, the limits."""
-
-    __slots__ = (
-        "access_log",
-        "access_logger",
-        "app",
-        "app_state",
-        "asgi",
-        "limit_concurrency",
-        "limits",
-        "registry",
-        "reset_contextvars",
-        "root_path",
-        "server_state",
-    )
-
-    def __init__(
-        self, config: Any, app_state: dict[str, Any], server_state: Any, limits: ConnectionLimits
-    ) -> None:
-        self.app = config.loaded_app
-        self.app_state = app_state
-        self.server_state = server_state
-        self.root_path: str = config.root_path
-        self.asgi = {"version": config.asgi_version, "spec_version": "2.3"}
-        self.limit_concurrency: int | None = config.limit_concurrency
-        self.reset_contextvars = bool(getattr(config, "reset_contextvars", False))
-        self.access_logger = logging.getLogger("uvicorn.access")
-        self.access_log = self.access_logger.hasHandlers()
-        self.limits = limits
-        self.registry = Registry(limits.max_connections)
-
-    def scope(self, conn: GatewayProtocol, method: str, http_version: str) -> dict[str, Any]:
-        """A request's ASGI scope, made in one piece (a dict grown key by key is resized
-        twice and kept at its larger size for the request's life)."""
-        url = httptools.parse_url(conn.url)
-        raw_path: bytes = url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        root = self.root_path
-        return {
-            "type": "http",
-            "asgi": self.asgi,
-            "http_version": http_version,
-            "server": conn.server,
-            "client": conn.client,
-            "scheme": conn.scheme,
-            "root_path": root,
-            "method": method,
-            "path": root + path if root else path,
-            "raw_path": root.encode("ascii") + raw_path if root else raw_path,
-            "query_string": url.query or b"",
-            "headers": conn.headers,
-            "state": self.app_state.copy() if self.app_state else {},
-        }
-
-    def app_for(self, conn: GatewayProtocol) -> Any:
-        limit = self.limit_concurrency
-        state = self.server_state
-        if limit is not None and (len(state.connections) >= limit or len(state.tasks) >= limit):
-            _error_log.warning("Exceeded concurrency limit.")
-            return service_unavailable
-        return self.app
 
 
 _servers: weakref.WeakKeyDictionary[Any, Shared] = weakref.WeakKeyDictionary()
@@ -146,7 +77,7 @@ class GatewayProtocol(asyncio.Protocol):
         "headers",
         "_queued",
         "_reading",
-        "_refused",
+        "_deaf",
         "_timer",
         "url",
         "client",
@@ -179,8 +110,7 @@ class GatewayProtocol(asyncio.Protocol):
             limits = type(self).limits or limits_from_env()
             shared = _servers[server_state] = Shared(config, app_state, server_state, limits)
         self.shared = shared
-        self.parser = httptools.HttpRequestParser(self)
-        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.parser: httptools.HttpRequestParser | None = None  # made when bytes arrive
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
@@ -189,7 +119,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._queued: list[tuple[Exchange, Any]] | None = None  # pipelined, oldest first
         self._timer: asyncio.TimerHandle | None = None
         self._reading: str | None = None  # "head" / "body" while a request is arriving
-        self._refused = False
+        self._deaf = False  # reads nothing more: refused at the cap, or gone
         self.read_paused = False
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] | None = None
@@ -224,21 +154,31 @@ class GatewayProtocol(asyncio.Protocol):
         self.resume_writing()
         if exc is None:
             self.transport.close()
-        self.parser = None  # type: ignore[assignment]
+        self._deaf = True
+        self.parser = None
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes itself
 
     def data_received(self, data: bytes) -> None:
-        if self._refused or self.parser is None:
+        if self._deaf:
             return
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # no upgrade is offered: the request is answered as plain HTTP
         except httptools.HttpParserError:
             _error_log.warning("Invalid HTTP request received.")
             self._answer_and_close(bad_request(self.server_state.default_headers))
+            return
+        if self._reading is None:
+            # Between requests (a stream being answered, an idle keep-alive) the connection
+            # keeps no parser (0.9 KB); the next request's first bytes make a new one.
+            self.parser = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -310,6 +250,7 @@ class GatewayProtocol(asyncio.Protocol):
         limits = self.shared.limits
         self._arm(body_deadline_s(limits, self._declared_length()), self._body_timed_out)
         parser = self.parser
+        assert parser is not None  # we are inside its feed_data
         http_version = parser.get_http_version()
         scope = self.shared.scope(self, parser.get_method().decode("ascii"), http_version)
         keep_alive = http_version != "1.0" and parser.should_keep_alive()
@@ -361,11 +302,14 @@ class GatewayProtocol(asyncio.Protocol):
             self._become_idle()  # else the rest of a request is arriving
 
     def _start(self, cycle: Exchange, app: Any) -> None:
-        coro = cycle.run_asgi(app)
+        """The app runs as the task itself, not inside a wrapper coroutine (a frame less held
+        for a stream's life, and on every resume); its end is checked by `cycle.finished`."""
+        coro = app(cycle.scope, cycle.receive, cycle.send)
         if self.shared.reset_contextvars:
             task = self.loop.create_task(coro, context=contextvars.Context())
         else:
             task = self.loop.create_task(coro)
+        task.add_done_callback(cycle.finished)
         tasks = self.server_state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -433,7 +377,7 @@ class GatewayProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _refuse(self) -> None:
-        self._refused = True
+        self._deaf = True
         now = time.monotonic()
         if now - self.shared.registry.last_refusal_log >= _REFUSAL_LOG_EVERY_S:
             self.shared.registry.last_refusal_log = now

@@ -118,34 +118,38 @@ class Exchange:
 
     # The application's side
 
-    async def run_asgi(self, app: Any) -> None:
-        try:
-            result = await app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            _error_log.error("Exception in ASGI application\n", exc_info=exc)
-            if not self.started:
-                await self._send_500()
-            else:
-                self.conn.transport.close()
+    def finished(self, task: asyncio.Task[Any]) -> None:
+        """The app's task is over: what uvicorn's request cycle checks after the app returns.
+        A failure before the response started gets a 500; after, the connection closes."""
+        if task.cancelled():
+            failure: BaseException | None = asyncio.CancelledError()
         else:
-            if result is not None:
-                _error_log.error("ASGI callable should return None, but returned '%s'.", result)
-                self.conn.transport.close()
-            elif not self.started and not self.disconnected:
-                _error_log.error("ASGI callable returned without starting response.")
-                await self._send_500()
-            elif not self.complete and not self.disconnected:
-                _error_log.error("ASGI callable returned without completing response.")
-                self.conn.transport.close()
+            failure = task.exception()
+        if failure is not None:
+            _error_log.error("Exception in ASGI application\n", exc_info=failure)
+            self._end_badly()
+        elif task.result() is not None:
+            _error_log.error("ASGI callable should return None, but returned '%s'.", task.result())
+            self.conn.transport.close()
+        elif not self.started and not self.disconnected:
+            _error_log.error("ASGI callable returned without starting response.")
+            self._end_badly()
+        elif not self.complete and not self.disconnected:
+            _error_log.error("ASGI callable returned without completing response.")
+            self.conn.transport.close()
 
-    async def _send_500(self) -> None:
+    def _end_badly(self) -> None:
+        if self.started or self.disconnected:
+            if not self.complete:
+                self.conn.transport.close()
+            return
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"21"),
             (b"connection", b"close"),
         ]
-        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
-        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+        self._start({"status": 500, "headers": headers})
+        self._body(b"Internal Server Error", False)
 
     async def receive(self) -> dict[str, Any]:
         conn = self.conn
