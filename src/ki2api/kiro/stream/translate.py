@@ -96,7 +96,7 @@ _IGNORED = frozenset(
 )
 _CONTENT_TYPES = frozenset({TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta})
 _TEXT, _TOOL = "assistantResponseEvent", "toolUseEvent"
-_JOIN_EVERY = 16  # output text pieces kept apart, at most (each str costs ~50 B besides its text)
+_JOIN_EVERY = 8  # output text pieces (~50 B each besides their text) kept apart before a join
 
 
 # The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
@@ -207,7 +207,7 @@ class KiroStreamTranslator:
         self._join_text()
 
     def _join_text(self) -> None:
-        """A long answer's output text pieces joined 16 at a time (checked once per read)."""
+        """A long answer's output text pieces joined 8 at a time (checked once per read)."""
         text = self._output_text
         if len(text) - self._joined >= _JOIN_EVERY:
             text[self._joined :] = ["".join(text[self._joined :])]
