@@ -22,6 +22,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ki2api.server.connections import MAX_HEAD_BYTES
 from ki2api.server.http1 import protocol_for
+from ki2api.server.http1_exchange import CLIENT_GONE
 from ki2api.server.http1_shared import forwarded
 from ki2api.settings import load_settings
 from tests.support.servers import serve_in_thread
@@ -97,6 +98,7 @@ async def _watch(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _read_body(receive)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"first", "more_body": True})
+    scope["extensions"][CLIENT_GONE](lambda: SEEN.messages.append({"type": "called back"}))
     SEEN.messages.append(await receive())  # the client goes away here
     SEEN.event.set()
 
@@ -297,7 +299,8 @@ def test_a_client_gone_mid_response_is_seen_as_a_disconnect(address: Any) -> Non
         sock.sendall(request("POST", "/watch", b"x"))
         assert f.readline().startswith(b"HTTP/1.1 200")
     assert SEEN.event.wait(10)
-    assert SEEN.messages == [{"type": "http.disconnect"}]
+    # the extension's callback first (from the connection's loss), then receive()'s answer
+    assert SEEN.messages == [{"type": "called back"}, {"type": "http.disconnect"}]
 
 
 def test_a_websocket_upgrade_is_answered_as_plain_http(address: Any) -> None:

@@ -11,13 +11,14 @@ call) and CANCELLED is raised (the usage row says `cancelled`; nobody reads the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
 from ki2api.core.errors import ErrorKind, GatewayError
+from ki2api.server.http1_exchange import CLIENT_GONE
 
 __all__ = ["RAW_RECEIVE", "ClientWatch", "client_watch", "close_watch", "unless_gone"]
 
@@ -31,20 +32,29 @@ RAW_RECEIVE = "raw_receive"
 
 
 class ClientWatch:
-    """The request's one listener for the client's disconnect: a task awaiting `receive()`
-    (the request body was read already). A task that `run`s work under it is cancelled when
-    the client goes; the cancellation ends that work the normal way (its `finally` blocks
-    close the upstream call) and comes out as CANCELLED. One watcher serves the wait for the
-    answer and the stream after it (`streaming.SSEResponse`), so a request needs no task of its
-    own per wait and no task group."""
+    """The request's one listener for the client's disconnect. Under the gateway's own server
+    (`server/http1.py`) the connection tells it (the `ki2api.client_gone` extension: no task);
+    under any other ASGI server it is a task awaiting `receive()` (the request body was read
+    already). A task that `run`s work under it is cancelled when the client goes; the
+    cancellation ends that work the normal way (its `finally` blocks close the upstream call)
+    and comes out as CANCELLED. One watcher serves the wait for the answer and the stream after
+    it (`streaming.SSEResponse`), so a request needs no task of its own per wait and no task
+    group."""
 
-    __slots__ = ("_guarded", "_listener", "_receive", "gone")
+    __slots__ = ("_closed", "_guarded", "_listener", "_receive", "gone")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(
+        self, receive: Receive, when_gone: Callable[[Callable[[], None]], None] | None = None
+    ) -> None:
         self._receive = receive
         self._guarded: tuple[asyncio.Task[Any], ...] = ()  # (a set: 216 B per stream)
         self.gone = False
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        self._closed = False
+        self._listener: asyncio.Task[None] | None = None
+        if when_gone is not None:
+            when_gone(self._went)
+        else:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def _listen(self) -> None:
         try:
@@ -52,6 +62,11 @@ class ClientWatch:
                 pass
         except Exception:  # a receive that fails: nothing more will come from this client
             pass
+        self._went()
+
+    def _went(self) -> None:
+        if self._closed:
+            return
         self.gone = True
         for task in self._guarded:
             task.cancel()
@@ -89,7 +104,9 @@ class ClientWatch:
 
     def close(self) -> None:
         """The request is over: stop listening."""
-        self._listener.cancel()
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
 
 
 def client_watch(scope: Scope, receive: Receive) -> ClientWatch:
@@ -97,7 +114,9 @@ def client_watch(scope: Scope, receive: Receive) -> ClientWatch:
     state = scope.setdefault("state", {})
     watch = state.get(_WATCH)
     if not isinstance(watch, ClientWatch):
-        watch = state[_WATCH] = ClientWatch(state.get(RAW_RECEIVE) or receive)
+        when_gone = (scope.get("extensions") or {}).get(CLIENT_GONE)
+        watch = ClientWatch(state.get(RAW_RECEIVE) or receive, when_gone)
+        state[_WATCH] = watch
     return watch
 
 

@@ -13,6 +13,7 @@ import asyncio
 import http
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
@@ -20,7 +21,9 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 if TYPE_CHECKING:
     from ki2api.server.http1 import GatewayProtocol
 
-__all__ = ["HIGH_WATER", "Exchange", "bad_request"]
+__all__ = ["CLIENT_GONE", "HIGH_WATER", "Exchange", "bad_request"]
+
+CLIENT_GONE = "ki2api.client_gone"  # the scope's extension: `Exchange.when_gone`
 
 HIGH_WATER = 65536  # request body bytes buffered before the connection stops reading
 
@@ -69,6 +72,7 @@ class Exchange:
         "head",
         "keep_alive",
         "more_body",
+        "on_gone",
         "ready",
         "remaining",
         "scope",
@@ -94,6 +98,16 @@ class Exchange:
         self.complete = False
         self.chunked: bool | None = None
         self.remaining = 0  # bytes a sized response still owes
+        self.on_gone: Callable[[], None] | None = None
+
+    def when_gone(self, callback: Callable[[], None]) -> None:
+        """The `ki2api.client_gone` ASGI extension: `callback` is called once, when the client
+        goes (or at once if it has) before the response is complete. A listener needs no task
+        awaiting `receive()` for it (`server/disconnect.py`)."""
+        if self.disconnected:
+            callback()
+        else:
+            self.on_gone = callback
 
     # The connection's side
 
@@ -115,6 +129,9 @@ class Exchange:
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+        if self.disconnected and self.on_gone is not None:
+            callback, self.on_gone = self.on_gone, None
+            callback()
 
     # The application's side
 
