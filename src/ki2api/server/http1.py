@@ -133,7 +133,7 @@ class GatewayProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.server_state.connections.add(self)
         self.transport = transport
-        self.server = get_local_addr(transport)  # type: ignore[assignment]
+        self.server = self.shared.local_address(get_local_addr(transport))
         self.client = get_remote_addr(transport)
         if is_ssl(transport):
             self.scheme = "https"
@@ -236,7 +236,8 @@ class GatewayProtocol(asyncio.Protocol):
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
+        if not name.islower():  # most clients send lower case already: no copy then
+            name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_100 = True
         self.headers.append((name, value))
@@ -310,10 +311,8 @@ class GatewayProtocol(asyncio.Protocol):
             task = self.loop.create_task(coro, context=contextvars.Context())
         else:
             task = self.loop.create_task(coro)
-        task.add_done_callback(cycle.finished)
-        tasks = self.server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.server_state.tasks.add(task)
+        task.add_done_callback(cycle.finished)  # one callback (a second makes a list)
 
     # Timers
 

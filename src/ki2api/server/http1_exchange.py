@@ -138,6 +138,7 @@ class Exchange:
     def finished(self, task: asyncio.Task[Any]) -> None:
         """The app's task is over: what uvicorn's request cycle checks after the app returns.
         A failure before the response started gets a 500; after, the connection closes."""
+        self.conn.server_state.tasks.discard(task)
         if task.cancelled():
             failure: BaseException | None = asyncio.CancelledError()
         else:

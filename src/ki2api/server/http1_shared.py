@@ -61,6 +61,7 @@ class Shared:
 
     __slots__ = (
         "access_log",
+        "addresses",
         "access_logger",
         "app",
         "app_state",
@@ -92,6 +93,7 @@ class Shared:
         self.access_logger = logging.getLogger("uvicorn.access")
         self.access_log = self.access_logger.hasHandlers()
         self.limits = limits
+        self.addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self.registry = Registry(limits.max_connections)
 
     def scope(self, conn: GatewayProtocol, method: str, http_version: str) -> dict[str, Any]:
@@ -121,6 +123,13 @@ class Shared:
         if self.trusted is not None:
             forwarded(scope, self.trusted)
         return scope
+
+    def local_address(self, address: Any) -> tuple[str, int] | None:
+        """The server's address of a connection, one tuple per address for them all."""
+        if address is None:
+            return None
+        key = (address[0], address[1])
+        return self.addresses.setdefault(key, key)
 
     def app_for(self, conn: GatewayProtocol) -> Any:
         limit = self.limit_concurrency

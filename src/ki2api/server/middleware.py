@@ -28,18 +28,27 @@ def body_limit(declared: bytes | None, receive: Receive, max_bytes: int) -> Rece
     counting what streams in and raising that refusal once more than `max_bytes` arrived."""
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         return _too_large(max_bytes)
-    seen = 0
+    return _CountingReceive(receive, max_bytes)
 
-    async def counting_receive() -> Message:
-        nonlocal seen
-        message = await receive()
+
+class _CountingReceive:
+    """`receive`, raising the body limit's refusal once more than `max_bytes` came in (a
+    slotted object: it is held for a stream's life, a closure and its cells weigh more)."""
+
+    __slots__ = ("max_bytes", "receive", "seen")
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self.receive = receive
+        self.max_bytes = max_bytes
+        self.seen = 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > max_bytes:
-                raise _too_large(max_bytes)
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.max_bytes:
+                raise _too_large(self.max_bytes)
         return message
-
-    return counting_receive
 
 
 def _too_large(max_bytes: int) -> GatewayError:
