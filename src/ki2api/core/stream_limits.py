@@ -49,6 +49,7 @@ from ki2api.core.events import (
     ToolCallStart,
     Usage,
 )
+from ki2api.core.pieces import Pieces
 from ki2api.core.tokens import estimate_text_tokens
 
 __all__ = ["MAX_STOP_CHARS", "MAX_STOP_SEQUENCES", "StopMatcher", "StreamLimiter", "TokenBudget"]
@@ -82,7 +83,7 @@ class TokenBudget:
         self.limit = limit
         self._count = count_tokens
         self._settled = 0  # exact count of the settled text
-        self._pieces: list[str] = []  # the text not settled yet
+        self._pieces = Pieces()  # the text not settled yet (compacted once per batch)
         self._bound = 0  # an upper bound of the count of `_pieces`
 
     @property
@@ -103,7 +104,7 @@ class TokenBudget:
             pending = ""
         exact = self._count(pending + text)
         if self._settled + exact < self.limit:
-            self._pieces, self._bound = [pending + text], exact
+            self._pieces, self._bound = Pieces(pending + text), exact
             return text, False
         lo, hi = self._gallop(pending, text)  # the longest prefix with count <= limit
         while lo < hi:
@@ -112,8 +113,11 @@ class TokenBudget:
                 lo = mid
             else:
                 hi = mid - 1
-        self._pieces, self._bound = [pending + text[:lo]], exact
+        self._pieces, self._bound = Pieces(pending + text[:lo]), exact
         return text[:lo], True
+
+    def compact(self) -> None:
+        self._pieces.compact()
 
     def fit_all(self, texts: list[str]) -> bool:
         """`fit` for each text in order when none of them comes near the cap (then True: all
@@ -262,6 +266,7 @@ class StreamLimiter:
         `events` itself)."""
         if self._passthrough:
             return events
+        self._budget.compact()  # what the batches before this one added
         if self._no_stops and not self._done:
             whole = self._far_from_cap(events)
             if whole is not None:

@@ -32,6 +32,7 @@ from ki2api.core.events import (
     ToolCallStart,
     Usage,
 )
+from ki2api.core.pieces import Pieces
 from ki2api.core.tokens import estimate_text_tokens
 
 __all__ = [
@@ -94,7 +95,7 @@ class BlockMachine:
         self._signature = ""
         self._had_tool_use = False
         self._usage: Usage | None = None
-        self._output: list[str] = []
+        self._output = Pieces()  # for the output estimate (compacted once per batch)
         self.finished = False
 
     def start(self) -> StreamEvent:
@@ -222,6 +223,10 @@ class BlockMachine:
         out.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out
+
+    def compact(self) -> None:
+        """A long answer's output pieces joined (core/pieces.py)."""
+        self._output.compact()
 
     def final_usage(self) -> dict[str, Any]:
         """The usage of the whole response; input never below our estimate unless Kiro

@@ -76,7 +76,9 @@ class MessageEncoder:
 
     def feed_all(self, events: Iterable[Event]) -> bytes:
         """`feed` each event in order: all their bytes, joined."""
-        return b"".join([self.feed(event) for event in events])
+        out = b"".join([self.feed(event) for event in events])
+        self._machine.compact()
+        return out
 
     def _delta(self, event: Event, block: BlockKind, text: str, key: int | None) -> bytes:
         """The one `content_block_delta` of a delta continuing the open block, as `_feed` would

@@ -167,6 +167,7 @@ class ChunkEncoder:
                     parts += (head, _dumps(text), tail)
             else:
                 parts.append(self.feed(event))
+        self._tally.compact()
         return b"".join(parts)
 
     def error(self, err: GatewayError) -> bytes:

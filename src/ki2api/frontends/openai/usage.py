@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeAlias, assert_never
 
 from ki2api.core.events import StopReason, Usage
+from ki2api.core.pieces import Pieces
 from ki2api.core.tokens import estimate_text_tokens
 
 __all__ = ["FinishReason", "OutputTally", "finish_reason", "usage_object"]
@@ -37,11 +38,16 @@ class OutputTally:
     """
 
     def __init__(self) -> None:
-        self._output: list[str] = []
-        self._thinking: list[str] = []
+        self._output = Pieces()
+        self._thinking = Pieces()
         # called on every streamed fragment: the lists' own appends, no method of ours between
         self.add_text: Callable[[str], None] = self._output.append
         self.add_thinking: Callable[[str], None] = self._thinking.append
+
+    def compact(self) -> None:
+        """A long answer's pieces joined (core/pieces.py): once per batch of a stream."""
+        self._output.compact()
+        self._thinking.compact()
 
     @property
     def reasoning_tokens(self) -> int:

@@ -60,6 +60,7 @@ from ki2api.core.events import (
     ToolCallStart,
     Usage,
 )
+from ki2api.core.pieces import Pieces
 from ki2api.core.tokens import estimate_text_tokens
 from ki2api.kiro.classify import classify_exception_frame
 from ki2api.kiro.stream.called_text import CalledTextFilter, TextCall
@@ -96,7 +97,6 @@ _IGNORED = frozenset(
 )
 _CONTENT_TYPES = frozenset({TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta})
 _TEXT, _TOOL = "assistantResponseEvent", "toolUseEvent"
-_JOIN_EVERY = 8  # output text pieces (~50 B each besides their text) kept apart before a join
 
 
 # The code of a tool call whose input Kiro cut off: the model's answer is too big to pass, so
@@ -154,8 +154,7 @@ class KiroStreamTranslator:
         self._emitted = 0
         self._calls: dict[str, _ToolCall] = {}
         self._open: _ToolCall | None = None
-        self._output_text: list[str] = []  # for the output estimate; see feed_raw
-        self._joined = 0  # how many pieces at its front are already joins of earlier ones
+        self._output_text = Pieces()  # for the output estimate (compacted once per read)
         self._credits: float | None = None
         self._percent: float | None = None
         self._metadata: _Metadata | None = None
@@ -204,14 +203,7 @@ class KiroStreamTranslator:
                 self._direct_args(raw, out)
             else:
                 out += self._feed(frame_of((head, raw)))
-        self._join_text()
-
-    def _join_text(self) -> None:
-        """A long answer's output text pieces joined 8 at a time (checked once per read)."""
-        text = self._output_text
-        if len(text) - self._joined >= _JOIN_EVERY:
-            text[self._joined :] = ["".join(text[self._joined :])]
-            self._joined += 1
+        self._output_text.compact()
 
     def _direct_args(self, raw: bytes, out: list[Event]) -> None:
         """A tool event while a call is open: a plain piece of that call's arguments in one
