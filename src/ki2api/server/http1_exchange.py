@@ -73,6 +73,7 @@ class Exchange:
         "keep_alive",
         "more_body",
         "on_gone",
+        "pending",
         "ready",
         "remaining",
         "scope",
@@ -99,6 +100,7 @@ class Exchange:
         self.chunked: bool | None = None
         self.remaining = 0  # bytes a sized response still owes
         self.on_gone: Callable[[], None] | None = None
+        self.pending: bytes | None = None  # the response's head, until its first body bytes
 
     def when_gone(self, callback: Callable[[], None]) -> None:
         """The `ki2api.client_gone` ASGI extension: `callback` is called once, when the client
@@ -217,21 +219,30 @@ class Exchange:
         else:
             self._body(message.get("body", b""), message.get("more_body", False))
 
-    def _body(self, body: bytes, more: bool) -> None:
-        transport = self.conn.transport
+    def _framed(self, body: bytes, more: bool) -> bytes:
+        """What goes on the wire for this body message."""
         if self.head:
             self.remaining = 0
-        elif self.chunked:
-            if body:  # one write: size line, data, CRLF (and the last chunk when it ends)
+            return b""
+        if self.chunked:
+            if body:  # size line, data, CRLF (and the last chunk when it ends)
                 end = b"\r\n" if more else b"\r\n0\r\n\r\n"
-                transport.write(b"%x\r\n%b%b" % (len(body), body, end))
-            elif not more:
-                transport.write(b"0\r\n\r\n")
-        else:
-            if len(body) > self.remaining:
-                raise RuntimeError("Response content longer than Content-Length")
-            self.remaining -= len(body)
-            transport.write(body)
+                return b"%x\r\n%b%b" % (len(body), body, end)
+            return b"" if more else b"0\r\n\r\n"
+        if len(body) > self.remaining:
+            raise RuntimeError("Response content longer than Content-Length")
+        self.remaining -= len(body)
+        return body
+
+    def _body(self, body: bytes, more: bool) -> None:
+        out = self._framed(body, more)
+        transport = self.conn.transport
+        head = self.pending
+        if head is not None:  # the response's head goes out with its first body bytes
+            self.pending = None
+            out = head + out
+        if out:
+            transport.write(out)
         if not more:
             if self.remaining != 0:
                 raise RuntimeError("Response content shorter than Content-Length")
@@ -268,7 +279,17 @@ class Exchange:
             self.chunked = True  # neither a length nor chunked given
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
-        conn.transport.write(b"".join(content))
+        # Written with the first body bytes (one write, one wake-up of the client instead of
+        # two: the first write of a response is the dear one), or at the end of this turn of
+        # the loop if the app sends none before it waits for something.
+        self.pending = b"".join(content)
+        conn.loop.call_soon(self._flush_head)
+
+    def _flush_head(self) -> None:
+        head = self.pending
+        if head is not None:
+            self.pending = None
+            self.conn.transport.write(head)
 
     def _header(self, name: bytes, value: bytes, content: list[bytes]) -> bool:
         """Adds one response header to `content`; True when it is `Connection: close`."""
