@@ -292,11 +292,13 @@ def test_large_bodies_both_ways_pause_and_resume(address: Any) -> None:
         assert read_response(f)[2] == BIG_BODY
 
 
-def test_a_client_gone_mid_response_is_seen_as_a_disconnect(address: Any) -> None:
+@pytest.mark.parametrize("pipelined", [False, True], ids=["alone", "a request pipelined behind"])
+def test_a_client_gone_mid_response_is_seen_as_a_disconnect(address: Any, pipelined: bool) -> None:
     SEEN.messages.clear()
     SEEN.event.clear()
     with connection(address) as (sock, f):
-        sock.sendall(request("POST", "/watch", b"x"))
+        behind = request("POST", "/echo", b"next") if pipelined else b""
+        sock.sendall(request("POST", "/watch", b"x") + behind)
         assert f.readline().startswith(b"HTTP/1.1 200")
     assert SEEN.event.wait(10)
     # the extension's callback first (from the connection's loss), then receive()'s answer

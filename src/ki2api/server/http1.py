@@ -72,6 +72,7 @@ class GatewayProtocol(asyncio.Protocol):
     limits: ClassVar[ConnectionLimits | None] = None  # None: from the environment
 
     __slots__ = (
+        "_answering",
         "_expect_100",
         "_head_bytes",
         "headers",
@@ -115,7 +116,8 @@ class GatewayProtocol(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
-        self.cycle: Exchange | None = None
+        self.cycle: Exchange | None = None  # the request arriving (or the last one)
+        self._answering: Exchange | None = None  # the request being answered
         self._queued: list[tuple[Exchange, Any]] | None = None  # pipelined, oldest first
         self._timer: asyncio.TimerHandle | None = None
         self._reading: str | None = None  # "head" / "body" while a request is arriving
@@ -146,11 +148,11 @@ class GatewayProtocol(asyncio.Protocol):
         self.server_state.connections.discard(self)
         self._cancel_timer()
         self.shared.registry.forget(self)
-        cycle = self.cycle
-        if cycle is not None:
-            if not cycle.complete:
-                cycle.disconnected = True
-            cycle.notify()
+        for cycle in {self._answering, self.cycle, *(c for c, _ in self._queued or ())}:
+            if cycle is not None:  # the one answered, the one arriving, any pipelined between
+                if not cycle.complete:
+                    cycle.disconnected = True
+                cycle.notify()
         self.resume_writing()
         if exc is None:
             self.transport.close()
@@ -306,6 +308,7 @@ class GatewayProtocol(asyncio.Protocol):
     def _start(self, cycle: Exchange, app: Any) -> None:
         """The app runs as the task itself, not inside a wrapper coroutine (a frame less held
         for a stream's life, and on every resume); its end is checked by `cycle.finished`."""
+        self._answering = cycle
         coro = app(cycle.scope, cycle.receive, cycle.send)
         if self.shared.reset_contextvars:
             task = self.loop.create_task(coro, context=contextvars.Context())
