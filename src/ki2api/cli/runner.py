@@ -7,13 +7,10 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import shutil
 import socket
 import sys
-import tempfile
 import webbrowser
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
@@ -22,9 +19,10 @@ from ki2api.kiro.login.credentials import discover
 from ki2api.server.app import create_app
 from ki2api.server.connections import raise_fd_limit
 from ki2api.server.hosts import is_loopback_host
-from ki2api.server.http1 import IMPORT_STRING as CONNECTIONS_PROTOCOL
 from ki2api.server.http1 import protocol_for
-from ki2api.server.json_log import log_config
+from ki2api.server.json_log import log_options
+from ki2api.server.supervise import main as supervise
+from ki2api.server.supervise import supervisor_argv
 from ki2api.settings import DEFAULT_API_KEY, Settings
 from ki2api.state.open_store import STORE_ERRORS, open_store, store_spec
 from kiro_emulator import EmulatorConfig
@@ -82,14 +80,6 @@ def default_key_exposure(settings: Settings) -> str | None:
     )
 
 
-def _log_options(log_level: str, log_format: str) -> dict[str, Any]:
-    """uvicorn's logging: its access line per request (text), or all of it as JSON with our own
-    access line instead (server/observe.py), which has the request's fields."""
-    if log_format != "json":
-        return {"access_log": True}  # one line per request at LOG_LEVEL=info; silent at warning
-    return {"access_log": False, "log_config": log_config(log_level)}
-
-
 def _uvicorn_config(
     app: object,
     host: str,
@@ -106,7 +96,7 @@ def _uvicorn_config(
         http=http,  # the bounded protocol: read deadlines and the connection cap
         log_level=log_level,
         timeout_graceful_shutdown=5,
-        **_log_options(log_level, log_format),
+        **log_options(log_level, log_format),
     )
 
 
@@ -129,25 +119,14 @@ def serve(settings: Settings, workers: int = 1) -> int:
         # command line must reach them too (it decides whether Host is checked).
         os.environ["HOST"] = settings.host
         os.environ["KI2API_WORKERS"] = str(workers)  # slots are then counted in the store
-        # /metrics: each worker writes its counters to files here, any worker sums them all
-        # (prometheus-client's multiprocess mode); a private directory, empty at each start
-        metrics_dir = tempfile.mkdtemp(prefix="ki2api-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        try:
-            uvicorn.run(
-                "ki2api.server.app:create_app_from_env",
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                http=CONNECTIONS_PROTOCOL,  # each worker reads its limits from the environment
-                workers=workers,
-                log_level=settings.log_level,
-                timeout_graceful_shutdown=5,
-                **_log_options(settings.log_level, settings.log_format),
-            )
-        finally:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-        return 0
+        argv = supervisor_argv(
+            settings.host, settings.port, workers, settings.log_level, settings.log_format
+        )
+        if sys.platform != "win32":  # a small supervisor: same process, without the CLI's imports
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(argv[0], argv)
+        return supervise(argv[3:])
     config = _uvicorn_config(
         create_app(settings, long_lived=True),
         settings.host,

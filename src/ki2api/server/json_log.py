@@ -57,3 +57,11 @@ def log_config(level: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["json"], "level": name},
     }
+
+
+def log_options(log_level: str, log_format: str) -> dict[str, Any]:
+    """uvicorn's logging: its access line per request (text), or all of it as JSON with our own
+    access line instead (server/observe.py), which has the request's fields."""
+    if log_format != "json":
+        return {"access_log": True}  # one line per request at LOG_LEVEL=info; silent at warning
+    return {"access_log": False, "log_config": log_config(log_level)}
