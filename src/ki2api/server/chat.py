@@ -36,6 +36,7 @@ from ki2api.core.events import Event
 from ki2api.core.messages import Conversation
 from ki2api.core.models import ModelInfo, not_offered_hint
 from ki2api.core.trace import RequestTrace
+from ki2api.frontends.sse import sse_comment
 from ki2api.images.remote import resolve_images
 from ki2api.kiro.backend import KiroBackend
 from ki2api.server.accounting import trace_of
@@ -48,6 +49,7 @@ from ki2api.server.client_keys import (
 )
 from ki2api.server.disconnect import unless_gone
 from ki2api.server.estimates import InputEstimate, estimate_input_tokens
+from ki2api.server.inline_stream import InlineSSEResponse, can_write_now, first_batch
 from ki2api.server.services import Services
 from ki2api.server.shaping import answer_batches
 from ki2api.server.streaming import StreamEncoder, collect, open_stream, sse_response
@@ -258,13 +260,27 @@ async def _answer(
             shaped=shaped,
         )
     )
+    inline = adapter.stream and can_write_now(request.scope)
     try:
         if not adapter.stream:
             events = await unless_gone(request, collect(batches))
             return JSONResponse(adapter.body(events, ready))
-        stream = await unless_gone(request, open_stream(batches))
+        if inline:  # read and written on this task (server/inline_stream.py)
+            first = await unless_gone(request, first_batch(batches))
+        else:
+            stream = await unless_gone(request, open_stream(batches))
     except GatewayError as err:
         raise adapter.overflow(err, ready.input_tokens, ready.model.context_window) from None
+    if inline:
+        return InlineSSEResponse(
+            batches,
+            first,
+            adapter.encoder(ready),
+            keepalive=adapter.keepalive or sse_comment(),
+            keepalive_s=services.settings.keepalive_interval_s,
+            idle_limit_s=services.settings.read_timeout_s,
+            trace=ready.trace,
+        )
     return sse_response(
         stream,
         adapter.encoder(ready),

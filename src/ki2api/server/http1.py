@@ -50,7 +50,13 @@ from ki2api.server.connections import (
     body_deadline_s,
     limits_from_env,
 )
-from ki2api.server.http1_exchange import CLIENT_GONE, HIGH_WATER, Exchange, bad_request
+from ki2api.server.http1_exchange import (
+    CLIENT_GONE,
+    HIGH_WATER,
+    WRITE_NOW,
+    Exchange,
+    bad_request,
+)
 from ki2api.server.http1_shared import Shared
 from ki2api.settings import Settings
 
@@ -259,7 +265,7 @@ class GatewayProtocol(asyncio.Protocol):
         keep_alive = http_version != "1.0" and parser.should_keep_alive()
         previous = self.cycle
         self.cycle = cycle = Exchange(scope, self, keep_alive, self._expect_100)
-        scope["extensions"] = {CLIENT_GONE: cycle.when_gone}
+        scope["extensions"] = {CLIENT_GONE: cycle.when_gone, WRITE_NOW: cycle.write_now}
         app = self.shared.app_for(self)
         if previous is None or previous.complete:
             self._start(cycle, app)

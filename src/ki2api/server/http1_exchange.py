@@ -21,9 +21,10 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 if TYPE_CHECKING:
     from ki2api.server.http1 import GatewayProtocol
 
-__all__ = ["CLIENT_GONE", "HIGH_WATER", "Exchange", "bad_request"]
+__all__ = ["CLIENT_GONE", "HIGH_WATER", "WRITE_NOW", "Exchange", "bad_request"]
 
 CLIENT_GONE = "ki2api.client_gone"  # the scope's extension: `Exchange.when_gone`
+WRITE_NOW = "ki2api.write_now"  # the scope's extension: `Exchange.write_now`
 
 HIGH_WATER = 65536  # request body bytes buffered before the connection stops reading
 
@@ -110,6 +111,19 @@ class Exchange:
             callback()
         else:
             self.on_gone = callback
+
+    def write_now(self, data: bytes) -> bool:
+        """The `ki2api.write_now` ASGI extension: `data` written at once as more of the body
+        of a started response, outside the app's `send` (a keep-alive written by a timer
+        while the app's task waits for something else: `server/inline_stream.py`). False, and
+        nothing written, when the connection cannot take it now: no response started, the
+        response complete, the client gone, or its writes paused (the client is not reading).
+        `write_now(b"")` only asks."""
+        if not self.started or self.complete or self.disconnected or self.conn.write_paused:
+            return False
+        if data:
+            self._body(data, True)
+        return True
 
     # The connection's side
 

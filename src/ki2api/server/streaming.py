@@ -19,6 +19,9 @@ from ki2api.server.pump import Pump, PumpTimeout
 
 __all__ = [
     "FirstBatch",
+    "fail_trace",
+    "logged",
+    "timeout_error",
     "SSEResponse",
     "StreamEncoder",
     "collect",
@@ -59,7 +62,7 @@ async def collect(batches: AsyncIterator[list[Event]]) -> list[Event]:
     return events
 
 
-def _timeout_error(seconds: float) -> GatewayError:
+def timeout_error(seconds: float) -> GatewayError:
     return GatewayError(
         ErrorKind.UPSTREAM_TIMEOUT,
         f"Kiro sent nothing for {seconds:g} s (KI2API_FIRST_EVENT_TIMEOUT_S).",
@@ -77,7 +80,7 @@ async def open_stream(
         first = await pump.get(first_timeout)
     except PumpTimeout:
         await pump.aclose()
-        raise _timeout_error(first_timeout or 0.0) from None
+        raise timeout_error(first_timeout or 0.0) from None
     except StopAsyncIteration:
         await pump.aclose()
         raise GatewayError(
@@ -115,7 +118,7 @@ async def _body(
             if batch is None:
                 idle += keepalive_s
                 if idle >= idle_limit_s:
-                    raise _timeout_error(idle_limit_s)
+                    raise timeout_error(idle_limit_s)
                 yield keepalive
             else:
                 idle = 0.0
@@ -136,16 +139,16 @@ async def _body(
             )
         ended = True
     except Exception as exc:
-        err = _logged(exc)
-        ended = _fail(trace, err.kind.value)
+        err = logged(exc)
+        ended = fail_trace(trace, err.kind.value)
         yield encoder.error(err)
     finally:
         if not ended:  # the client went away (or the server is stopping) mid-stream
-            _fail(trace, ErrorKind.CANCELLED.value)
+            fail_trace(trace, ErrorKind.CANCELLED.value)
         await pump.aclose()
 
 
-def _logged(exc: Exception) -> GatewayError:
+def logged(exc: Exception) -> GatewayError:
     """The in-stream error for a failure after the start, logged (called while handling it)."""
     if isinstance(exc, GatewayError):
         log.warning("stream failed after start: %s", exc.message)
@@ -154,7 +157,7 @@ def _logged(exc: Exception) -> GatewayError:
     return GatewayError(ErrorKind.INTERNAL, "The gateway hit an internal error.")
 
 
-def _fail(trace: RequestTrace | None, outcome: str) -> bool:
+def fail_trace(trace: RequestTrace | None, outcome: str) -> bool:
     if trace is not None:
         trace.fail(outcome)
     return True
