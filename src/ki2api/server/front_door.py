@@ -129,9 +129,7 @@ class FrontDoor:
         finally:
             self._leave(visit, scope)
 
-    async def _enter(
-        self, visit: _Visit, scope: Scope, receive: Receive
-    ) -> Awaitable[None] | None:
+    async def _enter(self, visit: _Visit, scope: Scope, receive: Receive) -> Awaitable[None] | None:
         """The request's checks, then what answers it (not yet awaited), or None when a
         refusal was the answer."""
         headers = dict(scope.get("headers") or ())  # once, for the Host and the body limit
