@@ -25,7 +25,7 @@ from ki2api.server.http1 import protocol_for
 from ki2api.server.http1_exchange import CLIENT_GONE
 from ki2api.server.http1_shared import forwarded
 from ki2api.settings import load_settings
-from tests.support.servers import serve_in_thread
+from tests.support.servers import lifespan_done, serve_in_thread
 
 BIG = 3 * 1024 * 1024  # above every socket buffer: the writer and the reader must pause
 
@@ -124,10 +124,7 @@ ROUTES = {
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+    if await lifespan_done(scope, receive, send):
         return
     route = ROUTES.get(scope["path"])
     if route is None:

@@ -22,7 +22,7 @@ from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.server.http1 import protocol_for
 from ki2api.server.inline_stream import InlineSSEResponse, can_write_now
 from ki2api.settings import load_settings
-from tests.support.servers import serve_in_thread
+from tests.support.servers import lifespan_done, serve_in_thread
 
 KEEPALIVE = b": ping\n\n"
 
@@ -70,10 +70,7 @@ UPSTREAM = Upstream()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+    if await lifespan_done(scope, receive, send):
         return
     assert can_write_now(scope)
     response = InlineSSEResponse(

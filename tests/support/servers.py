@@ -82,3 +82,14 @@ def serve_in_thread(
         thread.join(timeout=10)
         if sock is not None:
             sock.close()
+
+
+async def lifespan_done(scope: Any, receive: Any, send: Any) -> bool:
+    """For a test's bare ASGI app: answers the lifespan protocol; True when `scope` was the
+    lifespan's (the app has nothing more to do with it)."""
+    if scope["type"] != "lifespan":
+        return False
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+    return True

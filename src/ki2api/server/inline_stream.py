@@ -157,11 +157,7 @@ class InlineSSEResponse(SSEResponse):
             write_now, self.keepalive, self.keepalive_s, self.idle_limit_s, task
         )
         try:
-            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            await send(start)
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self.send_all(send)
         except asyncio.CancelledError:
             if not (watch.ours(task) or (ticker.timed_out and task.uncancel() == 0)):
                 raise

@@ -187,16 +187,20 @@ class SSEResponse(StreamingResponse):
             return
         task = watch.guard()
         try:
-            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            await send(start)
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self.send_all(send)
         except asyncio.CancelledError:
             if not watch.ours(task):
                 raise
         finally:
             watch.unguard(task)
+
+    async def send_all(self, send: Send) -> None:
+        """The 200's head, every chunk of the body, the end."""
+        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        await send(start)
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def sse_response(
