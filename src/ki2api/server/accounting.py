@@ -24,17 +24,12 @@ from ki2api.state.base import UsageRow
 from ki2api.state.usage_log import UsageLog
 
 __all__ = [
-    "FIRST_BYTE_AT",
     "CHAT_PATHS",
     "Accounting",
     "client_key_fingerprint",
     "outcome_of",
     "trace_of",
 ]
-
-# scope["state"][FIRST_BYTE_AT]: the perf_counter() time of the response's start, noted by
-# server/front_door.py (which times every response for the metrics): the row's ttft_ms
-FIRST_BYTE_AT = "first_byte_at"
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
 _STATUS_OUTCOME = {

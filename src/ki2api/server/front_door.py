@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ki2api.core.errors import ErrorKind, GatewayError
 from ki2api.core.trace import RequestTrace
 from ki2api.metrics import STREAMS_OPEN
-from ki2api.server.accounting import CHAT_PATHS, FIRST_BYTE_AT, Accounting
+from ki2api.server.accounting import CHAT_PATHS, Accounting
 from ki2api.server.client_keys import ClientKeyFinder
 from ki2api.server.console.console_session import is_console_path
 from ki2api.server.disconnect import RAW_RECEIVE, close_watch
@@ -247,11 +247,9 @@ class _Visit:
         if 200 <= status < 300:
             ms = int((now - self.started) * 1000)
             headers.append((b"openai-processing-ms", str(ms).encode()))
-        if self.observed:
-            self.scope["state"][FIRST_BYTE_AT] = now  # the usage row's ttft
-            if status == 200 and _is_sse(headers):
-                self.streaming = True
-                STREAMS_OPEN.inc()
+        if self.observed and status == 200 and _is_sse(headers):
+            self.streaming = True
+            STREAMS_OPEN.inc()
         return {**message, "headers": headers}
 
 

@@ -4,8 +4,8 @@
 request counter, observes the duration (and, for a stream, the time to its first content: the
 route sends the 200 only with the first content), adds the tokens, and in JSON mode logs one
 line. The chat routes' `RequestTrace`
-(`server/accounting.py`) supplies the model, account, key name, attempts and tokens; the time to
-the response's start goes back to it (`FIRST_BYTE_AT`: the usage row's ttft_ms). The console's
+(`server/accounting.py`) supplies the model, account, key name, attempts and tokens; the front
+door passes the time of the response's start to the usage row too (its ttft_ms). The console's
 paths (`/`, `/ui…`) are not the client API: not counted. Cost: a few counter increments and two
 histogram observations per request, nothing per event.
 """
