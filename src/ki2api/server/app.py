@@ -23,6 +23,7 @@ from ki2api.frontends.anthropic.error_json import error_response as anthropic_er
 from ki2api.frontends.openai.error_json import error_response
 from ki2api.kiro.transport import ChatTransport
 from ki2api.server.accounting import trace_of
+from ki2api.server.allocator import limit_arenas
 from ki2api.server.console import console_accounts, console_api, console_pages
 from ki2api.server.front_door import FrontDoor
 from ki2api.server.hosts import is_loopback_host
@@ -110,7 +111,10 @@ def create_app(
 ) -> FastAPI:
     """`upstream_transport` / `chat_transport`: test seams (see `build_services`);
     `long_lived`: the app is its process's whole life (`ki2api serve`), so what start-up
-    built is frozen out of the garbage collector's sight."""
+    built is frozen out of the garbage collector's sight, and its threads share fewer malloc
+    arenas (`server/allocator.py`)."""
+    if long_lived:
+        limit_arenas()  # before any thread of ours starts
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
