@@ -27,8 +27,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from ki2api.core.errors import ErrorKind, GatewayError
@@ -53,6 +54,8 @@ from ki2api.server.inline_stream import InlineSSEResponse, can_write_now, first_
 from ki2api.server.services import Services
 from ki2api.server.shaping import answer_batches
 from ki2api.server.streaming import StreamEncoder, collect, open_stream, sse_response
+
+JSON = "application/json"
 
 __all__ = [
     "AnswerSource",
@@ -264,7 +267,8 @@ async def _answer(
     try:
         if not adapter.stream:
             events = await unless_gone(request, collect(batches))
-            return JSONResponse(adapter.body(events, ready))
+            # orjson: a whole answer's JSON in about a tenth of the stdlib's time
+            return Response(orjson.dumps(adapter.body(events, ready)), media_type=JSON)
         if inline:  # read and written on this task (server/inline_stream.py)
             first = await unless_gone(request, first_batch(batches))
         else:
