@@ -20,8 +20,8 @@ from ki2api.core.events import (
     Usage,
 )
 from ki2api.core.tokens import estimate_text_tokens as est
-from ki2api.frontends.anthropic.blocks import usage_object
-from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, message_response
+from ki2api.frontends.anthropic.blocks import BlockMachine, usage_object
+from ki2api.frontends.anthropic.from_core import PING, MessageEncoder, fold, message_response
 
 START = ("message_start", None)
 
@@ -306,3 +306,45 @@ def test_non_stream_without_a_stop_is_a_protocol_error() -> None:
 
 def test_ping_event() -> None:
     assert parse_sse(PING) == [("ping", {"type": "ping"})]
+
+
+def _folded_per_event(events: list[Any]) -> dict[str, Any]:
+    """The Message the client of a stream of these events would fold: every delta on its own."""
+    machine = BlockMachine(message_id="msg_1", model="m", input_tokens=50)
+    stream = [machine.start()]
+    for ev in events:
+        stream.extend(machine.feed(ev))
+    return fold(stream)
+
+
+WORDS = [TextDelta(w) for w in "The quick brown fox jumps over the lazy dog , again .".split()]
+
+
+@pytest.mark.parametrize(
+    ("name", "events"),
+    [
+        ("text only, no usage: the output estimate", [*WORDS, MessageStop("end_turn")]),
+        ("text with Kiro's usage", [*WORDS, Usage(50, 13), MessageStop("end_turn")]),
+        (
+            "thinking, text, a tool call, text",
+            [
+                ThinkingDelta("let me "),
+                ThinkingDelta("think", "sig-1"),
+                *WORDS[:4],
+                ToolCallStart(0, "toolu_1", "lookup"),
+                ToolArgsDelta(0, '{"q": '),
+                ToolArgsDelta(0, '"x"}'),
+                ToolCallEnd(0),
+                *WORDS[4:],
+                TextDelta(""),
+                MessageStop("tool_use"),
+            ],
+        ),
+        ("a cut answer", [*WORDS[:3], MessageStop("max_tokens")]),
+    ],
+)
+def test_a_whole_message_folds_as_its_stream_would(name: str, events: list[Any]) -> None:
+    """message_response joins runs of text deltas before the block machine: the Message (text,
+    blocks, usage and its output estimate) is the one a streaming client folds."""
+    whole = message_response(events, message_id="msg_1", model="m", input_tokens=50)
+    assert whole == _folded_per_event(events), name

@@ -8,7 +8,7 @@ message equals the non-streaming result by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -121,11 +121,27 @@ def message_response(
         message_id=message_id, model=model, input_tokens=input_tokens, stop_sequence=stop_sequence
     )
     stream = [machine.start()]
-    for ev in events:
+    for ev in _text_joined(events):
         stream.extend(machine.feed(ev))
     if not machine.finished:
         raise GatewayError(ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish")
     return fold(stream)
+
+
+def _text_joined(events: Iterable[Event]) -> Iterator[Event]:
+    """`events` with each run of text deltas as one (a whole answer folds to the same Message;
+    the stream's per-delta objects would only be folded back)."""
+    run: list[str] = []
+    for ev in events:
+        if type(ev) is TextDelta:
+            run.append(ev.text)
+            continue
+        if run:
+            yield TextDelta("".join(run))
+            run = []
+        yield ev
+    if run:
+        yield TextDelta("".join(run))
 
 
 def fold(stream: Iterable[StreamEvent]) -> dict[str, Any]:
