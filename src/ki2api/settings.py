@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 __all__ = [
     "Settings",
     "SettingsError",
+    "arena_max_from_env",
     "SettingSpec",
     "load_settings",
     "parse_dotenv",
@@ -491,3 +492,8 @@ def load_settings(
         if spec.env is not None and spec.parse is not None:
             values[f.name] = spec.parse(env, spec.env, _default(f))
     return Settings(**values)
+
+
+def arena_max_from_env() -> bool:
+    """Whether glibc's own MALLOC_ARENA_MAX is set (it wins: server/allocator.py)."""
+    return "MALLOC_ARENA_MAX" in os.environ

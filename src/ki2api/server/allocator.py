@@ -18,8 +18,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import sys
+
+from ki2api.settings import arena_max_from_env
 
 __all__ = ["ARENAS", "limit_arenas"]
 
@@ -31,7 +32,7 @@ log = logging.getLogger("ki2api.allocator")
 
 def limit_arenas(arenas: int = ARENAS) -> bool:
     """At most `arenas` malloc arenas from now on; True when glibc took the setting."""
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    if not sys.platform.startswith("linux") or arena_max_from_env():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
