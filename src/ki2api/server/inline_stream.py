@@ -29,7 +29,14 @@ from ki2api.core.events import Event
 from ki2api.core.trace import RequestTrace
 from ki2api.server.disconnect import client_watch
 from ki2api.server.http1_exchange import WRITE_NOW
-from ki2api.server.streaming import SSEResponse, StreamEncoder, fail_trace, logged, timeout_error
+from ki2api.server.streaming import (
+    SSEResponse,
+    StreamEncoder,
+    check_finished,
+    fail_trace,
+    in_stream_error,
+    timeout_error,
+)
 
 __all__ = ["InlineSSEResponse", "Ticker", "can_write_now", "first_batch"]
 
@@ -181,21 +188,16 @@ class InlineSSEResponse(SSEResponse):
                 out = encoder.feed_all(batch)
                 if out:
                     yield out
-            if not encoder.finished:
-                raise GatewayError(
-                    ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
-                )
-            ended = True
+            ended = check_finished(encoder)
         except asyncio.CancelledError:
             if not ticker.timed_out or task.uncancel() > 0:
                 raise
             ticker.timed_out = False  # handled here: the response goes on to its end
-            ended = fail_trace(trace, ErrorKind.UPSTREAM_TIMEOUT.value)
-            yield encoder.error(logged(timeout_error(self.idle_limit_s)))
+            ended = True
+            yield in_stream_error(encoder, trace, timeout_error(self.idle_limit_s))
         except Exception as exc:
-            err = logged(exc)
-            ended = fail_trace(trace, err.kind.value)
-            yield encoder.error(err)
+            ended = True
+            yield in_stream_error(encoder, trace, exc)
         finally:
             if not ended:  # the client went away (or the server is stopping) mid-stream
                 fail_trace(trace, ErrorKind.CANCELLED.value)

@@ -19,7 +19,9 @@ from ki2api.server.pump import Pump, PumpTimeout
 
 __all__ = [
     "FirstBatch",
+    "check_finished",
     "fail_trace",
+    "in_stream_error",
     "logged",
     "timeout_error",
     "SSEResponse",
@@ -133,19 +135,28 @@ async def _body(
                 batch = _coalesced(pump.take())
             except StopAsyncIteration:
                 break
-        if not encoder.finished:
-            raise GatewayError(
-                ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish"
-            )
-        ended = True
+        ended = check_finished(encoder)
     except Exception as exc:
-        err = logged(exc)
-        ended = fail_trace(trace, err.kind.value)
-        yield encoder.error(err)
+        ended = True
+        yield in_stream_error(encoder, trace, exc)
     finally:
         if not ended:  # the client went away (or the server is stopping) mid-stream
             fail_trace(trace, ErrorKind.CANCELLED.value)
         await pump.aclose()
+
+
+def check_finished(encoder: StreamEncoder) -> bool:
+    """True when the answer ended with its finish; else the error that says it did not."""
+    if not encoder.finished:
+        raise GatewayError(ErrorKind.UPSTREAM_PROTOCOL, "the Kiro response ended without a finish")
+    return True
+
+
+def in_stream_error(encoder: StreamEncoder, trace: RequestTrace | None, exc: Exception) -> bytes:
+    """The in-stream error chunk of a failure after the 200, logged and noted in the trace."""
+    err = logged(exc)
+    fail_trace(trace, err.kind.value)
+    return encoder.error(err)
 
 
 def logged(exc: Exception) -> GatewayError:
