@@ -18,7 +18,7 @@ import itertools
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["Deadlines", "Entry", "Expiring", "deadlines"]
+__all__ = ["DeadlineWait", "Deadlines", "Entry", "Expiring", "deadlines"]
 
 # [when (loop time), tie-breaker, owner or None once cancelled]
 Entry = list[Any]
@@ -97,3 +97,57 @@ def deadlines() -> Deadlines:
     if found is None:
         found = _LOOPS[loop] = Deadlines()
     return found
+
+
+class DeadlineWait:
+    """One wait at a time for something to arrive, timed out by an entry on the loop's shared
+    timer (the upstream read of `kiro/http11.py`, the pump of `server/pump.py`).
+
+    `waiting(timeout)` gives the wait's future: False when something came (the owner calls
+    `wake`), True when nothing did for `timeout` s (None: no deadline). The owner keeps one
+    entry: set only when none is due earlier, and set again for the wait's deadline when it
+    falls due early (the wait began after it was set). The owner calls `init_wait` first."""
+
+    __slots__ = ("deadline", "deadlines", "entry", "waiter")
+
+    def init_wait(self) -> None:
+        self.waiter: asyncio.Future[bool] | None = None
+        self.deadline: float | None = None  # of the current wait (loop time)
+        self.entry: Entry | None = None  # this owner's place on the timer
+        self.deadlines = deadlines()
+
+    def waiting(self, timeout: float | None) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        if timeout is None:
+            self.deadline = None
+            return waiter
+        self.deadline = deadline = loop.time() + timeout
+        entry = self.entry
+        if entry is None or entry[0] > deadline:
+            if entry is not None:
+                Deadlines.cancel(entry)
+            self.entry = self.deadlines.at(deadline, self)
+        return waiter
+
+    def wake(self) -> None:
+        """Something arrived: the wait (if any) ends with False."""
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    def expired(self) -> None:
+        self.entry = None
+        waiter, deadline = self.waiter, self.deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # nobody waits with a deadline: the next such wait sets an entry again
+        if asyncio.get_running_loop().time() < deadline:
+            self.entry = self.deadlines.at(deadline, self)
+        else:
+            self.waiter = None
+            waiter.set_result(True)
+
+    def stop_timing(self) -> None:
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            Deadlines.cancel(entry)

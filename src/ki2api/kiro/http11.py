@@ -26,7 +26,7 @@ import httptools
 from aiohttp.client_reqrep import ConnectionKey
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ki2api.core.deadlines import Deadlines, Entry, deadlines
+from ki2api.core.deadlines import DeadlineWait
 
 __all__ = ["DirectChatClient", "DirectResponse"]
 
@@ -43,7 +43,7 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(DeadlineWait, asyncio.Protocol):
     """One HTTP/1.1 connection: one answer at a time, its body buffered until it is read.
 
     The read timeout is one entry on the loop's shared timer (core/deadlines.py), not a timer
@@ -54,9 +54,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
-        self.deadlines = deadlines()
-        self.entry: Entry | None = None
-        self.deadline = 0.0  # of the current wait (loop time)
+        self.init_wait()  # the read timeout: core/deadlines.py
         self.start()
 
     def start(self) -> None:
@@ -68,7 +66,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.reusable = True
         self.error: BaseException | None = None
-        self.waiter: asyncio.Future[bool] | None = None  # head or body: True when it expired
+        self.waiter = None  # head or body: True when it expired
 
     @property
     def open(self) -> bool:
@@ -86,7 +84,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        self.stop_timer()
+        self.stop_timing()
         if not self.complete:
             self.fail(
                 aiohttp.ClientPayloadError("Response payload is not completed")
@@ -98,22 +96,13 @@ class _Connection(asyncio.Protocol):
         if self.error is None:
             self.error = exc
         self.reusable = False
-        self._wake()
+        self.wake()
 
     def close(self) -> None:
         self.reusable = False
-        self.stop_timer()
+        self.stop_timing()
         if self.transport is not None:
             self.transport.close()
-
-    def stop_timer(self) -> None:
-        entry, self.entry = self.entry, None
-        if entry is not None:
-            Deadlines.cancel(entry)
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(False)
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -124,18 +113,18 @@ class _Connection(asyncio.Protocol):
         self.reusable = self.parser.should_keep_alive()
         self.head_block = b"\n".join(self.head)  # neither holds a newline (llhttp refuses it)
         self.head = []
-        self._wake()
+        self.wake()
 
     def on_body(self, body: bytes) -> None:
         self.buffered.append(body)
         self.size += len(body)
         if self.size > _HIGH_WATER and self.transport is not None:
             self.transport.pause_reading()
-        self._wake()
+        self.wake()
 
     def on_message_complete(self) -> None:
         self.complete = True
-        self._wake()
+        self.wake()
 
     def take(self) -> bytes:
         parts = self.buffered
@@ -145,30 +134,6 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         self.size = 0
         return data
-
-    def waiting(self, timeout_s: float) -> asyncio.Future[bool]:
-        """A future for the next arrival (head, body, end or failure): False when something
-        came, True when nothing did for `timeout_s` (aiohttp's `sock_read`). The caller awaits
-        it and then clears `waiter`."""
-        loop = asyncio.get_running_loop()
-        self.waiter = waiter = loop.create_future()
-        self.deadline = deadline = loop.time() + timeout_s
-        entry = self.entry
-        if entry is None or entry[0] > deadline:
-            if entry is not None:
-                Deadlines.cancel(entry)
-            self.entry = self.deadlines.at(deadline, self)
-        return waiter
-
-    def expired(self) -> None:
-        self.entry = None
-        waiter = self.waiter
-        if waiter is None or waiter.done():
-            return  # nobody waits: the next wait sets an entry again
-        if asyncio.get_running_loop().time() < self.deadline:
-            self.entry = self.deadlines.at(self.deadline, self)
-        else:
-            waiter.set_result(True)
 
     async def wait(self, timeout_s: float) -> None:
         """Until something arrives; SocketTimeoutError when nothing came for `timeout_s`."""
@@ -350,7 +315,7 @@ class DirectChatClient:
         stream abandoned half-way ends its upstream call)."""
         if self._slots is not None:
             self._slots.release()
-        conn.stop_timer()
+        conn.stop_timing()
         if conn.complete and conn.reusable and conn.error is None and conn.open:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)

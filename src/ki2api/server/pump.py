@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
-from ki2api.core.deadlines import Deadlines, Entry, deadlines
+from ki2api.core.deadlines import DeadlineWait
 
 __all__ = ["Pump", "PumpTimeout"]
 
@@ -25,19 +25,18 @@ class PumpTimeout(Exception):
     """No item arrived within the wait's deadline (the source is still running)."""
 
 
-class Pump(Generic[T]):
+class Pump(DeadlineWait, Generic[T]):
+    """`waiting(timeout)` is a future for the next item or the source's end: False when one
+    came, True when nothing did for `timeout` s (call it only when not `ready`)."""
+
     __slots__ = (
-        "_deadline",
-        "_deadlines",
         "_done",
-        "_entry",
         "_error",
         "_items",
         "_max",
         "_source",
         "_space",
         "_task",
-        "_waiter",
     )
 
     def __init__(self, source: AsyncIterator[T], *, max_buffered: int = 1024) -> None:
@@ -45,10 +44,7 @@ class Pump(Generic[T]):
         self._items: list[T] = []  # a batch or two at a time (a deque costs 760 B per stream)
         self._done = False
         self._error: BaseException | None = None
-        self._waiter: asyncio.Future[bool] | None = None
-        self._deadlines = deadlines()  # the loop's shared timer (core/deadlines.py)
-        self._entry: Entry | None = None  # this pump's place on it
-        self._deadline: float | None = None  # of the current wait (loop time)
+        self.init_wait()  # its waits: futures timed on the loop's shared timer
         self._space: asyncio.Future[None] | None = None
         self._max = max_buffered
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -57,7 +53,7 @@ class Pump(Generic[T]):
         try:
             async for item in self._source:
                 self._items.append(item)
-                self._wake()
+                self.wake()
                 if len(self._items) >= self._max:
                     self._space = asyncio.get_running_loop().create_future()
                     await self._space
@@ -67,48 +63,15 @@ class Pump(Generic[T]):
             self._error = exc
         finally:
             self._done = True
-            self._wake()
+            self.wake()
             closer = getattr(self._source, "aclose", None)
             if closer is not None:
                 await closer()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(False)
 
     @property
     def ready(self) -> bool:
         """An item is buffered, or the source has ended: `take` will not wait."""
         return bool(self._items) or self._done
-
-    def waiting(self, timeout: float | None) -> asyncio.Future[bool]:
-        """A future for the next item or the source's end: False when one came, True when
-        nothing did for `timeout` s. Call it only when not `ready`."""
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        if timeout is None:
-            self._deadline = None
-            return waiter
-        self._deadline = deadline = loop.time() + timeout
-        entry = self._entry
-        if entry is None or entry[0] > deadline:
-            if entry is not None:
-                Deadlines.cancel(entry)
-            self._entry = self._deadlines.at(deadline, self)
-        return waiter
-
-    def expired(self) -> None:
-        """The deadline entry fell due: the wait times out, or waits on (it began later)."""
-        self._entry = None
-        waiter, deadline = self._waiter, self._deadline
-        if waiter is None or waiter.done() or deadline is None:
-            return  # nobody waits with a deadline: the next such wait sets an entry again
-        if asyncio.get_running_loop().time() < deadline:
-            self._entry = self._deadlines.at(deadline, self)
-        else:
-            self._waiter = None
-            waiter.set_result(True)
 
     def take(self) -> list[T]:
         """Every item buffered (at least one), without waiting; at the end the source's error,
@@ -148,9 +111,7 @@ class Pump(Generic[T]):
         inside an anyio cancel scope), and a cancelled awaiter cancels what it awaits, which
         would abort the upstream close half-way. The reader finishes closing on its own.
         """
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            Deadlines.cancel(entry)
+        self.stop_timing()
         if not self._task.done():
             self._task.cancel()
         try:
