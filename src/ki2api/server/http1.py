@@ -56,6 +56,7 @@ from ki2api.server.http1_exchange import (
     WRITE_NOW,
     Exchange,
     bad_request,
+    wake_all,
 )
 from ki2api.server.http1_shared import Shared
 from ki2api.settings import Settings
@@ -194,9 +195,7 @@ class GatewayProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         waiters, self.drain_waiters = self.drain_waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        wake_all(waiters)
 
     async def drain(self) -> None:
         """Wait until the transport takes writes again (or the connection is gone)."""

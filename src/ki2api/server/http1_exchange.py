@@ -21,7 +21,7 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 if TYPE_CHECKING:
     from ki2api.server.http1 import GatewayProtocol
 
-__all__ = ["CLIENT_GONE", "HIGH_WATER", "WRITE_NOW", "Exchange", "bad_request"]
+__all__ = ["CLIENT_GONE", "HIGH_WATER", "WRITE_NOW", "Exchange", "bad_request", "wake_all"]
 
 CLIENT_GONE = "ki2api.client_gone"  # the scope's extension: `Exchange.when_gone`
 WRITE_NOW = "ki2api.write_now"  # the scope's extension: `Exchange.write_now`
@@ -54,6 +54,13 @@ def _plain(status: int, text: str, default_headers: list[tuple[bytes, bytes]]) -
     head.append(b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n")
     head.append(b"content-length: %d\r\n\r\n" % len(body))
     return b"".join(head) + body
+
+
+def wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
+    """Every still pending future of `waiters` done (a wait that was cancelled is not)."""
+    for waiter in waiters or ():
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def bad_request(default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -142,9 +149,7 @@ class Exchange:
     def notify(self) -> None:
         self.ready = True
         waiters, self.waiters = self.waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        wake_all(waiters)
         if self.disconnected and self.on_gone is not None:
             callback, self.on_gone = self.on_gone, None
             callback()
