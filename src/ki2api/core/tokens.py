@@ -1,7 +1,7 @@
 """Token ESTIMATES of a request or a reply, for when Kiro reports no usage.
 
-Texts are counted by `core.tokenizer` (Anthropic's legacy Claude BPE from the
-`anthropic-tokenizer` package when installed, biased up; else per-script ratios) and scaled by
+Texts are counted by `core.tokenizer` (Anthropic's legacy Claude BPE run by
+`tiktoken` when installed, biased up; else per-script ratios) and scaled by
 the model's vocabulary factor (Claude Opus 4.7 and later count ~1.32x more). Clients such as
 Claude Code size their context compaction from the usage we report, so under-counting is the
 harmful error and every figure here errs upward.

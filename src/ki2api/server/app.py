@@ -122,7 +122,7 @@ def create_app(
             settings, upstream_transport=upstream_transport, chat_transport=chat_transport
         )
         app.state.services = services
-        # Load the tokenizer's vocabulary now (~0.2 s), not inside the first request.
+        # Load the tokenizer's vocabulary now (~0.1 s), not inside the first request.
         await asyncio.to_thread(default_counter().count, "warm-up")
         # What start-up built (modules, the vocabulary, the services) lives as long as the
         # process: out of the collector's sight, a full collection stops walking it again and
