@@ -89,6 +89,9 @@ def _run(
         "content_events_mean": r["content_events_mean"],
         "elapsed_s": r["elapsed_s"],
         "gateway_cpu_s": r["delta"]["gateway_cpu_s"],
+        "gateway_sys_s": r["delta"]["gateway_sys_s"],
+        "gateway_reads": r["delta"]["gateway_reads"],
+        "gateway_writes": r["delta"]["gateway_writes"],
         "emulator_cpu_s": r["delta"]["emulator_cpu_s"],
     }
 
@@ -104,6 +107,9 @@ def _merge(rounds: list[Json]) -> Json:
         "error_samples": sorted({e for r in rounds for e in r["error_samples"]})[:5],
         "elapsed_s": sum(r["elapsed_s"] for r in rounds),
         "gateway_cpu_ms_per_request": sum(r["gateway_cpu_s"] for r in rounds) * 1e3 / n,
+        "gateway_sys_ms_per_request": sum(r["gateway_sys_s"] for r in rounds) * 1e3 / n,
+        "gateway_reads_per_request": sum(r["gateway_reads"] for r in rounds) / n,
+        "gateway_writes_per_request": sum(r["gateway_writes"] for r in rounds) / n,
         "emulator_cpu_ms_per_request": sum(r["emulator_cpu_s"] for r in rounds) * 1e3 / n,
         "rounds": rounds,
     }
@@ -170,14 +176,50 @@ def _bulk(stack: Stack, load: LoadDriver) -> Json:
     }
 
 
+def _per_read(plans: Json, bulk: Json) -> Json | None:
+    """What an upstream read costs beyond the per-event work, from the OpenAI stream's two
+    sizes: the larger answer's extra CPU, less its extra events at the bulk fit's per-event
+    cost, over its extra read() calls (each an upstream read, answered by one SSE write); and
+    the system time of those reads alone. With the reads per event of the emulator's pace, what
+    the kernel alone costs per event."""
+    (e1, p1), (e2, p2) = sorted(((int(e), p) for e, p in plans.items()), key=lambda x: x[0])
+    r1, r2 = (p["runs"][REFERENCE] for p in (p1, p2))
+    reads = {e1: r1["gateway_reads_per_request"], e2: r2["gateway_reads_per_request"]}
+    extra_reads = reads[e2] - reads[e1]
+    if extra_reads <= 0:  # (no /proc/<pid>/io)
+        return None
+    extra_ms = p2["gateway_ms_per_request"] - p1["gateway_ms_per_request"]
+    work_ms = (e2 - e1) * bulk["fit"]["per_event_us"] / 1e3
+    sys_ms = r2["gateway_sys_ms_per_request"] - r1["gateway_sys_ms_per_request"]
+    per_read_sys_us = sys_ms * 1e3 / extra_reads
+    reads_per_event = extra_reads / (e2 - e1)
+    return {
+        "reads_per_request": {str(e): v for e, v in reads.items()},
+        "writes_per_request": {
+            str(e1): r1["gateway_writes_per_request"],
+            str(e2): r2["gateway_writes_per_request"],
+        },
+        "sys_ms_per_request": {
+            str(e1): r1["gateway_sys_ms_per_request"],
+            str(e2): r2["gateway_sys_ms_per_request"],
+        },
+        "reads_per_event": reads_per_event,
+        "per_read_us": (extra_ms - work_ms) * 1e3 / extra_reads,
+        "per_read_sys_us": per_read_sys_us,
+        "kernel_us_per_event": per_read_sys_us * reads_per_event,
+    }
+
+
 def cpu_section(stack: Stack, load: LoadDriver) -> Json:
     plans = {str(events): _size(stack, load, events, n) for events, n in CPU_SIZES}
     fit = _fit({e: plans[str(e)]["gateway_ms_per_request"] for e, _ in CPU_SIZES})
+    bulk = _bulk(stack, load)
     return {
         "max_tokens": MAX_TOKENS,
         "reference": REFERENCE,
         "plans": plans,
         "fit": fit,
         "variants": _variants(plans[str(VARIANT_EVENTS)]),
-        "bulk": _bulk(stack, load),
+        "bulk": bulk,
+        "per_read": _per_read(plans, bulk),
     }

@@ -21,6 +21,8 @@ __all__ = [
     "Child",
     "children",
     "cpu_seconds",
+    "io_calls",
+    "system_seconds",
     "free_port",
     "raise_nofile_limit",
     "rss_kb",
@@ -41,6 +43,23 @@ def cpu_seconds(pid: int) -> float:
     fields = raw[raw.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / _TICKS
+
+
+def system_seconds(pid: int) -> float:
+    """The system (kernel) part of `cpu_seconds`."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return int(raw[raw.rindex(")") + 2 :].split()[12]) / _TICKS
+
+
+def io_calls(pid: int) -> tuple[int, int]:
+    """The read and write system calls the process has made (`syscr`, `syscw` of
+    /proc/<pid>/io: sockets included; (0, 0) where the kernel does not say)."""
+    try:
+        lines = Path(f"/proc/{pid}/io").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    fields = dict(line.split(": ", 1) for line in lines if ": " in line)
+    return int(fields.get("syscr", 0)), int(fields.get("syscw", 0))
 
 
 def status_kb(pid: int, key: str) -> int:

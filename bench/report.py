@@ -90,7 +90,66 @@ def _cpu_rows(cpu: Json | None) -> list[Row]:
             "per-event work without a read and a write per event or two"
         )
         rows.append(_row(title, bulk["per_event_us"], None, None, "(reported)", None))
-    return rows + _variant_rows(get(cpu or {}, "variants"))
+    return (
+        rows
+        + _per_read_rows(get(cpu or {}, "per_read"))
+        + _variant_rows(get(cpu or {}, "variants"))
+    )
+
+
+def _per_read_rows(per_read: Json | None) -> list[Row]:
+    """Where the marginal per event goes: the per-event work (the bulk fit) and, for each
+    upstream read, its read, the loop's turn and its SSE write (cpu.py `_per_read`)."""
+    if not per_read:
+        return []
+    reads = per_read["reads_per_request"]
+    sizes = sorted(reads, key=int)
+    rows = [
+        _row(
+            f"gateway read() calls per {size}-event answer (the request, the upstream's reads: "
+            "each answered by one SSE write)",
+            reads[size],
+            None,
+            None,
+            "(reported)",
+            None,
+        )
+        for size in sizes
+    ]
+    rows.append(
+        _row(
+            "gateway CPU per upstream read beyond the per-event work (µs, fit): the read, the "
+            "loop's turn, one SSE write",
+            per_read["per_read_us"],
+            None,
+            None,
+            "(reported)",
+            None,
+        )
+    )
+    rows.append(
+        _row(
+            "of which system time (µs per upstream read: the kernel's part of the read and the "
+            "write)",
+            per_read["per_read_sys_us"],
+            None,
+            None,
+            "(reported)",
+            None,
+        )
+    )
+    rows.append(
+        _row(
+            f"system time alone per event at the emulator's pace ({per_read['reads_per_event']:.2f}"
+            " reads per event; µs)",
+            per_read["kernel_us_per_event"],
+            None,
+            None,
+            "(reported)",
+            None,
+        )
+    )
+    return rows
 
 
 def _variant_rows(variants: Json | None) -> list[Row]:

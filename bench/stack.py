@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.proc import Child, children, cpu_seconds, free_port, rss_kb, status_kb, wait_http
+from bench.proc import (
+    Child,
+    children,
+    cpu_seconds,
+    free_port,
+    io_calls,
+    rss_kb,
+    status_kb,
+    system_seconds,
+    wait_http,
+)
 
 __all__ = ["API_KEY", "LoadDriver", "Stack", "stack_login", "start_gateway", "start_stack"]
 
@@ -77,10 +87,15 @@ class Stack:
         }
 
     def sample(self) -> dict[str, float]:
-        """CPU seconds and RSS (KB) of both servers, now."""
+        """CPU seconds and RSS (KB) of both servers, now; the gateway's system time and its
+        read and write system calls."""
         gw, em = self.gateway_pid, self.emulator.pid
+        reads, writes = io_calls(gw)
         return {
             "gateway_cpu_s": cpu_seconds(gw),
+            "gateway_sys_s": system_seconds(gw),
+            "gateway_reads": reads,
+            "gateway_writes": writes,
             "emulator_cpu_s": cpu_seconds(em),
             "gateway_rss_kb": rss_kb(gw),
             "emulator_rss_kb": rss_kb(em),

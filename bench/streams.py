@@ -10,6 +10,7 @@ or `text_delta` (Anthropic). A non-streaming answer has no TTFT. How each answer
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ __all__ = [
     "Target",
     "directive_text",
     "run_stream",
+    "unique",
 ]
 
 GATEWAY_MODEL = "claude-sonnet-4-20250514"
@@ -172,6 +174,19 @@ class StreamResult:
     error: str | None = None
 
 
+_SERIAL = itertools.count()
+
+
+def unique(directive: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`directive` with its answer's text made unique (a serial number first): every request's
+    message and every answer differ, as real ones do, so the gateway's token-count cache (which
+    serves texts it has counted before) never answers for the bench."""
+    text = directive.get("text")
+    if not isinstance(text, str) or not text:
+        return directive
+    return {**directive, "text": f"{next(_SERIAL)} {text}"}
+
+
 async def run_stream(
     conn: Connection,
     target: Target,
@@ -179,6 +194,7 @@ async def run_stream(
     on_first: Callable[[], None] | None = None,
 ) -> StreamResult:
     """Send one request on `conn`, read the stream to its end, time the first content."""
+    directive = unique(directive)
     path, headers, body = target.request(directive)
     consumer = target.consumer(directive)
     ttft: int | None = None
