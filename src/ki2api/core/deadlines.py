@@ -108,16 +108,19 @@ class DeadlineWait:
     entry: set only when none is due earlier, and set again for the wait's deadline when it
     falls due early (the wait began after it was set). The owner calls `init_wait` first."""
 
-    __slots__ = ("deadline", "deadlines", "entry", "waiter")
+    __slots__ = ("deadline", "deadlines", "entry", "loop", "waiter")
 
     def init_wait(self) -> None:
         self.waiter: asyncio.Future[bool] | None = None
         self.deadline: float | None = None  # of the current wait (loop time)
         self.entry: Entry | None = None  # this owner's place on the timer
+        # kept: asking for the running loop costs a getpid() system call on Python 3.11, and
+        # a stream waits once per upstream read
+        self.loop = asyncio.get_running_loop()
         self.deadlines = deadlines()
 
     def waiting(self, timeout: float | None) -> asyncio.Future[bool]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiter = self.waiter = loop.create_future()
         if timeout is None:
             self.deadline = None
@@ -141,7 +144,7 @@ class DeadlineWait:
         waiter, deadline = self.waiter, self.deadline
         if waiter is None or waiter.done() or deadline is None:
             return  # nobody waits with a deadline: the next such wait sets an entry again
-        if asyncio.get_running_loop().time() < deadline:
+        if self.loop.time() < deadline:
             self.entry = self.deadlines.at(deadline, self)
         else:
             self.waiter = None
