@@ -147,7 +147,10 @@ class Gateway:
     ) -> list[dict[str, Any]]:
         """This account's logged upstream calls, oldest first; the gateway's ListAvailableModels
         calls (its model catalogue, docs/models.md) only with `catalogue`."""
-        r = httpx.get(f"{self.emulator_url}/_emulator/requests", params={"limit": limit})
+        r = httpx.get(
+            f"{self.emulator_url}/_emulator/requests",
+            params={"limit": limit, "account": self.account.id},  # others' traffic cannot crowd
+        )
         return [
             q
             for q in r.json()["requests"]

@@ -99,7 +99,8 @@ async def requests(request: Request) -> Response:
     state = emulator(request)
     raw = request.query_params.get("limit", "")
     limit = int(raw) if raw.isdigit() else DEFAULT_REQUEST_LIMIT
-    items = list(state.requests)
+    account = request.query_params.get("account")  # only this account's (before the limit)
+    items = [r for r in state.requests if account is None or r.get("account") == account]
     return json_response({"requests": items[len(items) - limit :] if limit else []})
 
 

@@ -402,3 +402,20 @@ def test_client_disconnect_ends_the_stream() -> None:
         while e.state.accounts["acct-1"].counters.streams_now and time.monotonic() < deadline:
             time.sleep(0.01)
         assert e.state.accounts["acct-1"].counters.streams_now == 0
+
+
+def test_request_log_of_one_account_is_filtered_before_the_limit() -> None:
+    with running(EmulatorConfig(accounts=2)) as e:
+        one, two = (e.state.accounts[i].access_token for i in ("acct-1", "acct-2"))
+        chat_as(e, one, chat_body("mine"))
+        for n in range(5):
+            chat_as(e, two, chat_body(f"theirs {n}"))
+        url = e.base + "/_emulator/requests"
+        assert [i["account"] for i in e.client.get(url + "?limit=3").json()["requests"]] == [
+            "acct-2"
+        ] * 3
+        mine = e.client.get(url, params={"limit": 3, "account": "acct-1"}).json()["requests"]
+        assert len(mine) == 1 and mine[0]["account"] == "acct-1"
+        message = mine[0]["body"]["conversationState"]["currentMessage"]["userInputMessage"]
+        assert message["content"] == "mine"
+        assert e.client.get(url, params={"account": "acct-9"}).json() == {"requests": []}
