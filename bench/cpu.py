@@ -8,12 +8,17 @@ stream. At 1,000 events: the OpenAI stream, for the fixed + per-event fit. Round
 the targets so drift on a shared machine hits all of them alike. Then `bulk`: the OpenAI
 stream's two sizes again with the emulator's body re-chunked into 64 KiB pieces, so the fit
 splits the per-event work from the per-read I/O (a read, an SSE write, the loop's turn).
+`per_read` divides the rest by the gateway's read() calls (and gives their system time), and
+at both sizes the same answers also go through a bare relay (`bench/relay.py`: the I/O alone,
+the floor under any gateway in Python).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench.proc import cpu_seconds, io_calls
+from bench.relay import start_relay
 from bench.sections import run_stage
 from bench.stack import LoadDriver, Stack
 
@@ -54,9 +59,11 @@ def events_directive(events: int, split_bytes: int | None = None) -> Json:
 BULK_SPLIT_BYTES = 65536
 
 
-def _targets(stack: Stack, events: int) -> dict[str, Json]:
+def _targets(stack: Stack, events: int, relay_port: int | None) -> dict[str, Json]:
     variants = VARIANTS if events == VARIANT_EVENTS else VARIANTS[:1]
     out = {"direct": stack.targets()["direct"]}
+    if relay_port is not None:  # the emulator's answers through the bare relay (bench/relay.py)
+        out["relay"] = {**out["direct"], "port": relay_port}
     for name, api, stream, _ in variants:
         out[name] = gateway_target(stack, api, stream)
     return out
@@ -69,6 +76,7 @@ def _run(
     events: int,
     requests: int,
     split_bytes: int | None = None,
+    relay_pid: int | None = None,
 ) -> Json:
     streamed = target.get("stream", True)
     spec = {
@@ -80,7 +88,8 @@ def _run(
         "directive": events_directive(events, split_bytes),
         "expect_events": events if streamed else 1,  # a whole JSON answer counts as one
     }
-    r = run_stage(stack, load, spec, 300)
+    also = None if relay_pid is None else (lambda: _relay_sample(relay_pid))
+    r = run_stage(stack, load, spec, 300, also)
     return {
         "requests": r["n"],
         "ok": r["ok"],
@@ -93,7 +102,13 @@ def _run(
         "gateway_reads": r["delta"]["gateway_reads"],
         "gateway_writes": r["delta"]["gateway_writes"],
         "emulator_cpu_s": r["delta"]["emulator_cpu_s"],
+        "relay_cpu_s": r["delta"].get("relay_cpu_s", 0.0),
+        "relay_reads": r["delta"].get("relay_reads", 0),
     }
+
+
+def _relay_sample(pid: int) -> dict[str, float]:
+    return {"relay_cpu_s": cpu_seconds(pid), "relay_reads": io_calls(pid)[0]}
 
 
 def _merge(rounds: list[Json]) -> Json:
@@ -111,20 +126,29 @@ def _merge(rounds: list[Json]) -> Json:
         "gateway_reads_per_request": sum(r["gateway_reads"] for r in rounds) / n,
         "gateway_writes_per_request": sum(r["gateway_writes"] for r in rounds) / n,
         "emulator_cpu_ms_per_request": sum(r["emulator_cpu_s"] for r in rounds) * 1e3 / n,
+        "relay_cpu_ms_per_request": sum(r["relay_cpu_s"] for r in rounds) * 1e3 / n,
+        "relay_reads_per_request": sum(r["relay_reads"] for r in rounds) / n,
         "rounds": rounds,
     }
 
 
-def _size(stack: Stack, load: LoadDriver, events: int, requests: int) -> Json:
-    targets = _targets(stack, events)
+def _size(
+    stack: Stack, load: LoadDriver, events: int, requests: int, relay: tuple[int, int] | None
+) -> Json:
+    """`relay`: the bare relay's (pid, port), whose CPU is measured on its own target."""
+    targets = _targets(stack, events, relay[1] if relay else None)
     rounds: dict[str, list[Json]] = {name: [] for name in targets}
     for _ in range(CPU_ROUNDS):
         for name, target in targets.items():
-            rounds[name].append(_run(stack, load, target, events, requests))
+            pid = relay[0] if relay and name == "relay" else None
+            rounds[name].append(_run(stack, load, target, events, requests, relay_pid=pid))
     runs = {name: _merge(r) for name, r in rounds.items()}
     gw_ms = runs[REFERENCE]["gateway_cpu_ms_per_request"]
     base_ms = runs["direct"]["emulator_cpu_ms_per_request"]
+    relay_run = runs.get("relay")
     return {
+        "relay_ms_per_request": relay_run["relay_cpu_ms_per_request"] if relay_run else None,
+        "relay_reads_per_request": relay_run["relay_reads_per_request"] if relay_run else None,
         "events": events,
         "runs": runs,
         "gateway_ms_per_request": gw_ms,
@@ -211,7 +235,15 @@ def _per_read(plans: Json, bulk: Json) -> Json | None:
 
 
 def cpu_section(stack: Stack, load: LoadDriver) -> Json:
-    plans = {str(events): _size(stack, load, events, n) for events, n in CPU_SIZES}
+    em_port = int(stack.emulator_url.rsplit(":", 1)[1])
+    relay, relay_port = start_relay(em_port, stack.gateway.log_path.parent)
+    try:
+        plans = {
+            str(events): _size(stack, load, events, n, (relay.pid, relay_port))
+            for events, n in CPU_SIZES
+        }
+    finally:
+        relay.stop()
     fit = _fit({e: plans[str(e)]["gateway_ms_per_request"] for e, _ in CPU_SIZES})
     bulk = _bulk(stack, load)
     return {

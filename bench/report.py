@@ -75,6 +75,7 @@ def _cpu_rows(cpu: Json | None) -> list[Row]:
                 met,
             )
         )
+    rows += _relay_rows(cpu)
     fit = get(cpu or {}, "fit")
     if fit:
         per_event, per_request = fit["per_event_us"], fit["per_request_ms"]
@@ -95,6 +96,28 @@ def _cpu_rows(cpu: Json | None) -> list[Row]:
         + _per_read_rows(get(cpu or {}, "per_read"))
         + _variant_rows(get(cpu or {}, "variants"))
     )
+
+
+def _relay_rows(cpu: Json | None) -> list[Row]:
+    rows: list[Row] = []
+    for events, plan in sorted((get(cpu or {}, "plans") or {}).items(), key=lambda x: int(x[0])):
+        relay = plan.get("relay_ms_per_request")
+        if not relay:
+            continue
+        ms = plan["gateway_ms_per_request"]
+        rows.append(
+            _row(
+                f"gateway CPU per {events}-event streamed answer; baseline: the same answer "
+                f"through a bare relay ({plan['relay_reads_per_request']:.0f} reads: uvloop, "
+                "each read written on, nothing parsed), same run (ms)",
+                ms,
+                relay,
+                _ratio(ms / relay),
+                "(reported)",
+                None,
+            )
+        )
+    return rows
 
 
 def _per_read_rows(per_read: Json | None) -> list[Row]:

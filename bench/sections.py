@@ -77,14 +77,21 @@ def stats(values: list[float]) -> Json:
     }
 
 
-def run_stage(stack: Stack, load: LoadDriver, spec: Json, timeout_s: float) -> Json:
-    """One load stage: warm up, sample the servers, go, sample again. Returns result + deltas."""
+def run_stage(
+    stack: Stack,
+    load: LoadDriver,
+    spec: Json,
+    timeout_s: float,
+    also: Callable[[], dict[str, float]] | None = None,
+) -> Json:
+    """One load stage: warm up, sample the servers (and `also`'s figures), go, sample again.
+    Returns result + deltas."""
     load.send(spec)
     load.expect("ready", timeout_s)
-    before = stack.sample()
+    before = {**stack.sample(), **(also() if also else {})}
     load.send({"cmd": "go"})
     result = load.expect("done", timeout_s)
-    after = stack.sample()
+    after = {**stack.sample(), **(also() if also else {})}
     result["delta"] = {k: after[k] - before[k] for k in before}
     return result
 
