@@ -117,7 +117,10 @@ class AnthropicChat:
         self.finders.append(finder)
         limiter = stream_limiter(ready.conv, ready.estimate)
         check = StreamJSONCheck(self.json_format) if self.json_format else None
-        return shape(finder.watch(upstream), limiter=limiter, check=check)
+        # the finder sees the text only when there is a stop sequence to find (a generator
+        # fewer on every batch otherwise)
+        watched = finder.watch(upstream) if ready.conv.params.stop else upstream
+        return shape(watched, limiter=limiter, check=check)
 
     def body(self, events: list[Event], ready: Prepared) -> dict[str, Any]:
         return message_response(

@@ -75,10 +75,20 @@ class MessageEncoder:
         return self._feed(event)
 
     def feed_all(self, events: Iterable[Event]) -> bytes:
-        """`feed` each event in order: all their bytes, joined."""
-        out = b"".join([self.feed(event) for event in events])
+        """`feed` each event in order: all their bytes, joined (a text delta continuing the open
+        text block without a call: what `_delta` makes of it)."""
+        parts: list[bytes] = []
+        continues, started = self._machine.continues, self._started and not self._failed
+        for event in events:
+            if started and type(event) is TextDelta:
+                index = continues("text", event.text)
+                if index is not None:
+                    parts += (self._delta_head(index, "text"), _dumps(event.text), b"}}\n\n")
+                    continue
+            parts.append(self.feed(event))
+            started = self._started and not self._failed
         self._machine.compact()
-        return out
+        return b"".join(parts)
 
     def _delta(self, event: Event, block: BlockKind, text: str, key: int | None) -> bytes:
         """The one `content_block_delta` of a delta continuing the open block, as `_feed` would
@@ -86,11 +96,15 @@ class MessageEncoder:
         index = self._machine.continues(block, text, key)
         if index is None:
             return self._feed(event)
+        return self._delta_head(index, block) + _dumps(text) + b"}}\n\n"
+
+    def _delta_head(self, index: int, block: BlockKind) -> bytes:
+        """The bytes of a `content_block_delta` of block `index` before its text."""
         at, kind, prefix = self._prefix
         if at != index or kind != block:  # a new block: its bytes before the text, once
             prefix = b"%b%d%b" % (_DELTA_HEAD, index, _DELTA_MIDDLE[block])
             self._prefix = (index, block, prefix)
-        return prefix + _dumps(text) + b"}}\n\n"
+        return prefix
 
     def _feed(self, event: Event) -> bytes:
         if self.finished:
