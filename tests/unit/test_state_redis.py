@@ -1,17 +1,20 @@
 """What only the Redis store has (the contract it shares with SQLite is tested on both): key
 prefixes keep deployments apart, a lock's key expires by itself, the usage stream is capped,
-only writes of accounts, tokens and health move `changed()`, and a server away is a RedisError."""
+only writes of accounts, tokens and health move `changed()`, a server away is a RedisError, and a
+usage batch written again after a lost reply is not recorded twice."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ki2api.state.base import AccountRecord, Health, SlotHolder, UsageRow
+from ki2api.state.base import AccountRecord, Health, SlotHolder, StateStore, UsageRow
 from ki2api.state.redis_store import RedisStore
+from ki2api.state.usage_log import UsageLog
 from tests.support.stores import StoreFactory, unique_prefix
 
 ACCOUNT = AccountRecord("a", "store", "a", "social", "0" * 64)
@@ -86,3 +89,54 @@ async def test_a_server_away_is_a_redis_error() -> None:
             await store.list_accounts()
     finally:
         await store.aclose()
+
+
+def _rows(first: int, n: int) -> list[UsageRow]:
+    return [UsageRow(1000.0 + i, "key-1", "a", "m", i, 1, 1.0, "ok") for i in range(first, n)]
+
+
+async def test_a_batch_written_again_is_recorded_once(redis_factory: StoreFactory) -> None:
+    store = redis_factory()
+    await store.record_usage(_rows(0, 3), batch="b1")
+    await store.record_usage(_rows(0, 3), batch="b1", again=True)  # it was done: nothing
+    assert await store.usage_count() == 3
+    await store.record_usage(_rows(3, 5), batch="b2", again=True)  # it was not: written
+    await store.record_usage(_rows(5, 6), batch="b1")  # a first write is never looked up
+    assert [r.input_tokens for r in await store.usage_rows(limit=100)] == [0, 1, 2, 3, 4, 5]
+
+
+class _LostReply:
+    """A real store whose first `record_usage` is done but reported failed: the connection
+    to Redis lost on the way back."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.calls: list[tuple[str | None, bool, int]] = []
+
+    async def record_usage(
+        self, rows: Sequence[UsageRow], *, batch: str | None = None, again: bool = False
+    ) -> None:
+        self.calls.append((batch, again, len(rows)))
+        await self.store.record_usage(rows, batch=batch, again=again)
+        if len(self.calls) == 1:
+            raise RedisConnectionError("Connection closed by server.")
+
+
+async def test_a_usage_write_whose_reply_was_lost_is_not_recorded_twice(
+    redis_factory: StoreFactory,
+) -> None:
+    store = redis_factory()
+    lossy = _LostReply(store)
+    log = UsageLog(cast(StateStore, lossy), flush_interval_s=3600)
+    for r in _rows(0, 3):
+        log.add(r)
+    assert not await log.flush()  # done in Redis, but this gateway cannot know
+    assert log.pending == 3
+    for r in _rows(3, 5):
+        log.add(r)
+    assert await log.flush()
+    assert await store.usage_count() == 5
+    assert [r.input_tokens for r in await store.usage_rows(limit=100)] == [0, 1, 2, 3, 4]
+    (first, _, _), (again, was_again, size), (new, _, _) = lossy.calls
+    assert (again, was_again, size) == (first, True, 3)  # the same batch, as it was, first
+    assert new not in (None, first)

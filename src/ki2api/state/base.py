@@ -285,9 +285,13 @@ class StateStore(Protocol):
         and month windows. The verdict says why not otherwise."""
 
     # usage log --------------------------------------------------------------------------------
-    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+    async def record_usage(
+        self, rows: Sequence[UsageRow], *, batch: str | None = None, again: bool = False
+    ) -> None:
         """Append the rows; the tokens of a row whose `client_key` names a client key are added
-        to that key's minute and day counters, in the same transaction."""
+        to that key's minute and day counters, in the same transaction. `batch` names the rows
+        as one write; `again`: the same batch once more, after a write whose outcome is not
+        known (its reply was lost): nothing is done if that batch is already recorded."""
 
     async def usage_count(self) -> int: ...
     async def usage_rows(self, *, limit: int = 100) -> list[UsageRow]:

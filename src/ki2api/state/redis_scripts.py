@@ -326,23 +326,42 @@ return {'ok'}
 """
 )
 
-# KEYS: the usage stream. ARGV: max length, prefix, n rows, the rows in pairs (`at` in ms,
-# JSON), then charges in fours: key name, period, window, tokens (added to the counters of the
-# key of that name). An entry's id is its row's `at` (or the last id, when that is later), so
-# ids never go back and a row's id is never before its `at` (Redis >= 7: `ms-*` ids).
+# KEYS: the usage stream. ARGV: max length, prefix, n rows, the batch's name ('' for none),
+# where to look for it ('' for a first write; for a batch written again, its earliest `at` in
+# ms), the rows in pairs (`at` in ms, JSON), then charges in fours: key name, period, window,
+# tokens (added to the counters of the key of that name). An entry's id is its row's `at` (or
+# the last id, when that is later), so ids never go back and a row's id is never before its
+# `at` (Redis >= 7: `ms-*` ids). The batch's last entry carries its name (`b`): a batch written
+# again is found among the entries since its earliest row (at most 20,000 read) and, when
+# found, nothing is written or charged twice (returns 0).
 RECORD_USAGE = (
     _BUMP
     + """
 local n = tonumber(ARGV[3])
+local batch = ARGV[4]
+if ARGV[5] ~= '' and batch ~= '' then
+  local since = redis.call('XREVRANGE', KEYS[1], '+', ARGV[5], 'COUNT', 20000)
+  for _, entry in ipairs(since) do
+    local f = entry[2]
+    for k = 1, #f - 1, 2 do
+      if f[k] == 'b' and f[k + 1] == batch then return 0 end
+    end
+  end
+end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local floor = 0
 if #last > 0 then floor = tonumber(string.match(last[1][1], '^(%d+)')) end
-for i = 4, 2 + 2 * n, 2 do
+local final = 4 + 2 * n
+for i = 6, final, 2 do
   floor = math.max(floor, tonumber(ARGV[i]))
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], string.format('%.0f', floor) .. '-*',
-    'r', ARGV[i + 1])
+  local id = string.format('%.0f', floor) .. '-*'
+  if i == final and batch ~= '' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'r', ARGV[i + 1], 'b', batch)
+  else
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'r', ARGV[i + 1])
+  end
 end
-for j = 4 + 2 * n, #ARGV, 4 do
+for j = 6 + 2 * n, #ARGV, 4 do
   local id = redis.call('HGET', ARGV[2] .. 'ck_names', ARGV[j])
   if id then bump(ARGV[2] .. 'ck_count:' .. id, ARGV[j + 1], ARGV[j + 2], 0, ARGV[j + 3]) end
 end

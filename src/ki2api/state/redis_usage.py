@@ -40,16 +40,33 @@ def _row(raw: bytes) -> UsageRow:
 class RedisUsage(RedisBase):
     """`StateStore`'s usage-log methods on Redis."""
 
-    async def record_usage(self, rows: Sequence[UsageRow], *, charge: bool = True) -> None:
-        """`StateStore.record_usage`; `charge=False` (a migration copying old rows, and the
-        counters as they were): the rows only."""
+    async def record_usage(
+        self,
+        rows: Sequence[UsageRow],
+        *,
+        batch: str | None = None,
+        again: bool = False,
+        charge: bool = True,
+    ) -> None:
+        """`StateStore.record_usage` (RECORD_USAGE says how a batch written `again` is found);
+        `charge=False` (a migration copying old rows, and the counters as they were): the rows
+        only."""
         if not rows:
             return
         encoded: list[Any] = []
         for r in rows:
             values = [getattr(r, c) for c in _USAGE_COLS]
             encoded += [max(0, int(r.at * 1000)), orjson.dumps(values)]
-        args = (self._usage_max, self._p, len(rows), *encoded, *(charges(rows) if charge else ()))
+        look_from = min(encoded[::2]) if again and batch else ""
+        args = (
+            self._usage_max,
+            self._p,
+            len(rows),
+            batch or "",
+            look_from,
+            *encoded,
+            *(charges(rows) if charge else ()),
+        )
         await self._run(lua.RECORD_USAGE, [self._k("usage")], args)
 
     async def usage_count(self) -> int:

@@ -178,8 +178,10 @@ class ResilientBase:
         return verdict
 
     # usage log -------------------------------------------------------------------------------
-    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
-        await self._call("usage", self._inner.record_usage, rows)
+    async def record_usage(
+        self, rows: Sequence[UsageRow], *, batch: str | None = None, again: bool = False
+    ) -> None:
+        await self._call("usage", self._inner.record_usage, rows, batch=batch, again=again)
 
     async def usage_count(self) -> int:
         return int(await self._call("usage", self._inner.usage_count))

@@ -360,7 +360,11 @@ class SQLiteStore:
             return cks.admit_in(conn, key_id, now)
 
     # usage log -------------------------------------------------------------------------------
-    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+    async def record_usage(
+        self, rows: Sequence[UsageRow], *, batch: str | None = None, again: bool = False
+    ) -> None:
+        # (`batch`, `again` unused: a local transaction that raised was not committed, so a
+        # failed write here is never one that was done)
         if rows:
             # a usage row holds plain values: no need for astuple()'s deep copy (~45 µs a row)
             values = [tuple(getattr(r, name) for name in _USAGE_COLS) for r in rows]

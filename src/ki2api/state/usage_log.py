@@ -5,6 +5,10 @@ task writes what is waiting every `flush_interval_s`, or sooner once `max_batch`
 Each row is written exactly once: a batch leaves the queue when its write starts and comes
 back (at the front) only if the write failed, and a write that has started is never
 abandoned half-way (cancelling a flush leaves the write running; `aclose` waits for it).
+A write can fail after the store has done it (the connection to Redis lost before its
+reply): each batch has a name, a failed batch is written again as it was, under its name and
+before any newer rows, and the store records a batch written `again` only if it did not
+already (`StateStore.record_usage`).
 
 `begin` / `end` bracket a request whose row is still to come. `aclose` waits (at most
 `drain_s`) until none is open before its last write: uvicorn cancels the requests that outlive
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 
 from ki2api.state.base import StateStore, UsageRow
@@ -46,7 +51,10 @@ class UsageLog:
         self._open = 0
         self._none_open = asyncio.Event()
         self._none_open.set()
-        self._rows: deque[UsageRow] = deque()
+        self._rows: deque[UsageRow] = deque()  # not tried yet
+        # batches whose write failed, oldest first: (name, rows), written again as they were
+        self._again: deque[tuple[str, list[UsageRow]]] = deque()
+        self._again_rows = 0
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._writes: set[asyncio.Future[bool]] = set()
@@ -57,12 +65,12 @@ class UsageLog:
         self._dropped = 0
 
     def __repr__(self) -> str:
-        return f"UsageLog(pending={len(self._rows)}, running={self._task is not None})"
+        return f"UsageLog(pending={self.pending}, running={self._task is not None})"
 
     @property
     def pending(self) -> int:
         """Rows waiting to be written (a batch being written right now is not counted)."""
-        return len(self._rows)
+        return len(self._rows) + self._again_rows
 
     @property
     def dropped(self) -> int:
@@ -99,14 +107,23 @@ class UsageLog:
     async def flush(self) -> bool:
         """Write every row waiting now. True when they were written (or none waited)."""
         async with self._flushing:
+            while self._again:  # what failed before goes first, as it was
+                name, batch = self._again.popleft()
+                self._again_rows -= len(batch)
+                if not await self._started(name, batch, again=True):
+                    return False
             if not self._rows:
                 return True
             batch = list(self._rows)
             self._rows.clear()
-            write = asyncio.ensure_future(self._write(batch))
-            self._writes.add(write)
-            write.add_done_callback(self._writes.discard)
-            return await asyncio.shield(write)
+            return await self._started(uuid.uuid4().hex, batch, again=False)
+
+    async def _started(self, name: str, batch: list[UsageRow], *, again: bool) -> bool:
+        """The batch's write, run to its end even if the caller is cancelled."""
+        write = asyncio.ensure_future(self._write(name, batch, again))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        return await asyncio.shield(write)
 
     async def aclose(self) -> None:
         """Wait (at most `drain_s`) for the rows of requests still open, stop the background
@@ -135,11 +152,12 @@ class UsageLog:
             if not await self.flush():
                 await asyncio.sleep(self._interval)  # the store is failing: do not spin
 
-    async def _write(self, batch: list[UsageRow]) -> bool:
+    async def _write(self, name: str, batch: list[UsageRow], again: bool) -> bool:
         try:
-            await self._store.record_usage(batch)
-        except Exception as exc:  # keep the rows, try again on the next flush
-            self._rows.extendleft(reversed(batch))
+            await self._store.record_usage(batch, batch=name, again=again)
+        except Exception as exc:  # keep the batch, write it again (as it is) on the next flush
+            self._again.appendleft((name, batch))
+            self._again_rows += len(batch)
             self._trim()
             if not self._failing:
                 self._failing = True
@@ -155,10 +173,21 @@ class UsageLog:
         return True
 
     def _trim(self) -> None:
-        excess = len(self._rows) - self._max_pending
+        excess = self.pending - self._max_pending
         if excess <= 0:
             return
-        for _ in range(excess):
+        left = excess  # the oldest first: the failed batches', then the new rows'
+        while left and self._again:
+            name, batch = self._again[0]
+            if len(batch) <= left:
+                self._again.popleft()
+                taken = len(batch)
+            else:
+                self._again[0] = (name, batch[left:])
+                taken = left
+            self._again_rows -= taken
+            left -= taken
+        for _ in range(left):
             self._rows.popleft()
         if not self._drop_warned:
             self._drop_warned = True
