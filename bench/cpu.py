@@ -29,7 +29,10 @@ Json = dict[str, Any]
 MAX_TOKENS = 4096
 # (events per stream, requests per target per round)
 CPU_SIZES = ((100, 200), (1000, 40))
-CPU_ROUNDS = 3
+# The read pattern (how many events each upstream read brings, so how many reads and SSE
+# writes an answer costs) varies a lot from one batch of requests to the next on a shared
+# machine: four rounds, in alternating orders, for each target's figure.
+CPU_ROUNDS = 4
 CPU_WORKERS = 4
 VARIANT_EVENTS = 100
 REFERENCE = "openai_stream"
@@ -138,8 +141,10 @@ def _size(
     """`relay`: the bare relay's (pid, port), whose CPU is measured on its own target."""
     targets = _targets(stack, events, relay[1] if relay else None)
     rounds: dict[str, list[Json]] = {name: [] for name in targets}
-    for _ in range(CPU_ROUNDS):
-        for name, target in targets.items():
+    for round_ in range(CPU_ROUNDS):
+        # every other round in the reverse order: no target always follows the same one
+        order = list(targets.items())
+        for name, target in order if round_ % 2 == 0 else reversed(order):
             pid = relay[0] if relay and name == "relay" else None
             rounds[name].append(_run(stack, load, target, events, requests, relay_pid=pid))
     runs = {name: _merge(r) for name, r in rounds.items()}
