@@ -178,6 +178,9 @@ def _variants(plan: Json) -> Json:
             "reference_ms_per_request": ref,
             "ratio_to_reference": ms / ref if ref else None,
             "valid": run["valid"],
+            # how the upstream's answer came, beside the reference's: each read costs (per_read)
+            "reads_per_request": run["gateway_reads_per_request"],
+            "reference_reads_per_request": runs[REFERENCE]["gateway_reads_per_request"],
         }
     return out
 
