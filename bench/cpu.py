@@ -192,19 +192,41 @@ def _fit(ms_by_events: dict[int, float]) -> Json:
 
 
 def _bulk(stack: Stack, load: LoadDriver) -> Json:
-    """The OpenAI stream's sizes again, the upstream body in BULK_SPLIT_BYTES pieces."""
+    """The OpenAI stream's sizes again, the upstream body in BULK_SPLIT_BYTES pieces; and the
+    other variants at VARIANT_EVENTS the same way: compared at the same few reads per answer,
+    their figures are the work of each API alone (the main rows move with how many reads each
+    answer happened to take)."""
     target = gateway_target(stack)
+    others = {name: gateway_target(stack, api, stream) for name, api, stream, _ in VARIANTS[1:]}
     rounds: dict[int, list[Json]] = {events: [] for events, _ in CPU_SIZES}
+    other_rounds: dict[str, list[Json]] = {name: [] for name in others}
+    n_variant = dict(CPU_SIZES)[VARIANT_EVENTS]
     for _ in range(CPU_ROUNDS):
         for events, n in CPU_SIZES:
             rounds[events].append(_run(stack, load, target, events, n, BULK_SPLIT_BYTES))
+        for name, other in others.items():
+            split = BULK_SPLIT_BYTES
+            other_rounds[name].append(_run(stack, load, other, VARIANT_EVENTS, n_variant, split))
     runs = {events: _merge(r) for events, r in rounds.items()}
     ms = {events: run["gateway_cpu_ms_per_request"] for events, run in runs.items()}
+    ref = ms[VARIANT_EVENTS]
+    variants = {}
+    for name, _, _, title in VARIANTS[1:]:
+        run = _merge(other_rounds[name])
+        v_ms = run["gateway_cpu_ms_per_request"]
+        variants[name] = {
+            "title": title,
+            "gateway_ms_per_request": v_ms,
+            "reference_ms_per_request": ref,
+            "ratio_to_reference": v_ms / ref if ref else None,
+            "valid": run["valid"],
+        }
     return {
         "split_bytes": BULK_SPLIT_BYTES,
         "gateway_ms_per_request": {str(e): v for e, v in ms.items()},
         "valid": all(run["valid"] for run in runs.values()),
         "fit": _fit(ms),
+        "variants": variants,
     }
 
 
