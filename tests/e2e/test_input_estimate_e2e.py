@@ -93,34 +93,28 @@ def sse(r: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
 # --- what each consumer reported: (gateway) -> (endpoint, the input-token figures seen) ---
 
 
-def openai_stream(gw: Gateway) -> tuple[str, list[int]]:
+def _openai_stream(gw: Gateway, finish: str, **limits: Any) -> tuple[str, list[int]]:
     chunks = list(
         gw.openai().chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": PROMPT}],
             stream=True,
             stream_options={"include_usage": True},
+            **limits,
         )
     )
     usage = chunks[-1].usage
-    assert usage is not None and chunks[-2].choices[0].finish_reason == "stop"
+    assert usage is not None and chunks[-2].choices[0].finish_reason == finish
     return "/v1/chat/completions", [usage.prompt_tokens]
+
+
+def openai_stream(gw: Gateway) -> tuple[str, list[int]]:
+    return _openai_stream(gw, "stop")
 
 
 def openai_max_tokens(gw: Gateway) -> tuple[str, list[int]]:
     """The limiter's own stop: its Usage carries the estimate (Kiro's end is never read)."""
-    chunks = list(
-        gw.openai().chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": PROMPT}],
-            max_tokens=2,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-    )
-    usage = chunks[-1].usage
-    assert usage is not None and chunks[-2].choices[0].finish_reason == "length"
-    return "/v1/chat/completions", [usage.prompt_tokens]
+    return _openai_stream(gw, "length", max_tokens=2)
 
 
 def openai_body(gw: Gateway) -> tuple[str, list[int]]:
